@@ -1,0 +1,5 @@
+"""Replies with the payload unchanged (the seed's default behaviour)."""
+
+
+def app(payload: bytes | list[bytes]) -> bytes | list[bytes]:
+    return payload
