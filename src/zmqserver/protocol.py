@@ -1,0 +1,463 @@
+"""The wire protocol: frames in, messages out, and back.
+
+Rule 1: this module never imports zmq, never does I/O and keeps no state between calls. Frames are
+``bytes`` (or anything with the buffer protocol and ``bytes()`` semantics); the routing id a ROUTER
+socket prepends is *not* part of the frames handled here. Everything here is documented frame by
+frame in docs/protocol.md; change both together.
+
+Two ports, two families of messages:
+
+* **Frontend** (clients). Several protocols share one port and are told apart per message by their
+  first frames (:func:`parse_client_request`), and every reply goes back in the form the request
+  came in (:func:`encode_client_reply`).
+* **Backend** (workers). The Majordomo worker protocol MDP/0.2 (ZeroMQ RFC 18), optionally with an
+  empty frame before the header, which some MDP libraries send even on DEALER sockets.
+
+zmqserver's own extension is one *header frame* that starts with :data:`HEADER_MAGIC`. It carries
+what no Majordomo frame does: a request id (so a retried request's late reply can be told from the
+current one), a per-request timeout, flags, and a one-byte :class:`Status`, so a client can tell an
+error from a result without guessing at the payload. A message without it is plain MDP.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import ProtocolError, Status
+
+# -- constants ------------------------------------------------------------------------------------
+
+MDPC01 = b"MDPC01"  # RFC 7 client
+MDPC02 = b"MDPC02"  # RFC 18 client
+MDPW02 = b"MDPW02"  # RFC 18 worker
+
+# RFC 18 client commands
+C_REQUEST = b"\x01"
+C_PARTIAL = b"\x02"
+C_FINAL = b"\x03"
+
+# RFC 18 worker commands
+W_READY = b"\x01"
+W_REQUEST = b"\x02"
+W_PARTIAL = b"\x03"
+W_FINAL = b"\x04"
+W_HEARTBEAT = b"\x05"
+W_DISCONNECT = b"\x06"
+
+#: First bytes of a zmqserver header frame: a NUL (no text payload starts with one by accident),
+#: "ZQ", and the header version.
+HEADER_MAGIC = b"\x00ZQ\x01"
+
+# Layouts after the magic, all big-endian (network order):
+#   request header (client -> broker): request id u64, timeout ms u32 (0 = server default), flags u8
+#   reply header   (broker -> client): request id u64, status u8
+#   status header  (worker -> broker, broker -> foreign MDP client on error): status u8
+_REQUEST_HEADER = struct.Struct(">QIB")
+_REPLY_HEADER = struct.Struct(">QB")
+_STATUS_HEADER = struct.Struct(">B")
+REQUEST_HEADER_SIZE = len(HEADER_MAGIC) + _REQUEST_HEADER.size
+REPLY_HEADER_SIZE = len(HEADER_MAGIC) + _REPLY_HEADER.size
+STATUS_HEADER_SIZE = len(HEADER_MAGIC) + _STATUS_HEADER.size
+
+#: Request flag: the broker may run the job again on another worker if its worker dies mid-job.
+FLAG_RETRYABLE = 0x01
+
+#: Plain clients have no envelope to carry a status, so their error replies are one UTF-8 frame
+#: starting with this prefix: ``ERROR <reason>: <message>``.
+PLAIN_ERROR_PREFIX = b"ERROR "
+
+MAX_SERVICE_NAME = 255
+
+WORKER_COMMAND_NAMES = {
+    W_READY: "READY",
+    W_REQUEST: "REQUEST",
+    W_PARTIAL: "PARTIAL",
+    W_FINAL: "FINAL",
+    W_HEARTBEAT: "HEARTBEAT",
+    W_DISCONNECT: "DISCONNECT",
+}
+
+
+class Form(Enum):
+    """How a client framed its request; its replies are framed the same way."""
+
+    #: ``''``, body...: a REQ socket, or a DEALER that sends the empty delimiter itself.
+    PLAIN = "plain"
+    #: body...: a DEALER that sends no delimiter. Answered with no delimiter.
+    RAW = "raw"
+    #: ``''``, ``MDPC01``, service, body...: RFC 7 (MDP/0.1) client on a REQ socket.
+    MDP01 = "mdp01"
+    #: ``MDPC02``, ``0x01``, service, body...: RFC 18 (MDP/0.2) client on a DEALER socket.
+    MDP02 = "mdp02"
+    #: ``''``, ``MDPC02``, ``0x01``, service, body...: the same with a leading empty frame.
+    MDP02_DELIMITED = "mdp02-delimited"
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """A job as a client sent it.
+
+    ``service`` is ``None`` for plain and raw requests, which go to the default service.
+    ``request_id`` is ``None`` unless the client sent a zmqserver header; ``timeout_ms`` 0 and
+    ``flags`` 0 then mean "server defaults".
+    """
+
+    form: Form
+    service: bytes | None
+    body: list[bytes]
+    request_id: int | None = None
+    timeout_ms: int = 0
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    """A reply as a client receives it (parsed by :func:`parse_client_reply`)."""
+
+    final: bool
+    service: bytes
+    body: list[bytes]
+    request_id: int | None
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Worker -> broker: I offer this service and am free for a job."""
+
+    service: bytes
+    delimited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReply:
+    """Worker -> broker: (part of) the answer to the job whose address the broker gave."""
+
+    address: bytes
+    body: list[bytes]
+    final: bool = True
+    status: Status = Status.OK
+    delimited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Either direction: I am alive. Any other message counts as one too."""
+
+    delimited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Either direction: I am going away (worker) / go away (broker)."""
+
+    delimited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """Broker -> worker: run this job and echo ``address`` in the reply."""
+
+    address: bytes
+    body: list[bytes]
+    delimited: bool = False
+
+
+WorkerMessage = Ready | WorkerReply | Heartbeat | Disconnect
+BrokerMessage = JobRequest | Heartbeat | Disconnect
+
+
+# -- header frames --------------------------------------------------------------------------------
+
+
+def encode_request_header(request_id: int, timeout_ms: int = 0, flags: int = 0) -> bytes:
+    """The header frame a zmqserver client puts first in an MDP/0.2 request body."""
+    return HEADER_MAGIC + _REQUEST_HEADER.pack(request_id, timeout_ms, flags)
+
+
+def encode_reply_header(request_id: int, status: Status) -> bytes:
+    """The header frame the broker puts first in a reply to a client that sent a header."""
+    return HEADER_MAGIC + _REPLY_HEADER.pack(request_id, status)
+
+
+def encode_status_header(status: Status) -> bytes:
+    """The header frame that marks an error reply where there is no request id to echo."""
+    return HEADER_MAGIC + _STATUS_HEADER.pack(status)
+
+
+def is_header(frame: bytes) -> bool:
+    """True if ``frame`` is a zmqserver header frame of any kind."""
+    return frame[:4] == HEADER_MAGIC
+
+
+def _status(code: int) -> Status:
+    try:
+        return Status(code)
+    except ValueError:
+        # An unknown code from a newer peer is still an error, never a success.
+        return Status.BAD_REQUEST
+
+
+def decode_status_header(frame: bytes) -> Status:
+    """The status in a status header; raises :class:`ProtocolError` if it is not one."""
+    if len(frame) != STATUS_HEADER_SIZE or not is_header(frame):
+        raise ProtocolError("malformed status header frame")
+    return _status(frame[4])
+
+
+# -- frontend: client requests --------------------------------------------------------------------
+
+
+def _bad_request(form: Form, service: bytes | None, message: str) -> ProtocolError:
+    return ProtocolError(
+        message, encode_client_reply(form, service, [], status=Status.BAD_REQUEST, message=message)
+    )
+
+
+def parse_client_request(frames: list[bytes]) -> ClientRequest:
+    """Decode the frames a ROUTER frontend received after the client's routing id.
+
+    Raises :class:`ProtocolError` with ``reply`` set when the client can be told what was wrong in
+    a form it will read, and ``reply=None`` when it cannot.
+    """
+    if not frames:
+        raise ProtocolError("empty message")
+    first = bytes(frames[0])
+    if first == b"":
+        if len(frames) == 1:
+            raise _bad_request(Form.PLAIN, None, "request has an empty delimiter and no body")
+        second = bytes(frames[1])
+        if second == MDPC01:
+            return _parse_mdp01(frames)
+        if second == MDPC02:
+            return _parse_mdp02(frames[2:], Form.MDP02_DELIMITED)
+        return ClientRequest(Form.PLAIN, None, list(frames[1:]))
+    if first == MDPC02:
+        return _parse_mdp02(frames[1:], Form.MDP02)
+    return ClientRequest(Form.RAW, None, list(frames))
+
+
+def _parse_mdp01(frames: list[bytes]) -> ClientRequest:
+    # '', MDPC01, service, body...
+    if len(frames) < 4:
+        raise _bad_request(
+            Form.MDP01,
+            frames[2] if len(frames) > 2 else b"",
+            "MDP/0.1 request needs a service frame and a body",
+        )
+    return _with_header(Form.MDP01, bytes(frames[2]), frames[3:])
+
+
+def _parse_mdp02(rest: list[bytes], form: Form) -> ClientRequest:
+    # (after MDPC02) command, service, body...
+    if len(rest) < 2:
+        raise _bad_request(form, b"", "MDP/0.2 request needs a command and a service frame")
+    command = bytes(rest[0])
+    service = bytes(rest[1])
+    if command != C_REQUEST:
+        raise _bad_request(form, service, f"MDP/0.2 clients may only send REQUEST, got {command!r}")
+    if len(service) > MAX_SERVICE_NAME:
+        raise _bad_request(form, service[:MAX_SERVICE_NAME], "service name longer than 255 bytes")
+    return _with_header(form, service, rest[2:])
+
+
+def _with_header(form: Form, service: bytes, body: list[bytes]) -> ClientRequest:
+    if body and is_header(body[0]):
+        header = bytes(body[0])
+        if len(header) != REQUEST_HEADER_SIZE:
+            raise _bad_request(form, service, "malformed zmqserver request header")
+        request_id, timeout_ms, flags = _REQUEST_HEADER.unpack_from(header, len(HEADER_MAGIC))
+        return ClientRequest(form, service, list(body[1:]), request_id, timeout_ms, flags)
+    return ClientRequest(form, service, list(body))
+
+
+# -- frontend: replies ----------------------------------------------------------------------------
+
+
+def _plain_error(status: Status, message: str) -> bytes:
+    return PLAIN_ERROR_PREFIX + f"{status.reason}: {message}".encode()
+
+
+def encode_client_reply(
+    form: Form,
+    service: bytes | None,
+    body: list[bytes],
+    *,
+    request_id: int | None = None,
+    status: Status = Status.OK,
+    message: str = "",
+    final: bool = True,
+) -> list[bytes]:
+    """Frames (after the routing id) answering a request that arrived in ``form``.
+
+    For an error (``status`` not OK) ``body`` is ignored and ``message`` is sent instead: as one
+    ``ERROR <reason>: <message>`` frame to plain and raw clients, and as a header frame followed by
+    the UTF-8 message to Majordomo clients. A non-final (PARTIAL) reply exists only in MDP/0.2;
+    callers join partials for the other forms.
+    """
+    if status is not Status.OK:
+        if form is Form.PLAIN or form is Form.RAW:
+            body = [_plain_error(status, message)]
+        elif request_id is None:
+            body = [encode_status_header(status), message.encode()]
+        else:
+            body = [message.encode()]
+    svc = service if service is not None else b""
+    if form is Form.PLAIN:
+        return [b"", *body]
+    if form is Form.RAW:
+        return body
+    if request_id is not None:
+        body = [encode_reply_header(request_id, status), *body]
+    if form is Form.MDP01:
+        return [b"", MDPC01, svc, *body]
+    command = C_FINAL if final else C_PARTIAL
+    if form is Form.MDP02:
+        return [MDPC02, command, svc, *body]
+    return [b"", MDPC02, command, svc, *body]
+
+
+def encode_client_request(
+    service: bytes,
+    body: list[bytes],
+    *,
+    request_id: int | None = None,
+    timeout_ms: int = 0,
+    flags: int = 0,
+) -> list[bytes]:
+    """An MDP/0.2 client REQUEST for a DEALER socket, with a header if ``request_id`` is given."""
+    if request_id is not None:
+        return [
+            MDPC02,
+            C_REQUEST,
+            service,
+            encode_request_header(request_id, timeout_ms, flags),
+            *body,
+        ]
+    return [MDPC02, C_REQUEST, service, *body]
+
+
+def parse_client_reply(frames: list[bytes]) -> ClientReply:
+    """Decode an MDP/0.2 reply on a client's DEALER socket (the client side of the frontend)."""
+    if frames and bytes(frames[0]) == b"":
+        frames = frames[1:]
+    if len(frames) < 3 or bytes(frames[0]) != MDPC02:
+        raise ProtocolError("not an MDP/0.2 reply")
+    command = bytes(frames[1])
+    if command not in (C_PARTIAL, C_FINAL):
+        raise ProtocolError(f"unknown MDP/0.2 client command {command!r}")
+    service = bytes(frames[2])
+    body = list(frames[3:])
+    request_id: int | None = None
+    status = Status.OK
+    if body and is_header(body[0]):
+        header = bytes(body[0])
+        if len(header) == REPLY_HEADER_SIZE:
+            request_id, code = _REPLY_HEADER.unpack_from(header, len(HEADER_MAGIC))
+            status = _status(code)
+        elif len(header) == STATUS_HEADER_SIZE:
+            status = _status(header[4])
+        else:
+            raise ProtocolError("malformed zmqserver reply header")
+        body = body[1:]
+    return ClientReply(command == C_FINAL, service, body, request_id, status)
+
+
+# -- backend: worker <-> broker -------------------------------------------------------------------
+
+
+def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
+    """Decode what a worker sent, as the broker's ROUTER saw it after the worker's routing id.
+
+    Raises :class:`ProtocolError`; the broker answers a protocol error on the backend with
+    DISCONNECT (RFC 18: "the broker SHOULD respond with DISCONNECT to any invalid message").
+    """
+    delimited = False
+    if frames and bytes(frames[0]) == b"":
+        delimited = True
+        frames = frames[1:]
+    if len(frames) < 2 or bytes(frames[0]) != MDPW02:
+        raise ProtocolError("not an MDP/0.2 worker message")
+    command = bytes(frames[1])
+    if command == W_HEARTBEAT and len(frames) == 2:
+        return Heartbeat(delimited)
+    if command in (W_FINAL, W_PARTIAL):
+        if len(frames) < 4 or bytes(frames[3]) != b"":
+            raise ProtocolError("worker reply needs a client address and an empty frame")
+        body = list(frames[4:])
+        status = Status.OK
+        if command == W_FINAL and body and is_header(body[0]):
+            status = decode_status_header(bytes(body[0]))
+            body = body[1:]
+        return WorkerReply(bytes(frames[2]), body, command == W_FINAL, status, delimited)
+    if command == W_READY:
+        if len(frames) != 3:
+            raise ProtocolError("READY takes exactly one service frame")
+        service = bytes(frames[2])
+        if not service or len(service) > MAX_SERVICE_NAME:
+            raise ProtocolError("READY needs a service name of 1 to 255 bytes")
+        return Ready(service, delimited)
+    if command == W_DISCONNECT and len(frames) == 2:
+        return Disconnect(delimited)
+    name = WORKER_COMMAND_NAMES.get(command, repr(command))
+    raise ProtocolError(f"invalid worker command {name} with {len(frames)} frames")
+
+
+def _worker_prefix(delimited: bool) -> list[bytes]:
+    return [b"", MDPW02] if delimited else [MDPW02]
+
+
+def encode_ready(service: bytes, delimited: bool = False) -> list[bytes]:
+    return [*_worker_prefix(delimited), W_READY, service]
+
+
+def encode_job_request(address: bytes, body: list[bytes], delimited: bool = False) -> list[bytes]:
+    return [*_worker_prefix(delimited), W_REQUEST, address, b"", *body]
+
+
+def encode_worker_reply(
+    address: bytes,
+    body: list[bytes],
+    *,
+    final: bool = True,
+    status: Status = Status.OK,
+    delimited: bool = False,
+) -> list[bytes]:
+    """A worker's PARTIAL or FINAL; an error FINAL carries a status header before the message."""
+    if status is not Status.OK:
+        body = [encode_status_header(status), *body]
+    command = W_FINAL if final else W_PARTIAL
+    return [*_worker_prefix(delimited), command, address, b"", *body]
+
+
+def encode_heartbeat(delimited: bool = False) -> list[bytes]:
+    return [*_worker_prefix(delimited), W_HEARTBEAT]
+
+
+def encode_disconnect(delimited: bool = False) -> list[bytes]:
+    return [*_worker_prefix(delimited), W_DISCONNECT]
+
+
+def parse_broker_message(frames: list[bytes]) -> BrokerMessage:
+    """Decode what the broker sent, as a worker's DEALER socket received it."""
+    delimited = False
+    if frames and bytes(frames[0]) == b"":
+        delimited = True
+        frames = frames[1:]
+    if len(frames) < 2 or bytes(frames[0]) != MDPW02:
+        raise ProtocolError("not an MDP/0.2 broker message")
+    command = bytes(frames[1])
+    if command == W_REQUEST:
+        if len(frames) < 4 or bytes(frames[3]) != b"":
+            raise ProtocolError("REQUEST needs a client address and an empty frame")
+        return JobRequest(bytes(frames[2]), list(frames[4:]), delimited)
+    if command == W_HEARTBEAT:
+        return Heartbeat(delimited)
+    if command == W_DISCONNECT:
+        return Disconnect(delimited)
+    raise ProtocolError(f"invalid broker command {command!r}")
