@@ -1,0 +1,109 @@
+"""The broker's I/O shell: two ROUTER sockets feeding the routing core.
+
+All decisions live in routing.py; this module only moves frames between sockets and the
+:class:`~zmqserver.routing.Router`, and turns send failures into events the router understands.
+The event loop that calls it belongs to the supervisor (one loop, one thread, one poller).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import zmq
+
+from .routing import Port, Router
+
+log = logging.getLogger("zmqserver.broker")
+
+#: Messages read from one socket before the loop looks at the other one and at signals, so a
+#: flood on one port cannot starve the other.
+BATCH = 256
+
+#: How long queued replies may take to leave when the broker closes.
+CLOSE_LINGER_MS = 1000
+
+
+class Broker:
+    """Binds the frontend and backend ROUTERs and shuttles frames to and from ``router``."""
+
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], router: Router, frontend: str, backend: str
+    ) -> None:
+        self.router = router
+        self.frontend = self._router_socket(ctx, frontend, "frontend")
+        try:
+            self.backend = self._router_socket(ctx, backend, "backend")
+        except BaseException:
+            self.frontend.close(linger=0)
+            raise
+        self.sockets = {Port.FRONTEND: self.frontend, Port.BACKEND: self.backend}
+        self.dropped_replies = 0
+
+    @staticmethod
+    def _router_socket(
+        ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str
+    ) -> zmq.Socket[bytes]:
+        sock = ctx.socket(zmq.ROUTER)
+        # ROUTER_MANDATORY turns "peer gone" into EHOSTUNREACH instead of a silent drop, so a
+        # reply to a vanished client is logged and a job for a vanished worker is rerouted.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise OSError(exc.errno, f"cannot bind the {name} to {endpoint}: {exc}") from exc
+        return sock
+
+    def endpoints(self) -> tuple[str, str]:
+        """The endpoints actually bound (with real port numbers when bound to port 0)."""
+        return (
+            self.frontend.getsockopt_string(zmq.LAST_ENDPOINT),
+            self.backend.getsockopt_string(zmq.LAST_ENDPOINT),
+        )
+
+    def read_frontend(self, now: float) -> None:
+        sock, router = self.frontend, self.router
+        for _ in range(BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            router.on_client(frames[0], frames[1:], now)
+
+    def read_backend(self, now: float) -> None:
+        sock, router = self.backend, self.router
+        for _ in range(BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            router.on_worker(frames[0], frames[1:], now)
+
+    def flush(self) -> None:
+        """Send everything the router wants sent; route around peers that are gone."""
+        router = self.router
+        while router.outbox:
+            for port, identity, frames in router.take_outbox():
+                try:
+                    self.sockets[port].send_multipart([identity, *frames], zmq.NOBLOCK)
+                except zmq.ZMQError as exc:
+                    if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
+                        raise
+                    self._undeliverable(port, identity, exc)
+
+    def _undeliverable(self, port: Port, identity: bytes, exc: zmq.ZMQError) -> None:
+        if port is Port.FRONTEND:
+            # The client disconnected (or stopped reading) before its reply: the job's one
+            # outcome is this logged drop.
+            self.dropped_replies += 1
+            log.info("reply to client %s dropped: %s", identity.hex(), exc.strerror)
+        else:
+            # The worker vanished before taking the message: whatever job it carried was never
+            # delivered, so it can go to another worker.
+            self.router.worker_gone(identity, f"unreachable: {exc.strerror}", undelivered=True)
+
+    def close(self) -> None:
+        self.frontend.close()
+        self.backend.close()

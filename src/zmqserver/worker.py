@@ -1,0 +1,272 @@
+"""A worker process: receive a job from the broker, call the app, send the reply, repeat.
+
+The worker speaks MDP/0.2 (RFC 18) on a DEALER socket, so it is also a valid Majordomo worker for
+any MDP/0.2 broker. It is started by the supervisor with ``os.fork()`` and builds everything
+ZeroMQ-related afresh: a ZeroMQ context must never cross a fork (libzmq's I/O threads do not
+survive it, and the child would share the parent's sockets).
+
+Exit codes tell the supervisor what happened: 0 for an orderly exit (asked to stop, recycled after
+``max_requests``, thrown out by the broker), :data:`BOOT_ERROR` when the app could not be loaded,
+which stops the whole server instead of respawning into the same failure forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import zmq
+
+from ._process import die_with_parent, endpoint_label, set_title
+from .config import App, Config
+from .errors import AppLoadError, ProtocolError, Status
+from .loader import load_app
+from .protocol import (
+    Disconnect,
+    Heartbeat,
+    JobRequest,
+    encode_disconnect,
+    encode_heartbeat,
+    encode_ready,
+    encode_worker_reply,
+    parse_broker_message,
+)
+
+log = logging.getLogger("zmqserver.worker")
+
+BOOT_ERROR = 3
+
+#: Time a final reply may take to leave the socket when the worker exits.
+EXIT_LINGER_MS = 2000
+
+
+class BadReply(TypeError):
+    """The app returned something that is not bytes, str or a list of them."""
+
+
+def to_frames(result: Any) -> list[bytes]:
+    """Turn an app's return value into reply frames; raise :class:`BadReply` if it cannot."""
+    if isinstance(result, bytes):
+        return [result]
+    if isinstance(result, str):
+        return [result.encode()]
+    if isinstance(result, bytearray | memoryview):
+        return [bytes(result)]
+    if isinstance(result, list | tuple):
+        frames = []
+        for item in result:
+            if isinstance(item, bytes):
+                frames.append(item)
+            elif isinstance(item, str):
+                frames.append(item.encode())
+            elif isinstance(item, bytearray | memoryview):
+                frames.append(bytes(item))
+            else:
+                raise BadReply(
+                    f"app returned a list containing {type(item).__name__}; "
+                    "expected bytes or str frames"
+                )
+        return frames
+    raise BadReply(f"app returned {type(result).__name__}; expected bytes, str, or a list of them")
+
+
+def payload_of(body: list[bytes]) -> bytes | list[bytes]:
+    """What the app receives: bytes for a one-frame payload, the list of frames otherwise."""
+    if len(body) == 1:
+        return body[0]
+    if not body:
+        return b""
+    return body
+
+
+class Worker:
+    """One worker's loop. All state lives on the instance (never on the class)."""
+
+    def __init__(
+        self, config: Config, app: App, identity: bytes, endpoint: str, master_pid: int
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.identity = identity
+        self.endpoint = endpoint
+        self.master_pid = master_pid
+        self.service = config.service.encode()
+        self.stopping = False
+        self.jobs_done = 0
+        self.max_jobs = 0
+        if config.max_requests:
+            self.max_jobs = config.max_requests + random.randint(0, config.max_requests_jitter)
+        self.ctx = zmq.Context()
+        self.sock: zmq.Socket[bytes] | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        # Handlers only set a flag; the write to the wakeup fd (done by CPython's C-level handler)
+        # is what breaks zmq_poll out of its wait, so a stop request never waits for a timeout.
+        for sock in (self._wake_r, self._wake_w):
+            sock.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._graceful)
+        signal.signal(signal.SIGQUIT, self._graceful)
+        signal.signal(signal.SIGINT, self._immediate)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)  # these are the master's business
+
+    def _graceful(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _immediate(self, signum: int, frame: Any) -> None:
+        # Fast stop: the master answers our running job, if any, with an error.
+        os._exit(0)
+
+    def _connect(self) -> zmq.Socket[bytes]:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, self.identity)
+        sock.connect(self.endpoint)
+        sock.send_multipart(encode_ready(self.service))
+        return sock
+
+    # -- main loop --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        self.sock = self._connect()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        interval = self.config.heartbeat_interval
+        silence_limit = interval * self.config.heartbeat_liveness
+        now = time.monotonic()
+        heartbeat_at = now + interval
+        broker_seen = now
+        while not self.stopping:
+            timeout_ms = max(0.0, heartbeat_at - time.monotonic()) * 1000
+            events = dict(poller.poll(int(timeout_ms) + 1))
+            now = time.monotonic()
+            if self._wake_r.fileno() in events:
+                self._drain_wakeup()
+            if self.sock in events:
+                broker_seen = now
+                if not self._on_message(self.sock.recv_multipart()):
+                    return 0
+                if self.max_jobs and self.jobs_done >= self.max_jobs:
+                    log.info(
+                        "worker %d served %d jobs (max_requests); exiting",
+                        os.getpid(),
+                        self.jobs_done,
+                    )
+                    break
+                now = time.monotonic()
+            if os.getppid() != self.master_pid:
+                log.warning("worker %d: master %d is gone; exiting", os.getpid(), self.master_pid)
+                return 0
+            if now >= heartbeat_at:
+                self.sock.send_multipart(encode_heartbeat())
+                heartbeat_at = now + interval
+            if now - broker_seen > silence_limit:
+                # Paranoid Pirate: the broker went silent; start over with a fresh connection.
+                log.warning(
+                    "worker %d: no word from the broker in %.1fs; reconnecting",
+                    os.getpid(),
+                    now - broker_seen,
+                )
+                poller.unregister(self.sock)
+                self.sock.close(linger=0)
+                self.sock = self._connect()
+                poller.register(self.sock, zmq.POLLIN)
+                broker_seen = now
+        # Orderly exit between jobs: tell the broker, so it stops routing to us at once.
+        self.sock.send_multipart(encode_disconnect())
+        return 0
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _on_message(self, frames: list[bytes]) -> bool:
+        """Handle one broker message; return False when the broker told us to go."""
+        try:
+            msg = parse_broker_message(frames)
+        except ProtocolError as exc:
+            log.warning("worker %d: ignoring malformed message from broker: %s", os.getpid(), exc)
+            return True
+        if isinstance(msg, JobRequest):
+            self._run_job(msg)
+        elif isinstance(msg, Disconnect):
+            log.info("worker %d: broker sent DISCONNECT; exiting", os.getpid())
+            return False
+        else:
+            assert isinstance(msg, Heartbeat)
+        return True
+
+    def _run_job(self, job: JobRequest) -> None:
+        assert self.sock is not None
+        self.jobs_done += 1
+        try:
+            result = self.app(payload_of(job.body))
+            if _is_stream(result):
+                for part in result:
+                    self.sock.send_multipart(
+                        encode_worker_reply(job.address, to_frames(part), final=False)
+                    )
+                frames: list[bytes] = []
+            else:
+                frames = to_frames(result)
+        except Exception as exc:
+            log.exception("worker %d: app raised on a job", os.getpid())
+            message = f"{type(exc).__name__}: {exc}".encode()
+            self.sock.send_multipart(
+                encode_worker_reply(job.address, [message], status=Status.APP_ERROR)
+            )
+            return
+        self.sock.send_multipart(encode_worker_reply(job.address, frames))
+
+    def close(self) -> None:
+        if self.sock is not None:
+            # Let the last reply and DISCONNECT leave before the process goes.
+            self.sock.close(linger=EXIT_LINGER_MS)
+        self.ctx.term()
+
+
+def _is_stream(result: Any) -> bool:
+    """Generators and other iterators stream; bytes, str and lists are whole replies."""
+    return isinstance(result, Iterator) or (
+        isinstance(result, Iterable)
+        and not isinstance(result, bytes | str | bytearray | memoryview | list | tuple)
+    )
+
+
+def worker_main(
+    config: Config, app: App | None, identity: bytes, endpoint: str, master_pid: int
+) -> int:
+    """Body of a freshly forked worker; returns the exit code (the caller ``os._exit``s it).
+
+    ``app`` is the callable when it was loaded before the fork (given as an object, or
+    preloaded); otherwise the worker imports ``config.app`` itself, so each worker gets its own
+    copy of the module state and an import error is reported as :data:`BOOT_ERROR`.
+    """
+    die_with_parent()
+    set_title(f"{config.proc_name} worker {endpoint_label(config.backend_endpoint)}")
+    if app is None:
+        try:
+            app = load_app(config.app)
+        except AppLoadError as exc:
+            log.error("worker %d: %s", os.getpid(), exc)
+            return BOOT_ERROR
+    worker = Worker(config, app, identity, endpoint, master_pid)
+    try:
+        return worker.run()
+    finally:
+        worker.close()
