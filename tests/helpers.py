@@ -1,0 +1,183 @@
+"""Test helpers: real servers, bounded waits, process inspection through /proc.
+
+Servers run as real ``python -m zmqserver serve`` processes in their own session
+(``start_new_session=True``), bound to ``ipc://`` endpoints in a private temp dir (or to free
+loopback ports), and are stopped by signalling only the processes the test started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zmq
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, message: str = "condition"
+) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(0.02)
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (read from /proc, no psutil)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if fields[0] != b"Z" and int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+
+
+class ServerProcess:
+    """A ``zmqserver serve`` process started by a test, with helpers to talk to it."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        app: str | None,
+        *args: str,
+        workers: int = 2,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+    ) -> None:
+        self.workdir = workdir
+        self.frontend = f"ipc://{workdir}/front"
+        self.backend = f"ipc://{workdir}/back"
+        self.log_path = workdir / "server.log"
+        self.ctx = ctx
+        argv = [sys.executable, "-m", "zmqserver", "serve"]
+        if app is not None:
+            argv.append(app)
+        argv += [
+            "--frontend",
+            self.frontend,
+            "--backend",
+            self.backend,
+            "--min-servers",
+            str(workers),
+            "--heartbeat-interval",
+            "0.25",
+            *args,
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.started_pids: set[int] = {self.pid}
+
+    # -- observation --------------------------------------------------------------------------
+
+    def worker_pids(self) -> list[int]:
+        pids = children_of(self.pid)
+        self.started_pids.update(pids)
+        return sorted(pids)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_workers(self, count: int, timeout: float = 15.0) -> list[int]:
+        wait_until(
+            lambda: len(self.worker_pids()) == count,
+            timeout,
+            f"{count} workers (log:\n{self.log()})",
+        )
+        return self.worker_pids()
+
+    # -- talking ------------------------------------------------------------------------------
+
+    def socket(self, kind: int = zmq.REQ) -> zmq.Socket[bytes]:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.frontend)
+        return sock
+
+    def request(self, *frames: bytes, timeout: float = 10.0) -> list[bytes]:
+        """One plain REQ round trip; fails the test if no reply comes within ``timeout``."""
+        sock = self.socket()
+        try:
+            sock.send_multipart(list(frames))
+            if not sock.poll(timeout * 1000):
+                pytest.fail(f"no reply within {timeout}s (log:\n{self.log()})")
+            return sock.recv_multipart()
+        finally:
+            sock.close()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Wait until a job makes the round trip (a worker is up and registered)."""
+        self.request(b"ping", timeout=timeout)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server did not exit within {timeout}s (log:\n{self.log()})")
+
+    def stop(self) -> None:
+        """TERM, bounded wait, then KILL: only the processes this test started."""
+        self.worker_pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for pid in self.started_pids:
+            if pid != self.pid and pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._log.close()
