@@ -191,8 +191,26 @@ def encode_status_header(status: Status) -> bytes:
 
 
 def is_header(frame: bytes) -> bool:
-    """True if ``frame`` is a zmqserver header frame of any kind."""
+    """True if ``frame`` starts with the header magic (a header, or data that needs escaping)."""
     return frame[:4] == HEADER_MAGIC
+
+
+def _header_of_size(body: list[bytes], size: int) -> bytes | None:
+    """The first body frame if it is a header of exactly ``size`` bytes, else None.
+
+    The escaping rule that keeps this unambiguous: a sender whose first data frame happens to
+    start with the magic puts an OK status header in front of it (:func:`_escaped`), so a data
+    frame is never read as a header.
+    """
+    if body and len(body[0]) == size and is_header(body[0]):
+        return bytes(body[0])
+    return None
+
+
+def _escaped(body: list[bytes]) -> list[bytes]:
+    if body and is_header(body[0]):
+        return [encode_status_header(Status.OK), *body]
+    return body
 
 
 def _status(code: int) -> Status:
@@ -250,7 +268,12 @@ def _parse_mdp01(frames: list[bytes]) -> ClientRequest:
             frames[2] if len(frames) > 2 else b"",
             "MDP/0.1 request needs a service frame and a body",
         )
-    return _with_header(Form.MDP01, bytes(frames[2]), frames[3:])
+    service = bytes(frames[2])
+    if len(service) > MAX_SERVICE_NAME:
+        raise _bad_request(
+            Form.MDP01, service[:MAX_SERVICE_NAME], "service name longer than 255 bytes"
+        )
+    return _with_header(Form.MDP01, service, frames[3:])
 
 
 def _parse_mdp02(rest: list[bytes], form: Form) -> ClientRequest:
@@ -267,12 +290,12 @@ def _parse_mdp02(rest: list[bytes], form: Form) -> ClientRequest:
 
 
 def _with_header(form: Form, service: bytes, body: list[bytes]) -> ClientRequest:
-    if body and is_header(body[0]):
-        header = bytes(body[0])
-        if len(header) != REQUEST_HEADER_SIZE:
-            raise _bad_request(form, service, "malformed zmqserver request header")
+    header = _header_of_size(body, REQUEST_HEADER_SIZE)
+    if header is not None:
         request_id, timeout_ms, flags = _REQUEST_HEADER.unpack_from(header, len(HEADER_MAGIC))
         return ClientRequest(form, service, list(body[1:]), request_id, timeout_ms, flags)
+    if body and _header_of_size(body, STATUS_HEADER_SIZE) is not None:
+        body = body[1:]  # an escape: the data that follows starts with the magic
     return ClientRequest(form, service, list(body))
 
 
@@ -308,12 +331,15 @@ def encode_client_reply(
         else:
             body = [message.encode()]
     svc = service if service is not None else b""
-    if form is Form.PLAIN:
-        return [b"", *body]
-    if form is Form.RAW:
-        return body
+    if form is Form.PLAIN or form is Form.RAW:
+        # A REQ socket discards a reply that is only the delimiter, and a ROUTER drops a message
+        # that is only the routing id: an empty body goes out as one empty frame.
+        body = body or [b""]
+        return [b"", *body] if form is Form.PLAIN else body
     if request_id is not None:
         body = [encode_reply_header(request_id, status), *body]
+    elif status is Status.OK:
+        body = _escaped(body)
     if form is Form.MDP01:
         return [b"", MDPC01, svc, *body]
     command = C_FINAL if final else C_PARTIAL
@@ -355,16 +381,16 @@ def parse_client_reply(frames: list[bytes]) -> ClientReply:
     body = list(frames[3:])
     request_id: int | None = None
     status = Status.OK
-    if body and is_header(body[0]):
-        header = bytes(body[0])
-        if len(header) == REPLY_HEADER_SIZE:
-            request_id, code = _REPLY_HEADER.unpack_from(header, len(HEADER_MAGIC))
-            status = _status(code)
-        elif len(header) == STATUS_HEADER_SIZE:
-            status = _status(header[4])
-        else:
-            raise ProtocolError("malformed zmqserver reply header")
+    header = _header_of_size(body, REPLY_HEADER_SIZE)
+    if header is not None:
+        request_id, code = _REPLY_HEADER.unpack_from(header, len(HEADER_MAGIC))
+        status = _status(code)
         body = body[1:]
+    else:
+        header = _header_of_size(body, STATUS_HEADER_SIZE)
+        if header is not None:
+            status = _status(header[4])
+            body = body[1:]
     return ClientReply(command == C_FINAL, service, body, request_id, status)
 
 
@@ -391,8 +417,9 @@ def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
             raise ProtocolError("worker reply needs a client address and an empty frame")
         body = list(frames[4:])
         status = Status.OK
-        if command == W_FINAL and body and is_header(body[0]):
-            status = decode_status_header(bytes(body[0]))
+        header = _header_of_size(body, STATUS_HEADER_SIZE) if command == W_FINAL else None
+        if header is not None:
+            status = _status(header[4])
             body = body[1:]
         return WorkerReply(bytes(frames[2]), body, command == W_FINAL, status, delimited)
     if command == W_READY:
@@ -428,9 +455,14 @@ def encode_worker_reply(
     status: Status = Status.OK,
     delimited: bool = False,
 ) -> list[bytes]:
-    """A worker's PARTIAL or FINAL; an error FINAL carries a status header before the message."""
+    """A worker's PARTIAL or FINAL; an error FINAL carries a status header before the message.
+
+    A FINAL whose first frame starts with the header magic is escaped with an OK status header.
+    """
     if status is not Status.OK:
         body = [encode_status_header(status), *body]
+    elif final:
+        body = _escaped(body)
     command = W_FINAL if final else W_PARTIAL
     return [*_worker_prefix(delimited), command, address, b"", *body]
 
