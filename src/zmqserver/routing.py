@@ -113,7 +113,8 @@ class Router:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
         self.services: dict[bytes, Service] = {}
-        for name in (default_service, *services):
+        self._configured = frozenset((default_service, *services))
+        for name in self._configured:
             self._service(name)
         self.workers: dict[bytes, WorkerState] = {}
         self.jobs: dict[bytes, Job] = {}  # running jobs by address
@@ -352,19 +353,25 @@ class Router:
         service.idle.pop(worker.identity, None)
         job = worker.job
         worker.job = None
-        if job is None:
-            return
-        del self.jobs[job.address]
-        job.worker = None
-        if requeue and not job.parts and not job.streamed:
-            service.queue.appendleft(job)
-            self._dispatch(service)
-        else:
-            self._fail(
-                job,
-                Status.WORKER_LOST,
-                f"the worker running the job was lost ({reason or 'protocol error'})",
-            )
+        if job is not None:
+            del self.jobs[job.address]
+            job.worker = None
+            if self.closing and requeue:
+                # shutdown() already answered the queue; a job handed back now would be stranded.
+                self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
+            elif requeue and not job.parts and not job.streamed:
+                service.queue.appendleft(job)
+                self._dispatch(service)
+            else:
+                self._fail(
+                    job,
+                    Status.WORKER_LOST,
+                    f"the worker running the job was lost ({reason or 'protocol error'})",
+                )
+        if not service.workers and not service.queue and service.name not in self._configured:
+            # A service that only foreign workers offered is forgotten with its last worker, so
+            # its requests are answered unknown_service instead of queueing for nobody.
+            del self.services[service.name]
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -377,7 +384,7 @@ class Router:
         if now < self._heartbeat_at:
             return
         self._heartbeat_at = now + self.heartbeat_interval
-        for service in self.services.values():
+        for service in list(self.services.values()):
             for worker in list(service.idle.values()):
                 if now > worker.expiry:
                     log.warning(

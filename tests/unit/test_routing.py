@@ -1,0 +1,1357 @@
+"""Unit tests for zmqserver.routing.Router, driven with frames as ROUTER sockets deliver them.
+
+No sockets, no clocks: every ``on_*`` call gets the frames after the peer's routing id and an
+explicit ``now``; what the router wants sent is read back from ``take_outbox()``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from zmqserver.errors import Status
+from zmqserver.protocol import (
+    C_FINAL,
+    C_PARTIAL,
+    C_REQUEST,
+    HEADER_MAGIC,
+    MDPC01,
+    MDPC02,
+    MDPW02,
+    W_FINAL,
+    W_READY,
+    Disconnect,
+    Form,
+    Heartbeat,
+    JobRequest,
+    decode_status_header,
+    encode_client_reply,
+    encode_client_request,
+    encode_disconnect,
+    encode_heartbeat,
+    encode_ready,
+    encode_reply_header,
+    encode_request_header,
+    encode_status_header,
+    encode_worker_reply,
+    parse_broker_message,
+    parse_client_reply,
+)
+from zmqserver.routing import Port, Router
+
+DEFAULT = b"default"
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def make_router(**kwargs) -> Router:
+    kwargs.setdefault("now", 0.0)
+    return Router(DEFAULT, **kwargs)
+
+
+def ready(router: Router, worker: bytes, now: float = 0.0, *, service=DEFAULT, delimited=False):
+    """Make ``worker`` a registered, idle worker of ``service``."""
+    router.on_worker(worker, encode_ready(service, delimited), now)
+
+
+def plain_request(router: Router, client: bytes, body: bytes = b"job", now: float = 0.0):
+    """A REQ client's request: empty delimiter, then the payload."""
+    router.on_client(client, [b"", body], now)
+
+
+def mdp_request(
+    router: Router,
+    client: bytes,
+    body: bytes = b"job",
+    now: float = 0.0,
+    *,
+    service: bytes = DEFAULT,
+    request_id: int | None = None,
+    flags: int = 0,
+):
+    """An MDP/0.2 DEALER client's request, with a zmqserver header if ``request_id`` is given."""
+    frames = encode_client_request(service, [body], request_id=request_id, flags=flags)
+    router.on_client(client, frames, now)
+
+
+def jobs_sent(out) -> list[tuple[bytes, JobRequest]]:
+    """The (worker, JobRequest) pairs in an outbox, in order."""
+    result = []
+    for port, peer, frames in out:
+        if port is Port.BACKEND:
+            msg = parse_broker_message(frames)
+            if isinstance(msg, JobRequest):
+                result.append((peer, msg))
+    return result
+
+
+def backend(out) -> list[tuple[bytes, object]]:
+    return [
+        (peer, parse_broker_message(frames)) for port, peer, frames in out if port is Port.BACKEND
+    ]
+
+
+def frontend(out) -> list[tuple[bytes, list[bytes]]]:
+    return [(peer, frames) for port, peer, frames in out if port is Port.FRONTEND]
+
+
+def finish(router: Router, worker: bytes, job: JobRequest, body=None, now: float = 0.0, **kw):
+    """``worker`` answers ``job`` with a FINAL (``kw``: status, final, delimited)."""
+    frames = encode_worker_reply(
+        job.address, [b"re:" + job.body[0]] if body is None else body, **kw
+    )
+    router.on_worker(worker, frames, now)
+
+
+def only_job(router: Router) -> tuple[bytes, JobRequest]:
+    (sent,) = jobs_sent(router.take_outbox())
+    return sent
+
+
+def only_reply(router: Router) -> tuple[bytes, list[bytes]]:
+    (reply,) = frontend(router.take_outbox())
+    return reply
+
+
+# -- dispatch -------------------------------------------------------------------------------------
+
+
+def test_new_router_is_empty():
+    router = make_router()
+    assert router.take_outbox() == []
+    assert router.queued() == 0
+    assert router.idle_workers() == []
+    assert router.next_deadline() == 1.0
+
+
+def test_ready_then_request_dispatches_to_the_worker():
+    router = make_router()
+    ready(router, b"A")
+    assert router.idle_workers() == [b"A"]
+    assert router.take_outbox() == []
+    plain_request(router, b"c1", b"hello")
+    worker, job = only_job(router)
+    assert worker == b"A"
+    assert job.body == [b"hello"]
+    assert router.idle_workers() == []
+    assert router.stats.accepted == 1
+
+
+def test_plain_client_reply():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1", b"hello")
+    worker, job = only_job(router)
+    finish(router, worker, job)
+    assert only_reply(router) == (b"c1", [b"", b"re:hello"])
+    assert router.stats.replied == 1
+    assert router.idle_workers() == [b"A"]
+
+
+def test_raw_dealer_client_reply_has_no_delimiter():
+    router = make_router()
+    ready(router, b"A")
+    router.on_client(b"c1", [b"hello", b"more"], 0.0)
+    worker, job = only_job(router)
+    assert job.body == [b"hello", b"more"]
+    finish(router, worker, job, [b"x", b"y"])
+    assert only_reply(router) == (b"c1", [b"x", b"y"])
+
+
+@pytest.mark.parametrize(
+    ("prefix", "reply_prefix"),
+    [
+        ([b"", MDPC01], [b"", MDPC01]),
+        ([MDPC02, C_REQUEST], [MDPC02, C_FINAL]),
+        ([b"", MDPC02, C_REQUEST], [b"", MDPC02, C_FINAL]),
+    ],
+)
+def test_mdp_clients_are_answered_in_their_own_form(prefix, reply_prefix):
+    router = make_router()
+    ready(router, b"A")
+    router.on_client(b"c1", [*prefix, DEFAULT, b"hello"], 0.0)
+    worker, job = only_job(router)
+    finish(router, worker, job)
+    assert only_reply(router) == (b"c1", [*reply_prefix, DEFAULT, b"re:hello"])
+
+
+def test_lru_dispatch_order():
+    router = make_router()
+    for worker in (b"A", b"B", b"C"):
+        ready(router, worker)
+    for i in range(3):
+        plain_request(router, b"c%d" % i)
+    assert [w for w, _ in jobs_sent(router.take_outbox())] == [b"A", b"B", b"C"]
+
+
+def test_lru_picks_longest_idle_worker_not_most_recently_freed():
+    router = make_router()
+    for worker in (b"A", b"B", b"C"):
+        ready(router, worker)
+    plain_request(router, b"c1")
+    plain_request(router, b"c2")
+    sent = dict(jobs_sent(router.take_outbox()))
+    assert set(sent) == {b"A", b"B"}
+    finish(router, b"A", sent[b"A"])  # A is now the most recently freed; C has waited longest
+    router.take_outbox()
+    assert router.idle_workers() == [b"C", b"A"]
+    plain_request(router, b"c3")
+    assert only_job(router)[0] == b"C"
+    plain_request(router, b"c4")
+    assert only_job(router)[0] == b"A"
+
+
+def test_lru_with_all_workers_busy_then_freed_in_order():
+    router = make_router()
+    for worker in (b"A", b"B", b"C"):
+        ready(router, worker)
+    for i in range(3):
+        plain_request(router, b"c%d" % i)
+    sent = dict(jobs_sent(router.take_outbox()))
+    for worker in (b"B", b"A", b"C"):  # freed in this order
+        finish(router, worker, sent[worker])
+    router.take_outbox()
+    assert router.idle_workers() == [b"B", b"A", b"C"]
+    for i in range(3):
+        plain_request(router, b"d%d" % i)
+    assert [w for w, _ in jobs_sent(router.take_outbox())] == [b"B", b"A", b"C"]
+
+
+def test_jobs_queue_fifo_while_no_worker_is_idle():
+    router = make_router()
+    for i in range(4):
+        plain_request(router, b"c%d" % i, b"job%d" % i)
+    assert router.take_outbox() == []
+    assert router.queued() == 4
+    assert router.stats.accepted == 4
+    ready(router, b"A")
+    worker, job = only_job(router)
+    assert (worker, job.body) == (b"A", [b"job0"])
+    ready(router, b"B")
+    worker, job_b = only_job(router)
+    assert (worker, job_b.body) == (b"B", [b"job1"])
+    assert router.queued() == 2
+    # A FINAL frees A, which takes the next queued job in the same step.
+    finish(router, b"A", job)
+    out = router.take_outbox()
+    assert frontend(out) == [(b"c0", [b"", b"re:job0"])]
+    ((worker, job),) = jobs_sent(out)
+    assert (worker, job.body) == (b"A", [b"job2"])
+    finish(router, b"B", job_b)
+    ((worker, job),) = jobs_sent(router.take_outbox())
+    assert (worker, job.body) == (b"B", [b"job3"])
+    assert router.queued() == 0
+
+
+def test_job_addresses_are_unique():
+    router = make_router()
+    ready(router, b"A")
+    addresses = set()
+    for i in range(20):
+        plain_request(router, b"c%d" % i)
+        worker, job = only_job(router)
+        addresses.add(job.address)
+        finish(router, worker, job)
+        router.take_outbox()
+    assert len(addresses) == 20
+
+
+def run_echo_workers(router: Router, now: float = 0.0) -> list[tuple[bytes, list[bytes]]]:
+    """Answer every job in the outbox (and every job that follows) with ``re:`` + body.
+
+    Jobs are answered in a shuffled order, so replies leave in a different order than requests.
+    """
+    rng = random.Random(1234)
+    replies = []
+    pending = []
+    while True:
+        out = router.take_outbox()
+        replies.extend(frontend(out))
+        pending.extend(jobs_sent(out))
+        if not pending:
+            return replies
+        rng.shuffle(pending)
+        worker, job = pending.pop()
+        finish(router, worker, job, now=now)
+
+
+def test_fifty_clients_each_get_their_own_reply():
+    router = make_router()
+    for i in range(5):
+        ready(router, b"w%d" % i)
+    clients = {b"client-%02d" % i: b"payload-%02d" % i for i in range(50)}
+    for n, (client, body) in enumerate(clients.items()):
+        if n % 2:
+            plain_request(router, client, body)
+        else:
+            mdp_request(router, client, body, request_id=n)
+    assert router.queued() == 45
+    replies = run_echo_workers(router)
+    assert len(replies) == 50
+    assert {client for client, _ in replies} == set(clients)
+    for n, (client, body) in enumerate(clients.items()):
+        (frames,) = [f for c, f in replies if c == client]
+        if n % 2:
+            assert frames == [b"", b"re:" + body]
+        else:
+            reply = parse_client_reply(frames)
+            assert reply.body == [b"re:" + body]
+            assert reply.request_id == n
+            assert reply.status is Status.OK
+    assert router.stats.replied == 50
+    assert router.queued() == 0
+    assert router.jobs == {}
+    assert sorted(router.idle_workers()) == [b"w%d" % i for i in range(5)]
+
+
+def test_delimited_worker_gets_delimited_jobs_and_heartbeats():
+    router = make_router()
+    ready(router, b"A", delimited=True)
+    plain_request(router, b"c1", b"x")
+    ((_, _, frames),) = router.take_outbox()
+    assert frames[:2] == [b"", MDPW02]
+    job = parse_broker_message(frames)
+    assert job.delimited is True
+    router.on_worker(b"A", encode_worker_reply(job.address, [b"y"], delimited=True), 0.0)
+    assert only_reply(router) == (b"c1", [b"", b"y"])
+    router.on_tick(1.0)
+    assert router.take_outbox() == [(Port.BACKEND, b"A", encode_heartbeat(True))]
+
+
+def test_workers_of_other_services_do_not_take_default_jobs():
+    router = make_router()
+    ready(router, b"E", service=b"echo")
+    plain_request(router, b"c1")
+    assert router.take_outbox() == []
+    assert router.queued() == 1
+    assert router.idle_workers(b"echo") == [b"E"]
+    mdp_request(router, b"c2", b"e", service=b"echo")
+    worker, job = only_job(router)
+    assert (worker, job.body) == (b"E", [b"e"])
+    finish(router, worker, job)
+    reply = parse_client_reply(only_reply(router)[1])
+    assert reply.service == b"echo"
+
+
+def test_configured_services_queue_before_any_worker_registers():
+    router = make_router(services=(b"echo",))
+    mdp_request(router, b"c1", service=b"echo")
+    assert router.take_outbox() == []
+    assert router.queued() == 1
+    ready(router, b"E", service=b"echo")
+    assert only_job(router)[0] == b"E"
+
+
+def test_mdp_request_with_empty_service_goes_to_default_service():
+    router = make_router()
+    ready(router, b"A")
+    router.on_client(b"c1", [MDPC02, C_REQUEST, b"", b"x"], 0.0)
+    worker, job = only_job(router)
+    finish(router, worker, job)
+    assert only_reply(router) == (b"c1", [MDPC02, C_FINAL, b"", b"re:x"])
+
+
+# -- errors to clients ----------------------------------------------------------------------------
+
+
+def test_unknown_mdp_service_gets_unknown_service_error():
+    router = make_router()
+    ready(router, b"A")
+    router.take_outbox()
+    mdp_request(router, b"c1", service=b"nope", request_id=5)
+    client, frames = only_reply(router)
+    reply = parse_client_reply(frames)
+    assert client == b"c1"
+    assert reply.status is Status.UNKNOWN_SERVICE
+    assert reply.request_id == 5
+    assert reply.service == b"nope"
+    assert b"nope" in reply.body[0]
+    assert router.stats.accepted == 0
+    assert router.stats.errors == 1
+    assert router.idle_workers() == [b"A"]
+
+
+def test_unknown_mdp01_service_gets_status_header():
+    router = make_router()
+    router.on_client(b"c1", [b"", MDPC01, b"nope", b"x"], 0.0)
+    client, frames = only_reply(router)
+    assert frames[:3] == [b"", MDPC01, b"nope"]
+    assert decode_status_header(frames[3]) is Status.UNKNOWN_SERVICE
+
+
+def test_mmi_service_is_not_a_routable_service():
+    router = make_router()
+    mdp_request(router, b"c1", service=b"mmi.x")
+    reply = parse_client_reply(only_reply(router)[1])
+    assert reply.status is not Status.OK
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b""],
+        [MDPC02, b"\x09", DEFAULT, b"x"],
+        [MDPC02, C_REQUEST, b"s" * 256, b"x"],
+        [b"", MDPC01],
+    ],
+)
+def test_bad_requests_get_a_bad_request_reply_and_are_not_accepted(frames):
+    router = make_router()
+    ready(router, b"A")
+    router.on_client(b"c1", frames, 0.0)
+    out = router.take_outbox()
+    assert jobs_sent(out) == []
+    ((client, reply),) = frontend(out)
+    assert client == b"c1"
+    assert encode_status_header(Status.BAD_REQUEST) in reply or reply[-1].startswith(
+        b"ERROR bad_request: "
+    )
+    assert router.stats.accepted == 0
+    assert router.idle_workers() == [b"A"]
+
+
+def test_empty_client_message_is_dropped_silently():
+    router = make_router()
+    router.on_client(b"c1", [], 0.0)
+    assert router.take_outbox() == []
+    assert router.stats.accepted == 0
+
+
+@pytest.mark.parametrize("request_id", [None, 9])
+def test_app_error_final_becomes_client_error_reply(request_id):
+    router = make_router()
+    ready(router, b"A")
+    mdp_request(router, b"c1", request_id=request_id)
+    worker, job = only_job(router)
+    finish(router, worker, job, [b"ValueError: ", b"bad input"], status=Status.APP_ERROR)
+    client, frames = only_reply(router)
+    reply = parse_client_reply(frames)
+    assert client == b"c1"
+    assert reply.final is True
+    assert reply.status is Status.APP_ERROR
+    assert reply.request_id == request_id
+    assert reply.body == [b"ValueError: bad input"]
+    assert router.stats.errors == 1
+    assert router.stats.replied == 0
+    assert router.idle_workers() == [b"A"]
+
+
+def test_app_error_for_plain_client_is_error_text():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    worker, job = only_job(router)
+    finish(router, worker, job, [b"KeyError: 'x'"], status=Status.APP_ERROR)
+    assert only_reply(router) == (b"c1", [b"", b"ERROR app_error: KeyError: 'x'"])
+
+
+def test_app_error_with_invalid_utf8_message_is_replaced_not_raised():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    worker, job = only_job(router)
+    finish(router, worker, job, [b"\xff\xfe"], status=Status.APP_ERROR)
+    _, frames = only_reply(router)
+    assert frames[1].startswith(b"ERROR app_error: ")
+
+
+@pytest.mark.parametrize("request_id", [None, 123])
+def test_request_ids_are_echoed_in_reply_headers(request_id):
+    router = make_router()
+    ready(router, b"A")
+    mdp_request(router, b"c1", b"x", request_id=request_id)
+    worker, job = only_job(router)
+    assert job.body == [b"x"]  # the header is the broker's business, not the app's
+    finish(router, worker, job)
+    _, frames = only_reply(router)
+    if request_id is None:
+        assert frames == [MDPC02, C_FINAL, DEFAULT, b"re:x"]
+    else:
+        assert frames == [MDPC02, C_FINAL, DEFAULT, encode_reply_header(123, Status.OK), b"re:x"]
+
+
+def test_request_header_on_mdp01_is_echoed():
+    router = make_router()
+    ready(router, b"A")
+    router.on_client(b"c1", [b"", MDPC01, DEFAULT, encode_request_header(77), b"x"], 0.0)
+    worker, job = only_job(router)
+    assert job.body == [b"x"]
+    finish(router, worker, job)
+    assert only_reply(router)[1] == [
+        b"",
+        MDPC01,
+        DEFAULT,
+        encode_reply_header(77, Status.OK),
+        b"re:x",
+    ]
+
+
+# -- streaming (PARTIAL) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delimited", [False, True])
+def test_partials_are_forwarded_to_mdp02_clients(delimited):
+    router = make_router()
+    ready(router, b"A")
+    prefix = [b"", MDPC02] if delimited else [MDPC02]
+    request = [*prefix, C_REQUEST, DEFAULT, encode_request_header(8), b"x"]
+    router.on_client(b"c1", request, 0.0)
+    worker, job = only_job(router)
+    for part in (b"p1", b"p2"):
+        router.on_worker(worker, encode_worker_reply(job.address, [part], final=False), 0.0)
+    finish(router, worker, job, [b"end"])
+    replies = frontend(router.take_outbox())
+    header = encode_reply_header(8, Status.OK)
+    assert replies == [
+        (b"c1", [*prefix, C_PARTIAL, DEFAULT, header, b"p1"]),
+        (b"c1", [*prefix, C_PARTIAL, DEFAULT, header, b"p2"]),
+        (b"c1", [*prefix, C_FINAL, DEFAULT, header, b"end"]),
+    ]
+    assert router.stats.replied == 1
+
+
+@pytest.mark.parametrize(
+    ("prefix", "reply_prefix"),
+    [([b""], [b""]), ([], []), ([b"", MDPC01, DEFAULT], [b"", MDPC01, DEFAULT])],
+)
+def test_partials_are_joined_for_clients_without_partials(prefix, reply_prefix):
+    router = make_router()
+    ready(router, b"A")
+    router.on_client(b"c1", [*prefix, b"x"], 0.0)
+    worker, job = only_job(router)
+    for part in ([b"p1"], [b"p2", b"p3"]):
+        router.on_worker(worker, encode_worker_reply(job.address, part, final=False), 0.0)
+        assert router.take_outbox() == []
+    finish(router, worker, job, [])
+    assert only_reply(router) == (b"c1", [*reply_prefix, b"p1", b"p2", b"p3"])
+
+
+def test_partials_then_app_error_gives_plain_client_only_the_error():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    worker, job = only_job(router)
+    router.on_worker(worker, encode_worker_reply(job.address, [b"p1"], final=False), 0.0)
+    finish(router, worker, job, [b"RuntimeError: mid-stream"], status=Status.APP_ERROR)
+    assert only_reply(router) == (b"c1", [b"", b"ERROR app_error: RuntimeError: mid-stream"])
+
+
+def test_app_payload_starting_with_header_magic_reaches_the_client():
+    """An app may return any bytes; one that starts with protocol.HEADER_MAGIC is misread as a
+    status header by parse_worker_message, so today the worker is thrown out and the client gets
+    worker_lost (see test_protocol's header-magic tests for the root cause)."""
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    worker, job = only_job(router)
+    payload = HEADER_MAGIC + b"\x89PNG..."
+    finish(router, worker, job, [payload])
+    out = router.take_outbox()
+    assert backend(out) == []
+    assert frontend(out) == [(b"c1", [b"", payload])]
+
+
+def test_partial_does_not_free_the_worker():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    worker, job = only_job(router)
+    plain_request(router, b"c2")
+    router.on_worker(worker, encode_worker_reply(job.address, [b"p"], final=False), 0.0)
+    assert router.take_outbox() == []
+    assert router.queued() == 1
+
+
+# -- worker failures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_id", [None, 31])
+def test_worker_gone_with_running_job_fails_it_exactly_once(request_id):
+    router = make_router()
+    ready(router, b"A")
+    mdp_request(router, b"c1", request_id=request_id)
+    worker, job = only_job(router)
+    router.worker_gone(b"A", "exit status 9")
+    client, frames = only_reply(router)
+    reply = parse_client_reply(frames)
+    assert client == b"c1"
+    assert reply.status is Status.WORKER_LOST
+    assert reply.request_id == request_id
+    assert b"exit status 9" in reply.body[0]
+    assert router.jobs == {}
+    assert b"A" not in router.workers
+    # Nothing more comes of it: a second report, a late FINAL, a tick.
+    router.worker_gone(b"A", "again")
+    assert router.take_outbox() == []
+    finish(router, worker, job)
+    assert backend(router.take_outbox()) == [(b"A", Disconnect())]
+    router.on_tick(10.0)
+    assert frontend(router.take_outbox()) == []
+    assert router.stats.errors == 1
+
+
+def test_worker_gone_for_plain_client_gives_error_text():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    only_job(router)
+    router.worker_gone(b"A", "killed")
+    _, frames = only_reply(router)
+    assert frames[0] == b""
+    assert frames[1].startswith(b"ERROR worker_lost: ")
+
+
+def test_worker_gone_when_idle_just_forgets_it():
+    router = make_router()
+    ready(router, b"A")
+    ready(router, b"B")
+    router.worker_gone(b"A", "exit")
+    assert router.take_outbox() == []
+    assert router.idle_workers() == [b"B"]
+    plain_request(router, b"c1")
+    assert only_job(router)[0] == b"B"
+
+
+def test_worker_gone_for_unknown_worker_is_ignored():
+    router = make_router()
+    router.worker_gone(b"ghost", "exit")
+    assert router.take_outbox() == []
+
+
+def test_disconnect_from_busy_worker_requeues_job_to_another_worker():
+    router = make_router()
+    ready(router, b"A")
+    mdp_request(router, b"c1", b"x", request_id=3)
+    worker, job = only_job(router)
+    assert worker == b"A"
+    router.on_worker(b"A", encode_disconnect(), 0.0)
+    assert router.take_outbox() == []  # no answer to a DISCONNECT, no error to the client
+    assert router.queued() == 1
+    assert b"A" not in router.workers
+    ready(router, b"B")
+    worker, job2 = only_job(router)
+    assert worker == b"B"
+    assert job2.body == [b"x"]
+    finish(router, worker, job2)
+    reply = parse_client_reply(only_reply(router)[1])
+    assert reply.status is Status.OK
+    assert reply.request_id == 3
+    assert router.stats.accepted == 1
+    assert router.stats.replied == 1
+
+
+def test_requeued_job_goes_to_the_head_of_the_queue():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1", b"first")
+    only_job(router)
+    plain_request(router, b"c2", b"second")
+    router.on_worker(b"A", encode_disconnect(), 0.0)
+    ready(router, b"B")
+    worker, job = only_job(router)
+    assert job.body == [b"first"]
+
+
+def test_disconnect_from_busy_worker_with_idle_peer_dispatches_at_once():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1", b"x")
+    only_job(router)
+    ready(router, b"B")
+    router.on_worker(b"A", encode_disconnect(), 0.0)
+    worker, job = only_job(router)
+    assert (worker, job.body) == (b"B", [b"x"])
+
+
+def test_disconnect_after_partials_for_plain_client_is_worker_lost():
+    router = make_router()
+    ready(router, b"A")
+    ready(router, b"B")
+    plain_request(router, b"c1")
+    worker, job = only_job(router)
+    router.on_worker(worker, encode_worker_reply(job.address, [b"p"], final=False), 0.0)
+    router.on_worker(worker, encode_disconnect(), 0.0)
+    out = router.take_outbox()
+    assert jobs_sent(out) == []
+    ((client, frames),) = frontend(out)
+    assert frames[1].startswith(b"ERROR worker_lost: ")
+
+
+def test_disconnect_after_partials_for_mdp02_client_is_not_rerun():
+    """A job whose PARTIALs already reached an MDP/0.2 client must not run a second time.
+
+    The client would receive the stream twice (and a non-idempotent job would run twice); it gets
+    worker_lost instead, as a plain client does whose partials were being collected.
+    """
+    router = make_router()
+    ready(router, b"A")
+    ready(router, b"B")
+    mdp_request(router, b"c1", request_id=1)
+    worker, job = only_job(router)
+    router.on_worker(worker, encode_worker_reply(job.address, [b"p"], final=False), 0.0)
+    assert parse_client_reply(only_reply(router)[1]).final is False
+    router.on_worker(worker, encode_disconnect(), 0.0)
+    out = router.take_outbox()
+    assert jobs_sent(out) == [], "the job was dispatched again after its client got a PARTIAL"
+    ((client, frames),) = frontend(out)
+    assert parse_client_reply(frames).status is Status.WORKER_LOST
+
+
+def test_disconnect_from_idle_worker_removes_it():
+    router = make_router()
+    ready(router, b"A")
+    router.on_worker(b"A", encode_disconnect(), 0.0)
+    assert router.take_outbox() == []
+    assert router.idle_workers() == []
+    assert router.workers == {}
+    ready(router, b"A")  # may come back
+    assert router.idle_workers() == [b"A"]
+
+
+def test_reply_for_a_job_the_worker_does_not_hold_disconnects_it():
+    router = make_router()
+    ready(router, b"A")
+    ready(router, b"B")
+    plain_request(router, b"c1")
+    plain_request(router, b"c2")
+    sent = dict(jobs_sent(router.take_outbox()))
+    # B answers A's job: B is thrown out, its own job fails, A's job is untouched.
+    finish(router, b"B", sent[b"A"])
+    out = router.take_outbox()
+    assert backend(out) == [(b"B", Disconnect())]
+    ((client, frames),) = frontend(out)
+    assert client == b"c2"
+    assert frames[1].startswith(b"ERROR worker_lost: ")
+    assert b"B" not in router.workers
+    finish(router, b"A", sent[b"A"])
+    assert only_reply(router)[0] == b"c1"
+
+
+def test_reply_from_idle_worker_disconnects_it():
+    router = make_router()
+    ready(router, b"A")
+    router.on_worker(b"A", encode_worker_reply(b"\x00" * 8, [b"x"]), 0.0)
+    assert backend(router.take_outbox()) == [(b"A", Disconnect())]
+    assert router.workers == {}
+
+
+def test_delimited_worker_is_disconnected_delimited():
+    router = make_router()
+    ready(router, b"A", delimited=True)
+    router.on_worker(b"A", [b"", MDPW02, b"\x09"], 0.0)
+    assert router.take_outbox() == [(Port.BACKEND, b"A", encode_disconnect(True))]
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        encode_heartbeat(),
+        encode_worker_reply(b"addr", [b"x"]),
+        encode_worker_reply(b"addr", [b"x"], final=False),
+    ],
+)
+def test_messages_from_unregistered_worker_get_disconnect(frames):
+    router = make_router()
+    router.on_worker(b"ghost", frames, 0.0)
+    assert backend(router.take_outbox()) == [(b"ghost", Disconnect())]
+    assert router.workers == {}
+
+
+def test_unregistered_worker_disconnect_is_not_answered():
+    router = make_router()
+    router.on_worker(b"ghost", encode_disconnect(), 0.0)
+    assert router.take_outbox() == []
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [[], [b""], [b"junk"], [MDPW02], [MDPW02, b"\x09"], [MDPW02, W_READY], [MDPW02, W_FINAL]],
+)
+def test_invalid_message_from_unregistered_worker_gets_disconnect(frames):
+    router = make_router()
+    router.on_worker(b"ghost", frames, 0.0)
+    assert backend(router.take_outbox()) == [(b"ghost", Disconnect())]
+
+
+def test_invalid_message_from_busy_worker_disconnects_it_and_fails_its_job():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    only_job(router)
+    router.on_worker(b"A", [MDPW02, b"\x09"], 0.0)
+    out = router.take_outbox()
+    assert backend(out) == [(b"A", Disconnect())]
+    ((client, frames),) = frontend(out)
+    assert (client, frames[1][:19]) == (b"c1", b"ERROR worker_lost: ")
+    assert router.workers == {}
+
+
+def test_ready_twice_disconnects():
+    router = make_router()
+    ready(router, b"A")
+    ready(router, b"A")
+    assert backend(router.take_outbox()) == [(b"A", Disconnect())]
+    assert router.workers == {}
+    assert router.idle_workers() == []
+
+
+def test_ready_twice_while_busy_fails_the_job():
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    only_job(router)
+    ready(router, b"A")
+    out = router.take_outbox()
+    assert backend(out) == [(b"A", Disconnect())]
+    ((client, frames),) = frontend(out)
+    assert frames[1].startswith(b"ERROR worker_lost: ")
+
+
+@pytest.mark.parametrize("service", [b"mmi.x", b"mmi.service"])
+def test_ready_for_mmi_service_disconnects(service):
+    router = make_router()
+    ready(router, b"A", service=service)
+    assert backend(router.take_outbox()) == [(b"A", Disconnect())]
+    assert router.workers == {}
+    assert service not in router.services
+
+
+# -- heartbeats -----------------------------------------------------------------------------------
+
+
+def test_on_tick_heartbeats_idle_workers_only_when_due():
+    router = make_router(heartbeat_interval=1.0, heartbeat_liveness=3)
+    ready(router, b"A")
+    ready(router, b"B")
+    plain_request(router, b"c1")
+    assert only_job(router)[0] == b"A"
+    router.on_tick(0.5)
+    assert router.take_outbox() == []
+    assert router.next_deadline() == 1.0
+    router.on_tick(1.0)
+    assert router.take_outbox() == [(Port.BACKEND, b"B", encode_heartbeat())]
+    assert router.next_deadline() == 2.0
+    router.on_tick(1.5)
+    assert router.take_outbox() == []
+    assert router.next_deadline() == 2.0
+
+
+def test_next_deadline_moves_forward_from_the_tick_time():
+    router = make_router(heartbeat_interval=0.25, now=10.0)
+    assert router.next_deadline() == 10.25
+    router.on_tick(10.25)
+    assert router.next_deadline() == 10.5
+    router.on_tick(13.0)  # a late tick does not make the router catch up with a burst
+    assert router.next_deadline() == 13.25
+    router.on_tick(13.1)
+    assert router.next_deadline() == 13.25
+
+
+def test_silent_idle_worker_expires_after_interval_times_liveness():
+    router = make_router(heartbeat_interval=1.0, heartbeat_liveness=3)
+    ready(router, b"A", now=0.0)  # expires at 3.0
+    for t in (1.0, 2.0, 3.0):
+        router.on_tick(t)
+        assert router.take_outbox() == [(Port.BACKEND, b"A", encode_heartbeat())]
+    router.on_tick(4.0)
+    assert router.take_outbox() == [(Port.BACKEND, b"A", encode_disconnect())]
+    assert router.workers == {}
+    assert router.idle_workers() == []
+    plain_request(router, b"c1", now=4.0)
+    assert router.take_outbox() == []
+    assert router.queued() == 1
+
+
+def test_any_worker_traffic_counts_as_a_heartbeat():
+    router = make_router(heartbeat_interval=1.0, heartbeat_liveness=3)
+    ready(router, b"A", now=0.0)
+    ready(router, b"B", now=0.0)
+    router.on_worker(b"A", encode_heartbeat(), 2.5)  # A now expires at 5.5
+    plain_request(router, b"c1", now=2.6)
+    worker, job = only_job(router)
+    assert worker == b"A"
+    router.on_tick(4.0)
+    assert backend(router.take_outbox()) == [(b"B", Disconnect())]
+    finish(router, b"A", job, now=4.5)  # A expires at 7.5
+    router.take_outbox()
+    router.on_tick(7.0)
+    assert router.take_outbox() == [(Port.BACKEND, b"A", encode_heartbeat())]
+    router.on_tick(8.0)
+    assert router.take_outbox() == [(Port.BACKEND, b"A", encode_disconnect())]
+
+
+def test_busy_worker_is_not_expired_by_ticks():
+    router = make_router(heartbeat_interval=1.0, heartbeat_liveness=3)
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    worker, job = only_job(router)
+    for t in range(1, 20):
+        router.on_tick(float(t))
+    assert router.take_outbox() == []
+    assert b"A" in router.workers
+    finish(router, worker, job, now=20.0)
+    assert only_reply(router)[0] == b"c1"
+
+
+def test_expired_worker_that_speaks_again_is_told_to_disconnect():
+    router = make_router(heartbeat_interval=1.0, heartbeat_liveness=1)
+    ready(router, b"A")
+    router.on_tick(5.0)
+    router.take_outbox()
+    router.on_worker(b"A", encode_heartbeat(), 5.5)
+    assert backend(router.take_outbox()) == [(b"A", Disconnect())]
+
+
+# -- shutdown -------------------------------------------------------------------------------------
+
+
+def test_shutdown_fails_queued_jobs_and_new_requests_but_finishes_running_ones():
+    router = make_router()
+    ready(router, b"A")
+    mdp_request(router, b"running", request_id=1)
+    worker, job = only_job(router)
+    mdp_request(router, b"queued-1", request_id=2)
+    plain_request(router, b"queued-2")
+    assert router.queued() == 2
+    router.shutdown()
+    replies = dict(frontend(router.take_outbox()))
+    assert set(replies) == {b"queued-1", b"queued-2"}
+    reply = parse_client_reply(replies[b"queued-1"])
+    assert (reply.status, reply.request_id) == (Status.SHUTTING_DOWN, 2)
+    assert replies[b"queued-2"] == [b"", b"ERROR shutting_down: server is shutting down"]
+    assert router.queued() == 0
+    # New requests are refused, even with an idle worker around.
+    ready(router, b"B")
+    mdp_request(router, b"late", request_id=3)
+    plain_request(router, b"late-plain")
+    out = router.take_outbox()
+    assert jobs_sent(out) == []
+    replies = dict(frontend(out))
+    assert parse_client_reply(replies[b"late"]).status is Status.SHUTTING_DOWN
+    assert replies[b"late-plain"][1].startswith(b"ERROR shutting_down: ")
+    # The running job still gets its reply.
+    finish(router, worker, job)
+    client, frames = only_reply(router)
+    assert client == b"running"
+    assert parse_client_reply(frames).status is Status.OK
+    assert router.stats.accepted == 3
+    assert router.stats.replied == 1
+
+
+def test_shutdown_with_nothing_queued_sends_nothing():
+    router = make_router()
+    ready(router, b"A")
+    router.shutdown()
+    assert router.take_outbox() == []
+
+
+def test_job_requeued_during_shutdown_is_not_left_in_the_queue():
+    """BUG: after shutdown(), a job whose worker sends DISCONNECT is requeued and stranded.
+
+    routing.Router._remove puts the job back in the queue (``requeue=True``) without looking at
+    ``self.closing``; shutdown() already drained the queues and no new worker is coming, so the
+    job is never answered (fail_running only answers *running* jobs), breaking "no job is
+    silently lost". It should be answered (shutting_down or worker_lost) or run on an idle worker.
+    """
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    only_job(router)
+    router.shutdown()
+    router.on_worker(b"A", encode_disconnect(), 0.0)  # a graceful worker leaving
+    assert router.queued() == 0, "the job sits in a queue nobody drains any more"
+    ((client, frames),) = frontend(router.take_outbox())
+    assert client == b"c1"
+    assert frames[1].startswith(b"ERROR ")
+
+
+def test_fail_running_answers_every_running_job_once():
+    router = make_router()
+    ready(router, b"A")
+    ready(router, b"B")
+    plain_request(router, b"c1")
+    mdp_request(router, b"c2", request_id=4)
+    sent = dict(jobs_sent(router.take_outbox()))
+    router.fail_running(Status.WORKER_LOST, "gave up")
+    replies = dict(frontend(router.take_outbox()))
+    assert replies[b"c1"] == [b"", b"ERROR worker_lost: gave up"]
+    assert parse_client_reply(replies[b"c2"]).status is Status.WORKER_LOST
+    assert router.jobs == {}
+    finish(router, b"A", sent[b"A"])  # too late: the job was answered
+    assert frontend(router.take_outbox()) == []
+
+
+# -- random sequences -----------------------------------------------------------------------------
+
+WORKER_IDS = [b"w%d" % i for i in range(5)]
+SERVICES = [DEFAULT, DEFAULT, DEFAULT, b"other", b"unknown"]
+
+
+def is_final(form: str, frames: list[bytes]) -> bool:
+    if form in ("mdp02", "mdp02d"):
+        return parse_client_reply(frames).final
+    return True
+
+
+class RouterMachine(RuleBasedStateMachine):
+    """Many clients (one request each, so a reply names its job) and a few workers that behave
+    well, badly, or die at random. Whatever happens, every accepted job is answered exactly once
+    unless it is still queued or running."""
+
+    @initialize()
+    def setup(self):
+        self.now = 0.0
+        self.router = Router(DEFAULT, heartbeat_interval=1.0, heartbeat_liveness=3, now=0.0)
+        self.n_clients = 0
+        self.clients: dict[bytes, dict] = {}  # client id -> form, accepted, finals
+        self.assigned: dict[bytes, JobRequest] = {}  # worker -> the job it last received
+        self.bad_partial_clients: set[bytes] = set()
+
+    # -- outbox bookkeeping --
+
+    def drain(self):
+        for port, peer, frames in self.router.take_outbox():
+            assert isinstance(frames, list)
+            assert all(isinstance(f, bytes) for f in frames)
+            if port is Port.FRONTEND:
+                record = self.clients[peer]
+                if is_final(record["form"], frames):
+                    record["finals"] += 1
+                    assert record["finals"] == 1, f"client {peer!r} answered twice"
+                else:
+                    assert record["accepted"]
+                    assert record["finals"] == 0, "PARTIAL after the FINAL"
+            else:
+                assert port is Port.BACKEND
+                msg = parse_broker_message(frames)
+                if isinstance(msg, JobRequest):
+                    self.assigned[peer] = msg
+                elif isinstance(msg, Disconnect):
+                    self.assigned.pop(peer, None)
+                else:
+                    assert isinstance(msg, Heartbeat)
+                    assert peer in self.router.workers
+
+    # -- clients --
+
+    @rule(
+        form=st.sampled_from(
+            ["plain", "plain", "raw", "mdp01", "mdp02", "mdp02", "mdp02d", "bad", "empty"]
+        ),
+        service=st.sampled_from(SERVICES),
+        request_id=st.none() | st.integers(0, 2**64 - 1),
+        body=st.lists(st.binary(max_size=8), min_size=1, max_size=3),
+    )
+    def client_request(self, form, service, request_id, body):
+        self.n_clients += 1
+        client = b"c%d" % self.n_clients
+        header = [] if request_id is None else [encode_request_header(request_id)]
+        frames = {
+            "plain": [b"", b"p", *body],
+            "raw": [b"r", *body],
+            "mdp01": [b"", MDPC01, service, *header, *body],
+            "mdp02": [MDPC02, C_REQUEST, service, *header, *body],
+            "mdp02d": [b"", MDPC02, C_REQUEST, service, *header, *body],
+            "bad": [MDPC02, b"\x07", service, *body],
+            "empty": [],
+        }[form]
+        before = self.router.stats.accepted
+        self.router.on_client(client, frames, self.now)
+        accepted = self.router.stats.accepted - before
+        assert accepted in (0, 1)
+        if form in ("bad", "empty"):
+            assert not accepted
+        self.clients[client] = {"form": form, "accepted": bool(accepted), "finals": 0}
+        self.drain()
+        if not accepted and form != "empty":
+            assert self.clients[client]["finals"] == 1, "a refused request got no error reply"
+
+    # -- workers --
+
+    def has_busy_worker(self) -> bool:
+        return bool(getattr(self, "assigned", None))
+
+    def has_unregistered_worker(self) -> bool:
+        return hasattr(self, "router") and len(self.router.workers) < len(WORKER_IDS)
+
+    @precondition(has_unregistered_worker)
+    @rule(
+        data=st.data(),
+        service=st.sampled_from([DEFAULT, DEFAULT, DEFAULT, b"other", b"mmi.x"]),
+        delimited=st.booleans(),
+    )
+    def worker_ready(self, data, service, delimited):
+        free = [w for w in WORKER_IDS if w not in self.router.workers]
+        worker = data.draw(st.sampled_from(free))
+        self.router.on_worker(worker, encode_ready(service, delimited), self.now)
+        self.drain()
+
+    @precondition(has_busy_worker)
+    @rule(
+        data=st.data(),
+        status=st.sampled_from([Status.OK, Status.OK, Status.APP_ERROR]),
+        body=st.lists(st.binary(max_size=8), max_size=2),
+    )
+    def worker_finishes(self, data, status, body):
+        worker = data.draw(st.sampled_from(sorted(self.assigned)))
+        job = self.assigned.pop(worker)
+        frames = encode_worker_reply(job.address, body, status=status, delimited=job.delimited)
+        self.router.on_worker(worker, frames, self.now)
+        self.drain()
+
+    @precondition(has_busy_worker)
+    @rule(data=st.data(), body=st.lists(st.binary(max_size=8), max_size=2))
+    def worker_streams(self, data, body):
+        worker = data.draw(st.sampled_from(sorted(self.assigned)))
+        job = self.assigned[worker]
+        frames = encode_worker_reply(job.address, body, final=False, delimited=job.delimited)
+        self.router.on_worker(worker, frames, self.now)
+        self.drain()
+
+    @precondition(has_busy_worker)
+    @rule(data=st.data(), how=st.sampled_from(["gone", "disconnect", "wrong address"]))
+    def busy_worker_fails(self, data, how):
+        worker = data.draw(st.sampled_from(sorted(self.assigned)))
+        job = self.assigned.pop(worker)
+        if how == "gone":
+            self.router.worker_gone(worker, "killed by test")
+        elif how == "disconnect":
+            self.router.on_worker(worker, encode_disconnect(job.delimited), self.now)
+        else:
+            wrong = (int.from_bytes(job.address, "big") + 1).to_bytes(8, "big")
+            self.router.on_worker(worker, encode_worker_reply(wrong, [b"x"]), self.now)
+        self.drain()
+
+    @rule(
+        worker=st.sampled_from(WORKER_IDS),
+        how=st.sampled_from(["heartbeat", "heartbeat", "disconnect", "gone"]),
+    )
+    def any_worker_event(self, worker, how):
+        if how == "heartbeat":
+            self.router.on_worker(worker, encode_heartbeat(), self.now)
+        elif how == "disconnect":
+            self.router.on_worker(worker, encode_disconnect(), self.now)
+            self.assigned.pop(worker, None)
+        else:
+            self.router.worker_gone(worker, "killed by test")
+            self.assigned.pop(worker, None)
+        self.drain()
+
+    @rule(
+        worker=st.sampled_from(WORKER_IDS),
+        how=st.sampled_from(["ready twice", "stray reply", "garbage"]),
+        garbage=st.lists(
+            st.sampled_from([b"", MDPW02, W_READY, W_FINAL, b"\x09", DEFAULT, b"x"]), max_size=5
+        ),
+    )
+    def worker_misbehaves(self, worker, how, garbage):
+        if how == "ready twice":
+            frames = encode_ready(DEFAULT)
+        elif how == "stray reply":
+            frames = encode_worker_reply(b"stray", [b"x"])
+        else:
+            frames = garbage
+        self.router.on_worker(worker, frames, self.now)
+        self.drain()
+
+    # -- time and lifecycle --
+
+    @rule(dt=st.sampled_from([0.05, 0.2, 0.5, 1.0, 4.0]))
+    def tick(self, dt):
+        before = self.router.next_deadline()
+        self.now += dt
+        self.router.on_tick(self.now)
+        after = self.router.next_deadline()
+        if self.now >= before:
+            assert after > self.now
+        else:
+            assert after == before
+        self.drain()
+
+    @precondition(lambda self: not self.router.closing)
+    @rule(data=st.data())
+    def shutdown(self, data):
+        # Rare: most runs should exercise the open router.
+        if data.draw(st.integers(0, 9)) == 0:
+            self.router.shutdown()
+            assert self.router.queued() == 0
+            self.drain()
+
+    # -- invariants --
+
+    def pending_clients(self) -> list[bytes]:
+        running = [job.client for job in self.router.jobs.values()]
+        queued = [job.client for s in self.router.services.values() for job in s.queue]
+        return running + queued
+
+    @invariant()
+    def every_accepted_job_is_pending_or_answered_exactly_once(self):
+        if not hasattr(self, "router"):
+            return
+        pending = self.pending_clients()
+        assert len(pending) == len(set(pending)), "a job is both queued and running, or twice"
+        pending_set = set(pending)
+        accepted = 0
+        for client, record in self.clients.items():
+            if record["accepted"]:
+                accepted += 1
+                assert record["finals"] + (client in pending_set) == 1, client
+            else:
+                assert client not in pending_set
+        assert accepted == self.router.stats.accepted
+
+    @invariant()
+    def worker_and_job_state_is_consistent(self):
+        if not hasattr(self, "router"):
+            return
+        router = self.router
+        for address, job in router.jobs.items():
+            assert job.address == address
+            assert job.worker is not None
+            assert job.worker.job is job
+            assert router.workers[job.worker.identity] is job.worker
+        for service in router.services.values():
+            for identity, worker in service.idle.items():
+                assert worker.job is None
+                assert router.workers[identity] is worker
+                assert worker.service is service
+            assert service.workers == sum(
+                1 for w in router.workers.values() if w.service is service
+            )
+            if service.idle:
+                assert not service.queue, "a job waits while a worker of its service idles"
+        busy = sum(1 for w in router.workers.values() if w.job is not None)
+        assert busy == len(router.jobs)
+
+
+TestRouterMachine = RouterMachine.TestCase
+TestRouterMachine.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_long_random_run_with_echo_workers(seed):
+    """A seeded soak: 3000 random events from plain and MDP/0.2 clients and from workers that
+    stream, fail, die, leave and misbehave; then drain everything and check the books balance
+    and that every reply went to the client whose job it answers."""
+    rng = random.Random(seed)
+    router = Router(DEFAULT, heartbeat_interval=1.0, heartbeat_liveness=3, now=0.0)
+    now = 0.0
+    finals: dict[bytes, int] = {}
+    requests: dict[bytes, tuple[bool, bytes]] = {}  # client -> (is MDP/0.2, body)
+    accepted_clients = []
+    assigned: dict[bytes, JobRequest] = {}
+
+    def check_reply(client: bytes, frames: list[bytes]) -> None:
+        mdp, body = requests[client]
+        if mdp:
+            reply = parse_client_reply(frames)
+            assert reply.request_id == int(body)
+            assert reply.service == DEFAULT
+            if not reply.final:
+                assert finals.get(client, 0) == 0
+                return
+            if reply.status is Status.OK:
+                assert reply.body == [b"re:" + body]
+        else:
+            assert frames[0] == b""
+            if not frames[1].startswith(b"ERROR "):
+                assert frames[-1] == b"re:" + body
+        finals[client] = finals.get(client, 0) + 1
+        assert finals[client] == 1, f"{client!r} answered twice"
+
+    def drain():
+        for port, peer, frames in router.take_outbox():
+            if port is Port.FRONTEND:
+                check_reply(peer, frames)
+            else:
+                msg = parse_broker_message(frames)
+                if isinstance(msg, JobRequest):
+                    assert peer not in assigned, "a second job for a busy worker"
+                    assigned[peer] = msg
+                elif isinstance(msg, Disconnect):
+                    assigned.pop(peer, None)
+
+    for n in range(3000):
+        event = rng.random()
+        worker = rng.choice(WORKER_IDS)
+        if event < 0.3:
+            client = b"c%d" % n
+            mdp = rng.random() < 0.5
+            requests[client] = (mdp, b"%d" % n)
+            before = router.stats.accepted
+            if mdp:
+                mdp_request(router, client, b"%d" % n, now, request_id=n)
+            else:
+                plain_request(router, client, b"%d" % n, now)
+            if router.stats.accepted > before:
+                accepted_clients.append(client)
+        elif event < 0.38:
+            if worker not in router.workers or rng.random() < 0.05:  # sometimes READY twice
+                router.on_worker(worker, encode_ready(DEFAULT, rng.random() < 0.3), now)
+        elif event < 0.7:
+            job = assigned.pop(worker, None)
+            if job is not None:
+                status = Status.OK if rng.random() < 0.8 else Status.APP_ERROR
+                finish(router, worker, job, now=now, status=status, delimited=job.delimited)
+        elif event < 0.75:
+            job = assigned.get(worker)
+            if job is not None:
+                frames = encode_worker_reply(job.address, [b"part"], final=False)
+                router.on_worker(worker, frames, now)
+        elif event < 0.8:
+            router.worker_gone(worker, "crash")
+            assigned.pop(worker, None)
+        elif event < 0.84:
+            router.on_worker(worker, encode_disconnect(), now)
+            assigned.pop(worker, None)
+        elif event < 0.86:
+            router.on_worker(worker, encode_worker_reply(b"stray", [b"x"]), now)
+        elif event < 0.88:
+            router.on_worker(worker, [MDPW02, b"\x09"], now)
+        elif event < 0.9:
+            router.on_worker(worker, encode_heartbeat(), now)
+        else:
+            now += rng.choice([0.2, 0.5, 1.0, 4.0])
+            router.on_tick(now)
+        drain()
+    # Bring up fresh workers and let them finish everything.
+    for i in range(3):
+        router.on_worker(b"final-%d" % i, encode_ready(DEFAULT), now)
+    drain()
+    while assigned:
+        worker, job = assigned.popitem()
+        finish(router, worker, job, now=now)
+        drain()
+    assert router.queued() == 0
+    assert router.jobs == {}
+    assert sorted(finals) == sorted(requests)  # refused requests are answered too
+    assert router.stats.accepted == len(accepted_clients)
+    assert router.stats.replied + router.stats.errors == len(requests)
+
+
+def test_error_reply_frames_match_protocol_encoder():
+    """The router's error replies are exactly what protocol.encode_client_reply builds."""
+    router = make_router()
+    ready(router, b"A")
+    router.on_client(b"c1", [b"", MDPC01, DEFAULT, b"x"], 0.0)
+    only_job(router)
+    router.worker_gone(b"A", "boom")
+    _, frames = only_reply(router)
+    expected = encode_client_reply(
+        Form.MDP01,
+        DEFAULT,
+        [],
+        status=Status.WORKER_LOST,
+        message="the worker running the job was lost (boom)",
+    )
+    assert frames == expected
