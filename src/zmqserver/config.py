@@ -191,3 +191,14 @@ def _nonnegative_int(config: Config, name: str) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{name}: expected an integer >= 0, got {value!r}")
+
+
+def options_table() -> str:
+    """The README's options table, generated from the fields (a test keeps the README in sync)."""
+    rows = ["| option | CLI flag | default | description |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Config):
+        flag = "`--" + f.name.replace("_", "-") + "`" if f.metadata.get("flag", True) else "APP"
+        default = f.default
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
+        rows.append(f"| `{f.name}` | {flag} | `{shown}` | {f.metadata['help']} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,78 @@
+"""Configuration: validation errors name the option; the README table is generated."""
+
+from __future__ import annotations
+
+import pytest
+from tests.helpers import REPO
+
+from zmqserver.cli import build_parser
+from zmqserver.config import Config, options_table
+from zmqserver.errors import ConfigError
+
+
+def test_defaults_match_the_seed():
+    config = Config().validate()
+    assert config.port == (6660, 6661)
+    assert config.frontend_endpoint == "tcp://*:6660"
+    assert config.backend_endpoint == "tcp://*:6661"
+    assert config.min_servers == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_servers": 0}, "min_servers"),
+        ({"min_servers": 5, "max_servers": 2}, "max_servers (2) must be >= min_servers (5)"),
+        ({"port": (1, 1)}, "must differ"),
+        ({"port": (0, 5)}, "not a TCP port"),
+        ({"port": "6660"}, "port"),
+        ({"min_servers": "5"}, "min_servers: expected an integer"),
+        ({"min_servers": True}, "min_servers"),
+        ({"heartbeat_interval": 0}, "heartbeat_interval"),
+        ({"log_level": "loud"}, "log_level"),
+        ({"service": "mmi.x"}, "reserved"),
+        ({"frontend": "localhost:5"}, "not a ZeroMQ endpoint"),
+        ({"no_such_option": 1}, "unknown option 'no_such_option'"),
+        ({"app": 42}, "app"),
+    ],
+)
+def test_bad_options_are_refused_by_name(options, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Config.from_mapping(options)
+
+
+def test_port_accepts_list_and_single_int():
+    assert Config.from_mapping({"port": [7000, 7001]}).port == (7000, 7001)
+    assert Config.from_mapping({"port": 7000}).port == (7000, 7001)
+
+
+def test_cli_flags_come_from_the_fields():
+    args = vars(
+        build_parser().parse_args(
+            [
+                "serve",
+                "examples.upper:app",
+                "--port",
+                "7000",
+                "7001",
+                "--min-servers",
+                "3",
+                "--heartbeat-interval",
+                "0.5",
+            ]
+        )
+    )
+    args.pop("command")
+    config = Config.from_mapping(args)
+    assert config.app == "examples.upper:app"
+    assert config.port == (7000, 7001)
+    assert config.min_servers == 3
+    assert config.heartbeat_interval == 0.5
+
+
+def test_readme_options_table_is_current():
+    readme = (REPO / "README.md").read_text()
+    assert options_table() in readme, (
+        "README.md's options table is stale; regenerate it with "
+        "python -c 'from zmqserver.config import options_table; print(options_table())'"
+    )
