@@ -1,0 +1,1 @@
+"""Benchmarks for zmqserver (run with ``python -m bench.run``)."""
