@@ -1,29 +1,35 @@
-"""The broker's brain: services, least-recently-used workers, queued jobs, heartbeats.
+"""The broker's brain: services, least-recently-used workers, queued jobs, deadlines, heartbeats.
 
 Rule 1: no sockets, no clocks, no processes. Frames and ``now`` come in through the ``on_*``
 methods; frames to send accumulate in :attr:`Router.outbox` as ``(port, routing id, frames)`` for
-the I/O shell (broker.py) to send; :meth:`Router.next_deadline` tells the shell how long it may
-sleep. Everything here can be driven, and is tested, without ZeroMQ.
+the I/O shell (broker.py) to send, workers that must be killed accumulate in :attr:`Router.kills`,
+and :meth:`Router.next_deadline` tells the shell how long it may sleep. Everything here can be
+driven, and is tested, without ZeroMQ.
 
 Dispatch is least-recently-used per service: a worker that becomes free goes to the back of its
 service's idle queue and a job goes to the worker at the front, the one that has waited longest.
 (The seed kept a stack and so always chose the most recently freed worker: LIFO.) Jobs wait in a
 FIFO queue per service while no worker is free.
 
-Every job the router accepts ends in exactly one outcome (docs/protocol.md): a reply, an error
-reply, or a drop that the shell logs when the client is gone. ``self.jobs`` holds the jobs that
-are running on a worker; queued jobs live in their service's queue.
+Rule 2: every job the router accepts ends in exactly one outcome (docs/reliability.md): a reply,
+an error reply, or a drop that the shell logs when the client is gone. All outcomes go through
+:meth:`Router._complete`, which marks the job done, so a second outcome is impossible by
+construction. Queued jobs that expire are marked done and left in the deque (lazy deletion, so
+expiry is O(1)); dispatch skips them.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from .errors import ProtocolError, Status
 from .protocol import (
+    FLAG_RETRYABLE,
     ClientRequest,
     Disconnect,
     Form,
@@ -47,6 +53,11 @@ class Port(IntEnum):
 
 
 Outgoing = tuple[Port, bytes, list[bytes]]
+RequestKey = tuple[bytes, int]
+
+#: Outcomes worth replaying to a client that resends the same request: running it again would
+#: give the same answer (or run the app twice). Lost/expired/refused jobs may be tried again.
+_CACHEABLE = frozenset({Status.OK, Status.APP_ERROR})
 
 
 @dataclass(slots=True, eq=False)
@@ -62,9 +73,17 @@ class Job:
     body: list[bytes]
     flags: int
     received: float
+    service: Service
+    deadline: float = math.inf
+    attempts: int = 0  # how many workers the job was given to
+    done: bool = False
     worker: WorkerState | None = None
     parts: list[bytes] = field(default_factory=list)  # PARTIAL bodies, for clients without them
     streamed: bool = False  # a PARTIAL already reached the client: the job cannot be rerun
+
+    @property
+    def key(self) -> RequestKey | None:
+        return None if self.request_id is None else (self.client, self.request_id)
 
 
 @dataclass(slots=True, eq=False)
@@ -79,7 +98,8 @@ class WorkerState:
 @dataclass(slots=True, eq=False)
 class Service:
     name: bytes
-    queue: deque[Job] = field(default_factory=deque)
+    queue: deque[Job] = field(default_factory=deque)  # may hold done (expired) jobs: skip them
+    waiting: int = 0  # live jobs in ``queue``
     # Insertion order is LRU order: the first idle worker has waited longest.
     idle: OrderedDict[bytes, WorkerState] = field(default_factory=OrderedDict)
     workers: int = 0
@@ -90,6 +110,29 @@ class Stats:
     accepted: int = 0
     replied: int = 0
     errors: int = 0
+    retried: int = 0
+    duplicates: int = 0
+    expired: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Reliability policy (docs/reliability.md). Zero means "no limit" throughout."""
+
+    #: Deadline, in seconds, of a job whose request carries none.
+    job_timeout: float = 0.0
+    #: Extra time a running job gets past its deadline before its worker is killed.
+    kill_grace: float = 5.0
+    #: Retry a job whose worker died even if the request did not ask for it.
+    retry_jobs: bool = False
+    #: Workers a job may be given to before it is quarantined with an error.
+    max_attempts: int = 3
+    #: Live queued jobs per service beyond which new jobs are refused with queue_full.
+    max_queue: int = 0
+    #: Largest request body in bytes (all frames); larger ones are refused with too_large.
+    max_message_size: int = 0
+    #: Replies kept for answering a resent request without running it again.
+    reply_cache: int = 1024
 
 
 class Router:
@@ -97,7 +140,7 @@ class Router:
 
     ``services`` names the services this broker always knows (the ones it runs workers for);
     requests for them queue even before a worker has said READY. Other services become known
-    when a worker registers them.
+    when a worker registers them, and are forgotten with their last worker.
     """
 
     def __init__(
@@ -107,38 +150,51 @@ class Router:
         services: tuple[bytes, ...] = (),
         heartbeat_interval: float = 1.0,
         heartbeat_liveness: int = 3,
+        limits: Limits = Limits(),
         now: float = 0.0,
     ) -> None:
         self.default_service = default_service
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
+        self.limits = limits
         self.services: dict[bytes, Service] = {}
         self._configured = frozenset((default_service, *services))
         for name in self._configured:
             self._service(name)
         self.workers: dict[bytes, WorkerState] = {}
         self.jobs: dict[bytes, Job] = {}  # running jobs by address
+        self.pending: dict[RequestKey, Job] = {}  # queued or running jobs with a request id
+        self.replies: OrderedDict[RequestKey, list[bytes]] = OrderedDict()
         self.outbox: list[Outgoing] = []
+        self.kills: list[bytes] = []  # workers the shell must kill (hung, or past a deadline)
         self.stats = Stats()
         self.closing = False
         self._next_job = 0
         self._heartbeat_at = now + heartbeat_interval
+        self._timers: list[tuple[float, int, Job]] = []  # (when, job id, job): a min-heap
 
     # -- queries ----------------------------------------------------------------------------------
 
     def next_deadline(self) -> float:
         """The monotonic time at which :meth:`on_tick` next has work to do."""
+        if self._timers:
+            return min(self._heartbeat_at, self._timers[0][0])
         return self._heartbeat_at
 
     def queued(self) -> int:
-        return sum(len(s.queue) for s in self.services.values())
+        return sum(s.waiting for s in self.services.values())
 
     def idle_workers(self, service: bytes | None = None) -> list[bytes]:
         """Idle worker ids of ``service`` (default: the default service), in dispatch order."""
-        return list(self.services[service or self.default_service].idle)
+        found = self.services.get(service or self.default_service)
+        return list(found.idle) if found is not None else []
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
+        return out
+
+    def take_kills(self) -> list[bytes]:
+        out, self.kills = self.kills, []
         return out
 
     # -- frontend ---------------------------------------------------------------------------------
@@ -154,30 +210,51 @@ class Router:
             return
         self._accept(client, request, now)
 
+    def _refuse(self, client: bytes, request: ClientRequest, status: Status, message: str) -> None:
+        self.stats.errors += 1
+        reply = encode_client_reply(
+            request.form,
+            request.service,
+            [],
+            request_id=request.request_id,
+            status=status,
+            message=message,
+        )
+        self.outbox.append((Port.FRONTEND, client, reply))
+
     def _accept(self, client: bytes, request: ClientRequest, now: float) -> None:
+        limits = self.limits
+        timeout = request.timeout_ms / 1000 if request.timeout_ms else limits.job_timeout
+        deadline = now + timeout if timeout else math.inf
+        key = None if request.request_id is None else (client, request.request_id)
+        if key is not None and self._duplicate(key, deadline):
+            return
         name = request.service or self.default_service
         service = self.services.get(name)
-        if self.closing or service is None:
-            status = Status.SHUTTING_DOWN if self.closing else Status.UNKNOWN_SERVICE
-            message = (
-                "server is shutting down"
-                if self.closing
-                else f"no such service: {name.decode('utf-8', 'replace')!r}"
-            )
-            self.stats.errors += 1
-            self.outbox.append(
-                (
-                    Port.FRONTEND,
+        if self.closing:
+            self._refuse(client, request, Status.SHUTTING_DOWN, "server is shutting down")
+            return
+        if service is None:
+            shown = name.decode("utf-8", "replace")
+            self._refuse(client, request, Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
+            return
+        if limits.max_message_size:
+            size = sum(len(frame) for frame in request.body)
+            if size > limits.max_message_size:
+                self._refuse(
                     client,
-                    encode_client_reply(
-                        request.form,
-                        request.service,
-                        [],
-                        request_id=request.request_id,
-                        status=status,
-                        message=message,
-                    ),
+                    request,
+                    Status.TOO_LARGE,
+                    f"request of {size} bytes exceeds max_message_size "
+                    f"({limits.max_message_size} bytes)",
                 )
+                return
+        if limits.max_queue and service.waiting >= limits.max_queue and not service.idle:
+            self._refuse(
+                client,
+                request,
+                Status.QUEUE_FULL,
+                f"{service.waiting} jobs already queued for this service (max_queue)",
             )
             return
         self._next_job += 1
@@ -191,58 +268,119 @@ class Router:
             body=request.body,
             flags=request.flags,
             received=now,
+            service=service,
+            deadline=deadline,
         )
         self.stats.accepted += 1
+        if key is not None:
+            self.pending[key] = job
+        if deadline != math.inf:
+            heapq.heappush(self._timers, (deadline, job.id, job))
         if service.idle:
             _, worker = service.idle.popitem(last=False)
             self._assign(worker, job)
         else:
             service.queue.append(job)
+            service.waiting += 1
+
+    def _duplicate(self, key: RequestKey, deadline: float) -> bool:
+        """Handle a resend (Lazy Pirate) of a request the broker has seen; True if it was one.
+
+        A finished request gets its cached reply again instead of a second run; one that is
+        still queued or running just gets the new attempt's deadline, and its one reply will
+        reach the client (which kept its routing id across reconnects).
+        """
+        cached = self.replies.get(key)
+        if cached is not None:
+            self.replies.move_to_end(key)
+            self.stats.duplicates += 1
+            self.outbox.append((Port.FRONTEND, key[0], cached))
+            return True
+        job = self.pending.get(key)
+        if job is None:
+            return False
+        self.stats.duplicates += 1
+        if deadline > job.deadline:
+            job.deadline = deadline  # the timer already queued re-arms itself when it fires
+        return True
 
     def _assign(self, worker: WorkerState, job: Job) -> None:
         worker.job = job
         job.worker = worker
+        job.attempts += 1
         self.jobs[job.address] = job
-        self.outbox.append(
-            (
-                Port.BACKEND,
-                worker.identity,
-                encode_job_request(job.address, job.body, worker.delimited),
-            )
-        )
+        request = encode_job_request(job.address, job.body, worker.delimited)
+        self.outbox.append((Port.BACKEND, worker.identity, request))
 
     def _dispatch(self, service: Service) -> None:
-        while service.queue and service.idle:
-            _, worker = service.idle.popitem(last=False)
-            self._assign(worker, service.queue.popleft())
+        queue, idle = service.queue, service.idle
+        while queue and idle:
+            job = queue.popleft()
+            if job.done:
+                continue
+            service.waiting -= 1
+            _, worker = idle.popitem(last=False)
+            self._assign(worker, job)
 
-    def _answer(self, job: Job, body: list[bytes], final: bool = True) -> None:
-        self.outbox.append(
-            (
-                Port.FRONTEND,
-                job.client,
-                encode_client_reply(
-                    job.form, job.reply_service, body, request_id=job.request_id, final=final
-                ),
-            )
-        )
+    def _requeue(self, job: Job) -> None:
+        service = job.service
+        service.queue.appendleft(job)
+        service.waiting += 1
+        self._dispatch(service)
+
+    # -- outcomes ---------------------------------------------------------------------------------
+
+    def _complete(self, job: Job, frames: list[bytes], *, cache: bool) -> None:
+        """Send the job's one outcome. Every outcome of every job passes through here."""
+        assert not job.done, "a job gets exactly one outcome"
+        job.done = True
+        key = job.key
+        if key is not None:
+            self.pending.pop(key, None)
+            if cache and self.limits.reply_cache:
+                self.replies[key] = frames
+                if len(self.replies) > self.limits.reply_cache:
+                    self.replies.popitem(last=False)
+        self.outbox.append((Port.FRONTEND, job.client, frames))
+
+    def _answer(self, job: Job, body: list[bytes]) -> None:
+        self.stats.replied += 1
+        frames = encode_client_reply(job.form, job.reply_service, body, request_id=job.request_id)
+        self._complete(job, frames, cache=True)
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
         self.stats.errors += 1
-        self.outbox.append(
-            (
-                Port.FRONTEND,
-                job.client,
-                encode_client_reply(
-                    job.form,
-                    job.reply_service,
-                    [],
-                    request_id=job.request_id,
-                    status=status,
-                    message=message,
-                ),
-            )
+        frames = encode_client_reply(
+            job.form,
+            job.reply_service,
+            [],
+            request_id=job.request_id,
+            status=status,
+            message=message,
         )
+        self._complete(job, frames, cache=status in _CACHEABLE)
+
+    def _lost(self, job: Job, reason: str) -> None:
+        """The worker running ``job`` died or was thrown out: retry the job, or report it."""
+        retry = bool(job.flags & FLAG_RETRYABLE) or self.limits.retry_jobs
+        if self.closing:
+            self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
+        elif not retry or job.streamed or job.parts:
+            self._fail(job, Status.WORKER_LOST, f"the worker running the job was lost ({reason})")
+        elif job.attempts >= self.limits.max_attempts:
+            log.error("job %d lost %d workers; quarantined", job.id, job.attempts)
+            self._fail(
+                job,
+                Status.WORKER_LOST,
+                f"the job was lost with {job.attempts} workers in a row ({reason}); "
+                "not retried again, it may be what kills them",
+            )
+        else:
+            self.stats.retried += 1
+            log.warning(
+                "job %d: worker lost (%s); retrying (attempt %d)", job.id, reason, job.attempts + 1
+            )
+            self._requeue(job)
 
     # -- backend ----------------------------------------------------------------------------------
 
@@ -267,7 +405,7 @@ class Router:
         elif isinstance(msg, WorkerReply):
             self._on_reply(worker, msg)
         elif isinstance(msg, Disconnect):
-            self._remove(worker, requeue=True)
+            self._remove(worker, handed_back=True)
         else:
             assert isinstance(msg, Heartbeat)
 
@@ -283,12 +421,8 @@ class Router:
             self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited)))
             return
         service = self._service(msg.service)
-        worker = WorkerState(
-            identity,
-            service,
-            msg.delimited,
-            now + self.heartbeat_interval * self.heartbeat_liveness,
-        )
+        expiry = now + self.heartbeat_interval * self.heartbeat_liveness
+        worker = WorkerState(identity, service, msg.delimited, expiry)
         self.workers[identity] = worker
         service.workers += 1
         service.idle[identity] = worker
@@ -306,7 +440,10 @@ class Router:
         if not msg.final:
             if job.form in (Form.MDP02, Form.MDP02_DELIMITED):
                 job.streamed = True
-                self._answer(job, msg.body, final=False)
+                partial = encode_client_reply(
+                    job.form, job.reply_service, msg.body, request_id=job.request_id, final=False
+                )
+                self.outbox.append((Port.FRONTEND, job.client, partial))
             else:
                 job.parts.extend(msg.body)
             return
@@ -314,7 +451,6 @@ class Router:
         worker.job = None
         job.worker = None
         if msg.status is Status.OK:
-            self.stats.replied += 1
             self._answer(job, [*job.parts, *msg.body] if job.parts else msg.body)
         else:
             text = b"".join(bytes(f) for f in msg.body).decode("utf-8", "replace")
@@ -326,7 +462,7 @@ class Router:
     def _disconnect(self, identity: bytes, worker: WorkerState | None, delimited: bool) -> None:
         self.outbox.append((Port.BACKEND, identity, encode_disconnect(delimited)))
         if worker is not None:
-            self._remove(worker, requeue=False)
+            self._remove(worker, reason="protocol error")
 
     def worker_gone(self, identity: bytes, reason: str, *, undelivered: bool = False) -> None:
         """The shell learned that a worker is dead (its process exited, say).
@@ -337,15 +473,16 @@ class Router:
         worker = self.workers.get(identity)
         if worker is not None:
             log.debug("worker %r gone: %s", identity, reason)
-            self._remove(worker, requeue=undelivered, reason=reason)
+            self._remove(worker, handed_back=undelivered, reason=reason)
 
-    def _remove(self, worker: WorkerState, *, requeue: bool, reason: str = "") -> None:
+    def _remove(self, worker: WorkerState, *, handed_back: bool = False, reason: str = "") -> None:
         """Forget ``worker``; decide the fate of the job it held.
 
-        ``requeue`` is for a worker that said DISCONNECT: it promises it did not and will not
-        finish the job (our workers only disconnect between jobs, so a job it holds is one it
-        never read) and the job goes back to the head of the queue. A worker that died or was
-        thrown out may have run part of the job, so its client gets ``worker_lost``.
+        ``handed_back`` is for a worker that said DISCONNECT (or never got the job): it did not
+        and will not run the job (our workers only disconnect between jobs, so a job it holds is
+        one it never read) and the job goes back to the head of the queue, whatever its retry
+        policy. A worker that died or was thrown out may have run part of the job: see
+        :meth:`_lost`.
         """
         del self.workers[worker.identity]
         service = worker.service
@@ -356,19 +493,12 @@ class Router:
         if job is not None:
             del self.jobs[job.address]
             job.worker = None
-            if self.closing and requeue:
-                # shutdown() already answered the queue; a job handed back now would be stranded.
-                self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
-            elif requeue and not job.parts and not job.streamed:
-                service.queue.appendleft(job)
-                self._dispatch(service)
+            job.attempts -= handed_back  # a job handed back unread was never attempted
+            if handed_back and not self.closing and not job.parts and not job.streamed:
+                self._requeue(job)
             else:
-                self._fail(
-                    job,
-                    Status.WORKER_LOST,
-                    f"the worker running the job was lost ({reason or 'protocol error'})",
-                )
-        if not service.workers and not service.queue and service.name not in self._configured:
+                self._lost(job, reason or "it disconnected")
+        if not service.workers and not service.waiting and service.name not in self._configured:
             # A service that only foreign workers offered is forgotten with its last worker, so
             # its requests are answered unknown_service instead of queueing for nobody.
             del self.services[service.name]
@@ -376,27 +506,59 @@ class Router:
     # -- time -------------------------------------------------------------------------------------
 
     def on_tick(self, now: float) -> None:
-        """Send due heartbeats to idle workers and expire idle workers that went silent.
-
-        Only idle workers are expected to heartbeat here: a worker busy with a long job is
-        judged by its process (the supervisor) until it answers.
-        """
+        """Expire jobs past their deadline; heartbeat idle workers; drop silent workers."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, job = heapq.heappop(timers)
+            self._check_deadline(job, now)
         if now < self._heartbeat_at:
             return
         self._heartbeat_at = now + self.heartbeat_interval
-        for service in list(self.services.values()):
-            for worker in list(service.idle.values()):
-                if now > worker.expiry:
-                    log.warning(
-                        "worker %r missed %d heartbeats; dropping it",
-                        worker.identity,
-                        self.heartbeat_liveness,
-                    )
-                    self._disconnect(worker.identity, worker, worker.delimited)
-                else:
-                    self.outbox.append(
-                        (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited))
-                    )
+        for worker in list(self.workers.values()):
+            if now > worker.expiry:
+                # Busy workers heartbeat too (ours from a thread), so a silent one is dead,
+                # hung (SIGSTOP, a deadlock in C code) or cut off: kill it, reroute its job.
+                log.warning(
+                    "worker %r missed %d heartbeats; dropping it",
+                    worker.identity,
+                    self.heartbeat_liveness,
+                )
+                self.kills.append(worker.identity)
+                self._disconnect(worker.identity, worker, worker.delimited)
+            elif worker.job is None:
+                self.outbox.append(
+                    (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited))
+                )
+
+    def _check_deadline(self, job: Job, now: float) -> None:
+        if job.done:
+            return
+        worker = job.worker
+        if worker is None:  # queued
+            if now < job.deadline:  # a resend moved the deadline: check again then
+                heapq.heappush(self._timers, (job.deadline, job.id, job))
+                return
+            job.service.waiting -= 1  # it stays in the deque, marked done
+            self.stats.expired += 1
+            self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
+            return
+        kill_at = job.deadline + self.limits.kill_grace
+        if now < kill_at:
+            heapq.heappush(self._timers, (kill_at, job.id, job))
+            return
+        log.warning(
+            "job %d ran %.1fs past its deadline on worker %r; killing the worker",
+            job.id,
+            now - job.deadline,
+            worker.identity,
+        )
+        self.stats.expired += 1
+        del self.jobs[job.address]
+        worker.job = None
+        job.worker = None
+        self._fail(job, Status.EXPIRED, "the job's deadline passed while it was running")
+        self.kills.append(worker.identity)
+        self._disconnect(worker.identity, worker, worker.delimited)
 
     def shutdown(self) -> None:
         """Stop taking jobs: answer every queued job and every new request with shutting_down.
@@ -406,7 +568,10 @@ class Router:
         self.closing = True
         for service in self.services.values():
             while service.queue:
-                self._fail(service.queue.popleft(), Status.SHUTTING_DOWN, "server is shutting down")
+                job = service.queue.popleft()
+                if not job.done:
+                    self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
+            service.waiting = 0
 
     def fail_running(self, status: Status, message: str) -> None:
         """Answer every running job with an error (the shell gives up on its workers)."""

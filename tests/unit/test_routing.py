@@ -885,17 +885,34 @@ def test_any_worker_traffic_counts_as_a_heartbeat():
     assert router.take_outbox() == [(Port.BACKEND, b"A", encode_disconnect())]
 
 
-def test_busy_worker_is_not_expired_by_ticks():
+def test_busy_worker_that_heartbeats_is_not_expired():
     router = make_router(heartbeat_interval=1.0, heartbeat_liveness=3)
     ready(router, b"A")
     plain_request(router, b"c1")
     worker, job = only_job(router)
     for t in range(1, 20):
+        router.on_worker(b"A", encode_heartbeat(), float(t))
         router.on_tick(float(t))
-    assert router.take_outbox() == []
+    assert router.take_outbox() == []  # no heartbeats are sent to a busy worker
     assert b"A" in router.workers
     finish(router, worker, job, now=20.0)
     assert only_reply(router)[0] == b"c1"
+
+
+def test_silent_busy_worker_is_expired_killed_and_its_job_answered():
+    router = make_router(heartbeat_interval=1.0, heartbeat_liveness=3)
+    ready(router, b"A")
+    plain_request(router, b"c1")
+    only_job(router)
+    router.on_tick(2.0)
+    assert router.take_outbox() == []
+    router.on_tick(3.5)
+    assert b"A" not in router.workers
+    assert router.take_kills() == [b"A"]
+    out = router.take_outbox()
+    assert (Port.BACKEND, b"A", encode_disconnect()) in out
+    (reply,) = [frames for port, peer, frames in out if port is Port.FRONTEND]
+    assert reply[1].startswith(b"ERROR worker_lost")
 
 
 def test_expired_worker_that_speaks_again_is_told_to_disconnect():
