@@ -12,11 +12,13 @@ which stops the whole server instead of respawning into the same failure forever
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -44,6 +46,66 @@ BOOT_ERROR = 3
 
 #: Time a final reply may take to leave the socket when the worker exits.
 EXIT_LINGER_MS = 2000
+
+
+#: Longest extra wait between reconnection attempts to a silent broker.
+MAX_RECONNECT_BACKOFF = 32.0
+
+
+class BusyHeartbeat:
+    """Keeps heartbeats flowing from a thread while the main thread runs the app.
+
+    The app runs in the main thread (so it may use signals, and a worker's stack traces look
+    normal), where it can block for minutes; a broker that heard nothing for that long would take
+    the worker for dead (RFC 6/PPP). So for the length of each job the socket is lent to this
+    thread, under a lock: ZeroMQ sockets are not thread-safe, but may move between threads across
+    a full memory barrier, which the lock provides. Lending costs two lock round trips a job; the
+    alternative, an I/O thread that owns the socket and talks to the main thread over inproc,
+    would cost two extra socket hops a job.
+    """
+
+    def __init__(self, heartbeat: list[bytes], interval: float) -> None:
+        self._heartbeat = heartbeat
+        self._interval = interval
+        self._cond = threading.Condition()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._thread: threading.Thread | None = None
+
+    def begin(self, sock: zmq.Socket[bytes]) -> None:
+        """Lend ``sock`` to the heartbeat thread until :meth:`end`."""
+        with self._cond:
+            self._sock = sock
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def end(self) -> None:
+        """Take the socket back; once this returns the thread no longer touches it."""
+        with self._cond:
+            self._sock = None
+
+    def send(self, frames: list[bytes]) -> None:
+        """Send on the lent socket from the main thread (a streaming app's PARTIALs)."""
+        with self._cond:
+            assert self._sock is not None
+            self._sock.send_multipart(frames)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._sock is None:
+                    self._cond.wait()
+                due = time.monotonic() + self._interval
+                while self._sock is not None:
+                    left = due - time.monotonic()
+                    if left > 0:
+                        self._cond.wait(left)
+                        continue
+                    # NOBLOCK: with the broker gone a full pipe must not wedge the lock.
+                    with contextlib.suppress(zmq.Again):
+                        self._sock.send_multipart(self._heartbeat, zmq.NOBLOCK)
+                    due += self._interval
 
 
 class BadReply(TypeError):
@@ -105,6 +167,7 @@ class Worker:
         self.ctx = zmq.Context()
         self.sock: zmq.Socket[bytes] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        self._busy = BusyHeartbeat(encode_heartbeat(), config.heartbeat_interval)
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -148,6 +211,7 @@ class Worker:
         now = time.monotonic()
         heartbeat_at = now + interval
         broker_seen = now
+        backoff = 0.0  # extra patience after each reconnect that met silence again
         while not self.stopping:
             timeout_ms = max(0.0, heartbeat_at - time.monotonic()) * 1000
             events = dict(poller.poll(int(timeout_ms) + 1))
@@ -156,6 +220,7 @@ class Worker:
                 self._drain_wakeup()
             if self.sock in events:
                 broker_seen = now
+                backoff = 0.0
                 if not self._on_message(self.sock.recv_multipart()):
                     return 0
                 if self.max_jobs and self.jobs_done >= self.max_jobs:
@@ -165,15 +230,17 @@ class Worker:
                         self.jobs_done,
                     )
                     break
-                now = time.monotonic()
+                # The broker could not speak to us while the app ran; time starts now.
+                now = broker_seen = time.monotonic()
             if os.getppid() != self.master_pid:
                 log.warning("worker %d: master %d is gone; exiting", os.getpid(), self.master_pid)
                 return 0
             if now >= heartbeat_at:
-                self.sock.send_multipart(encode_heartbeat())
+                self.sock.send_multipart(encode_heartbeat(), zmq.NOBLOCK)
                 heartbeat_at = now + interval
-            if now - broker_seen > silence_limit:
-                # Paranoid Pirate: the broker went silent; start over with a fresh connection.
+            if now - broker_seen > silence_limit + backoff:
+                # Paranoid Pirate: the broker went silent. Start over with a fresh connection
+                # and READY, waiting longer after each attempt that meets silence again.
                 log.warning(
                     "worker %d: no word from the broker in %.1fs; reconnecting",
                     os.getpid(),
@@ -184,8 +251,9 @@ class Worker:
                 self.sock = self._connect()
                 poller.register(self.sock, zmq.POLLIN)
                 broker_seen = now
+                backoff = min(max(2 * backoff, interval), MAX_RECONNECT_BACKOFF)
         # Orderly exit between jobs: tell the broker, so it stops routing to us at once.
-        self.sock.send_multipart(encode_disconnect())
+        self.sock.send_multipart(encode_disconnect(), zmq.NOBLOCK)
         return 0
 
     def _drain_wakeup(self) -> None:
@@ -214,24 +282,28 @@ class Worker:
     def _run_job(self, job: JobRequest) -> None:
         assert self.sock is not None
         self.jobs_done += 1
+        # While the app runs, the heartbeat thread owns the socket (heartbeats, and PARTIALs
+        # via its send()); the main thread takes it back before sending the FINAL.
+        busy = self._busy
+        busy.begin(self.sock)
         try:
-            result = self.app(payload_of(job.body))
-            if _is_stream(result):
-                for part in result:
-                    self.sock.send_multipart(
-                        encode_worker_reply(job.address, to_frames(part), final=False)
-                    )
-                frames: list[bytes] = []
-            else:
-                frames = to_frames(result)
+            frames = self._call(job, busy)
+            status = Status.OK
         except Exception as exc:
             log.exception("worker %d: app raised on a job", os.getpid())
-            message = f"{type(exc).__name__}: {exc}".encode()
-            self.sock.send_multipart(
-                encode_worker_reply(job.address, [message], status=Status.APP_ERROR)
-            )
-            return
-        self.sock.send_multipart(encode_worker_reply(job.address, frames))
+            frames = [f"{type(exc).__name__}: {exc}".encode()]
+            status = Status.APP_ERROR
+        finally:
+            busy.end()
+        self.sock.send_multipart(encode_worker_reply(job.address, frames, status=status))
+
+    def _call(self, job: JobRequest, busy: BusyHeartbeat) -> list[bytes]:
+        result = self.app(payload_of(job.body))
+        if not _is_stream(result):
+            return to_frames(result)
+        for part in result:
+            busy.send(encode_worker_reply(job.address, to_frames(part), final=False))
+        return []
 
     def close(self) -> None:
         if self.sock is not None:
