@@ -28,10 +28,16 @@ class Broker:
     """Binds the frontend and backend ROUTERs and shuttles frames to and from ``router``."""
 
     def __init__(
-        self, ctx: zmq.Context[zmq.Socket[bytes]], router: Router, frontend: str, backend: str
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        router: Router,
+        frontend: str,
+        backend: str,
+        *,
+        max_message_size: int = 0,
     ) -> None:
         self.router = router
-        self.frontend = self._router_socket(ctx, frontend, "frontend")
+        self.frontend = self._router_socket(ctx, frontend, "frontend", max_message_size)
         try:
             self.backend = self._router_socket(ctx, backend, "backend")
         except BaseException:
@@ -42,12 +48,20 @@ class Broker:
 
     @staticmethod
     def _router_socket(
-        ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str
+        ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str, max_message_size: int = 0
     ) -> zmq.Socket[bytes]:
         sock = ctx.socket(zmq.ROUTER)
         # ROUTER_MANDATORY turns "peer gone" into EHOSTUNREACH instead of a silent drop, so a
         # reply to a vanished client is logged and a job for a vanished worker is rerouted.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # HANDOVER lets a client that reconnects with its routing id (our Lazy Pirate client
+        # does) take over from its dead connection, so a resend reaches the same pending job.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if max_message_size:
+            # The router answers a request over max_message_size with a clear too_large error.
+            # libzmq's own limit, per frame, is a backstop four times higher: a peer that sends a
+            # frame that big is disconnected before the broker buffers all of it.
+            sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
         sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
         try:
             sock.bind(endpoint)

@@ -359,6 +359,11 @@ class Client:
         self.retries = retries
         self._context = context if context is not None else zmq.Context.instance()
         self._ids = RequestIds()
+        # One routing id for the client's whole life, kept across Lazy Pirate reconnects, so the
+        # broker can tell a resend from a new request and answer it from its reply cache instead
+        # of running the job twice. Random, so it is not guessable; never starting with a zero
+        # byte, which ZeroMQ reserves for the ids it makes up itself.
+        self.identity = b"zq" + secrets.token_bytes(14)
         self._flags = FLAG_RETRYABLE if retries > 1 else 0
         self._peer = endpoint
         if self.service:
@@ -496,6 +501,7 @@ class Client:
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
         # Linger 0: closing must never block on, or later deliver, a request we gave up on.
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.ROUTING_ID, self.identity)
         try:
             socket.connect(self.endpoint)
         except zmq.ZMQError as exc:

@@ -76,6 +76,38 @@ class Config:
         "Seconds running jobs get to finish on TERM/QUIT before workers are killed.",
         metavar="SECONDS",
     )
+    job_timeout: float = option(
+        60.0,
+        "Deadline in seconds of a job whose client sent none (plain clients); 0 = none. A queued "
+        "job past its deadline gets an expired error; a running one gets its worker killed.",
+        metavar="SECONDS",
+    )
+    kill_grace: float = option(
+        5.0,
+        "Seconds a running job may overrun its deadline before its worker is killed.",
+        metavar="SECONDS",
+    )
+    retry_jobs: bool = option(
+        False,
+        "Rerun a job on another worker when its worker dies, even if the client did not flag "
+        "the request as retryable.",
+    )
+    max_attempts: int = option(
+        3, "Workers a retried job may be given to before it is quarantined with an error."
+    )
+    max_queue: int = option(
+        10000, "Queued jobs per service beyond which new jobs get a queue_full error; 0 = no limit."
+    )
+    max_message_size: int = option(
+        16 * 1024 * 1024,
+        "Largest request in bytes (all frames); larger ones get a too_large error; 0 = no limit.",
+        metavar="BYTES",
+    )
+    reply_cache: int = option(
+        1024,
+        "Recent replies kept to answer a client's resend of a finished request without running "
+        "it again; 0 = off.",
+    )
     log_level: str = option("info", "Logging level: debug, info, warning, error or critical.")
     proc_name: str = option("zmq", "Prefix of process titles (`zmq broker 6660-6661`).")
 
@@ -99,6 +131,15 @@ class Config:
         _positive_int(self, "max_servers")
         _positive_int(self, "heartbeat_liveness")
         _nonnegative_int(self, "max_requests")
+        _positive_int(self, "max_attempts")
+        for name in ("max_queue", "max_message_size", "reply_cache"):
+            _nonnegative_int(self, name)
+        for name in ("job_timeout", "kill_grace"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
+        if not isinstance(self.retry_jobs, bool):
+            raise ConfigError(f"retry_jobs: expected true or false, got {self.retry_jobs!r}")
         _nonnegative_int(self, "max_requests_jitter")
         if self.max_servers < self.min_servers:
             raise ConfigError(

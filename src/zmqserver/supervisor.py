@@ -33,7 +33,7 @@ from ._process import endpoint_label, set_title
 from .broker import Broker
 from .config import App, Config
 from .errors import Status
-from .routing import Router
+from .routing import Limits, Router
 from .worker import BOOT_ERROR, worker_main
 
 log = logging.getLogger("zmqserver")
@@ -100,11 +100,24 @@ class Arbiter:
             config.service.encode(),
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_liveness=config.heartbeat_liveness,
+            limits=Limits(
+                job_timeout=config.job_timeout,
+                kill_grace=config.kill_grace,
+                retry_jobs=config.retry_jobs,
+                max_attempts=config.max_attempts,
+                max_queue=config.max_queue,
+                max_message_size=config.max_message_size,
+                reply_cache=config.reply_cache,
+            ),
             now=now,
         )
         try:
             self.broker = Broker(
-                self.ctx, self.router, config.frontend_endpoint, config.backend_endpoint
+                self.ctx,
+                self.router,
+                config.frontend_endpoint,
+                config.backend_endpoint,
+                max_message_size=config.max_message_size,
             )
         except OSError as exc:
             log.error("%s", exc.strerror or exc)
@@ -153,6 +166,7 @@ class Arbiter:
             now = time.monotonic()
             router.on_tick(now)
             broker.flush()
+            self._kill_hung(router.take_kills())
             deadline = router.next_deadline()
             if self.stopping:
                 if not self.workers:
@@ -173,6 +187,7 @@ class Arbiter:
             if self.stopping and time.monotonic() >= self.stop_deadline:
                 self._kill_all()
             broker.flush()
+            self._kill_hung(router.take_kills())
 
     def _drain_wakeup(self) -> None:
         assert self._wake_r is not None
@@ -272,6 +287,18 @@ class Arbiter:
         deadline = time.monotonic() + KILL_WAIT
         while self.workers and time.monotonic() < deadline:
             self.reap(block=True)
+
+    def _kill_hung(self, identities: list[bytes]) -> None:
+        """SIGKILL the local workers the router gave up on (silent, or past a job's deadline).
+
+        The router has already answered or rerouted their jobs; reaping starts a replacement.
+        Workers that are not ours (remote pools) were sent DISCONNECT, which is all we can do.
+        """
+        for identity in identities:
+            for proc in self.workers.values():
+                if proc.identity == identity:
+                    log.warning("killing hung worker %d", proc.pid)
+                    self._signal(proc.pid, signal.SIGKILL)
 
     @staticmethod
     def _signal(pid: int, sig: int) -> None:
