@@ -31,6 +31,7 @@ from .errors import ProtocolError, Status
 
 MDPC01 = b"MDPC01"  # RFC 7 client
 MDPC02 = b"MDPC02"  # RFC 18 client
+MDPW01 = b"MDPW01"  # RFC 7 worker
 MDPW02 = b"MDPW02"  # RFC 18 worker
 
 # RFC 18 client commands
@@ -69,6 +70,18 @@ FLAG_RETRYABLE = 0x01
 PLAIN_ERROR_PREFIX = b"ERROR "
 
 MAX_SERVICE_NAME = 255
+
+# RFC 7 (MDP/0.1) numbers the worker commands differently and has no PARTIAL: its REPLY is a
+# FINAL. Messages are translated to the MDP/0.2 command bytes at the edge, so the rest of the
+# code knows one command set.
+_V1_TO_V2 = {
+    b"\x01": b"\x01",
+    b"\x02": b"\x02",
+    b"\x03": b"\x04",
+    b"\x04": b"\x05",
+    b"\x05": b"\x06",
+}
+_V2_TO_V1 = {v2: v1 for v1, v2 in _V1_TO_V2.items()}
 
 WORKER_COMMAND_NAMES = {
     W_READY: "READY",
@@ -132,6 +145,7 @@ class Ready:
 
     service: bytes
     delimited: bool = False
+    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +157,7 @@ class WorkerReply:
     final: bool = True
     status: Status = Status.OK
     delimited: bool = False
+    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +165,7 @@ class Heartbeat:
     """Either direction: I am alive. Any other message counts as one too."""
 
     delimited: bool = False
+    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +173,7 @@ class Disconnect:
     """Either direction: I am going away (worker) / go away (broker)."""
 
     delimited: bool = False
+    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +183,7 @@ class JobRequest:
     address: bytes
     body: list[bytes]
     delimited: bool = False
+    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
 WorkerMessage = Ready | WorkerReply | Heartbeat | Disconnect
@@ -397,21 +415,37 @@ def parse_client_reply(frames: list[bytes]) -> ClientReply:
 # -- backend: worker <-> broker -------------------------------------------------------------------
 
 
-def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
-    """Decode what a worker sent, as the broker's ROUTER saw it after the worker's routing id.
-
-    Raises :class:`ProtocolError`; the broker answers a protocol error on the backend with
-    DISCONNECT (RFC 18: "the broker SHOULD respond with DISCONNECT to any invalid message").
-    """
+def _strip_worker_prefix(frames: list[bytes], who: str) -> tuple[list[bytes], bool, bool, bytes]:
+    """Split off ``['']`` and the protocol frame: (rest, delimited, v1, command in 0.2 terms)."""
     delimited = False
     if frames and bytes(frames[0]) == b"":
         delimited = True
         frames = frames[1:]
-    if len(frames) < 2 or bytes(frames[0]) != MDPW02:
-        raise ProtocolError("not an MDP/0.2 worker message")
+    if len(frames) < 2:
+        raise ProtocolError(f"not an MDP {who} message")
+    header = bytes(frames[0])
     command = bytes(frames[1])
+    if header == MDPW02:
+        return frames, delimited, False, command
+    if header == MDPW01:
+        v2 = _V1_TO_V2.get(command)
+        if v2 is None:
+            raise ProtocolError(f"invalid MDP/0.1 {who} command {command!r}")
+        return frames, True, True, v2
+    raise ProtocolError(f"not an MDP {who} message")
+
+
+def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
+    """Decode what a worker sent, as the broker's ROUTER saw it after the worker's routing id.
+
+    MDP/0.2 (RFC 18, with or without a leading empty frame) and MDP/0.1 (RFC 7) are accepted; the
+    message records which, so the broker answers in kind. Raises :class:`ProtocolError`; the
+    broker answers a protocol error on the backend with DISCONNECT (RFC 18: "the broker SHOULD
+    respond with DISCONNECT to any invalid message").
+    """
+    frames, delimited, v1, command = _strip_worker_prefix(frames, "worker")
     if command == W_HEARTBEAT and len(frames) == 2:
-        return Heartbeat(delimited)
+        return Heartbeat(delimited, v1)
     if command in (W_FINAL, W_PARTIAL):
         if len(frames) < 4 or bytes(frames[3]) != b"":
             raise ProtocolError("worker reply needs a client address and an empty frame")
@@ -421,30 +455,36 @@ def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
         if header is not None:
             status = _status(header[4])
             body = body[1:]
-        return WorkerReply(bytes(frames[2]), body, command == W_FINAL, status, delimited)
+        return WorkerReply(bytes(frames[2]), body, command == W_FINAL, status, delimited, v1)
     if command == W_READY:
         if len(frames) != 3:
             raise ProtocolError("READY takes exactly one service frame")
         service = bytes(frames[2])
         if not service or len(service) > MAX_SERVICE_NAME:
             raise ProtocolError("READY needs a service name of 1 to 255 bytes")
-        return Ready(service, delimited)
+        return Ready(service, delimited, v1)
     if command == W_DISCONNECT and len(frames) == 2:
-        return Disconnect(delimited)
+        return Disconnect(delimited, v1)
     name = WORKER_COMMAND_NAMES.get(command, repr(command))
     raise ProtocolError(f"invalid worker command {name} with {len(frames)} frames")
 
 
-def _worker_prefix(delimited: bool) -> list[bytes]:
-    return [b"", MDPW02] if delimited else [MDPW02]
+def _worker_frames(command: bytes, rest: list[bytes], delimited: bool, v1: bool) -> list[bytes]:
+    if v1:
+        return [b"", MDPW01, _V2_TO_V1[command], *rest]
+    if delimited:
+        return [b"", MDPW02, command, *rest]
+    return [MDPW02, command, *rest]
 
 
-def encode_ready(service: bytes, delimited: bool = False) -> list[bytes]:
-    return [*_worker_prefix(delimited), W_READY, service]
+def encode_ready(service: bytes, delimited: bool = False, v1: bool = False) -> list[bytes]:
+    return _worker_frames(W_READY, [service], delimited, v1)
 
 
-def encode_job_request(address: bytes, body: list[bytes], delimited: bool = False) -> list[bytes]:
-    return [*_worker_prefix(delimited), W_REQUEST, address, b"", *body]
+def encode_job_request(
+    address: bytes, body: list[bytes], delimited: bool = False, v1: bool = False
+) -> list[bytes]:
+    return _worker_frames(W_REQUEST, [address, b"", *body], delimited, v1)
 
 
 def encode_worker_reply(
@@ -454,42 +494,40 @@ def encode_worker_reply(
     final: bool = True,
     status: Status = Status.OK,
     delimited: bool = False,
+    v1: bool = False,
 ) -> list[bytes]:
     """A worker's PARTIAL or FINAL; an error FINAL carries a status header before the message.
 
     A FINAL whose first frame starts with the header magic is escaped with an OK status header.
+    MDP/0.1 has no PARTIAL.
     """
     if status is not Status.OK:
         body = [encode_status_header(status), *body]
     elif final:
         body = _escaped(body)
+    if v1 and not final:
+        raise ValueError("MDP/0.1 has no PARTIAL replies")
     command = W_FINAL if final else W_PARTIAL
-    return [*_worker_prefix(delimited), command, address, b"", *body]
+    return _worker_frames(command, [address, b"", *body], delimited, v1)
 
 
-def encode_heartbeat(delimited: bool = False) -> list[bytes]:
-    return [*_worker_prefix(delimited), W_HEARTBEAT]
+def encode_heartbeat(delimited: bool = False, v1: bool = False) -> list[bytes]:
+    return _worker_frames(W_HEARTBEAT, [], delimited, v1)
 
 
-def encode_disconnect(delimited: bool = False) -> list[bytes]:
-    return [*_worker_prefix(delimited), W_DISCONNECT]
+def encode_disconnect(delimited: bool = False, v1: bool = False) -> list[bytes]:
+    return _worker_frames(W_DISCONNECT, [], delimited, v1)
 
 
 def parse_broker_message(frames: list[bytes]) -> BrokerMessage:
     """Decode what the broker sent, as a worker's DEALER socket received it."""
-    delimited = False
-    if frames and bytes(frames[0]) == b"":
-        delimited = True
-        frames = frames[1:]
-    if len(frames) < 2 or bytes(frames[0]) != MDPW02:
-        raise ProtocolError("not an MDP/0.2 broker message")
-    command = bytes(frames[1])
+    frames, delimited, v1, command = _strip_worker_prefix(frames, "broker")
     if command == W_REQUEST:
         if len(frames) < 4 or bytes(frames[3]) != b"":
             raise ProtocolError("REQUEST needs a client address and an empty frame")
-        return JobRequest(bytes(frames[2]), list(frames[4:]), delimited)
+        return JobRequest(bytes(frames[2]), list(frames[4:]), delimited, v1)
     if command == W_HEARTBEAT:
-        return Heartbeat(delimited)
+        return Heartbeat(delimited, v1)
     if command == W_DISCONNECT:
-        return Disconnect(delimited)
+        return Disconnect(delimited, v1)
     raise ProtocolError(f"invalid broker command {command!r}")

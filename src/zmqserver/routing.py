@@ -30,6 +30,8 @@ from enum import IntEnum
 from .errors import ProtocolError, Status
 from .protocol import (
     FLAG_RETRYABLE,
+    MDPW01,
+    MDPW02,
     ClientRequest,
     Disconnect,
     Form,
@@ -93,6 +95,7 @@ class WorkerState:
     delimited: bool
     expiry: float
     job: Job | None = None
+    v1: bool = False  # speaks MDP/0.1: no PARTIAL, RFC 7 command numbers
 
 
 @dataclass(slots=True, eq=False)
@@ -230,6 +233,9 @@ class Router:
         if key is not None and self._duplicate(key, deadline):
             return
         name = request.service or self.default_service
+        if name.startswith(b"mmi."):
+            self._mmi(client, request, name)
+            return
         service = self.services.get(name)
         if self.closing:
             self._refuse(client, request, Status.SHUTTING_DOWN, "server is shutting down")
@@ -283,6 +289,26 @@ class Router:
             service.queue.append(job)
             service.waiting += 1
 
+    def _mmi(self, client: bytes, request: ClientRequest, name: bytes) -> None:
+        """Answer a Majordomo Management Interface query (RFC 8/MMI) from the broker itself.
+
+        ``mmi.service``: ``200`` if the service named in the body is known (it has workers, or
+        is one this broker runs workers for, so a request would be queued), else ``404``.
+        ``mmi.services`` (our extension): one frame per known service, sorted.
+        Any other ``mmi.*``: ``501``.
+        """
+        if name == b"mmi.service":
+            asked = bytes(request.body[0]) if request.body else b""
+            body = [b"200" if asked in self.services else b"404"]
+        elif name == b"mmi.services":
+            body = sorted(self.services)
+        else:
+            body = [b"501"]
+        reply = encode_client_reply(
+            request.form, request.service, body, request_id=request.request_id
+        )
+        self.outbox.append((Port.FRONTEND, client, reply))
+
     def _duplicate(self, key: RequestKey, deadline: float) -> bool:
         """Handle a resend (Lazy Pirate) of a request the broker has seen; True if it was one.
 
@@ -309,7 +335,7 @@ class Router:
         job.worker = worker
         job.attempts += 1
         self.jobs[job.address] = job
-        request = encode_job_request(job.address, job.body, worker.delimited)
+        request = encode_job_request(job.address, job.body, worker.delimited, worker.v1)
         self.outbox.append((Port.BACKEND, worker.identity, request))
 
     def _dispatch(self, service: Service) -> None:
@@ -391,7 +417,10 @@ class Router:
             msg = parse_worker_message(frames)
         except ProtocolError as exc:
             log.warning("worker %r broke the protocol (%s); disconnecting it", identity, exc)
-            self._disconnect(identity, worker, delimited=worker.delimited if worker else False)
+            if worker is not None:
+                self._disconnect(identity, worker, worker.delimited, worker.v1)
+            else:
+                self.outbox.append((Port.BACKEND, identity, _disconnect_like(frames)))
             return
         if worker is not None:
             worker.expiry = now + self.heartbeat_interval * self.heartbeat_liveness
@@ -401,7 +430,9 @@ class Router:
             # RFC 18: any message but READY from a worker the broker does not know is an error.
             if not isinstance(msg, Disconnect):
                 log.info("message from unregistered worker %r; disconnecting it", identity)
-                self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited)))
+                self.outbox.append(
+                    (Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1))
+                )
         elif isinstance(msg, WorkerReply):
             self._on_reply(worker, msg)
         elif isinstance(msg, Disconnect):
@@ -414,15 +445,15 @@ class Router:
     ) -> None:
         if worker is not None:
             log.warning("worker %r sent READY twice; disconnecting it", identity)
-            self._disconnect(identity, worker, worker.delimited)
+            self._disconnect(identity, worker, worker.delimited, worker.v1)
             return
         if msg.service.startswith(b"mmi."):
             log.warning("worker %r tried to register reserved service %r", identity, msg.service)
-            self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited)))
+            self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1)))
             return
         service = self._service(msg.service)
         expiry = now + self.heartbeat_interval * self.heartbeat_liveness
-        worker = WorkerState(identity, service, msg.delimited, expiry)
+        worker = WorkerState(identity, service, msg.delimited, expiry, v1=msg.v1)
         self.workers[identity] = worker
         service.workers += 1
         service.idle[identity] = worker
@@ -435,7 +466,7 @@ class Router:
             log.warning(
                 "worker %r replied to a job it does not hold; disconnecting it", worker.identity
             )
-            self._disconnect(worker.identity, worker, worker.delimited)
+            self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             return
         if not msg.final:
             if job.form in (Form.MDP02, Form.MDP02_DELIMITED):
@@ -459,8 +490,10 @@ class Router:
         service.idle[worker.identity] = worker
         self._dispatch(service)
 
-    def _disconnect(self, identity: bytes, worker: WorkerState | None, delimited: bool) -> None:
-        self.outbox.append((Port.BACKEND, identity, encode_disconnect(delimited)))
+    def _disconnect(
+        self, identity: bytes, worker: WorkerState | None, delimited: bool, v1: bool = False
+    ) -> None:
+        self.outbox.append((Port.BACKEND, identity, encode_disconnect(delimited, v1)))
         if worker is not None:
             self._remove(worker, reason="protocol error")
 
@@ -524,10 +557,10 @@ class Router:
                     self.heartbeat_liveness,
                 )
                 self.kills.append(worker.identity)
-                self._disconnect(worker.identity, worker, worker.delimited)
+                self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             elif worker.job is None:
                 self.outbox.append(
-                    (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited))
+                    (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
                 )
 
     def _check_deadline(self, job: Job, now: float) -> None:
@@ -558,7 +591,7 @@ class Router:
         job.worker = None
         self._fail(job, Status.EXPIRED, "the job's deadline passed while it was running")
         self.kills.append(worker.identity)
-        self._disconnect(worker.identity, worker, worker.delimited)
+        self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
 
     def shutdown(self) -> None:
         """Stop taking jobs: answer every queued job and every new request with shutting_down.
@@ -587,3 +620,11 @@ class Router:
         if service is None:
             service = self.services[name] = Service(name)
         return service
+
+
+def _disconnect_like(frames: list[bytes]) -> list[bytes]:
+    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
+    first = [bytes(f) for f in frames[:2]]
+    if first == [b"", MDPW01]:
+        return encode_disconnect(True, v1=True)
+    return encode_disconnect(first == [b"", MDPW02])

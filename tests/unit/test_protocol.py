@@ -551,7 +551,8 @@ def test_heartbeat_and_disconnect_round_trip(delimited):
         [b"", MDPW02],
         [b"", b"", MDPW02, W_HEARTBEAT],
         [MDPC02, W_READY, b"echo"],
-        [b"MDPW01", W_READY, b"echo"],
+        [b"", b"MDPW01", b"\x09"],
+        [b"", b"MDPW01", b"\x02", b"addr", b"", b"x"],  # REQUEST is the broker's to send
         [MDPW02, b"\x07"],
         [MDPW02, b""],
         [MDPW02, W_REQUEST, b"addr", b"", b"x"],
@@ -833,3 +834,34 @@ def test_plain_reply_to_empty_body_is_deliverable_to_req():
 
 def test_raw_reply_to_empty_body_is_deliverable():
     assert len(encode_client_reply(Form.RAW, None, [])) >= 1
+
+
+# -- MDP/0.1 (RFC 7) workers ----------------------------------------------------------------------
+
+
+def test_mdp01_worker_messages_translate_to_mdp02_commands():
+    v1 = b"MDPW01"
+    assert parse_worker_message([b"", v1, b"\x01", b"echo"]) == Ready(b"echo", True, True)
+    reply = parse_worker_message([b"", v1, b"\x03", b"addr", b"", b"out"])
+    assert reply == WorkerReply(b"addr", [b"out"], True, Status.OK, True, True)
+    assert parse_worker_message([b"", v1, b"\x04"]) == Heartbeat(True, True)
+    assert parse_worker_message([b"", v1, b"\x05"]) == Disconnect(True, True)
+
+
+def test_mdp01_broker_messages_use_rfc7_numbers():
+    assert encode_job_request(b"addr", [b"x"], v1=True) == [
+        b"",
+        b"MDPW01",
+        b"\x02",
+        b"addr",
+        b"",
+        b"x",
+    ]
+    assert encode_heartbeat(v1=True) == [b"", b"MDPW01", b"\x04"]
+    assert encode_disconnect(v1=True) == [b"", b"MDPW01", b"\x05"]
+    assert encode_worker_reply(b"a", [b"r"], v1=True) == [b"", b"MDPW01", b"\x03", b"a", b"", b"r"]
+    assert parse_broker_message(encode_job_request(b"a", [b"x"], v1=True)) == JobRequest(
+        b"a", [b"x"], True, True
+    )
+    with pytest.raises(ValueError, match="no PARTIAL"):
+        encode_worker_reply(b"a", [b"r"], final=False, v1=True)

@@ -388,7 +388,8 @@ def test_mmi_service_is_not_a_routable_service():
     router = make_router()
     mdp_request(router, b"c1", service=b"mmi.x")
     reply = parse_client_reply(only_reply(router)[1])
-    assert reply.status is not Status.OK
+    assert reply.body == [b"501"]
+    assert router.stats.accepted == 0
 
 
 @pytest.mark.parametrize(
@@ -1372,3 +1373,48 @@ def test_error_reply_frames_match_protocol_encoder():
         message="the worker running the job was lost (boom)",
     )
     assert frames == expected
+
+
+def test_mdp01_worker_is_served_in_its_own_framing():
+    router = make_router()
+    router.on_worker(b"old", [b"", b"MDPW01", b"\x01", DEFAULT], 0.0)
+    plain_request(router, b"c1", b"job")
+    ((port, peer, frames),) = router.take_outbox()
+    assert (port, peer) == (Port.BACKEND, b"old")
+    assert frames[:3] == [b"", b"MDPW01", b"\x02"]
+    assert frames[4:] == [b"", b"job"]
+    router.on_worker(b"old", [b"", b"MDPW01", b"\x03", frames[3], b"", b"done"], 1.0)
+    assert router.take_outbox() == [(Port.FRONTEND, b"c1", [b"", b"done"])]
+    router.on_tick(2.0)
+    assert router.take_outbox() == [(Port.BACKEND, b"old", [b"", b"MDPW01", b"\x04"])]
+
+
+# -- MMI (RFC 8) ----------------------------------------------------------------------------------
+
+
+def _mmi(router: Router, service: bytes, *body: bytes) -> list[bytes]:
+    router.on_client(b"c", [MDPC02, C_REQUEST, service, *body], 0.0)
+    ((port, peer, frames),) = router.take_outbox()
+    assert (port, peer) == (Port.FRONTEND, b"c")
+    reply = parse_client_reply(frames)
+    assert reply.final
+    assert reply.service == service
+    return reply.body
+
+
+def test_mmi_service_known_and_unknown():
+    router = make_router()
+    assert _mmi(router, b"mmi.service", DEFAULT) == [b"200"]
+    assert _mmi(router, b"mmi.service", b"nope") == [b"404"]
+    ready(router, b"W", service=b"extra")
+    router.take_outbox()
+    assert _mmi(router, b"mmi.service", b"extra") == [b"200"]
+
+
+def test_mmi_services_lists_known_services_and_other_mmi_is_501():
+    router = make_router()
+    ready(router, b"W", service=b"extra")
+    router.take_outbox()
+    assert _mmi(router, b"mmi.services") == sorted([DEFAULT, b"extra"])
+    assert _mmi(router, b"mmi.other") == [b"501"]
+    assert router.stats.accepted == 0
