@@ -6,6 +6,7 @@ worker processes running your callable, and Lazy Pirate clients. See README.md.
 
 from __future__ import annotations
 
+from .aio import AsyncClient
 from .client import Client
 from .config import App, Config
 from .errors import (
@@ -34,6 +35,7 @@ __all__ = [
     "App",
     "AppError",
     "AppLoadError",
+    "AsyncClient",
     "BadRequest",
     "Client",
     "Closed",

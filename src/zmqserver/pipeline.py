@@ -1,0 +1,131 @@
+"""Many requests in flight on one socket, matched by request id: the sans-IO core of pipelining.
+
+Rule 1: no sockets, no clocks, no event loop. Each request is a :class:`~zmqserver.client.
+RequestState` (the same Lazy Pirate policy the one-at-a-time client uses: attempts, deadlines,
+which replies count, what an error status means); this module only keeps many of them apart by
+request id and tells the driver what to send and when it next needs to be woken. The asyncio
+client (aio.py) and the blocking client's ``submit``/``map`` both drive it, so retry and matching
+logic exists once.
+
+One difference from the one-at-a-time Lazy Pirate client: a timed-out request is resent on the
+*same* socket, because closing it would abandon every other request in flight. That is safe with
+a zmqserver broker, which recognises the resend by (routing id, request id) and neither runs the
+job twice nor answers twice; stale replies are told apart by their request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .client import RequestIds, RequestState, Response
+from .errors import ZmqServerError
+from .protocol import parse_client_reply
+
+log = logging.getLogger("zmqserver.client")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What happened to one request: a (partial) response, or the error that ended it."""
+
+    request_id: int
+    response: Response | None = None
+    error: ZmqServerError | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.error is not None or (self.response is not None and self.response.final)
+
+
+class Pipeline:
+    """The requests one socket has in flight."""
+
+    def __init__(
+        self,
+        *,
+        service: bytes = b"",
+        timeout: float = 5.0,
+        retries: int = 3,
+        flags: int = 0,
+        peer: str = "the server",
+        ids: RequestIds | None = None,
+    ) -> None:
+        self.service = service
+        self.timeout = timeout
+        self.retries = retries
+        self.flags = flags
+        self.peer = peer
+        self._ids = ids if ids is not None else RequestIds()
+        self._states: dict[int, RequestState] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def submit(self, body: Sequence[bytes], now: float) -> tuple[int, list[bytes]]:
+        """Start a request; return its id and the frames to send now."""
+        state = RequestState(
+            body,
+            request_id=next(self._ids),
+            service=self.service,
+            timeout=self.timeout,
+            retries=self.retries,
+            flags=self.flags,
+            peer=self.peer,
+        )
+        self._states[state.request_id] = state
+        return state.request_id, state.start(now)
+
+    def cancel(self, request_id: int) -> None:
+        """Forget a request whose caller stopped waiting (its late reply will be ignored)."""
+        self._states.pop(request_id, None)
+
+    def on_frames(self, frames: list[bytes], now: float) -> Event | None:
+        """A message arrived; return what it means for which request, or None if for none."""
+        try:
+            reply = parse_client_reply(frames)
+        except ZmqServerError as exc:
+            # Not an answer anyone can be matched with: the peer is not a zmqserver broker.
+            log.warning("ignoring a message that is not an MDP/0.2 reply: %s", exc)
+            return None
+        request_id = reply.request_id
+        if request_id is None:
+            # Only a broker that could not read our header answers without an id; with one
+            # request in flight it can only be for that one, with more it cannot be placed.
+            if len(self._states) != 1:
+                log.warning("ignoring a reply without a request id")
+                return None
+            (request_id,) = self._states
+        state = self._states.get(request_id)
+        if state is None:
+            return None  # late reply to a request that ended or was cancelled
+        try:
+            response = state.on_reply(reply, now)
+        except ZmqServerError as exc:
+            del self._states[request_id]
+            return Event(request_id, error=exc)
+        if response is None:
+            return None
+        if response.final:
+            del self._states[request_id]
+        return Event(request_id, response=response)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_tick` next has work to do; None with nothing in flight."""
+        deadlines = [s.deadline for s in self._states.values() if s.deadline is not None]
+        return min(deadlines) if deadlines else None
+
+    def on_tick(self, now: float) -> tuple[list[list[bytes]], list[Event]]:
+        """Resend requests whose attempt timed out; end those that ran out of attempts."""
+        resend: list[list[bytes]] = []
+        ended: list[Event] = []
+        for request_id, state in list(self._states.items()):
+            if not state.expired(now):
+                continue
+            try:
+                resend.append(state.on_timeout(now))
+            except ZmqServerError as exc:
+                del self._states[request_id]
+                ended.append(Event(request_id, error=exc))
+        return resend, ended
