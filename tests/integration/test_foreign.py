@@ -1,0 +1,129 @@
+"""Foreign peers written from the RFCs alone (raw pyzmq frames, none of zmqserver's code).
+
+These are what a C or Go programmer would write from docs/protocol.md and ZeroMQ RFCs 7 and 18:
+they prove the broker speaks the published protocols, not just to its own worker and client.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import zmq
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class RawWorker(threading.Thread):
+    """An MDP worker from the RFC: READY, then answer each REQUEST with FINAL/REPLY, upper-cased.
+
+    ``version`` 2 is RFC 18 (DEALER, no empty frame, FINAL = 0x04, HEARTBEAT = 0x05); version 1 is
+    RFC 7 (an empty frame first, REPLY = 0x03, HEARTBEAT = 0x04).
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, service: bytes, version: int) -> None:
+        super().__init__(daemon=True)
+        self.ctx, self.endpoint, self.service, self.version = ctx, endpoint, service, version
+        self.stop = threading.Event()
+        self.served = 0
+
+    def run(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        if self.version == 2:
+            prefix, ready, request, reply, heartbeat = [b"MDPW02"], 1, 2, 4, 5
+        else:
+            prefix, ready, request, reply, heartbeat = [b"", b"MDPW01"], 1, 2, 3, 4
+        sock.send_multipart([*prefix, bytes([ready]), self.service])
+        try:
+            while not self.stop.is_set():
+                if not sock.poll(100):
+                    sock.send_multipart([*prefix, bytes([heartbeat])])
+                    continue
+                frames = sock.recv_multipart()[len(prefix) :]
+                if frames[0] == bytes([request]):
+                    address, empty, *body = frames[1:]
+                    assert empty == b""
+                    answer = [frame.upper() for frame in body]
+                    sock.send_multipart([*prefix, bytes([reply]), address, b"", *answer])
+                    self.served += 1
+        finally:
+            sock.close(linger=0)
+
+
+@pytest.fixture
+def raw_worker(ctx):
+    workers: list[RawWorker] = []
+
+    def start(endpoint: str, service: bytes, version: int) -> RawWorker:
+        worker = RawWorker(ctx, endpoint, service, version)
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop.set()
+        worker.join(10)
+        assert not worker.is_alive()
+
+
+def mdp02_request(sock: zmq.Socket, service: bytes, *body: bytes) -> list[bytes]:
+    sock.send_multipart([b"MDPC02", b"\x01", service, *body])
+    assert sock.poll(10_000), "no reply"
+    return sock.recv_multipart()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_foreign_worker_serves_mdp_clients(start_server, raw_worker, version):
+    server = start_server("examples.echo:app", workers=1)
+    server.wait_ready()
+    worker = raw_worker(server.backend, b"shout", version)
+    client = server.socket(zmq.DEALER)
+    # The service appears once the worker's READY arrives; MMI says when.
+    for _ in range(100):
+        if mdp02_request(client, b"mmi.service", b"shout")[3:] == [b"200"]:
+            break
+    reply = mdp02_request(client, b"shout", b"hello", b"world")
+    assert reply == [b"MDPC02", b"\x03", b"shout", b"HELLO", b"WORLD"]
+    assert worker.served == 1
+    client.close()
+
+
+def test_mdp01_client_and_delimited_mdp02_client(start_server):
+    server = start_server("examples.upper:app", workers=1)
+    server.wait_ready()
+    req = server.socket(zmq.REQ)
+    req.send_multipart([b"MDPC01", b"default", b"one"])
+    assert req.poll(10_000)
+    assert req.recv_multipart() == [b"MDPC01", b"default", b"ONE"]
+    req.close()
+    dealer = server.socket(zmq.DEALER)
+    dealer.send_multipart([b"", b"MDPC02", b"\x01", b"default", b"two"])
+    assert dealer.poll(10_000)
+    assert dealer.recv_multipart() == [b"", b"MDPC02", b"\x03", b"default", b"TWO"]
+    dealer.close()
+
+
+def test_mmi_over_the_wire(start_server):
+    server = start_server("examples.upper:app", workers=1)
+    server.wait_ready()
+    sock = server.socket(zmq.DEALER)
+    assert mdp02_request(sock, b"mmi.service", b"default")[3:] == [b"200"]
+    assert mdp02_request(sock, b"mmi.service", b"nope")[3:] == [b"404"]
+    assert mdp02_request(sock, b"mmi.services")[3:] == [b"default"]
+    assert mdp02_request(sock, b"mmi.whatever")[3:] == [b"501"]
+    sock.close()
+
+
+def test_foreign_worker_for_reserved_service_is_refused(start_server, ctx):
+    server = start_server("examples.echo:app", workers=1)
+    server.wait_ready()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.backend)
+    sock.send_multipart([b"MDPW02", b"\x01", b"mmi.service"])
+    assert sock.poll(10_000)
+    assert sock.recv_multipart() == [b"MDPW02", b"\x06"]
+    sock.close()
