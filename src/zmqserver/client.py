@@ -24,13 +24,18 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import zmq
 
 from .errors import Closed, RequestTimeout, Status, error_for
+
+if TYPE_CHECKING:
+    from .pipeline import Event, Pipeline
 from .protocol import (
     FLAG_RETRYABLE,
     MAX_SERVICE_NAME,
@@ -369,6 +374,8 @@ class Client:
         if self.service:
             self._peer += f" (service {self.service.decode('utf-8', 'backslashreplace')!r})"
         self._socket: zmq.Socket[bytes] | None = None
+        self._pipeline: Pipeline | None = None
+        self._futures: dict[int, PendingReply] = {}
         self._closed = False
         self._busy = False
         # Connect now so that a malformed endpoint fails here, where the caller wrote it, and not
@@ -397,6 +404,10 @@ class Client:
         :class:`~zmqserver.errors.ServerError` for other error replies, and
         :class:`~zmqserver.errors.Closed` after :meth:`close`.
         """
+        if self._futures:
+            # Submitted requests are in flight on this socket: wait alongside them rather than
+            # replace the socket under them, as a Lazy Pirate retry would.
+            return self.submit(payload).result()
         body = encode_payload(payload)
         self._check_open()
         frames: list[bytes] = []
@@ -418,12 +429,104 @@ class Client:
         self._check_open()
         return self._stream(body)
 
+    def submit(self, payload: Payload) -> PendingReply:
+        """Send ``payload`` now and return a future for its reply, without waiting for it.
+
+        Submitted requests share the client's socket and are matched by request id, so many can
+        be in flight at once (pipelining); a timed-out one is resent on the same socket, which a
+        zmqserver broker recognises by routing id and request id. The client has no thread of its
+        own: the futures complete while it is driven, by any of their ``result()`` calls,
+        :meth:`map` or :meth:`request`.
+        """
+        body = encode_payload(payload)
+        self._check_open()
+        pipeline = self._get_pipeline()
+        request_id, frames = pipeline.submit(body, time.monotonic())
+        self._ready_socket().send_multipart(frames)
+        future = PendingReply(self, request_id)
+        self._futures[request_id] = future
+        return future
+
+    def map(self, payloads: Iterable[Payload], *, window: int = 16) -> list[ReplyBody]:
+        """Pipelined batch: the replies in the order of ``payloads``, ``window`` at most in flight.
+
+        Raises the first error in that order (requests after it may still be in flight).
+        """
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window!r}")
+        futures = []
+        for payload in payloads:
+            while len(self._futures) >= window:
+                self._drive(lambda: len(self._futures) < window, None)
+            futures.append(self.submit(payload))
+        return [future.result() for future in futures]
+
     def close(self) -> None:
-        """Close the socket (unsent requests are dropped: linger 0). Idempotent."""
+        """Close the socket (unsent requests are dropped: linger 0). Idempotent.
+
+        Futures from :meth:`submit` still pending fail with :class:`~zmqserver.errors.Closed`.
+        """
         if self._closed:
             return
         self._closed = True
         self._discard_socket()
+        futures, self._futures = self._futures, {}
+        for future in futures.values():
+            future.set_exception(Closed(f"client for {self.endpoint} closed while waiting"))
+
+    # -- pipelining (submit/map) --
+
+    def _get_pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            from .pipeline import Pipeline  # pipeline.py builds on this module
+
+            self._pipeline = Pipeline(
+                service=self.service,
+                timeout=self.timeout,
+                retries=self.retries,
+                flags=self._flags,
+                peer=self._peer,
+                ids=self._ids,
+            )
+        return self._pipeline
+
+    def _drive(self, done: Callable[[], bool], timeout: float | None) -> None:
+        """Receive, resend and settle pipelined requests until ``done()`` or ``timeout``."""
+        pipeline = self._get_pipeline()
+        socket = self._ready_socket()
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            now = time.monotonic()
+            resend, ended = pipeline.on_tick(now)
+            for frames in resend:
+                socket.send_multipart(frames)
+            for event in ended:
+                self._settle(event)
+            deadline = pipeline.next_deadline()
+            if done() or deadline is None:
+                return
+            if give_up is not None:
+                if now >= give_up:
+                    return
+                deadline = min(deadline, give_up)
+            if socket.poll(math.ceil(max(0.0, deadline - now) * 1000), zmq.POLLIN):
+                arrived = pipeline.on_frames(socket.recv_multipart(), time.monotonic())
+                if arrived is not None:
+                    self._settle(arrived)
+
+    def _settle(self, event: Event) -> None:
+        future = self._futures.get(event.request_id)
+        if future is None:
+            return
+        if event.error is not None:
+            del self._futures[event.request_id]
+            future.set_exception(event.error)
+            return
+        assert event.response is not None
+        future.frames.extend(event.response.body)
+        if event.response.final:
+            del self._futures[event.request_id]
+            future.set_result(unwrap(future.frames))
 
     def __enter__(self) -> Client:
         self._check_open()
@@ -518,3 +621,29 @@ class Client:
         if self._socket is not None:
             socket, self._socket = self._socket, None
             socket.close(linger=0)
+
+
+class PendingReply(Future[ReplyBody]):
+    """The future :meth:`Client.submit` returns; asking for its result drives the client.
+
+    A plain :class:`concurrent.futures.Future` completes only if some thread completes it; the
+    client has no thread, so ``result()`` and ``exception()`` receive on the client's socket
+    (settling other pending replies on the way) until this one is done. Like the client, it must
+    be used from the client's thread.
+    """
+
+    def __init__(self, client: Client, request_id: int) -> None:
+        super().__init__()
+        self.client = client
+        self.request_id = request_id
+        self.frames: list[bytes] = []
+
+    def result(self, timeout: float | None = None) -> ReplyBody:
+        if not self.done():
+            self.client._drive(self.done, timeout)
+        return super().result(timeout=0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            self.client._drive(self.done, timeout)
+        return super().exception(timeout=0)

@@ -99,3 +99,26 @@ def test_zmq_client_command_errors(start_server, short_tmp):
     proc = _zmq_client("-e", f"ipc://{short_tmp}/nobody", "-t", "0.2", "-r", "1", "x")
     assert proc.returncode == 2
     assert len(proc.stderr.decode().strip().splitlines()) == 1
+
+
+def test_sync_submit_and_map_pipeline_over_one_socket(start_server):
+    server = start_server("examples.upper:app", workers=3)
+    with zmqserver.Client(server.frontend, timeout=10) as client:
+        futures = [client.submit(b"f%d" % i) for i in range(20)]
+        # request() while submissions are in flight waits alongside them on the same socket.
+        assert client.request(b"mid") == b"MID"
+        assert [f.result() for f in futures] == [b"F%d" % i for i in range(20)]
+        assert client.map([b"m%d" % i for i in range(100)], window=8) == [
+            b"M%d" % i for i in range(100)
+        ]
+
+
+def test_sync_map_raises_errors_and_close_fails_pending(start_server):
+    server = start_server("tests.apps:fail", workers=2)
+    client = zmqserver.Client(server.frontend, timeout=10, retries=1)
+    with pytest.raises(zmqserver.AppError):
+        client.map([b"ok", b"boom", b"ok"])
+    pending = client.submit(b"never read")
+    client.close()
+    with pytest.raises(zmqserver.Closed):
+        pending.result()
