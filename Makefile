@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: serve test lint typecheck unit integration clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the optional C extension (src/zmqserver/_fastio.c) in place.
+$(STAMP): pyproject.toml setup.py src/zmqserver/_fastio.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -30,8 +31,11 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
+# The whole suite, then the integration tests again on the pure-Python I/O path (the fallback
+# where the C extension cannot be built), so both paths are held to the same tests.
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest tests
+	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

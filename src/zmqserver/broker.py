@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Callable
 
 import zmq
 
+from ._io import recv_batch, send
 from .routing import Port, Router
 
 log = logging.getLogger("zmqserver.broker")
@@ -35,11 +37,13 @@ class Broker:
         backend: str,
         *,
         max_message_size: int = 0,
+        secure: Callable[[zmq.Socket[bytes], str], None] | None = None,
     ) -> None:
+        """``secure(socket, "frontend" | "backend")`` sets security options before each bind."""
         self.router = router
-        self.frontend = self._router_socket(ctx, frontend, "frontend", max_message_size)
+        self.frontend = self._router_socket(ctx, frontend, "frontend", max_message_size, secure)
         try:
-            self.backend = self._router_socket(ctx, backend, "backend")
+            self.backend = self._router_socket(ctx, backend, "backend", secure=secure)
         except BaseException:
             self.frontend.close(linger=0)
             raise
@@ -48,7 +52,11 @@ class Broker:
 
     @staticmethod
     def _router_socket(
-        ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, name: str, max_message_size: int = 0
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        name: str,
+        max_message_size: int = 0,
+        secure: Callable[[zmq.Socket[bytes], str], None] | None = None,
     ) -> zmq.Socket[bytes]:
         sock = ctx.socket(zmq.ROUTER)
         # ROUTER_MANDATORY turns "peer gone" into EHOSTUNREACH instead of a silent drop, so a
@@ -63,6 +71,8 @@ class Broker:
             # frame that big is disconnected before the broker buffers all of it.
             sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
         sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        if secure is not None:
+            secure(sock, name)  # CURVE, ZAP domain: a listener copies the options at bind time
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -78,30 +88,22 @@ class Broker:
         )
 
     def read_frontend(self, now: float) -> None:
-        sock, router = self.frontend, self.router
-        for _ in range(BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            router.on_client(frames[0], frames[1:], now)
+        on_client = self.router.on_client
+        for frames in recv_batch(self.frontend, BATCH):
+            on_client(frames[0], frames[1:], now)
 
     def read_backend(self, now: float) -> None:
-        sock, router = self.backend, self.router
-        for _ in range(BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            router.on_worker(frames[0], frames[1:], now)
+        on_worker = self.router.on_worker
+        for frames in recv_batch(self.backend, BATCH):
+            on_worker(frames[0], frames[1:], now)
 
     def flush(self) -> None:
         """Send everything the router wants sent; route around peers that are gone."""
-        router = self.router
+        router, sockets = self.router, self.sockets
         while router.outbox:
             for port, identity, frames in router.take_outbox():
                 try:
-                    self.sockets[port].send_multipart([identity, *frames], zmq.NOBLOCK)
+                    send(sockets[port], identity, frames)
                 except zmq.ZMQError as exc:
                     if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
                         raise

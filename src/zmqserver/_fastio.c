@@ -1,0 +1,339 @@
+/*
+ * _fastio: batched, zero-copy socket I/O for the broker's hot path.
+ *
+ * Why this exists: pyzmq's recv_multipart/send_multipart cost several microseconds of Python per
+ * message, and the broker does four of them per job. These functions do the same work in one C
+ * call per message (or per batch), on the very socket objects pyzmq created.
+ *
+ * Rule 1: no routing decisions here. This file only moves frames; routing.py decides.
+ *
+ * How it reaches libzmq: the extension is not linked against any libzmq. zmqserver/_io.py finds
+ * the libzmq that pyzmq has already loaded (from /proc/self/maps) and passes its path to load();
+ * dlopen(RTLD_NOLOAD) then hands back that same, already-loaded copy, so a socket pointer taken
+ * from pyzmq (Socket.underlying) is only ever used with the library that created it. No zmq.h is
+ * needed: the few prototypes and zmq_msg_t's layout (64 bytes, pointer-aligned) are stable ABI
+ * since libzmq 4.0.
+ *
+ * Frames larger than INLINE_MAX come back as Frame objects that keep the zmq_msg_t (no copy) and
+ * expose the buffer protocol; sending a Frame uses zmq_msg_copy, which shares the buffer. So a
+ * 64 KiB payload crosses the broker without being copied. Smaller frames become bytes: copying a
+ * few dozen bytes is cheaper than an object that must be converted for every comparison.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+
+typedef struct zmq_msg_t {
+    unsigned char _[64] __attribute__((aligned(sizeof(void *))));
+} zmq_msg_t;
+
+#define ZMQ_DONTWAIT 1
+#define ZMQ_SNDMORE 2
+#define INLINE_MAX 1024
+
+static int (*p_msg_init)(zmq_msg_t *);
+static int (*p_msg_init_size)(zmq_msg_t *, size_t);
+static void *(*p_msg_data)(zmq_msg_t *);
+static size_t (*p_msg_size)(const zmq_msg_t *);
+static int (*p_msg_more)(const zmq_msg_t *);
+static int (*p_msg_recv)(zmq_msg_t *, void *, int);
+static int (*p_msg_send)(zmq_msg_t *, void *, int);
+static int (*p_msg_close)(zmq_msg_t *);
+static int (*p_msg_copy)(zmq_msg_t *, zmq_msg_t *);
+static int (*p_errno)(void);
+static const char *(*p_strerror)(int);
+static int loaded = 0;
+
+/* -- Frame: a received zmq_msg_t, readable through the buffer protocol ----------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    zmq_msg_t msg;
+    Py_ssize_t exports;
+} Frame;
+
+static void Frame_dealloc(Frame *self) {
+    p_msg_close(&self->msg);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Frame_getbuffer(Frame *self, Py_buffer *view, int flags) {
+    if (flags & PyBUF_WRITABLE) {
+        PyErr_SetString(PyExc_BufferError, "Frame is read-only");
+        return -1;
+    }
+    self->exports++;
+    return PyBuffer_FillInfo(view, (PyObject *)self, p_msg_data(&self->msg),
+                             (Py_ssize_t)p_msg_size(&self->msg), 1, flags);
+}
+
+static void Frame_releasebuffer(Frame *self, Py_buffer *view) { self->exports--; }
+
+static Py_ssize_t Frame_len(Frame *self) { return (Py_ssize_t)p_msg_size(&self->msg); }
+
+static PyObject *Frame_subscript(Frame *self, PyObject *key) {
+    /* frame[:4] == b"..." is how protocol.py peeks at headers: answer with a memoryview. */
+    PyObject *view = PyMemoryView_FromObject((PyObject *)self);
+    if (view == NULL) return NULL;
+    PyObject *result = PyObject_GetItem(view, key);
+    Py_DECREF(view);
+    return result;
+}
+
+static PyObject *Frame_bytes(Frame *self, PyObject *unused) {
+    return PyBytes_FromStringAndSize(p_msg_data(&self->msg), (Py_ssize_t)p_msg_size(&self->msg));
+}
+
+static PyObject *Frame_richcompare(Frame *self, PyObject *other, int op) {
+    if (op != Py_EQ && op != Py_NE) Py_RETURN_NOTIMPLEMENTED;
+    Py_buffer theirs;
+    if (PyObject_GetBuffer(other, &theirs, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    size_t size = p_msg_size(&self->msg);
+    int equal = (size_t)theirs.len == size && memcmp(theirs.buf, p_msg_data(&self->msg), size) == 0;
+    PyBuffer_Release(&theirs);
+    if (op == Py_NE) equal = !equal;
+    return PyBool_FromLong(equal);
+}
+
+static PyBufferProcs Frame_as_buffer = {
+    (getbufferproc)Frame_getbuffer,
+    (releasebufferproc)Frame_releasebuffer,
+};
+
+static PyMappingMethods Frame_as_mapping = {
+    (lenfunc)Frame_len,
+    (binaryfunc)Frame_subscript,
+    NULL,
+};
+
+static PyMethodDef Frame_methods[] = {
+    {"__bytes__", (PyCFunction)Frame_bytes, METH_NOARGS, "The frame's content, copied."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FrameType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zmqserver._fastio.Frame",
+    .tp_doc = "A received ZeroMQ frame, shared rather than copied.",
+    .tp_basicsize = sizeof(Frame),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)Frame_dealloc,
+    .tp_as_buffer = &Frame_as_buffer,
+    .tp_as_mapping = &Frame_as_mapping,
+    .tp_richcompare = (richcmpfunc)Frame_richcompare,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_methods = Frame_methods,
+};
+
+/* -- helpers ---------------------------------------------------------------------------------- */
+
+static PyObject *zmq_error(void) {
+    int err = p_errno();
+    PyObject *args = Py_BuildValue("(is)", err, p_strerror(err));
+    if (args != NULL) {
+        PyErr_SetObject(PyExc_OSError, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+static void *socket_handle(PyObject *handle) {
+    void *sock = PyLong_AsVoidPtr(handle);
+    if (sock == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "null socket handle");
+    return sock;
+}
+
+#define REQUIRE_LOADED()                                                        \
+    if (!loaded) {                                                              \
+        PyErr_SetString(PyExc_RuntimeError, "_fastio.load() was not called");   \
+        return NULL;                                                            \
+    }
+
+/* -- module functions ------------------------------------------------------------------------- */
+
+static PyObject *fastio_load(PyObject *module, PyObject *arg) {
+    const char *path = PyUnicode_AsUTF8(arg);
+    if (path == NULL) return NULL;
+    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) {
+        PyErr_Format(PyExc_ImportError, "libzmq %s is not loaded: %s", path, dlerror());
+        return NULL;
+    }
+#define SYM(var, name)                                                                  \
+    *(void **)(&var) = dlsym(lib, name);                                                \
+    if (var == NULL) {                                                                  \
+        PyErr_Format(PyExc_ImportError, "libzmq %s lacks %s", path, name);              \
+        return NULL;                                                                    \
+    }
+    SYM(p_msg_init, "zmq_msg_init");
+    SYM(p_msg_init_size, "zmq_msg_init_size");
+    SYM(p_msg_data, "zmq_msg_data");
+    SYM(p_msg_size, "zmq_msg_size");
+    SYM(p_msg_more, "zmq_msg_more");
+    SYM(p_msg_recv, "zmq_msg_recv");
+    SYM(p_msg_send, "zmq_msg_send");
+    SYM(p_msg_close, "zmq_msg_close");
+    SYM(p_msg_copy, "zmq_msg_copy");
+    SYM(p_errno, "zmq_errno");
+    SYM(p_strerror, "zmq_strerror");
+#undef SYM
+    loaded = 1;
+    Py_RETURN_NONE;
+}
+
+/* Receive one whole multipart message without blocking: a list of frames, or None if none. */
+static PyObject *recv_one(void *sock) {
+    PyObject *frames = NULL;
+    for (;;) {
+        zmq_msg_t msg;
+        p_msg_init(&msg);
+        if (p_msg_recv(&msg, sock, frames == NULL ? ZMQ_DONTWAIT : 0) < 0) {
+            int err = p_errno();
+            p_msg_close(&msg);
+            if (frames == NULL && err == EAGAIN) Py_RETURN_NONE;
+            Py_XDECREF(frames);
+            return zmq_error();
+        }
+        if (frames == NULL && (frames = PyList_New(0)) == NULL) {
+            p_msg_close(&msg);
+            return NULL;
+        }
+        int more = p_msg_more(&msg);
+        size_t size = p_msg_size(&msg);
+        PyObject *item;
+        if (size <= INLINE_MAX) {
+            item = PyBytes_FromStringAndSize(p_msg_data(&msg), (Py_ssize_t)size);
+            p_msg_close(&msg);
+        } else {
+            Frame *frame = PyObject_New(Frame, &FrameType);
+            if (frame != NULL) {
+                memcpy(&frame->msg, &msg, sizeof msg); /* ownership moves into the Frame */
+                frame->exports = 0;
+            } else {
+                p_msg_close(&msg);
+            }
+            item = (PyObject *)frame;
+        }
+        if (item == NULL || PyList_Append(frames, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(frames);
+            return NULL;
+        }
+        Py_DECREF(item);
+        if (!more) return frames;
+    }
+}
+
+static PyObject *fastio_recv_batch(PyObject *module, PyObject *args) {
+    PyObject *handle;
+    Py_ssize_t max;
+    if (!PyArg_ParseTuple(args, "On", &handle, &max)) return NULL;
+    REQUIRE_LOADED();
+    void *sock = socket_handle(handle);
+    if (sock == NULL) return NULL;
+    PyObject *batch = PyList_New(0);
+    if (batch == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < max; i++) {
+        PyObject *frames = recv_one(sock);
+        if (frames == NULL) {
+            Py_DECREF(batch);
+            return NULL;
+        }
+        if (frames == Py_None) {
+            Py_DECREF(frames);
+            break;
+        }
+        int rc = PyList_Append(batch, frames);
+        Py_DECREF(frames);
+        if (rc < 0) {
+            Py_DECREF(batch);
+            return NULL;
+        }
+    }
+    return batch;
+}
+
+static int send_part(void *sock, PyObject *item, int flags) {
+    zmq_msg_t msg;
+    if (Py_IS_TYPE(item, &FrameType)) {
+        p_msg_init(&msg);
+        if (p_msg_copy(&msg, &((Frame *)item)->msg) < 0) {
+            p_msg_close(&msg);
+            zmq_error();
+            return -1;
+        }
+    } else {
+        Py_buffer view;
+        if (PyObject_GetBuffer(item, &view, PyBUF_SIMPLE) < 0) return -1;
+        if (p_msg_init_size(&msg, (size_t)view.len) < 0) {
+            PyBuffer_Release(&view);
+            zmq_error();
+            return -1;
+        }
+        memcpy(p_msg_data(&msg), view.buf, (size_t)view.len);
+        PyBuffer_Release(&view);
+    }
+    if (p_msg_send(&msg, sock, flags) < 0) {
+        int err = p_errno();
+        p_msg_close(&msg);
+        errno = err;
+        zmq_error();
+        return -1;
+    }
+    return 0;
+}
+
+/* send(handle, identity, frames): one message, identity first, without blocking.
+ * Raises OSError(errno) (EHOSTUNREACH for an unknown peer under ROUTER_MANDATORY, EAGAIN for a
+ * full pipe); nothing was sent then, because a ROUTER decides on the first frame. */
+static PyObject *fastio_send(PyObject *module, PyObject *args) {
+    PyObject *handle, *identity, *frames;
+    if (!PyArg_ParseTuple(args, "OOO!", &handle, &identity, &PyList_Type, &frames)) return NULL;
+    REQUIRE_LOADED();
+    void *sock = socket_handle(handle);
+    if (sock == NULL) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(frames);
+    if (send_part(sock, identity, ZMQ_DONTWAIT | (n ? ZMQ_SNDMORE : 0)) < 0) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int flags = ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0);
+        if (send_part(sock, PyList_GET_ITEM(frames, i), flags) < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef fastio_methods[] = {
+    {"load", fastio_load, METH_O, "Bind to the libzmq already loaded from this path."},
+    {"recv_batch", fastio_recv_batch, METH_VARARGS,
+     "recv_batch(handle, max) -> up to max whole messages, without blocking."},
+    {"send", fastio_send, METH_VARARGS,
+     "send(handle, identity, frames): one message without blocking; OSError on failure."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef fastio_module = {
+    PyModuleDef_HEAD_INIT, "zmqserver._fastio",
+    "Batched, zero-copy socket I/O for the broker's hot path (see _io.py).", -1, fastio_methods,
+};
+
+PyMODINIT_FUNC PyInit__fastio(void) {
+    if (PyType_Ready(&FrameType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&fastio_module);
+    if (module == NULL) return NULL;
+    Py_INCREF(&FrameType);
+    if (PyModule_AddObject(module, "Frame", (PyObject *)&FrameType) < 0) {
+        Py_DECREF(&FrameType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(module, "INLINE_MAX", INLINE_MAX) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,96 @@
+"""Socket I/O for the broker's hot path: batched receive, and send by routing id.
+
+Two implementations with one behaviour. The compiled one (``_fastio``, built from _fastio.c when
+a C compiler is available) moves each message in one C call and passes large frames through
+without copying them. The pure-Python one uses pyzmq's own calls. ``ZMQSERVER_PURE_PYTHON=1`` in
+the environment forces the pure-Python path, so the test suite runs the broker both ways.
+
+Received frames are ``bytes``, or for frames over :data:`INLINE_MAX` bytes on the compiled path,
+``_fastio.Frame`` objects: read-only buffers (``len()``, ``bytes()``, slicing, ``==`` against
+bytes) that are sent on without a copy.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+log = logging.getLogger("zmqserver")
+
+Frames = list[Any]  # bytes, or _fastio.Frame for large frames on the compiled path
+
+
+def _libzmq_path() -> str | None:
+    """The file of the libzmq that pyzmq loaded into this process (Linux: from /proc)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rstrip("\n").split(maxsplit=5)[-1]
+                if "libzmq" in os.path.basename(path) and path.startswith("/"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def _load_fast() -> Any:
+    if os.environ.get("ZMQSERVER_PURE_PYTHON"):
+        return None
+    try:
+        from . import _fastio  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    import zmq.backend  # noqa: F401 - make sure pyzmq's libzmq is mapped before we look
+
+    path = _libzmq_path()
+    if path is None:
+        return None
+    try:
+        _fastio.load(path)
+    except ImportError as exc:
+        log.debug("compiled socket I/O unavailable: %s", exc)
+        return None
+    return _fastio
+
+
+_fast = _load_fast()
+
+#: True when the compiled path is in use.
+COMPILED = _fast is not None
+INLINE_MAX: int = _fast.INLINE_MAX if _fast is not None else 0
+
+
+def recv_batch(sock: zmq.Socket[bytes], limit: int) -> list[Frames]:
+    """Up to ``limit`` whole messages that are already waiting; never blocks."""
+    if _fast is not None:
+        batch: list[Frames] = _fast.recv_batch(sock.underlying, limit)
+        return batch
+    messages: list[Frames] = []
+    for _ in range(limit):
+        try:
+            messages.append(sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return messages
+
+
+def send(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any]) -> None:
+    """Send ``[identity, *frames]`` without blocking; raise ``zmq.ZMQError`` if it cannot go.
+
+    EHOSTUNREACH (unknown peer, with ROUTER_MANDATORY) and EAGAIN (full pipe) mean nothing was
+    sent.
+    """
+    if _fast is not None:
+        try:
+            _fast.send(
+                sock.underlying, identity, frames if isinstance(frames, list) else list(frames)
+            )
+        except OSError as exc:
+            raise zmq.ZMQError(exc.errno or errno.EIO) from None
+        return
+    sock.send_multipart([identity, *frames], zmq.NOBLOCK)
