@@ -55,3 +55,65 @@ def stream(payload: bytes | list[bytes]):  # noqa: ANN201 - a generator app
 
 def bad_return(payload: bytes | list[bytes]) -> int:
     return 42
+
+
+# -- process management (tests/integration/test_process.py) ---------------------------------------
+
+
+def mark_then_sleep(payload: bytes | list[bytes]) -> list[bytes]:
+    """``<seconds> <path>``: creates the file ``path`` (the job is now running), then sleeps.
+
+    Replies ``[payload, pid]``. The file lets a test wait for jobs to be in flight, not guess.
+    """
+    assert isinstance(payload, bytes)
+    seconds, path = payload.split(b" ", 1)
+    with open(path, "wb"):
+        pass
+    time.sleep(float(seconds))
+    return [payload, str(os.getpid()).encode()]
+
+
+def whoami(payload: bytes | list[bytes]) -> bytes:
+    """Replies ``<uid> <gid>`` of the worker process."""
+    return b"%d %d" % (os.getuid(), os.getgid())
+
+
+#: Hooks below append ``<hook> <pid> [details]`` lines to the file this variable names.
+HOOKS_ENV = "ZS_TEST_HOOKS"
+
+
+def _record_hook(*words: object) -> None:
+    path = os.environ.get(HOOKS_ENV)
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (" ".join(map(str, words)) + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def on_starting(config: object) -> None:
+    _record_hook("on_starting", os.getpid())
+
+
+def post_fork(config: object) -> None:
+    _record_hook("post_fork", os.getpid())
+
+
+def pre_request(payload: bytes | list[bytes]) -> None:
+    """Vetoes a job whose payload is ``veto``."""
+    _record_hook("pre_request", os.getpid())
+    if payload == b"veto":
+        raise PermissionError("vetoed by pre_request")
+
+
+def post_request(payload: bytes | list[bytes], status: object) -> None:
+    _record_hook("post_request", os.getpid(), getattr(status, "name", status))
+
+
+def worker_exit(config: object) -> None:
+    _record_hook("worker_exit", os.getpid())
+
+
+def on_exit(config: object) -> None:
+    _record_hook("on_exit", os.getpid())

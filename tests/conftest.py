@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
@@ -37,15 +38,18 @@ def short_tmp() -> Iterator[Path]:
 def start_server(
     short_tmp: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> Iterator[Callable[..., ServerProcess]]:
-    """Factory: ``start_server("examples.upper:app", "--max-requests", "3", workers=2)``."""
+    """Factory: ``start_server("examples.upper:app", "--max-requests", "3", workers=2)``.
+
+    Keywords go to :class:`~tests.helpers.ServerProcess` (``autoscale``, ``env``).
+    """
     servers: list[ServerProcess] = []
 
     def start(
-        app: str | None = "examples.upper:app", *args: str, workers: int = 2
+        app: str | None = "examples.upper:app", *args: str, workers: int | None = 2, **kw: Any
     ) -> ServerProcess:
         workdir = short_tmp / str(len(servers))
         workdir.mkdir()
-        server = ServerProcess(workdir, app, *args, workers=workers, ctx=ctx)
+        server = ServerProcess(workdir, app, *args, workers=workers, ctx=ctx, **kw)
         servers.append(server)
         return server
 

@@ -71,15 +71,24 @@ def pid_alive(pid: int) -> bool:
 
 
 class ServerProcess:
-    """A ``zmqserver serve`` process started by a test, with helpers to talk to it."""
+    """A ``zmqserver serve`` process started by a test, with helpers to talk to it.
+
+    By default the pool is fixed at ``workers`` (no spare-server autoscaling, no scaling on
+    queue wait), which is what a test that counts workers expects; ``autoscale=True`` leaves
+    the scaling options to the server's defaults, the test's flags or its config file.
+    ``workers=None`` passes no ``--min-servers``. ``ZMQSERVER_*`` variables of the calling
+    environment are not passed on (``env`` adds variables).
+    """
 
     def __init__(
         self,
         workdir: Path,
         app: str | None,
         *args: str,
-        workers: int = 2,
+        workers: int | None = 2,
         ctx: zmq.Context[zmq.Socket[bytes]],
+        autoscale: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.frontend = f"ipc://{workdir}/front"
@@ -94,13 +103,19 @@ class ServerProcess:
             self.frontend,
             "--backend",
             self.backend,
-            "--min-servers",
-            str(workers),
+            *(["--min-servers", str(workers)] if workers is not None else []),
             "--heartbeat-interval",
             "0.25",
+            *([] if autoscale else ["--min-spare-servers", "0", "--queue-wait-threshold", "0"]),
             *args,
         ]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+        env = {
+            **inherited,
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             argv,

@@ -1,12 +1,25 @@
-"""Small process-level helpers: titles and parent-death signals."""
+"""Process-level helpers: titles, parent-death signals, pid files, privileges, daemonizing, RSS,
+and log files that can be reopened.
+
+Everything here touches the process or the file system and nothing else; the supervisor and
+server.py decide when to call it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import grp
 import logging
+import logging.handlers
+import os
+import pwd
 import signal
 import sys
+from dataclasses import dataclass
+
+from .errors import ConfigError
 
 log = logging.getLogger("zmqserver")
 
@@ -45,3 +58,225 @@ def endpoint_label(endpoint: str) -> str:
     if endpoint.startswith("tcp://"):
         return endpoint.rsplit(":", 1)[-1]
     return endpoint
+
+
+# -- pid files ------------------------------------------------------------------------------------
+
+
+def _pid_in(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0) or None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    return True
+
+
+def check_pid_file(path: str) -> None:
+    """Refuse to start while ``path`` names a running process (another server, most likely).
+
+    A file naming a dead process is stale (a crash, or a server that could not remove it after
+    dropping privileges) and is overwritten later.
+    """
+    pid = _pid_in(path)
+    if pid is not None and pid != os.getpid() and _running(pid):
+        raise ConfigError(
+            f"pid_file: {path} names process {pid}, which is running: is a server already "
+            "started? (remove the file if not)"
+        )
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write ``pid`` atomically: a reader never sees an empty or half-written file."""
+    tmp = f"{path}.{pid}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def remove_pid_file(path: str, pid: int) -> None:
+    """Remove ``path`` if it still names ``pid`` (a new server may have taken it over)."""
+    if _pid_in(path) == pid:
+        try:
+            os.unlink(path)
+        except OSError as exc:  # e.g. no write permission on the directory after a user switch
+            log.debug("could not remove pid file %s: %s", path, exc.strerror)
+
+
+# -- privileges -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who to become after binding: resolved at start-up so a typo fails before anything binds."""
+
+    uid: int
+    gid: int
+    user: str | None
+
+    @classmethod
+    def resolve(cls, user: str | None, group: str | None) -> Credentials | None:
+        if user is None and group is None:
+            return None
+        uid, gid, name = os.getuid(), os.getgid(), None
+        if user is not None:
+            try:
+                entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+            except KeyError:
+                raise ConfigError(f"user: no such user {user!r}") from None
+            uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
+        if group is not None:
+            try:
+                gid = (grp.getgrnam(group) if not group.isdigit() else grp.getgrgid(int(group)))[2]
+            except KeyError:
+                raise ConfigError(f"group: no such group {group!r}") from None
+        if (uid, gid) != (os.getuid(), os.getgid()) and os.geteuid() != 0:
+            raise ConfigError(
+                f"user/group: switching to uid {uid}, gid {gid} needs root (running as uid "
+                f"{os.getuid()})"
+            )
+        return cls(uid, gid, name)
+
+
+def drop_privileges(creds: Credentials, own: list[str]) -> None:
+    """Become ``creds`` for good, after handing it the files in ``own`` (sockets, logs).
+
+    Group first (setgid is impossible once the user is not root), supplementary groups set to
+    the user's own (or none), then the user. The saved ids change too, so there is no way back.
+    """
+    for path in own:
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, creds.uid, creds.gid)
+    if os.getuid() == creds.uid and os.getgid() == creds.gid:
+        return
+    if creds.user is not None:
+        os.initgroups(creds.user, creds.gid)
+    else:
+        os.setgroups([])
+    os.setgid(creds.gid)
+    os.setuid(creds.uid)
+
+
+def ipc_path(endpoint: str) -> str | None:
+    """The file of an ``ipc://`` endpoint (None for other transports and abstract sockets)."""
+    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+        return endpoint[len("ipc://") :]
+    return None
+
+
+# -- daemonizing ----------------------------------------------------------------------------------
+
+
+def daemonize() -> tuple[bool, int]:
+    """Fork into the background: ``(True, fd)`` in the daemon, ``(False, fd)`` in the caller.
+
+    Classic double fork: the first child calls setsid (a new session, no controlling terminal),
+    the second can never acquire one again. The pipe ``fd`` links the two ends: the daemon writes
+    ``ready`` (or error lines) to it, the caller reads it in :func:`wait_for_daemon`, so the
+    command that started a daemon exits only when the server is up, or says why it is not.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        os.waitpid(pid, 0)  # the middle process exits at once
+        return False, read_fd
+    os.close(read_fd)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    return True, write_fd
+
+
+def wait_for_daemon(fd: int) -> int:
+    """In the caller of :func:`daemonize`: relay the daemon's errors; 0 once it is ready."""
+    with os.fdopen(fd, "rb") as pipe:
+        for line in pipe:
+            text = line.decode(errors="replace").rstrip("\n")
+            if text.startswith("ready"):
+                return 0
+            print(f"zmqserver: {text}", file=sys.stderr)
+    print("zmqserver: the server stopped during start-up (see its log)", file=sys.stderr)
+    return 1
+
+
+class DaemonStartup(logging.Handler):
+    """Until the daemon is ready, copy its errors to the command that started it."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(logging.ERROR)
+        self.fd: int | None = fd
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.fd is not None:
+            text = record.getMessage().replace("\n", " ")
+            with contextlib.suppress(OSError):
+                os.write(self.fd, f"{text}\n".encode())
+
+    def ready(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.fd, b"ready\n")
+        self.finish()
+
+    def finish(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        logging.getLogger("zmqserver").removeHandler(self)
+
+
+# -- memory and log files -------------------------------------------------------------------------
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/statm (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class LogFile(logging.handlers.WatchedFileHandler):
+    """A log file that USR1 reopens (logrotate's ``postrotate``), in the master.
+
+    Workers inherit the handler across fork; being a WatchedFileHandler it also notices a
+    rotated file by itself on the next record, so workers follow without a signal of their own.
+    """
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.flush()
+                self.stream.close()
+            self.stream = self._open()
+            self._statstream()
+        finally:
+            self.release()
+
+
+def reopen_log_files(logger: logging.Logger) -> int:
+    """Reopen every :class:`LogFile` of ``logger``; return how many."""
+    count = 0
+    for handler in logger.handlers:
+        if isinstance(handler, LogFile):
+            handler.reopen()
+            count += 1
+    return count

@@ -1,20 +1,25 @@
 """Command line: ``zmqserver serve APP [options]`` and ``zmq-client``.
 
-No logic lives here: flags are generated from the :class:`~zmqserver.config.Config` fields and
-the parsed values go straight to :func:`zmqserver.run`.
+No logic lives here: flags are generated from the :class:`~zmqserver.config.Config` fields, the
+parsed values are layered over ``ZMQSERVER_*`` variables and the ``--config`` file
+(config_sources.py), and the result goes to :func:`zmqserver.server.serve`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Any
 
 from .client_cli import client_main
-from .config import Config
-from .errors import ConfigError
-from .server import run
+from .config import Config, show_default
+from .config_sources import CONFIG_ENV, text_parser
+from .config_sources import load as load_config
+from .errors import AppLoadError, ConfigError
+from .server import serve
+from .worker import BOOT_ERROR
 
 __all__ = ["build_parser", "client_main", "main"]
 
@@ -28,7 +33,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {
             "dest": f.name,
             "default": argparse.SUPPRESS,
-            "help": f"{meta['help']} (default: {_show(f.default)})",
+            "help": f"{meta['help']} (default: {show_default(f)})",
         }
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
@@ -39,17 +44,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kwargs["type"] = type(default[0])
-        elif isinstance(default, float):
-            kwargs["type"] = float
-        elif isinstance(default, int):
-            kwargs["type"] = int
+        elif text_parser(f) is not None:
+            kwargs["type"] = text_parser(f)
         parser.add_argument(flag, **kwargs)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return " ".join(str(v) for v in value)
-    return str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,10 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "app",
         nargs="?",
-        default=None,
+        default=argparse.SUPPRESS,  # absent, so the config file or environment may name it
         metavar="APP",
         help="the app as module:callable, importable from the current directory "
         "(default: echo the payload back)",
+    )
+    serve.add_argument(
+        "--config",
+        dest="config_file",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"TOML file of options (also ${CONFIG_ENV}); flags win over ZMQSERVER_* "
+        "environment variables, which win over the file. HUP re-reads it.",
     )
     _add_config_flags(serve)
     return parser
@@ -78,10 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     if command == "serve":
+        path = args.pop("config_file", None)
         try:
-            config = Config.from_mapping(args)
+            loaded = load_config(args, os.environ, path)
         except ConfigError as exc:
             print(f"zmqserver: {exc}", file=sys.stderr)
             return 2
-        return run(config=config)
+        for warning in loaded.warnings:
+            print(f"zmqserver: warning: {warning}", file=sys.stderr)
+
+        def reload() -> Config:
+            # HUP: the same flags and environment over the file as it is now.
+            return load_config(args, os.environ, loaded.path).config
+
+        try:
+            return serve(loaded.config, reload=reload)
+        except ConfigError as exc:  # found at start-up, e.g. a pid file in use
+            print(f"zmqserver: {exc}", file=sys.stderr)
+            return 2
+        except AppLoadError as exc:  # preload_app, or a hook of the master
+            print(f"zmqserver: {exc}", file=sys.stderr)
+            return BOOT_ERROR
     raise AssertionError(f"unhandled command {command}")  # pragma: no cover

@@ -17,8 +17,13 @@ from .errors import ConfigError
 
 #: What a worker runs: payload (bytes, or list[bytes] for a multi-frame payload) -> reply.
 App = Callable[..., Any]
+#: A hook named in the config: see the hook options for what each one is called with.
+Hook = Callable[..., Any]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+#: The hook options, in the order a server's life calls them (hooks.py calls them).
+HOOKS = ("on_starting", "post_fork", "pre_request", "post_request", "worker_exit", "on_exit")
 
 
 def option(
@@ -28,9 +33,22 @@ def option(
     flag: bool = True,
     metavar: str | None = None,
     nargs: int | None = None,
+    kind: type | None = None,
+    parse: Callable[[str], Any] | None = None,
+    callable_ok: bool = False,
+    reload: bool = False,
+    shown: str | None = None,
 ) -> Any:
-    """A config field: ``help`` is the one description shown in --help and in the README."""
-    meta = {"help": help, "flag": flag, "metavar": metavar, "nargs": nargs}
+    """A config field: ``help`` is the one description shown in --help and in the README.
+
+    ``kind`` is the value's type when the default (None) does not tell; ``parse`` turns the text
+    of a CLI flag or environment variable into a value when ``kind`` alone cannot (octal, say);
+    ``callable_ok`` also accepts a Python callable (app and hooks); ``reload`` means HUP applies a
+    changed value (every other option needs a restart); ``shown`` is the default as documented,
+    when the real default is None meaning "worked out from other options".
+    """
+    meta = {"help": help, "flag": flag, "metavar": metavar, "nargs": nargs, "kind": kind}
+    meta |= {"parse": parse, "callable_ok": callable_ok, "reload": reload, "shown": shown}
     return field(default=default, metadata=meta)
 
 
@@ -43,6 +61,8 @@ class Config:
         "The app: `module:callable` (importable from the current directory) or a "
         "callable. None echoes the payload back.",
         flag=False,
+        callable_ok=True,
+        reload=True,
     )
     port: tuple[int, int] = option(
         (6660, 6661), "Frontend (clients) and backend (workers) TCP ports.", metavar="PORT", nargs=2
@@ -59,13 +79,72 @@ class Config:
         metavar="ENDPOINT",
     )
     service: str = option("default", "Service name of the app; plain REQ clients always reach it.")
-    min_servers: int = option(5, "Worker processes started and kept running.")
-    max_servers: int = option(50, "Upper bound on worker processes (TTIN stops there).")
+    min_servers: int = option(
+        5, "Worker processes started and kept running, however idle.", reload=True
+    )
+    max_servers: int = option(
+        50,
+        "Upper bound on worker processes (autoscaling and TTIN stop there). Set it to "
+        "min_servers for a fixed pool.",
+        reload=True,
+    )
+    min_spare_servers: int | None = option(
+        None,
+        "Idle workers to keep ready: when fewer are idle, more are started at once (up to "
+        "max_servers). Unset: 2, or min_servers (or max_spare_servers) if smaller.",
+        kind=int,
+        reload=True,
+        shown="2",
+    )
+    max_spare_servers: int | None = option(
+        None,
+        "Idle workers beyond which the surplus is retired (idle ones, oldest first, down to "
+        "min_servers); must be < max_servers. Unset: 10, or max_servers - 1 if smaller.",
+        kind=int,
+        reload=True,
+        shown="10",
+    )
+    check_for_waiting: float = option(
+        10.0,
+        "Seconds idle workers must stay above max_spare_servers before the surplus is retired.",
+        metavar="SECONDS",
+        reload=True,
+    )
+    check_for_spawn: float = option(
+        30.0,
+        "Seconds a starting worker counts as spare before it has registered; after that it "
+        "counts as busy, so a hung start-up cannot block scaling.",
+        metavar="SECONDS",
+        reload=True,
+    )
+    min_child_ttl: float = option(
+        10.0,
+        "Seconds after the last worker start before any worker is retired as surplus "
+        "(so the pool does not fork and retire in turn).",
+        metavar="SECONDS",
+        reload=True,
+    )
+    queue_wait_threshold: float = option(
+        1.0,
+        "Start one more worker per queued job (up to max_servers) once the oldest queued job "
+        "has waited this many seconds; 0 = off.",
+        metavar="SECONDS",
+        reload=True,
+    )
     max_requests: int = option(
-        0, "Restart a worker after it has served this many jobs (0 = never)."
+        0, "Restart a worker after it has served this many jobs (0 = never).", reload=True
     )
     max_requests_jitter: int = option(
-        0, "Add a random 0..N to max_requests per worker, so workers do not restart together."
+        0,
+        "Add a random 0..N to max_requests per worker, so workers do not restart together.",
+        reload=True,
+    )
+    max_worker_memory: int = option(
+        0,
+        "Restart a worker (between jobs) once its resident memory (RSS) exceeds this many "
+        "MiB (0 = never).",
+        metavar="MIB",
+        reload=True,
     )
     heartbeat_interval: float = option(
         1.0, "Seconds between heartbeats between broker and idle workers.", metavar="SECONDS"
@@ -75,28 +154,36 @@ class Config:
         30.0,
         "Seconds running jobs get to finish on TERM/QUIT before workers are killed.",
         metavar="SECONDS",
+        reload=True,
     )
     job_timeout: float = option(
         60.0,
         "Deadline in seconds of a job whose client sent none (plain clients); 0 = none. A queued "
         "job past its deadline gets an expired error; a running one gets its worker killed.",
         metavar="SECONDS",
+        reload=True,
     )
     kill_grace: float = option(
         5.0,
         "Seconds a running job may overrun its deadline before its worker is killed.",
         metavar="SECONDS",
+        reload=True,
     )
     retry_jobs: bool = option(
         False,
         "Rerun a job on another worker when its worker dies, even if the client did not flag "
         "the request as retryable.",
+        reload=True,
     )
     max_attempts: int = option(
-        3, "Workers a retried job may be given to before it is quarantined with an error."
+        3,
+        "Workers a retried job may be given to before it is quarantined with an error.",
+        reload=True,
     )
     max_queue: int = option(
-        10000, "Queued jobs per service beyond which new jobs get a queue_full error; 0 = no limit."
+        10000,
+        "Queued jobs per service beyond which new jobs get a queue_full error; 0 = no limit.",
+        reload=True,
     )
     max_message_size: int = option(
         16 * 1024 * 1024,
@@ -108,8 +195,98 @@ class Config:
         "Recent replies kept to answer a client's resend of a finished request without running "
         "it again; 0 = off.",
     )
-    log_level: str = option("info", "Logging level: debug, info, warning, error or critical.")
-    proc_name: str = option("zmq", "Prefix of process titles (`zmq broker 6660-6661`).")
+    log_level: str = option(
+        "info", "Logging level: debug, info, warning, error or critical.", reload=True
+    )
+    proc_name: str = option(
+        "zmq", "Prefix of process titles (`zmq broker 6660-6661`).", reload=True
+    )
+    # -- process management (supervisor.py, server.py, _process.py) --
+    log_file: str | None = option(
+        None,
+        "Append the log to this file instead of stderr; USR1 reopens it (for logrotate).",
+        metavar="FILE",
+    )
+    pid_file: str | None = option(
+        None,
+        "Write the master's pid to this file (by the daemon, in background mode); refuse to "
+        "start while it names a running process.",
+        metavar="FILE",
+    )
+    background: bool = option(
+        False,
+        "Run as a daemon: the command returns once the server is up (or says why it is not).",
+    )
+    user: str | None = option(
+        None,
+        "Run as this user (name or uid) after binding the ports; needs root to start.",
+        metavar="USER",
+    )
+    group: str | None = option(
+        None,
+        "Run as this group (name or gid) after binding; default: the user's group.",
+        metavar="GROUP",
+    )
+    chdir: str | None = option(
+        None,
+        "Change to this directory before loading the app (and resolving relative paths).",
+        metavar="DIR",
+    )
+    umask: int | None = option(
+        None,
+        "File mode mask (octal, e.g. 027) for the files and ipc:// sockets the server creates; "
+        "unset: inherited.",
+        kind=int,
+        parse=lambda text: int(text, 8),
+        metavar="OCTAL",
+    )
+    preload_app: bool = option(
+        False,
+        "Import the app in the master before forking: workers share its memory and a bad app "
+        "fails at start-up, but HUP does not re-import it.",
+    )
+    on_starting: str | Hook | None = option(
+        None,
+        "Hook `module:callable`, called `(config)` in the master before it binds.",
+        metavar="HOOK",
+        callable_ok=True,
+    )
+    post_fork: str | Hook | None = option(
+        None,
+        "Hook called `(config)` in each new worker before it loads the app (e.g. to load a "
+        "model once per worker); raising stops the server like a bad app.",
+        metavar="HOOK",
+        callable_ok=True,
+        reload=True,
+    )
+    pre_request: str | Hook | None = option(
+        None,
+        "Hook called `(payload)` in the worker before each job; raising fails the job with "
+        "an app_error.",
+        metavar="HOOK",
+        callable_ok=True,
+        reload=True,
+    )
+    post_request: str | Hook | None = option(
+        None,
+        "Hook called `(payload, status)` in the worker after each job's reply is sent.",
+        metavar="HOOK",
+        callable_ok=True,
+        reload=True,
+    )
+    worker_exit: str | Hook | None = option(
+        None,
+        "Hook called `(config)` in a worker that exits in an orderly way.",
+        metavar="HOOK",
+        callable_ok=True,
+        reload=True,
+    )
+    on_exit: str | Hook | None = option(
+        None,
+        "Hook called `(config)` in the master after the workers have stopped.",
+        metavar="HOOK",
+        callable_ok=True,
+    )
 
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`."""
@@ -162,6 +339,7 @@ class Config:
                     f"{name}: {endpoint!r} is not a ZeroMQ endpoint "
                     "(expected tcp://host:port or ipc:///path)"
                 )
+        _check_processes(self)
         return self
 
     # -- derived values ---------------------------------------------------------------------------
@@ -177,6 +355,21 @@ class Config:
     @property
     def log_level_number(self) -> int:
         return int(logging.getLevelName(self.log_level.upper()))
+
+    @property
+    def spare_servers(self) -> tuple[int, int]:
+        """(min_spare_servers, max_spare_servers), with unset ones worked out as PreFork does.
+
+        Net::Server::PreFork fits its defaults to the bounds when they are not given, so that
+        `--min-servers 1` or `--max-servers 4` alone are valid; explicit values are checked.
+        """
+        max_spare = self.max_spare_servers
+        if max_spare is None:
+            max_spare = max(min(10, self.max_servers - 1), self.min_spare_servers or 0)
+        min_spare = self.min_spare_servers
+        if min_spare is None:
+            min_spare = min(2, self.min_servers, max_spare)
+        return min_spare, max_spare
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -201,13 +394,15 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
         if isinstance(value, list | tuple):
             return tuple(value)
         raise ConfigError(f"port: expected two port numbers (frontend, backend), got {value!r}")
-    if value is None or key == "app":
+    meta = Config.__dataclass_fields__[key].metadata
+    if value is None or (meta.get("callable_ok") and callable(value)):
         return value
-    if isinstance(default, bool):
+    kind = meta.get("kind") or type(default)
+    if kind is bool:
         expected: type | tuple[type, ...] = bool
-    elif isinstance(default, float):
+    elif kind is float:
         expected = (int, float)
-    elif isinstance(default, int):
+    elif kind is int:
         expected = int
     else:
         expected = str
@@ -234,12 +429,66 @@ def _nonnegative_int(config: Config, name: str) -> None:
         raise ConfigError(f"{name}: expected an integer >= 0, got {value!r}")
 
 
+def _check_processes(config: Config) -> None:
+    """Scaling bounds, timers and process options (Net::Server::PreFork's rules, by name)."""
+    for name in ("min_spare_servers", "max_spare_servers", "umask"):
+        if getattr(config, name) is not None:
+            _nonnegative_int(config, name)
+    _nonnegative_int(config, "max_worker_memory")
+    for name in ("check_for_waiting", "check_for_spawn"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
+    for name in ("min_child_ttl", "queue_wait_threshold"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
+    min_spare, max_spare = config.spare_servers
+    if config.min_spare_servers is not None and min_spare > config.min_servers:
+        raise ConfigError(
+            f"min_spare_servers ({min_spare}) must be <= min_servers ({config.min_servers})"
+        )
+    if config.max_spare_servers is not None and max_spare >= config.max_servers:
+        raise ConfigError(
+            f"max_spare_servers ({max_spare}) must be < max_servers ({config.max_servers}): "
+            "more idle workers than that can never be retired"
+        )
+    if min_spare > max_spare:
+        raise ConfigError(
+            f"min_spare_servers ({min_spare}) must be <= max_spare_servers ({max_spare}), or "
+            "the pool would start and retire workers in turn"
+        )
+    if config.umask is not None and config.umask > 0o777:
+        raise ConfigError(f"umask: {config.umask:o} is not a file mode mask (000-777)")
+    for name in HOOKS:
+        spec = getattr(config, name)
+        if isinstance(spec, str):
+            module, _, attr = spec.partition(":")
+            if not module or not attr or not all(p.isidentifier() for p in attr.split(".")):
+                raise ConfigError(f"{name}: expected 'module:callable', got {spec!r}")
+        elif spec is not None and not callable(spec):
+            raise ConfigError(f"{name}: expected 'module:callable' or a callable, got {spec!r}")
+
+
+def show_default(f: dataclasses.Field[Any]) -> str:
+    """An option's default as --help and the README show it."""
+    default = f.default
+    if f.metadata.get("shown") is not None:
+        return str(f.metadata["shown"])
+    if isinstance(default, tuple):
+        return " ".join(map(str, default)) or "[]"
+    return str(default)
+
+
 def options_table() -> str:
     """The README's options table, generated from the fields (a test keeps the README in sync)."""
-    rows = ["| option | CLI flag | default | description |", "|---|---|---|---|"]
+    rows = [
+        "| option | CLI flag | default | HUP | description |",
+        "|---|---|---|---|---|",
+    ]
     for f in dataclasses.fields(Config):
         flag = "`--" + f.name.replace("_", "-") + "`" if f.metadata.get("flag", True) else "APP"
-        default = f.default
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
-        rows.append(f"| `{f.name}` | {flag} | `{shown}` | {f.metadata['help']} |")
+        hup = "reloads" if f.metadata.get("reload") else "restart"
+        help = f.metadata["help"]
+        rows.append(f"| `{f.name}` | {flag} | `{show_default(f)}` | {hup} | {help} |")
     return "\n".join(rows) + "\n"

@@ -20,21 +20,22 @@ def echo(payload: Any) -> Any:
     return payload
 
 
-def load_app(spec: str | App | None) -> App:
+def load_app(spec: str | App | None, what: str = "app") -> App:
     """Return the callable for ``spec``; raise :class:`AppLoadError` saying what went wrong.
 
     ``module`` alone means ``module:app``. Attribute paths may be dotted (``pkg.mod:obj.method``).
+    ``what`` names the option in messages (``app``, or a hook such as ``post_fork``).
     """
     if spec is None:
         return echo
     if not isinstance(spec, str):
         if not callable(spec):
-            raise AppLoadError(f"app {spec!r} is not callable")
+            raise AppLoadError(f"{what} {spec!r} is not callable")
         return spec
     module_name, _, attr_path = spec.partition(":")
     attr_path = attr_path or "app"
     if not module_name or not all(part.isidentifier() for part in attr_path.split(".")):
-        raise AppLoadError(f"app spec {spec!r} is not of the form 'module:callable'")
+        raise AppLoadError(f"{what} spec {spec!r} is not of the form 'module:callable'")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -43,7 +44,7 @@ def load_app(spec: str | App | None) -> App:
     except ImportError as exc:
         if getattr(exc, "name", None) == module_name:
             raise AppLoadError(
-                f"cannot import module {module_name!r} (from app spec {spec!r}); "
+                f"cannot import module {module_name!r} (from {what} spec {spec!r}); "
                 f"is it on the path? (cwd: {cwd})"
             ) from exc
         raise AppLoadError(f"importing {module_name!r} failed: {exc}") from exc

@@ -187,6 +187,25 @@ class Router:
     def queued(self) -> int:
         return sum(s.waiting for s in self.services.values())
 
+    def waiting(self, service: bytes | None = None) -> int:
+        """Live jobs queued for ``service`` (default: the default service)."""
+        found = self.services.get(service or self.default_service)
+        return found.waiting if found is not None else 0
+
+    def oldest_queued(self, service: bytes | None = None) -> float | None:
+        """When the longest-waiting live job of ``service`` arrived; None if none waits.
+
+        Read-only: expired jobs at the head of the deque are skipped, not removed (dispatch
+        removes them), so this costs O(expired jobs at the head), usually O(1).
+        """
+        found = self.services.get(service or self.default_service)
+        if found is None or not found.waiting:
+            return None
+        for job in found.queue:
+            if not job.done:
+                return job.received
+        return None
+
     def idle_workers(self, service: bytes | None = None) -> list[bytes]:
         """Idle worker ids of ``service`` (default: the default service), in dispatch order."""
         found = self.services.get(service or self.default_service)

@@ -1,25 +1,52 @@
-"""``zmqserver.run``: start a server from Python, as Net::Server::ZMQ's ``run`` did from Perl."""
+"""``zmqserver.run``: start a server from Python, as Net::Server::ZMQ's ``run`` did from Perl.
+
+:func:`serve` is the start-up sequence shared by ``run()`` and ``zmqserver serve``. Its order is
+the point of it, so each step says why it comes where it does.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from ._process import (
+    Credentials,
+    DaemonStartup,
+    LogFile,
+    check_pid_file,
+    daemonize,
+    wait_for_daemon,
+)
 from .config import App, Config
+from .errors import ConfigError
+from .hooks import MASTER_HOOKS, Hooks
+from .loader import load_app
 from .supervisor import Arbiter
 
 LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
+log = logging.getLogger("zmqserver")
+
 
 def configure_logging(config: Config) -> None:
-    """Log to stderr at ``config.log_level``, unless the embedding program configured logging."""
+    """Log at ``config.log_level`` to ``config.log_file``, or to stderr.
+
+    Without a log file, a program that embeds the server and configured logging itself keeps
+    its own handlers. A log file is an explicit request and is always added.
+    """
     logger = logging.getLogger("zmqserver")
     logger.setLevel(config.log_level_number)
-    if not logging.getLogger().handlers and not logger.handlers:
+    if config.log_file is not None:
+        handler: logging.Handler = LogFile(config.log_file)
+    elif not logging.getLogger().handlers and not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logger.addHandler(handler)
+    else:
+        return
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
 
 
 def run(app: str | App | None = None, *, config: Config | None = None, **options: Any) -> int:
@@ -31,7 +58,8 @@ def run(app: str | App | None = None, *, config: Config | None = None, **options
                       app=lambda payload: payload.upper())
 
     A callable is used as is by forked workers (it is already in memory); a string is imported
-    by each worker after the fork.
+    by each worker after the fork. With ``background=True`` the server runs as a daemon and this
+    call returns 0 in the calling process once it is up.
     """
     if config is None:
         config = Config.from_mapping({"app": app, **options})
@@ -45,6 +73,74 @@ def run(app: str | App | None = None, *, config: Config | None = None, **options
         )
     else:
         config = config.validate()
-    configure_logging(config)
-    preloaded = config.app if callable(config.app) else None
-    return Arbiter(config, preloaded).run()
+    return serve(config)
+
+
+def serve(config: Config, *, reload: Callable[[], Config] | None = None) -> int:
+    """Start the server ``config`` describes and run it until it stops; return its exit code.
+
+    ``reload`` rebuilds the config from its sources for HUP (the CLI re-reads its file).
+    Problems found before anything binds raise :class:`~zmqserver.errors.ConfigError` or
+    :class:`~zmqserver.errors.AppLoadError`, in the caller's process, even in background mode.
+    """
+    config = config.validate()
+    # Directory and umask first: every relative path below, the app import and every file and
+    # ipc:// socket created from here on depend on them.
+    if config.chdir is not None:
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            raise ConfigError(f"chdir: {config.chdir}: {exc.strerror}") from None
+    if config.umask is not None:
+        os.umask(config.umask)
+    # Checks that can fail, while errors still reach the terminal: a misspelt user, a server
+    # already running, a hook or a preloaded app that does not import.
+    credentials = Credentials.resolve(config.user, config.group)
+    if config.pid_file is not None:
+        check_pid_file(config.pid_file)
+    hooks = Hooks.load(config, MASTER_HOOKS)
+    app: App | None = config.app if callable(config.app) else None
+    if config.preload_app and app is None:
+        app = load_app(config.app)
+    elif isinstance(config.app, str) and config.app.partition(":")[0] in sys.modules:
+        log.warning(
+            "the app's module %r was imported by the master (by a hook?): workers inherit it, "
+            "so HUP will not reload its code",
+            config.app.partition(":")[0],
+        )
+    startup: DaemonStartup | None = None
+    if config.background:
+        in_daemon, fd = daemonize()
+        if not in_daemon:
+            return wait_for_daemon(fd)
+        startup = DaemonStartup(fd)
+    configure_logging(config)  # in the daemon: the log file is opened by the process using it
+    if startup is not None:
+        logging.getLogger("zmqserver").addHandler(startup)
+        if config.log_file is None:
+            log.warning("background mode without log_file: the log goes nowhere")
+    code = 1
+    try:
+        hooks.run("on_starting", config)
+        arbiter = Arbiter(
+            config,
+            app,
+            reload=reload,
+            credentials=credentials,
+            on_ready=startup.ready if startup is not None else None,
+        )
+        code = arbiter.run()
+    except Exception as exc:
+        if startup is None:
+            raise
+        log.error("the server could not start: %s", exc)  # reaches the starting command
+    finally:
+        hooks.run_logged("on_exit", config)
+        if startup is not None:
+            startup.finish()
+    if startup is not None:
+        # The daemon must never return into its caller's code: that stack belongs to the
+        # process that started it, which has already returned.
+        logging.shutdown()
+        os._exit(code)
+    return code

@@ -10,13 +10,20 @@ Shape borrowed from gunicorn's arbiter, minus its historical scars:
 * Children are reaped in the loop with ``waitpid(-1, WNOHANG)`` until there are none left to reap.
 * A worker that exits with :data:`~zmqserver.worker.BOOT_ERROR` (the app failed to import) halts
   the server instead of feeding a fork loop.
-* HUP starts a new generation first and retires the old one only once the new one has said READY,
-  so capacity never dips; TTIN/TTOU move a target count and one ``manage_workers`` converges.
+* HUP re-reads the config, starts a new generation first (as many workers as the old one has)
+  and retires the old one only once the new one has said READY, so capacity never dips. If the
+  new generation cannot load its app, the old one keeps serving: a bad deploy is not an outage.
+* One ``manage_workers`` converges the pool on what the autoscaler (scaling.py, sans-IO) plans;
+  TTIN/TTOU move its bounds. Its next deadline joins the poll timeout like the router's.
+* A worker that exits in an orderly way (recycled, retired) may have its last reply and its
+  DISCONNECT still in flight when SIGCHLD arrives; the router hears of its death only after those
+  messages, or a short grace, so a job it finished is never reported lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -24,16 +31,27 @@ import signal
 import socket
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from ._process import endpoint_label, set_title
+from ._process import (
+    Credentials,
+    drop_privileges,
+    endpoint_label,
+    ipc_path,
+    remove_pid_file,
+    reopen_log_files,
+    set_title,
+    write_pid_file,
+)
 from .broker import Broker
 from .config import App, Config
-from .errors import Status
+from .errors import ConfigError, Status
 from .routing import Limits, Router
+from .scaling import Member, Policy, Scaler, State
 from .worker import BOOT_ERROR, worker_main
 
 log = logging.getLogger("zmqserver")
@@ -42,6 +60,12 @@ log = logging.getLogger("zmqserver")
 KILL_WAIT = 5.0
 #: How long a fast stop (INT) lets workers exit before they are killed.
 FAST_STOP_TIMEOUT = 2.0
+#: How long the router waits for the last messages of a worker that exited in an orderly way,
+#: after its exit is known. They were sent before it exited, so they are in the kernel or in
+#: libzmq's I/O thread already: this only bounds the wait if one was lost.
+DEPARTURE_GRACE = 1.0
+#: How soon to try forking again after fork() failed (out of memory or processes).
+SPAWN_RETRY = 1.0
 
 HANDLED_SIGNALS = (
     signal.SIGHUP,
@@ -51,6 +75,7 @@ HANDLED_SIGNALS = (
     signal.SIGTTIN,
     signal.SIGTTOU,
     signal.SIGCHLD,
+    signal.SIGUSR1,
 )
 
 
@@ -64,17 +89,37 @@ class WorkerProcess:
 
 
 class Arbiter:
-    """Runs the broker and keeps ``target`` workers of the current generation alive."""
+    """Runs the broker and keeps the current generation of workers at the autoscaler's size."""
 
-    def __init__(self, config: Config, app: App | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        app: App | None = None,
+        *,
+        reload: Callable[[], Config] | None = None,
+        credentials: Credentials | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         """``app`` is a callable already loaded in the master (forked children share it).
 
-        Without it, each worker imports ``config.app`` itself after the fork.
+        Without it, each worker imports ``config.app`` itself after the fork. ``reload``
+        rebuilds the config for HUP; ``credentials`` are taken on after binding; ``on_ready``
+        is called once the ports are bound and the pid file written (a daemon's "started").
         """
         self.config = config.validate()
         self.app = app
         self.pid = os.getpid()
-        self.target = config.min_servers
+        self.reload = reload
+        self.credentials = credentials
+        self.on_ready = on_ready
+        self.scaler = Scaler(Policy.from_config(self.config))
+        self.scale_deadline = math.inf
+        #: During a reload, the new generation grows to at least the old one's size.
+        self.reload_floor = 0
+        #: What to go back to if the new generation cannot load its app: (config, app).
+        self.previous: tuple[Config, App | None] | None = None
+        #: Workers that exited in an orderly way, by identity: when the router stops waiting.
+        self.departed: dict[bytes, float] = {}
         self.generation = 0
         self.workers: dict[int, WorkerProcess] = {}
         self.exit_code = 0
@@ -100,15 +145,7 @@ class Arbiter:
             config.service.encode(),
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_liveness=config.heartbeat_liveness,
-            limits=Limits(
-                job_timeout=config.job_timeout,
-                kill_grace=config.kill_grace,
-                retry_jobs=config.retry_jobs,
-                max_attempts=config.max_attempts,
-                max_queue=config.max_queue,
-                max_message_size=config.max_message_size,
-                reply_cache=config.reply_cache,
-            ),
+            limits=_limits(config),
             now=now,
         )
         try:
@@ -133,12 +170,37 @@ class Arbiter:
             back,
             config.service,
         )
-        self._install_signals()
         try:
+            self._take_over([front, back, self.worker_endpoint])
+            self._install_signals()
+            if self.on_ready is not None:
+                self.on_ready()
             self._loop()
+        except OSError as exc:  # the pid file, or becoming another user
+            log.error("cannot start: %s", exc)
+            self.exit_code = 1
         finally:
             self._cleanup()
         return self.exit_code
+
+    def _take_over(self, endpoints: list[str]) -> None:
+        """Write the pid file, then become ``user``/``group``: what needs root comes first.
+
+        Privileges go before the first fork, so no worker (which runs user code) and no part of
+        the master's loop (which parses frames from the network) ever runs as root. The files
+        the server must keep using are handed to the new user first: the ipc:// sockets (the
+        workers connect to the private one), the log file (USR1 reopens it).
+        """
+        config = self.config
+        if config.pid_file is not None:
+            write_pid_file(config.pid_file, self.pid)
+        creds = self.credentials
+        if creds is None:
+            return
+        own = [path for path in map(ipc_path, endpoints) if path is not None]
+        own += [f for f in (config.log_file, config.pid_file) if f is not None]
+        drop_privileges(creds, own)
+        log.info("running as uid %d, gid %d", creds.uid, creds.gid)
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
@@ -167,9 +229,13 @@ class Arbiter:
             router.on_tick(now)
             broker.flush()
             self._kill_hung(router.take_kills())
-            deadline = router.next_deadline()
+            deadline = min(
+                router.next_deadline(),
+                self.scale_deadline,
+                min(self.departed.values(), default=math.inf),
+            )
             if self.stopping:
-                if not self.workers:
+                if not self.workers and not self.departed:
                     return
                 deadline = min(deadline, self.stop_deadline)
             events = dict(poller.poll(_ms(deadline - now)))
@@ -183,6 +249,7 @@ class Arbiter:
             while self._signals:
                 self._handle_signal(self._signals.popleft())
             self.reap()
+            self._settle_departures(time.monotonic())
             self.manage_workers()
             if self.stopping and time.monotonic() >= self.stop_deadline:
                 self._kill_all()
@@ -209,6 +276,8 @@ class Arbiter:
             self.broker.close()
         if self.ctx is not None:
             self.ctx.term()
+        if self.config.pid_file is not None:
+            remove_pid_file(self.config.pid_file, self.pid)
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
@@ -234,21 +303,68 @@ class Arbiter:
         self.stop(graceful=False)
 
     def handle_hup(self) -> None:
-        """Start a new generation of workers; the old one retires once the new one is READY."""
+        """Reload: re-read the config, start a new generation, retire the old one once ready.
+
+        The new generation starts as large as the current one (capacity never dips), each new
+        worker imports the app afresh (unless ``preload_app``), and the old workers get SIGTERM
+        only once every new one has registered, each finishing its job before it exits.
+        """
         if self.stopping:
             return
+        if self.reload is not None:
+            try:
+                fresh = self.reload()
+            except ConfigError as exc:
+                log.error("HUP: the config is not valid (%s); nothing reloaded", exc)
+                return
+            self._apply(fresh)
+        current = self._current()
+        self.reload_floor = max(self.reload_floor, len(current))
         self.generation += 1
-        log.info("HUP: starting worker generation %d", self.generation)
+        log.info(
+            "HUP: starting worker generation %d (%d worker(s))",
+            self.generation,
+            max(self.reload_floor, self.config.min_servers),
+        )
+
+    def _apply(self, fresh: Config) -> None:
+        """Take on a reloaded config: the options HUP may change; warn about the others."""
+        old = self.config
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(Config):
+            before, after = getattr(old, f.name), getattr(fresh, f.name)
+            if before == after:
+                continue
+            if f.metadata.get("reload") and not (f.name == "app" and old.preload_app):
+                changes[f.name] = after
+                log.info("HUP: %s is now %r (was %r)", f.name, after, before)
+            else:
+                log.warning("HUP: %s changed to %r; it takes effect after a restart", f.name, after)
+        try:
+            config = old.replace(**changes).validate()
+        except ConfigError as exc:  # a combination of new and kept values
+            log.error("HUP: %s; keeping the previous config", exc)
+            return
+        self.previous = (old, self.app)
+        app = self.app
+        if "app" in changes:
+            app = config.app if callable(config.app) else None
+        self._use(config, app)
 
     def handle_ttin(self) -> None:
-        if self.target < self.config.max_servers:
-            self.target += 1
-        log.info("TTIN: target is now %d worker(s)", self.target)
+        """One worker more, at once; autoscaling keeps at least that many (up to max_servers)."""
+        floor = self.scaler.more(len(self._current()))
+        log.info("TTIN: at least %d worker(s) now", floor)
 
     def handle_ttou(self) -> None:
-        if self.target > 1:
-            self.target -= 1
-        log.info("TTOU: target is now %d worker(s)", self.target)
+        """One worker fewer (an idle one, gracefully); autoscaling grows no further than that."""
+        ceiling = self.scaler.fewer(len(self._current()))
+        log.info("TTOU: at most %d worker(s) now", ceiling)
+
+    def handle_usr1(self) -> None:
+        """Reopen the log file (logrotate's postrotate); workers follow by themselves."""
+        count = reopen_log_files(logging.getLogger("zmqserver"))
+        log.info("USR1: reopened %d log file(s)", count)
 
     # -- stopping ---------------------------------------------------------------------------------
 
@@ -267,6 +383,7 @@ class Arbiter:
             timeout,
         )
         self.stopping = True
+        self.scale_deadline = math.inf
         self.stop_deadline = time.monotonic() + timeout
         self.router.shutdown()
         if not graceful:
@@ -323,14 +440,21 @@ class Arbiter:
                 continue
             code = os.waitstatus_to_exitcode(status)
             how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
-            self.router.worker_gone(proc.identity, f"process {pid} ended with {how}")
-            if code == BOOT_ERROR and not self.stopping:
-                log.error(
-                    "worker %d could not load the app %r (see above); stopping the server",
-                    pid,
-                    self.config.app,
-                )
-                self.stop(graceful=False, exit_code=BOOT_ERROR)
+            if code == 0 and proc.identity in self.router.workers:
+                # An orderly exit (recycled, retired, stopped) happens between jobs, after the
+                # last reply and a DISCONNECT were sent; SIGCHLD can overtake them. Declaring
+                # the worker dead now would report a finished job as lost.
+                self.departed[proc.identity] = time.monotonic() + DEPARTURE_GRACE
+            else:
+                self.router.worker_gone(proc.identity, f"process {pid} ended with {how}")
+            if code == BOOT_ERROR and not self.stopping and not proc.retiring:
+                if not self._roll_back(proc):
+                    log.error(
+                        "worker %d could not load the app %r (see above); stopping the server",
+                        pid,
+                        self.config.app,
+                    )
+                    self.stop(graceful=False, exit_code=BOOT_ERROR)
             elif self.stopping or proc.retiring:
                 log.debug("worker %d exited (%s)", pid, how)
             elif code != 0:
@@ -340,31 +464,106 @@ class Arbiter:
             if block:
                 return
 
-    def manage_workers(self) -> None:
-        """Converge the pool on ``target`` workers of the current generation."""
-        if self.stopping:
-            return
+    def _settle_departures(self, now: float) -> None:
+        """Tell the router about orderly exits whose goodbye never came (see :meth:`reap`)."""
         assert self.router is not None
-        current = [
-            p for p in self.workers.values() if p.generation == self.generation and not p.retiring
-        ]
-        for _ in range(self.target - len(current)):
-            self.spawn()
-        if len(current) > self.target:
-            self._retire(current, len(current) - self.target)
+        for identity, due in list(self.departed.items()):
+            if identity not in self.router.workers:
+                del self.departed[identity]  # its DISCONNECT arrived: the router knows
+            elif now >= due:
+                del self.departed[identity]
+                self.router.worker_gone(identity, "it exited without a DISCONNECT")
+
+    def _roll_back(self, failed: WorkerProcess) -> bool:
+        """A worker of a new generation could not load its app: keep the old generation.
+
+        Returns False when there is nothing to go back to (no reload in progress), and the
+        server must stop instead. The old workers join a fresh generation number, so the failed
+        one's workers, retired here, are the only "old" ones left.
+        """
         old = [
             p for p in self.workers.values() if p.generation != self.generation and not p.retiring
         ]
-        if old:
-            fresh = [p for p in self.workers.values() if p.generation == self.generation]
-            if all(p.identity in self.router.workers for p in fresh):
-                log.info(
-                    "generation %d ready; retiring %d old worker(s)", self.generation, len(old)
-                )
-                self._retire(old, len(old))
+        if failed.generation != self.generation or not old:
+            return False
+        log.error(
+            "HUP: worker generation %d could not load the app %r (see above); the %d worker(s) "
+            "of the previous generation keep serving",
+            self.generation,
+            self.config.app,
+            len(old),
+        )
+        if self.previous is not None:
+            self._use(*self.previous)
+            self.previous = None
+        for proc in self._current():
+            proc.retiring = True
+            self._signal(proc.pid, signal.SIGTERM)
+        self.generation += 1
+        for proc in old:
+            proc.generation = self.generation
+        self.reload_floor = 0
+        return True
+
+    def _use(self, config: Config, app: App | None) -> None:
+        """Run with ``config`` from now on (HUP, or going back on a failed one)."""
+        self.config, self.app = config, app
+        self.scaler.reset(Policy.from_config(config))
+        logging.getLogger("zmqserver").setLevel(config.log_level_number)
+        if self.router is not None:
+            self.router.limits = _limits(config)
+
+    def _current(self) -> list[WorkerProcess]:
+        """Workers of the current generation that are not on their way out."""
+        return [
+            p for p in self.workers.values() if p.generation == self.generation and not p.retiring
+        ]
+
+    def manage_workers(self) -> None:
+        """Carry out the autoscaler's plan; retire an old generation once the new one is ready."""
+        if self.stopping:
+            return
+        router = self.router
+        assert router is not None
+        now = time.monotonic()
+        old = [
+            p for p in self.workers.values() if p.generation != self.generation and not p.retiring
+        ]
+        if not old:
+            self.reload_floor = 0
+        idle = set(router.idle_workers())
+        members = [
+            Member(p.pid, p.started, _state(p.identity, idle, router.workers))
+            for p in self._current()
+        ]
+        plan = self.scaler.plan(
+            members,
+            now,
+            backlog=router.waiting(),
+            oldest=router.oldest_queued(),
+            floor=self.reload_floor,
+        )
+        self.scale_deadline = plan.deadline
+        if plan.spawn:
+            # Replacing exited workers is logged where they exit; growth is news.
+            level = logging.DEBUG if plan.reason.startswith("below") else logging.INFO
+            log.log(level, "starting %d worker(s): %s", plan.spawn, plan.reason)
+            for _ in range(plan.spawn):
+                self.spawn()
+        if plan.retire:
+            log.info("retiring %d worker(s): %s", len(plan.retire), plan.reason)
+            self._retire([self.workers[pid] for pid in plan.retire], len(plan.retire))
+        if old and all(p.identity in router.workers for p in self._current()):
+            log.info("generation %d ready; retiring %d old worker(s)", self.generation, len(old))
+            self._retire(old, len(old))
+            self.previous = None  # the reload is done: nothing to roll back to any more
 
     def _retire(self, candidates: list[WorkerProcess], count: int) -> None:
-        """Gracefully stop ``count`` workers: idle ones first, then the oldest."""
+        """Gracefully stop ``count`` workers: idle ones first, then the oldest.
+
+        SIGTERM lets a worker finish its job; one that was idle sends DISCONNECT, and a job the
+        router handed it meanwhile goes back to the queue unread.
+        """
         assert self.router is not None
         idle = set(self.router.idle_workers())
         ranked = sorted(candidates, key=lambda p: (p.identity not in idle, p.started))
@@ -374,9 +573,25 @@ class Arbiter:
 
     def spawn(self) -> None:
         now = time.monotonic()
-        pid = os.fork()
+        # Our signals stay blocked across the fork until the child has dropped the master's
+        # handlers: a SIGTERM from stop() that reached the child before that would be swallowed
+        # by the master's handler (copied into the child), and the worker would run on until
+        # killed. Blocked, it stays pending and the default action takes it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as exc:  # EAGAIN, ENOMEM: the next loop turn plans again
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            log.error("cannot start a worker: %s", exc.strerror)
+            self.scale_deadline = min(self.scale_deadline, now + SPAWN_RETRY)
+            return
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
             identity = _identity(pid)
+            if self.departed.pop(identity, None) is not None:
+                # The pid was reused within the grace: the old worker's goodbye will not come.
+                assert self.router is not None
+                self.router.worker_gone(identity, "its pid was reused")
             self.workers[pid] = WorkerProcess(pid, identity, self.generation, now)
             log.debug("spawned worker %d (generation %d)", pid, self.generation)
             return
@@ -397,17 +612,43 @@ class Arbiter:
         """Drop what the child inherited from the master's loop (never its ZeroMQ context)."""
         signal.set_wakeup_fd(-1)
         for sig in HANDLED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
+            # HUP, TTIN, TTOU, USR1 are the master's business; their default actions (end,
+            # stop, end) would hit a worker that got one meant for its process group.
+            master_only = sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1)
+            signal.signal(sig, signal.SIG_IGN if master_only else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # blocked by spawn()
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
         self._signals.clear()
         self.workers.clear()
+        self.departed.clear()
 
 
 def _ms(seconds: float) -> int:
     """A poll timeout in whole milliseconds, rounded up so the loop never wakes early and spins."""
     return max(0, math.ceil(seconds * 1000))
+
+
+def _limits(config: Config) -> Limits:
+    """The router's reliability policy, from the config (again on HUP)."""
+    return Limits(
+        job_timeout=config.job_timeout,
+        kill_grace=config.kill_grace,
+        retry_jobs=config.retry_jobs,
+        max_attempts=config.max_attempts,
+        max_queue=config.max_queue,
+        max_message_size=config.max_message_size,
+        reply_cache=config.reply_cache,
+    )
+
+
+def _state(identity: bytes, idle: set[bytes], registered: Mapping[bytes, object]) -> State:
+    if identity in idle:
+        return State.IDLE
+    if identity in registered:
+        return State.BUSY
+    return State.BOOTING
 
 
 def _identity(pid: int) -> bytes:

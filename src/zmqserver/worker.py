@@ -25,9 +25,10 @@ from typing import Any
 
 import zmq
 
-from ._process import die_with_parent, endpoint_label, set_title
+from ._process import die_with_parent, endpoint_label, rss_bytes, set_title
 from .config import App, Config
 from .errors import AppLoadError, ProtocolError, Status
+from .hooks import WORKER_HOOKS, Hooks
 from .loader import load_app
 from .protocol import (
     Disconnect,
@@ -151,9 +152,16 @@ class Worker:
     """One worker's loop. All state lives on the instance (never on the class)."""
 
     def __init__(
-        self, config: Config, app: App, identity: bytes, endpoint: str, master_pid: int
+        self,
+        config: Config,
+        app: App,
+        identity: bytes,
+        endpoint: str,
+        master_pid: int,
+        hooks: Hooks | None = None,
     ) -> None:
         self.config = config
+        self.hooks = hooks or Hooks()
         self.app = app
         self.identity = identity
         self.endpoint = endpoint
@@ -230,6 +238,8 @@ class Worker:
                         self.jobs_done,
                     )
                     break
+                if self.config.max_worker_memory and self._over_memory():
+                    break
                 # The broker could not speak to us while the app ran; time starts now.
                 now = broker_seen = time.monotonic()
             if os.getppid() != self.master_pid:
@@ -287,6 +297,7 @@ class Worker:
         busy = self._busy
         busy.begin(self.sock)
         try:
+            self.hooks.run("pre_request", payload_of(job.body))  # raising vetoes the job
             frames = self._call(job, busy)
             status = Status.OK
         except Exception as exc:
@@ -296,6 +307,20 @@ class Worker:
         finally:
             busy.end()
         self.sock.send_multipart(encode_worker_reply(job.address, frames, status=status))
+        self.hooks.run_logged("post_request", payload_of(job.body), status)
+
+    def _over_memory(self) -> bool:
+        """max_worker_memory: True (time to exit, between jobs) once RSS is over the limit."""
+        rss = rss_bytes()
+        if rss <= self.config.max_worker_memory * 1024 * 1024:
+            return False
+        log.info(
+            "worker %d uses %.1f MiB (max_worker_memory %d MiB); exiting",
+            os.getpid(),
+            rss / (1024 * 1024),
+            self.config.max_worker_memory,
+        )
+        return True
 
     def _call(self, job: JobRequest, busy: BusyHeartbeat) -> list[bytes]:
         result = self.app(payload_of(job.body))
@@ -331,14 +356,26 @@ def worker_main(
     """
     die_with_parent()
     set_title(f"{config.proc_name} worker {endpoint_label(config.backend_endpoint)}")
+    try:
+        # Hooks load here, like the app, so HUP reloads them; a post_fork that fails would
+        # fail in every worker, so it halts the server like an app that does not import.
+        hooks = Hooks.load(config, WORKER_HOOKS)
+        hooks.run("post_fork", config)
+    except AppLoadError as exc:
+        log.error("worker %d: %s", os.getpid(), exc)
+        return BOOT_ERROR
+    except Exception:
+        log.exception("worker %d: the post_fork hook raised", os.getpid())
+        return BOOT_ERROR
     if app is None:
         try:
             app = load_app(config.app)
         except AppLoadError as exc:
             log.error("worker %d: %s", os.getpid(), exc)
             return BOOT_ERROR
-    worker = Worker(config, app, identity, endpoint, master_pid)
+    worker = Worker(config, app, identity, endpoint, master_pid, hooks)
     try:
         return worker.run()
     finally:
+        hooks.run_logged("worker_exit", config)
         worker.close()
