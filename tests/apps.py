@@ -117,3 +117,12 @@ def worker_exit(config: object) -> None:
 
 def on_exit(config: object) -> None:
     _record_hook("on_exit", os.getpid())
+
+
+#: The process that imported this module: the master with preload_app, else each worker.
+IMPORTED_BY = os.getpid()
+
+
+def imported_by(payload: bytes | list[bytes]) -> bytes:
+    """Replies ``<pid that imported the app> <pid of this worker>``."""
+    return b"%d %d" % (IMPORTED_BY, os.getpid())

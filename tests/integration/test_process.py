@@ -150,6 +150,24 @@ def test_queue_wait_starts_a_worker_per_waiting_job(start_server, short_tmp):
     server.wait_workers(1, timeout=15)
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_an_autoscaling_master_sleeps_when_nothing_changes(start_server):
+    # Every scaling decision comes with a deadline; none may be "now" over and over.
+    server = start_server(None, "--max-servers", "4", *FAST_SCALING, workers=2, autoscale=True)
+    server.wait_workers(2)
+    server.wait_ready()
+    before = _cpu_seconds(server.pid)
+    time.sleep(1.0)  # measuring an interval, not waiting for a condition
+    used = _cpu_seconds(server.pid) - before
+    assert used < 0.1, f"the idle master used {used:.2f}s of CPU in 1s"
+
+
 # -- HUP ------------------------------------------------------------------------------------------
 
 
@@ -434,6 +452,35 @@ def test_user_and_group_are_taken_on_after_binding(start_server, short_tmp):
         assert ids(pid) == ({str(nobody.pw_uid)}, {str(nobody.pw_gid)})  # real, effective, saved
     server.signal(signal.SIGTERM)
     assert server.wait(30) == 0
+
+
+def test_chdir_and_umask_apply_before_any_file_is_created(start_server, short_tmp):
+    home = short_tmp / "home"
+    home.mkdir()
+    server = start_server(
+        None, "--chdir", str(home), "--umask", "077", "--pid-file", "zs.pid", workers=1
+    )
+    wait_until((home / "zs.pid").exists, 15, "the pid file, relative to chdir")
+    assert (home / "zs.pid").stat().st_mode & 0o777 == 0o600
+    assert int((home / "zs.pid").read_text()) == server.pid
+    assert os.readlink(f"/proc/{server.pid}/cwd") == str(home)
+
+
+def test_preload_app_imports_the_app_once_in_the_master(start_server):
+    server = start_server("tests.apps:imported_by", "--preload-app", workers=2)
+    importer, worker = server.request(b"x")[0].split()
+    assert int(importer) == server.pid
+    assert int(worker) in server.wait_workers(2)
+    lazy = start_server("tests.apps:imported_by", workers=1)
+    importer, worker = lazy.request(b"x")[0].split()
+    assert importer == worker  # each worker imports it after the fork
+
+
+def test_preload_app_that_cannot_load_fails_at_start_up():
+    proc = _serve("tests.broken_app:app", "--preload-app", "--frontend", "ipc:///tmp/zs-no")
+    assert proc.returncode == 3
+    assert b"this module is broken on purpose" in proc.stderr
+    assert b"starting" not in proc.stderr  # nothing was forked
 
 
 # -- hooks and configuration ----------------------------------------------------------------------
