@@ -18,10 +18,23 @@ from .config import Config, show_default
 from .config_sources import CONFIG_ENV, text_parser
 from .config_sources import load as load_config
 from .errors import AppLoadError, ConfigError
+from .security import write_key_pair
 from .server import serve
 from .worker import BOOT_ERROR
 
 __all__ = ["build_parser", "client_main", "main"]
+
+
+def _keygen(name: str, directory: str) -> int:
+    try:
+        public, secret, pair = write_key_pair(directory, name)
+    except (OSError, ValueError) as exc:
+        print(f"zmqserver keygen: {exc}", file=sys.stderr)
+        return 1
+    print(f"public key file: {public}")
+    print(f"secret key file: {secret} (mode 0600: keep it private)")
+    print(f"public key: {pair.public.decode()}")
+    return 0
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +56,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
-            kwargs["type"] = type(default[0])
+            kwargs["type"] = type(default[0]) if default else str
         elif text_parser(f) is not None:
             kwargs["type"] = text_parser(f)
         parser.add_argument(flag, **kwargs)
@@ -76,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables, which win over the file. HUP re-reads it.",
     )
     _add_config_flags(serve)
+    keygen = commands.add_parser(
+        "keygen",
+        help="create a CURVE key pair (NAME.key and NAME.key_secret)",
+        description="Create a CURVE key pair: DIR/NAME.key (public, give it to peers) and "
+        "DIR/NAME.key_secret (secret, mode 0600). Existing files are never overwritten.",
+    )
+    keygen.add_argument("name", metavar="NAME", help="file name of the pair, e.g. server or alice")
+    keygen.add_argument(
+        "--dir", default=".", metavar="DIR", help="directory to write to (default: current)"
+    )
     return parser
 
 
@@ -98,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return serve(loaded.config, reload=reload)
-        except ConfigError as exc:  # found at start-up, e.g. a pid file in use
+        except ConfigError as exc:  # found at start-up, e.g. a key file that is not private
             print(f"zmqserver: {exc}", file=sys.stderr)
             return 2
         except AppLoadError as exc:  # preload_app, or a hook of the master
             print(f"zmqserver: {exc}", file=sys.stderr)
             return BOOT_ERROR
+    if command == "keygen":
+        return _keygen(args["name"], args["dir"])
     raise AssertionError(f"unhandled command {command}")  # pragma: no cover

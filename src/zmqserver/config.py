@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .security import check_config as check_security
 
 #: What a worker runs: payload (bytes, or list[bytes] for a multi-frame payload) -> reply.
 App = Callable[..., Any]
@@ -32,7 +33,7 @@ def option(
     *,
     flag: bool = True,
     metavar: str | None = None,
-    nargs: int | None = None,
+    nargs: int | str | None = None,
     kind: type | None = None,
     parse: Callable[[str], Any] | None = None,
     callable_ok: bool = False,
@@ -186,7 +187,7 @@ class Config:
         reload=True,
     )
     max_message_size: int = option(
-        16 * 1024 * 1024,
+        1024 * 1024,
         "Largest request in bytes (all frames); larger ones get a too_large error; 0 = no limit.",
         metavar="BYTES",
     )
@@ -194,6 +195,66 @@ class Config:
         1024,
         "Recent replies kept to answer a client's resend of a finished request without running "
         "it again; 0 = off.",
+    )
+    # -- security (security.py, docs/security.md) --
+    curve_secret_key_file: str | None = option(
+        None,
+        "Secret key file (from `zmqserver keygen`) of the frontend: clients must then use CURVE, "
+        "encrypted and authenticated by curve_client_keys_dir or curve_allow_any.",
+        metavar="FILE",
+    )
+    curve_client_keys_dir: str | None = option(
+        None,
+        "Directory of the public keys (`*.key`) of the clients allowed on a CURVE frontend; "
+        "reloaded on HUP.",
+        metavar="DIR",
+    )
+    curve_allow_any: bool = option(
+        False,
+        "Admit any client key on a CURVE frontend (encryption without client authentication).",
+    )
+    curve_backend_secret_key_file: str | None = option(
+        None,
+        "Secret key file of the backend, for remote worker pools (needs curve_worker_keys_dir).",
+        metavar="FILE",
+    )
+    curve_worker_keys_dir: str | None = option(
+        None,
+        "Directory of the public keys of the remote workers allowed on a CURVE backend; "
+        "reloaded on HUP.",
+        metavar="DIR",
+    )
+    remote_workers: bool = option(
+        False,
+        "Open the backend port to worker pools on other hosts. Without it (or an explicit "
+        "backend), no backend port is opened: local workers use a private ipc:// socket.",
+    )
+    allow: tuple[str, ...] = option(
+        (),
+        "IP addresses and CIDR ranges (IPv4, IPv6) allowed on the frontend; empty = all "
+        "that are not denied.",
+        metavar="CIDR",
+        nargs="+",
+    )
+    deny: tuple[str, ...] = option(
+        (), "IP addresses and CIDR ranges refused on the frontend.", metavar="CIDR", nargs="+"
+    )
+    backend_allow: tuple[str, ...] = option(
+        (),
+        "IP addresses and CIDR ranges of remote workers allowed on the backend.",
+        metavar="CIDR",
+        nargs="+",
+    )
+    backend_deny: tuple[str, ...] = option(
+        (), "IP addresses and CIDR ranges refused on the backend.", metavar="CIDR", nargs="+"
+    )
+    zap_domain: str = option(
+        "zmqserver", "ZAP domain of the frontend; the backend's is `<zap_domain>.workers`."
+    )
+    handshake_timeout: float = option(
+        10.0,
+        "Seconds a new connection gets to complete its ZeroMQ (and CURVE) handshake.",
+        metavar="SECONDS",
     )
     log_level: str = option(
         "info", "Logging level: debug, info, warning, error or critical.", reload=True
@@ -339,6 +400,7 @@ class Config:
                     f"{name}: {endpoint!r} is not a ZeroMQ endpoint "
                     "(expected tcp://host:port or ipc:///path)"
                 )
+        check_security(self)
         _check_processes(self)
         return self
 
@@ -394,6 +456,13 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
         if isinstance(value, list | tuple):
             return tuple(value)
         raise ConfigError(f"port: expected two port numbers (frontend, backend), got {value!r}")
+    if isinstance(default, tuple):
+        # A list in TOML, one string (comma- or space-separated) from the environment.
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
     meta = Config.__dataclass_fields__[key].metadata
     if value is None or (meta.get("callable_ok") and callable(value)):
         return value
