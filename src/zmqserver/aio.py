@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -26,6 +27,7 @@ from .client import Payload, ReplyBody, encode_payload, encode_service, unwrap
 from .errors import Closed
 from .pipeline import Event, Pipeline
 from .protocol import FLAG_RETRYABLE
+from .security import apply_client, client_credentials
 
 __all__ = ["AsyncClient"]
 
@@ -49,7 +51,11 @@ class AsyncClient:
         timeout: float = 5.0,
         retries: int = 3,
         context: zmq.asyncio.Context | None = None,
+        server_key: str | bytes | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``server_key`` and ``client_key_file``: CURVE, as for :class:`~zmqserver.Client`."""
+        curve = client_credentials(server_key, client_key_file)
         self.endpoint = endpoint
         self.service = encode_service(service)
         self.timeout = timeout
@@ -69,6 +75,8 @@ class AsyncClient:
         self._socket: zmq.asyncio.Socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.ROUTING_ID, self.identity)
+        if curve is not None:
+            apply_client(self._socket, curve)
         try:
             self._socket.connect(endpoint)
         except zmq.ZMQError as exc:

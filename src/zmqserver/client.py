@@ -22,6 +22,7 @@ which is what lets a reply be matched to its request: every attempt of one reque
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,6 +44,7 @@ from .protocol import (
     encode_client_request,
     parse_client_reply,
 )
+from .security import apply_client, client_credentials
 
 __all__ = [
     "Client",
@@ -356,8 +358,13 @@ class Client:
         timeout: float = 5.0,
         retries: int = 3,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        server_key: str | bytes | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``server_key`` (the server's Z85 public key, or its ``.key`` file) makes the client
+        speak CURVE; ``client_key_file`` is its own ``.key_secret`` (docs/security.md)."""
         _check_policy(timeout, retries)
+        self._curve = client_credentials(server_key, client_key_file)
         self.endpoint = endpoint
         self.service = encode_service(service)
         self.timeout = timeout
@@ -605,6 +612,8 @@ class Client:
         # Linger 0: closing must never block on, or later deliver, a request we gave up on.
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.ROUTING_ID, self.identity)
+        if self._curve is not None:
+            apply_client(socket, self._curve)
         try:
             socket.connect(self.endpoint)
         except zmq.ZMQError as exc:

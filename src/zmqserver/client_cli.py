@@ -11,7 +11,7 @@ import sys
 from typing import BinaryIO, TextIO
 
 from .client import Client
-from .errors import ProtocolError, RequestTimeout, ServerError
+from .errors import ConfigError, ProtocolError, RequestTimeout, ServerError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:6660"
 
@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-r", "--retries", type=_positive_int, default=3, metavar="N",
         help="attempts in all before giving up (default: 3)",
     )  # fmt: skip
+    parser.add_argument(
+        "--server-key", metavar="KEY|FILE",
+        help="speak CURVE: the server's public key (40 Z85 characters) or its .key file",
+    )  # fmt: skip
+    parser.add_argument(
+        "--key-file", metavar="FILE",
+        help="this client's secret key file (.key_secret, from zmqserver keygen); "
+        "default with --server-key: a throwaway key (servers with curve_allow_any)",
+    )  # fmt: skip
     parser.add_argument("payload", nargs="*", metavar="PAYLOAD", help="one request frame")
     return parser
 
@@ -109,9 +118,14 @@ def client_main(argv: list[str] | None = None) -> int:
         payload = [stdin.read() if stdin is not None else sys.stdin.read().encode()]
     try:
         client = Client(
-            args.endpoint, service=args.service, timeout=args.timeout, retries=args.retries
+            args.endpoint,
+            service=args.service,
+            timeout=args.timeout,
+            retries=args.retries,
+            server_key=args.server_key,
+            client_key_file=args.key_file,
         )
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"zmq-client: {exc}", file=sys.stderr)
         return EXIT_ERROR
     try:
