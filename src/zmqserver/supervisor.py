@@ -52,6 +52,7 @@ from .config import App, Config
 from .errors import ConfigError, Status
 from .routing import Limits, Router
 from .scaling import Member, Policy, Scaler, State
+from .security import ServerSecurity
 from .worker import BOOT_ERROR, worker_main
 
 log = logging.getLogger("zmqserver")
@@ -107,6 +108,8 @@ class Arbiter:
         is called once the ports are bound and the pid file written (a daemon's "started").
         """
         self.config = config.validate()
+        # Key files are read and checked here, so a bad one stops the server before it binds.
+        self.security = ServerSecurity.load(self.config)
         self.app = app
         self.pid = os.getpid()
         self.reload = reload
@@ -148,21 +151,33 @@ class Arbiter:
             limits=_limits(config),
             now=now,
         )
+        # Local workers always connect to a private ipc:// socket (docs/security.md); the
+        # configured backend endpoint is bound as well only when it is open to remote pools.
+        security = self.security
         try:
+            security.start(self.ctx)  # the ZAP handler, before any socket binds
+            local = security.local_endpoint()
             self.broker = Broker(
                 self.ctx,
                 self.router,
                 config.frontend_endpoint,
-                config.backend_endpoint,
+                security.public_backend or local,
                 max_message_size=config.max_message_size,
+                secure=security.apply,
             )
+            front, back = self.broker.endpoints()
+            if security.public_backend is not None:
+                security.bind_local(self.broker.backend)
         except OSError as exc:
             log.error("%s", exc.strerror or exc)
+            if self.broker is not None:
+                self.broker.close()
+            security.close()
             self.ctx.term()
             return 1
-        front, back = self.broker.endpoints()
-        self.worker_endpoint = _connectable(back)
-        set_title(f"{config.proc_name} broker {endpoint_label(front)}-{endpoint_label(back)}")
+        self.worker_endpoint = local
+        back_label = endpoint_label(back) if security.public_backend is not None else "local"
+        set_title(f"{config.proc_name} broker {endpoint_label(front)}-{back_label}")
         log.info(
             "zmqserver %d: clients on %s, workers on %s, service %r",
             self.pid,
@@ -223,6 +238,9 @@ class Arbiter:
         poller.register(broker.backend, zmq.POLLIN)
         wake_fd = self._wake_r.fileno()
         poller.register(wake_fd, zmq.POLLIN)
+        zap = self.security.zap_socket
+        if zap is not None:
+            poller.register(zap, zmq.POLLIN)
         self.manage_workers()
         while True:
             now = time.monotonic()
@@ -240,6 +258,8 @@ class Arbiter:
                 deadline = min(deadline, self.stop_deadline)
             events = dict(poller.poll(_ms(deadline - now)))
             now = time.monotonic()
+            if zap in events:
+                self.security.handle_zap()  # handshakes waiting for a yes or no
             if broker.backend in events:
                 broker.read_backend(now)
             if broker.frontend in events:
@@ -274,6 +294,7 @@ class Arbiter:
             self.router.fail_running(Status.SHUTTING_DOWN, "server stopped")
             self.broker.flush()
             self.broker.close()
+        self.security.close()
         if self.ctx is not None:
             self.ctx.term()
         if self.config.pid_file is not None:
@@ -326,6 +347,7 @@ class Arbiter:
             self.generation,
             max(self.reload_floor, self.config.min_servers),
         )
+        self.security.reload()
 
     def _apply(self, fresh: Config) -> None:
         """Take on a reloaded config: the options HUP may change; warn about the others."""
@@ -600,7 +622,12 @@ class Arbiter:
         try:
             self._reset_child_state()
             code = worker_main(
-                self.config, self.app, _identity(os.getpid()), self.worker_endpoint, self.pid
+                self.config,
+                self.app,
+                _identity(os.getpid()),
+                self.worker_endpoint,
+                self.pid,
+                credentials=self.security.worker_credentials,
             )
         except BaseException:
             log.exception("worker %d crashed", os.getpid())
@@ -654,15 +681,3 @@ def _state(identity: bytes, idle: set[bytes], registered: Mapping[bytes, object]
 def _identity(pid: int) -> bytes:
     """A local worker's routing id. The master knows it from the pid alone, with no handshake."""
     return b"pid:%d" % pid
-
-
-def _connectable(endpoint: str) -> str:
-    """Where a local worker connects for a backend bound to ``endpoint``."""
-    if endpoint.startswith("tcp://"):
-        host, _, port = endpoint[len("tcp://") :].rpartition(":")
-        if host in ("0.0.0.0", "*", ""):
-            host = "127.0.0.1"
-        elif host in ("[::]", "::"):
-            host = "[::1]"
-        return f"tcp://{host}:{port}"
-    return endpoint

@@ -40,6 +40,7 @@ from .protocol import (
     encode_worker_reply,
     parse_broker_message,
 )
+from .security import ClientCredentials, apply_client
 
 log = logging.getLogger("zmqserver.worker")
 
@@ -158,9 +159,12 @@ class Worker:
         identity: bytes,
         endpoint: str,
         master_pid: int,
+        credentials: ClientCredentials | None = None,
         hooks: Hooks | None = None,
     ) -> None:
+        """``credentials`` make the worker a CURVE client of a CURVE backend."""
         self.config = config
+        self.credentials = credentials
         self.hooks = hooks or Hooks()
         self.app = app
         self.identity = identity
@@ -202,6 +206,8 @@ class Worker:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, self.identity)
+        if self.credentials is not None:
+            apply_client(sock, self.credentials)
         sock.connect(self.endpoint)
         sock.send_multipart(encode_ready(self.service))
         return sock
@@ -346,7 +352,12 @@ def _is_stream(result: Any) -> bool:
 
 
 def worker_main(
-    config: Config, app: App | None, identity: bytes, endpoint: str, master_pid: int
+    config: Config,
+    app: App | None,
+    identity: bytes,
+    endpoint: str,
+    master_pid: int,
+    credentials: ClientCredentials | None = None,
 ) -> int:
     """Body of a freshly forked worker; returns the exit code (the caller ``os._exit``s it).
 
@@ -373,7 +384,7 @@ def worker_main(
         except AppLoadError as exc:
             log.error("worker %d: %s", os.getpid(), exc)
             return BOOT_ERROR
-    worker = Worker(config, app, identity, endpoint, master_pid, hooks)
+    worker = Worker(config, app, identity, endpoint, master_pid, credentials, hooks)
     try:
         return worker.run()
     finally:
