@@ -609,6 +609,25 @@ def check_config(config: Config) -> None:
         )
 
 
+def remove_stale_dirs(base: Path) -> None:
+    """Remove private worker directories left by masters that died without cleaning up (SIGKILL).
+
+    Only directories named ``zmqserver-<pid>-*``, owned by this user, whose pid is not running:
+    never another user's, never a live server's (a reused pid just leaves a directory behind).
+    """
+    uid = os.getuid()
+    for path in base.glob("zmqserver-*-*"):
+        pid = path.name.split("-")[1]
+        try:
+            if not pid.isdigit() or path.lstat().st_uid != uid or not path.is_dir():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # gone already, or a pid we may not signal: not ours to judge
+            continue
+
+
 # -- the driver: one ZAP socket in the master's event loop ----------------------------------------
 
 
@@ -748,7 +767,9 @@ class ServerSecurity:
             base = tempfile.gettempdir()
             if len(base) > _MAX_IPC_PATH - 40:
                 base = "/tmp"  # a long TMPDIR would not fit in a socket path
-            self.local_dir = Path(tempfile.mkdtemp(prefix="zmqserver-", dir=base))
+            remove_stale_dirs(Path(base))
+            prefix = f"zmqserver-{os.getpid()}-"
+            self.local_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
             os.chmod(self.local_dir, 0o700)  # mkdtemp's mode, made explicit
         return f"ipc://{self.local_dir / LOCAL_SOCKET}"
 

@@ -6,6 +6,8 @@ import ipaddress
 import logging
 import os
 import stat
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ from zmqserver.security import (
     parse_networks,
     peer_ip,
     public_backend,
+    remove_stale_dirs,
     write_key_pair,
     zap_decide,
 )
@@ -520,3 +523,32 @@ def test_refusals_are_logged_once_a_minute_per_address(caplog):
     assert security.denied == 51
     assert caplog.text.count("refused a connection from 192.0.2.1") == 1
     assert caplog.text.count("refused a connection from 192.0.2.2") == 1
+
+
+def test_stale_private_dirs_of_dead_masters_are_removed(tmp_path):
+    child = subprocess.Popen(["true"])  # a pid that has surely exited (and was reaped)
+    child.wait()
+    stale = tmp_path / f"zmqserver-{child.pid}-abcd1234"
+    live = tmp_path / f"zmqserver-{os.getpid()}-abcd1234"
+    other = tmp_path / "zmqserver-notapid-x"
+    for path in (stale, live, other):
+        path.mkdir()
+        (path / "workers").write_text("")
+    remove_stale_dirs(tmp_path)
+    assert not stale.exists()
+    assert live.exists()
+    assert other.exists()
+
+
+def test_private_dir_is_named_after_the_master(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    security = ServerSecurity.load(Config())
+    try:
+        endpoint = security.local_endpoint()
+        assert endpoint.startswith(f"ipc://{tmp_path}/zmqserver-{os.getpid()}-")
+        assert endpoint.endswith("/workers")
+        assert security.local_dir is not None
+        assert stat.S_IMODE(security.local_dir.stat().st_mode) == 0o700
+    finally:
+        security.close()
+    assert not list(tmp_path.iterdir())
