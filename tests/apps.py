@@ -57,6 +57,49 @@ def bad_return(payload: bytes | list[bytes]) -> int:
     return 42
 
 
+# -- fault injection (tests/integration/test_faults.py) -------------------------------------------
+
+#: If set, :func:`faulty` appends one line ``<pid> <payload>`` per run to this file, so a test can
+#: count how many times each job ran and on which worker (one ``write`` with O_APPEND per line, so
+#: lines from concurrent workers never interleave).
+RUNS_ENV = "ZS_TEST_RUNS"
+#: If set, :func:`faulty` sleeps this many seconds before echoing an ordinary payload.
+SLEEP_ENV = "ZS_TEST_SLEEP"
+
+
+def _record_run(payload: bytes) -> None:
+    path = os.environ.get(RUNS_ENV)
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, b"%d %s\n" % (os.getpid(), payload))
+        finally:
+            os.close(fd)
+
+
+def faulty(payload: bytes | list[bytes]) -> bytes | list[bytes]:
+    """An echo app that misbehaves on request; every run is recorded (see :data:`RUNS_ENV`).
+
+    ``sleep <seconds> <tag>`` sleeps, then replies ``[payload, pid]``; ``die <tag>`` kills its own
+    worker (exit code 9) mid-job; ``boom <tag>`` raises ``ValueError``; anything else is echoed
+    after sleeping :data:`SLEEP_ENV` seconds (default none). A multi-frame payload is recorded by
+    its first frame.
+    """
+    first = payload[0] if isinstance(payload, list) else payload
+    _record_run(first)
+    if first.startswith(b"sleep "):
+        time.sleep(float(first.split()[1]))
+        return [first, str(os.getpid()).encode()]
+    if first.startswith(b"die "):
+        os._exit(9)
+    if first.startswith(b"boom "):
+        raise ValueError(f"boom requested by {first[5:].decode(errors='replace')}")
+    delay = float(os.environ.get(SLEEP_ENV) or 0)
+    if delay:
+        time.sleep(delay)
+    return payload
+
+
 # -- process management (tests/integration/test_process.py) ---------------------------------------
 
 
