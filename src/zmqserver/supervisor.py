@@ -214,6 +214,7 @@ class Arbiter:
             return
         own = [path for path in map(ipc_path, endpoints) if path is not None]
         own += [f for f in (config.log_file, config.pid_file) if f is not None]
+        self.security.admit_local_user(creds.uid, creds.gid)
         drop_privileges(creds, own)
         log.info("running as uid %d, gid %d", creds.uid, creds.gid)
 
