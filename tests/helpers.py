@@ -109,7 +109,13 @@ class ServerProcess:
             *([] if autoscale else ["--min-spare-servers", "0", "--queue-wait-threshold", "0"]),
             *args,
         ]
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+        # ZMQSERVER_PURE_PYTHON selects the broker's I/O path for the whole run (make test's
+        # second pass); it is not a server option, so it passes through.
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("ZMQSERVER_") or k == "ZMQSERVER_PURE_PYTHON"
+        }
         env = {
             **inherited,
             "PYTHONPATH": str(REPO),

@@ -42,6 +42,7 @@ from .protocol import (
     MAX_SERVICE_NAME,
     ClientReply,
     encode_client_request,
+    encode_request_header,
     parse_client_reply,
 )
 from .security import apply_client, client_credentials
@@ -187,13 +188,11 @@ class RequestState:
         self.timeout = timeout
         self.retries = retries
         self.peer = peer
-        # The header's timeout tells the server how long this attempt will be waited for, so it can
-        # drop a job nobody is waiting for instead of running it. 0 would mean "server default",
-        # hence at least 1 ms; u32 milliseconds cap it at about 49 days.
-        timeout_ms = min(max(math.ceil(timeout * 1000), 1), _U32)
-        # The frames are built once: every attempt is the same request, id included.
+        self._flags = flags
+        # Every attempt is the same request, id included; only the header's timeout changes
+        # (see _send), so the frames are built once and the header frame is swapped.
         self._frames = encode_client_request(
-            service, list(body), request_id=self.request_id, timeout_ms=timeout_ms, flags=flags
+            service, list(body), request_id=self.request_id, timeout_ms=1, flags=flags
         )
         self._attempts = 0
         self._deadline: float | None = None
@@ -205,7 +204,7 @@ class RequestState:
 
     @property
     def frames(self) -> list[bytes]:
-        """The request as it goes on the wire (a copy: the same frames for every attempt)."""
+        """The request as last sent (a copy); attempts differ only in the header's timeout."""
         return list(self._frames)
 
     @property
@@ -322,6 +321,16 @@ class RequestState:
     def _send(self, now: float) -> list[bytes]:
         self._attempts += 1
         self._deadline = now + self.timeout
+        # The header's timeout is the job's deadline at the server: all the patience this client
+        # has left (this attempt and the ones after it), less a margin so that the server's
+        # "expired" answer arrives while we still wait. Advertising only one attempt's timeout
+        # would let the server expire a queued job that a resend was about to claim, and would
+        # leave its "expired" answer for a client that had already given up. 0 would mean
+        # "server default", hence at least 1 ms; u32 milliseconds cap it at about 49 days.
+        patience = self.timeout * (self.retries - self._attempts + 1)
+        margin = min(0.1 * self.timeout, 0.25)
+        timeout_ms = min(max(math.floor((patience - margin) * 1000), 1), _U32)
+        self._frames[3] = encode_request_header(self.request_id, timeout_ms, self._flags)
         return list(self._frames)
 
 

@@ -136,6 +136,8 @@ class Limits:
     max_message_size: int = 0
     #: Replies kept for answering a resent request without running it again.
     reply_cache: int = 1024
+    #: ...and the bytes they may hold in all; a bigger reply is not kept.
+    reply_cache_bytes: int = 64 * 1024 * 1024
 
 
 class Router:
@@ -168,6 +170,8 @@ class Router:
         self.jobs: dict[bytes, Job] = {}  # running jobs by address
         self.pending: dict[RequestKey, Job] = {}  # queued or running jobs with a request id
         self.replies: OrderedDict[RequestKey, list[bytes]] = OrderedDict()
+        self._reply_sizes: dict[RequestKey, int] = {}
+        self._reply_bytes = 0
         self.outbox: list[Outgoing] = []
         self.kills: list[bytes] = []  # workers the shell must kill (hung, or past a deadline)
         self.stats = Stats()
@@ -383,10 +387,22 @@ class Router:
         if key is not None:
             self.pending.pop(key, None)
             if cache and self.limits.reply_cache:
-                self.replies[key] = frames
-                if len(self.replies) > self.limits.reply_cache:
-                    self.replies.popitem(last=False)
+                self._cache(key, frames)
         self.outbox.append((Port.FRONTEND, job.client, frames))
+
+    def _cache(self, key: RequestKey, frames: list[bytes]) -> None:
+        """Keep a reply for resends, within both the entry and the byte budget (oldest go)."""
+        size = sum(len(frame) for frame in frames)
+        budget = self.limits.reply_cache_bytes
+        if size > budget:
+            return
+        replies, sizes = self.replies, self._reply_sizes
+        replies[key] = frames
+        sizes[key] = size
+        self._reply_bytes += size
+        while len(replies) > self.limits.reply_cache or self._reply_bytes > budget:
+            old, _ = replies.popitem(last=False)
+            self._reply_bytes -= sizes.pop(old)
 
     def _answer(self, job: Job, body: list[bytes]) -> None:
         self.stats.replied += 1
@@ -487,6 +503,15 @@ class Router:
             )
             self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             return
+        if job.done:
+            # Expired while running: the client was answered; only free the worker.
+            if msg.final:
+                del self.jobs[job.address]
+                worker.job = None
+                job.worker = None
+                worker.service.idle[worker.identity] = worker
+                self._dispatch(worker.service)
+            return
         if not msg.final:
             if job.form in (Form.MDP02, Form.MDP02_DELIMITED):
                 job.streamed = True
@@ -510,11 +535,16 @@ class Router:
         self._dispatch(service)
 
     def _disconnect(
-        self, identity: bytes, worker: WorkerState | None, delimited: bool, v1: bool = False
+        self,
+        identity: bytes,
+        worker: WorkerState | None,
+        delimited: bool,
+        v1: bool = False,
+        reason: str = "protocol error",
     ) -> None:
         self.outbox.append((Port.BACKEND, identity, encode_disconnect(delimited, v1)))
         if worker is not None:
-            self._remove(worker, reason="protocol error")
+            self._remove(worker, reason=reason)
 
     def worker_gone(self, identity: bytes, reason: str, *, undelivered: bool = False) -> None:
         """The shell learned that a worker is dead (its process exited, say).
@@ -546,7 +576,9 @@ class Router:
             del self.jobs[job.address]
             job.worker = None
             job.attempts -= handed_back  # a job handed back unread was never attempted
-            if handed_back and not self.closing and not job.parts and not job.streamed:
+            if job.done:
+                pass  # expired while running: its client has had its answer
+            elif handed_back and not self.closing and not job.parts and not job.streamed:
                 self._requeue(job)
             else:
                 self._lost(job, reason or "it disconnected")
@@ -576,41 +608,54 @@ class Router:
                     self.heartbeat_liveness,
                 )
                 self.kills.append(worker.identity)
-                self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
+                self._disconnect(
+                    worker.identity,
+                    worker,
+                    worker.delimited,
+                    worker.v1,
+                    reason=f"it missed {self.heartbeat_liveness} heartbeats",
+                )
             elif worker.job is None:
                 self.outbox.append(
                     (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
                 )
 
     def _check_deadline(self, job: Job, now: float) -> None:
-        if job.done:
-            return
+        """A job's timer fired: expire it, or kill the worker still running an expired job.
+
+        The client hears ``expired`` at the deadline itself, while it is still waiting (its
+        header advertised a little less than its own patience). The worker gets ``kill_grace``
+        more to finish before it is killed; a reply it sends in between is dropped.
+        """
         worker = job.worker
-        if worker is None:  # queued
-            if now < job.deadline:  # a resend moved the deadline: check again then
-                heapq.heappush(self._timers, (job.deadline, job.id, job))
+        if job.done:
+            if worker is None:
+                return  # answered, and off its worker
+            kill_at = job.deadline + self.limits.kill_grace
+            if now < kill_at:
+                heapq.heappush(self._timers, (kill_at, job.id, job))
                 return
-            job.service.waiting -= 1  # it stays in the deque, marked done
-            self.stats.expired += 1
+            log.warning(
+                "job %d ran %.1fs past its deadline on worker %r; killing the worker",
+                job.id,
+                now - job.deadline,
+                worker.identity,
+            )
+            self.kills.append(worker.identity)
+            self._disconnect(
+                worker.identity, worker, worker.delimited, worker.v1, reason="past its deadline"
+            )
+            return
+        if now < job.deadline:  # a resend moved the deadline: check again then
+            heapq.heappush(self._timers, (job.deadline, job.id, job))
+            return
+        self.stats.expired += 1
+        if worker is None:  # queued: it stays in the deque, marked done
+            job.service.waiting -= 1
             self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
             return
-        kill_at = job.deadline + self.limits.kill_grace
-        if now < kill_at:
-            heapq.heappush(self._timers, (kill_at, job.id, job))
-            return
-        log.warning(
-            "job %d ran %.1fs past its deadline on worker %r; killing the worker",
-            job.id,
-            now - job.deadline,
-            worker.identity,
-        )
-        self.stats.expired += 1
-        del self.jobs[job.address]
-        worker.job = None
-        job.worker = None
         self._fail(job, Status.EXPIRED, "the job's deadline passed while it was running")
-        self.kills.append(worker.identity)
-        self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
+        heapq.heappush(self._timers, (job.deadline + self.limits.kill_grace, job.id, job))
 
     def shutdown(self) -> None:
         """Stop taking jobs: answer every queued job and every new request with shutting_down.
@@ -631,7 +676,8 @@ class Router:
             if job.worker is not None:
                 job.worker.job = None
                 job.worker = None
-            self._fail(job, status, message)
+            if not job.done:
+                self._fail(job, status, message)
         self.jobs.clear()
 
     def _service(self, name: bytes) -> Service:

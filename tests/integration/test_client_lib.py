@@ -249,7 +249,7 @@ def test_one_frame_reply(serve: ServeFixture, make_client: ClientFactory) -> Non
     assert request.form is Form.MDP02
     assert request.service == b""  # the server's default service
     assert request.body == [b"hello"]
-    assert request.timeout_ms == 5000
+    assert request.timeout_ms == 14750  # 3 attempts of 5 s, less a 0.25 s margin
     assert request.flags == FLAG_RETRYABLE
     assert request.request_id is not None
     # A new request takes the next id; both went over the same socket.
@@ -554,7 +554,7 @@ def test_cli_prints_each_frame_on_a_line(
     (received,) = server.wait_for(1)
     assert received.request.service == b"echo"
     assert received.request.body == [b"a", b"b c"]
-    assert received.request.timeout_ms == 5000
+    assert received.request.timeout_ms == 9750  # 2 attempts of 5 s, less a 0.25 s margin
 
 
 @pytest.mark.timeout(30)

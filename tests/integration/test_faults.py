@@ -367,11 +367,6 @@ def test_sigstopped_worker_is_detected_killed_and_its_job_retried_elsewhere(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a worker dropped for missed heartbeats is reported as '(protocol error)' "
-    "(routing.py on_tick -> _disconnect -> _remove(reason='protocol error'))",
-)
 def test_job_of_a_hung_worker_without_retry_says_why(
     start_server: StartServer, ctx: Context, runs: Runs
 ) -> None:
@@ -515,12 +510,6 @@ def test_queued_job_past_deadline_expires_without_running(
     measured("queued job past deadline (0.5 s)", answered_after_s=answered_after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Client's header timeout_ms equals its own wait, so the broker's expired reply "
-    "(at deadline + kill_grace) always arrives after the client gave up (client.py "
-    "RequestState.__init__ timeout_ms; routing.py _check_deadline)",
-)
 def test_client_library_gets_deadline_expired_for_an_overrunning_job(
     start_server: StartServer, ctx: Context, runs: Runs
 ) -> None:
@@ -533,12 +522,6 @@ def test_client_library_gets_deadline_expired_for_an_overrunning_job(
         client.request(b"sleep 60 library")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the deadline a Client sends is one attempt's timeout, so a job queued longer "
-    "than that races the resend: DeadlineExpired after 1..retries-1 attempts, or "
-    "RequestTimeout (client.py RequestState.__init__ timeout_ms; routing.py _duplicate)",
-)
 def test_client_library_keeps_a_queued_job_for_all_its_attempts(
     start_server: StartServer, ctx: Context, runs: Runs
 ) -> None:

@@ -321,11 +321,6 @@ class Checker(threading.Thread):
 @pytest.mark.skipif(
     not os.environ.get("ZMQSERVER_PURE_PYTHON"), reason="only in the pure-Python pass of make test"
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: tests/helpers.py ServerProcess drops every ZMQSERVER_* variable, "
-    "ZMQSERVER_PURE_PYTHON included, so make test's pure-Python pass runs compiled brokers",
-)
 def test_pure_python_pass_reaches_the_servers(
     start_server: Callable[..., ServerProcess],
 ) -> None:

@@ -86,7 +86,8 @@ def test_start_sends_an_mdp02_request_with_header() -> None:
     assert request.service == SERVICE
     assert request.body == [b"a", b"b"]
     assert request.request_id == RID
-    assert request.timeout_ms == 2500
+    # All the patience left (3 attempts of 2.5 s) less a 0.25 s margin: the job's deadline.
+    assert request.timeout_ms == 7250
     assert request.flags == FLAG_RETRYABLE
     assert state.attempts == 1
     assert state.deadline == pytest.approx(102.5)
@@ -289,10 +290,15 @@ def test_retries_count_every_attempt_including_the_first() -> None:
     state = make_state(retries=3, timeout=1.0)
     first = state.start(0.0)
     assert state.expired(1.0)
-    assert state.on_timeout(1.0) == first  # same frames, same request id
+    second = state.on_timeout(1.0)
+    # The same request (same id, same body); only the header's deadline shrinks with the
+    # patience left: 3, 2, then 1 attempt of 1 s, less a 0.1 s margin.
+    assert [parse_client_request(f).timeout_ms for f in (first, second)] == [2900, 1900]
+    assert second[:3] + second[4:] == first[:3] + first[4:]
+    assert parse_client_request(second).request_id == parse_client_request(first).request_id
     assert state.attempts == 2
     assert state.deadline == pytest.approx(2.0)
-    assert state.on_timeout(2.0) == first
+    assert parse_client_request(state.on_timeout(2.0)).timeout_ms == 900
     assert state.attempts == 3
     with pytest.raises(RequestTimeout) as info:
         state.on_timeout(3.0)

@@ -40,7 +40,8 @@ def test_timeouts_resend_then_fail():
     assert pipe.next_deadline() == 1.0
     assert pipe.on_tick(0.5) == ([], [])
     resend, ended = pipe.on_tick(1.0)
-    assert resend == [frames]
+    assert [parse_client_request(f).request_id for f in resend] == [request_id]
+    assert resend[0][4:] == frames[4:]
     assert ended == []
     resend, ended = pipe.on_tick(2.0)
     assert resend == []
