@@ -169,3 +169,10 @@ IMPORTED_BY = os.getpid()
 def imported_by(payload: bytes | list[bytes]) -> bytes:
     """Replies ``<pid that imported the app> <pid of this worker>``."""
     return b"%d %d" % (IMPORTED_BY, os.getpid())
+
+
+def their_key(payload: bytes | list[bytes]) -> str:
+    """Replies with the authenticated client's CURVE key (``pass_client_key``), or ``anonymous``."""
+    import zmqserver
+
+    return zmqserver.client_key() or "anonymous"

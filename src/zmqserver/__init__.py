@@ -28,6 +28,7 @@ from .errors import (
     ZmqServerError,
 )
 from .server import run
+from .worker import client_key
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "Status",
     "UnknownService",
     "WorkerLost",
+    "client_key",
     "ZmqServerError",
     "run",
 ]

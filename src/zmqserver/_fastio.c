@@ -42,6 +42,7 @@ static int (*p_msg_recv)(zmq_msg_t *, void *, int);
 static int (*p_msg_send)(zmq_msg_t *, void *, int);
 static int (*p_msg_close)(zmq_msg_t *);
 static int (*p_msg_copy)(zmq_msg_t *, zmq_msg_t *);
+static const char *(*p_msg_gets)(const zmq_msg_t *, const char *);
 static int (*p_errno)(void);
 static const char *(*p_strerror)(int);
 static int loaded = 0;
@@ -180,6 +181,7 @@ static PyObject *fastio_load(PyObject *module, PyObject *arg) {
     SYM(p_msg_send, "zmq_msg_send");
     SYM(p_msg_close, "zmq_msg_close");
     SYM(p_msg_copy, "zmq_msg_copy");
+    SYM(p_msg_gets, "zmq_msg_gets");
     SYM(p_errno, "zmq_errno");
     SYM(p_strerror, "zmq_strerror");
 #undef SYM
@@ -187,8 +189,10 @@ static PyObject *fastio_load(PyObject *module, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* Receive one whole multipart message without blocking: a list of frames, or None if none. */
-static PyObject *recv_one(void *sock) {
+/* Receive one whole multipart message without blocking: a list of frames, or None if none.
+ * With user_id non-NULL, *user_id receives the connection's ZAP User-Id (a new reference), or
+ * None when the peer has none (a NULL-mechanism connection). */
+static PyObject *recv_one(void *sock, PyObject **user_id) {
     PyObject *frames = NULL;
     for (;;) {
         zmq_msg_t msg;
@@ -203,6 +207,15 @@ static PyObject *recv_one(void *sock) {
         if (frames == NULL && (frames = PyList_New(0)) == NULL) {
             p_msg_close(&msg);
             return NULL;
+        }
+        if (user_id != NULL && PyList_GET_SIZE(frames) == 0) {
+            const char *value = p_msg_gets(&msg, "User-Id");
+            *user_id = value ? PyBytes_FromString(value) : Py_NewRef(Py_None);
+            if (*user_id == NULL) {
+                p_msg_close(&msg);
+                Py_DECREF(frames);
+                return NULL;
+            }
         }
         int more = p_msg_more(&msg);
         size_t size = p_msg_size(&msg);
@@ -233,15 +246,18 @@ static PyObject *recv_one(void *sock) {
 static PyObject *fastio_recv_batch(PyObject *module, PyObject *args) {
     PyObject *handle;
     Py_ssize_t max;
-    if (!PyArg_ParseTuple(args, "On", &handle, &max)) return NULL;
+    int with_user_id = 0;
+    if (!PyArg_ParseTuple(args, "On|p", &handle, &max, &with_user_id)) return NULL;
     REQUIRE_LOADED();
     void *sock = socket_handle(handle);
     if (sock == NULL) return NULL;
     PyObject *batch = PyList_New(0);
     if (batch == NULL) return NULL;
     for (Py_ssize_t i = 0; i < max; i++) {
-        PyObject *frames = recv_one(sock);
+        PyObject *user_id = NULL;
+        PyObject *frames = recv_one(sock, with_user_id ? &user_id : NULL);
         if (frames == NULL) {
+            Py_XDECREF(user_id);
             Py_DECREF(batch);
             return NULL;
         }
@@ -249,8 +265,18 @@ static PyObject *fastio_recv_batch(PyObject *module, PyObject *args) {
             Py_DECREF(frames);
             break;
         }
-        int rc = PyList_Append(batch, frames);
-        Py_DECREF(frames);
+        PyObject *item = frames;
+        if (with_user_id) {
+            item = PyTuple_Pack(2, frames, user_id);
+            Py_DECREF(frames);
+            Py_DECREF(user_id);
+            if (item == NULL) {
+                Py_DECREF(batch);
+                return NULL;
+            }
+        }
+        int rc = PyList_Append(batch, item);
+        Py_DECREF(item);
         if (rc < 0) {
             Py_DECREF(batch);
             return NULL;
@@ -310,7 +336,8 @@ static PyObject *fastio_send(PyObject *module, PyObject *args) {
 static PyMethodDef fastio_methods[] = {
     {"load", fastio_load, METH_O, "Bind to the libzmq already loaded from this path."},
     {"recv_batch", fastio_recv_batch, METH_VARARGS,
-     "recv_batch(handle, max) -> up to max whole messages, without blocking."},
+     "recv_batch(handle, max, with_user_id=False) -> up to max whole messages, without "
+     "blocking; with_user_id makes each item a (frames, User-Id or None) pair."},
     {"send", fastio_send, METH_VARARGS,
      "send(handle, identity, frames): one message without blocking; OSError on failure."},
     {NULL, NULL, 0, NULL},

@@ -79,6 +79,31 @@ def recv_batch(sock: zmq.Socket[bytes], limit: int) -> list[Frames]:
     return messages
 
 
+def recv_batch_with_user_id(
+    sock: zmq.Socket[bytes], limit: int
+) -> list[tuple[Frames, bytes | None]]:
+    """As :func:`recv_batch`, with each message's ZAP User-Id (None on a NULL connection).
+
+    Under CURVE the User-Id is what the broker's ZAP handler returned for the connection: the
+    client's public key, Z85-encoded.
+    """
+    if _fast is not None:
+        batch: list[tuple[Frames, bytes | None]] = _fast.recv_batch(sock.underlying, limit, True)
+        return batch
+    messages: list[tuple[Frames, bytes | None]] = []
+    for _ in range(limit):
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            break
+        try:
+            user_id: bytes | None = str(parts[0].get("User-Id")).encode()
+        except zmq.ZMQError:
+            user_id = None
+        messages.append(([part.bytes for part in parts], user_id))
+    return messages
+
+
 def send(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any]) -> None:
     """Send ``[identity, *frames]`` without blocking; raise ``zmq.ZMQError`` if it cannot go.
 

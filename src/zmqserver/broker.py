@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import zmq
 
-from ._io import recv_batch, send
+from ._io import recv_batch, recv_batch_with_user_id, send
 from .routing import Port, Router
 
 log = logging.getLogger("zmqserver.broker")
@@ -38,9 +38,12 @@ class Broker:
         *,
         max_message_size: int = 0,
         secure: Callable[[zmq.Socket[bytes], str], None] | None = None,
+        pass_client_key: bool = False,
     ) -> None:
         """``secure(socket, "frontend" | "backend")`` sets security options before each bind."""
         self.router = router
+        #: Read each request's ZAP User-Id (the client's CURVE key) and hand it to the router.
+        self.pass_client_key = pass_client_key
         self.frontend = self._router_socket(ctx, frontend, "frontend", max_message_size, secure)
         try:
             self.backend = self._router_socket(ctx, backend, "backend", secure=secure)
@@ -89,6 +92,10 @@ class Broker:
 
     def read_frontend(self, now: float) -> None:
         on_client = self.router.on_client
+        if self.pass_client_key:
+            for frames, user_id in recv_batch_with_user_id(self.frontend, BATCH):
+                on_client(frames[0], frames[1:], now, user_id)
+            return
         for frames in recv_batch(self.frontend, BATCH):
             on_client(frames[0], frames[1:], now)
 

@@ -213,6 +213,11 @@ class Config:
         False,
         "Admit any client key on a CURVE frontend (encryption without client authentication).",
     )
+    pass_client_key: bool = option(
+        False,
+        "Pass each job's authenticated client key (CURVE public key, Z85) to the worker, where "
+        "the app reads it with `zmqserver.client_key()`.",
+    )
     curve_backend_secret_key_file: str | None = option(
         None,
         "Secret key file of the backend, for remote worker pools (needs curve_worker_keys_dir).",

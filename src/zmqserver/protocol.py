@@ -61,6 +61,8 @@ _STATUS_HEADER = struct.Struct(">B")
 REQUEST_HEADER_SIZE = len(HEADER_MAGIC) + _REQUEST_HEADER.size
 REPLY_HEADER_SIZE = len(HEADER_MAGIC) + _REPLY_HEADER.size
 STATUS_HEADER_SIZE = len(HEADER_MAGIC) + _STATUS_HEADER.size
+#: key header (broker -> worker, opt-in): the client's CURVE public key, 40 Z85 characters
+KEY_HEADER_SIZE = len(HEADER_MAGIC) + 40
 
 #: Request flag: the broker may run the job again on another worker if its worker dies mid-job.
 FLAG_RETRYABLE = 0x01
@@ -184,6 +186,8 @@ class JobRequest:
     body: list[bytes]
     delimited: bool = False
     v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
+    #: The client's CURVE public key (Z85), when the broker passes client keys to workers.
+    client_key: bytes = b""
 
 
 WorkerMessage = Ready | WorkerReply | Heartbeat | Disconnect
@@ -482,8 +486,20 @@ def encode_ready(service: bytes, delimited: bool = False, v1: bool = False) -> l
 
 
 def encode_job_request(
-    address: bytes, body: list[bytes], delimited: bool = False, v1: bool = False
+    address: bytes,
+    body: list[bytes],
+    delimited: bool = False,
+    v1: bool = False,
+    client_key: bytes = b"",
 ) -> list[bytes]:
+    """A job for a worker. ``client_key`` (Z85) goes first in a key header when given.
+
+    A body whose first frame starts with the header magic is escaped (an OK status header in
+    front), so a worker can always tell a key header from data.
+    """
+    body = _escaped(body)
+    if client_key:
+        body = [HEADER_MAGIC + client_key, *body]
     return _worker_frames(W_REQUEST, [address, b"", *body], delimited, v1)
 
 
@@ -525,7 +541,15 @@ def parse_broker_message(frames: list[bytes]) -> BrokerMessage:
     if command == W_REQUEST:
         if len(frames) < 4 or bytes(frames[3]) != b"":
             raise ProtocolError("REQUEST needs a client address and an empty frame")
-        return JobRequest(bytes(frames[2]), list(frames[4:]), delimited, v1)
+        body = list(frames[4:])
+        client_key = b""
+        key = _header_of_size(body, KEY_HEADER_SIZE)
+        if key is not None:
+            client_key = key[len(HEADER_MAGIC) :]
+            body = body[1:]
+        if _header_of_size(body, STATUS_HEADER_SIZE) is not None:
+            body = body[1:]  # the escape in front of data that starts with the magic
+        return JobRequest(bytes(frames[2]), body, delimited, v1, client_key)
     if command == W_HEARTBEAT:
         return Heartbeat(delimited, v1)
     if command == W_DISCONNECT:

@@ -82,6 +82,7 @@ class Job:
     worker: WorkerState | None = None
     parts: list[bytes] = field(default_factory=list)  # PARTIAL bodies, for clients without them
     streamed: bool = False  # a PARTIAL already reached the client: the job cannot be rerun
+    client_key: bytes = b""  # the client's CURVE key (Z85), passed to the worker if asked
 
     @property
     def key(self) -> RequestKey | None:
@@ -225,7 +226,9 @@ class Router:
 
     # -- frontend ---------------------------------------------------------------------------------
 
-    def on_client(self, client: bytes, frames: list[bytes], now: float) -> None:
+    def on_client(
+        self, client: bytes, frames: list[bytes], now: float, client_key: bytes | None = None
+    ) -> None:
         """A client sent ``frames``; queue or dispatch the job, or answer with an error."""
         try:
             request = parse_client_request(frames)
@@ -234,7 +237,7 @@ class Router:
             if exc.reply is not None:
                 self.outbox.append((Port.FRONTEND, client, exc.reply))
             return
-        self._accept(client, request, now)
+        self._accept(client, request, now, client_key or b"")
 
     def _refuse(self, client: bytes, request: ClientRequest, status: Status, message: str) -> None:
         self.stats.errors += 1
@@ -248,7 +251,9 @@ class Router:
         )
         self.outbox.append((Port.FRONTEND, client, reply))
 
-    def _accept(self, client: bytes, request: ClientRequest, now: float) -> None:
+    def _accept(
+        self, client: bytes, request: ClientRequest, now: float, client_key: bytes = b""
+    ) -> None:
         limits = self.limits
         timeout = request.timeout_ms / 1000 if request.timeout_ms else limits.job_timeout
         deadline = now + timeout if timeout else math.inf
@@ -299,6 +304,7 @@ class Router:
             received=now,
             service=service,
             deadline=deadline,
+            client_key=client_key,
         )
         self.stats.accepted += 1
         if key is not None:
@@ -358,7 +364,9 @@ class Router:
         job.worker = worker
         job.attempts += 1
         self.jobs[job.address] = job
-        request = encode_job_request(job.address, job.body, worker.delimited, worker.v1)
+        request = encode_job_request(
+            job.address, job.body, worker.delimited, worker.v1, job.client_key
+        )
         self.outbox.append((Port.BACKEND, worker.identity, request))
 
     def _dispatch(self, service: Service) -> None:

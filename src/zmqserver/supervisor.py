@@ -164,6 +164,7 @@ class Arbiter:
                 security.public_backend or local,
                 max_message_size=config.max_message_size,
                 secure=security.apply,
+                pass_client_key=config.pass_client_key,
             )
             front, back = self.broker.endpoints()
             if security.public_backend is not None:

@@ -13,6 +13,7 @@ which stops the whole server instead of respawning into the same failure forever
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import random
@@ -52,6 +53,21 @@ EXIT_LINGER_MS = 2000
 
 #: Longest extra wait between reconnection attempts to a silent broker.
 MAX_RECONNECT_BACKOFF = 32.0
+
+
+_CLIENT_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "zmqserver_client_key", default=None
+)
+
+
+def client_key() -> str | None:
+    """The CURVE public key (Z85) of the client whose job the app is running, or None.
+
+    It is known only when the server runs with ``pass_client_key`` and the client connected
+    with CURVE; the broker's ZAP handler vouched for it. Call it from the app (or a
+    ``pre_request`` hook) to authorise per client without a token in the payload.
+    """
+    return _CLIENT_KEY.get()
 
 
 class BusyHeartbeat:
@@ -302,6 +318,7 @@ class Worker:
         # via its send()); the main thread takes it back before sending the FINAL.
         busy = self._busy
         busy.begin(self.sock)
+        token = _CLIENT_KEY.set(job.client_key.decode("ascii", "replace") or None)
         try:
             self.hooks.run("pre_request", payload_of(job.body))  # raising vetoes the job
             frames = self._call(job, busy)
@@ -311,6 +328,7 @@ class Worker:
             frames = [f"{type(exc).__name__}: {exc}".encode()]
             status = Status.APP_ERROR
         finally:
+            _CLIENT_KEY.reset(token)
             busy.end()
         self.sock.send_multipart(encode_worker_reply(job.address, frames, status=status))
         self.hooks.run_logged("post_request", payload_of(job.body), status)

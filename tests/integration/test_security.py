@@ -533,3 +533,28 @@ def test_curve_backend_admits_known_remote_workers_and_local_ones(start_server, 
     assert not rogue.poll(0)
     for sock in (front, known, rogue):
         sock.close()
+
+
+# -- pass_client_key: the app sees the authenticated key -----------------------------------------
+
+
+def test_app_sees_the_authenticated_client_key_when_asked(start_server, keys):
+    alice_public, _ = zmq.auth.load_certificate(keys.alice_secret)
+    server = start_server(
+        "tests.apps:their_key", "--frontend", "tcp://127.0.0.1:0", "--pass-client-key",
+        *curve_args(keys), workers=1,
+    )  # fmt: skip
+    server.frontend = bound(server)
+    with alice(server, keys) as client:
+        assert client.request(b"who?") == alice_public
+    plain = start_server(
+        "tests.apps:their_key", "--frontend", "tcp://127.0.0.1:0", *curve_args(keys), workers=1
+    )
+    plain.frontend = bound(plain)
+    with alice(plain, keys) as client:
+        assert client.request(b"who?") == b"anonymous"  # not asked: not passed
+
+
+def test_null_client_is_anonymous_with_pass_client_key(start_server):
+    server = start_server("tests.apps:their_key", "--pass-client-key", workers=1)
+    assert server.request(b"who?") == [b"anonymous"]

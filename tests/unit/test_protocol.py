@@ -865,3 +865,19 @@ def test_mdp01_broker_messages_use_rfc7_numbers():
     )
     with pytest.raises(ValueError, match="no PARTIAL"):
         encode_worker_reply(b"a", [b"r"], final=False, v1=True)
+
+
+# -- client key header (pass_client_key) ----------------------------------------------------------
+
+KEY = b"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[b"x"], [b"a", b"b"], [HEADER_MAGIC + b"payload"], [encode_status_header(Status.OK)], []],
+)
+@pytest.mark.parametrize("key", [b"", KEY])
+def test_job_request_round_trips_key_and_any_body(body, key):
+    job = parse_broker_message(encode_job_request(b"addr", body, client_key=key))
+    assert job.client_key == key
+    assert job.body == body

@@ -1418,3 +1418,18 @@ def test_mmi_services_lists_known_services_and_other_mmi_is_501():
     assert _mmi(router, b"mmi.services") == sorted([DEFAULT, b"extra"])
     assert _mmi(router, b"mmi.other") == [b"501"]
     assert router.stats.accepted == 0
+
+
+def test_client_key_reaches_the_worker_only_when_given():
+    router = make_router()
+    ready(router, b"W")
+    router.take_outbox()
+    key = b"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    router.on_client(b"c1", [b"", b"job"], 0.0, key)
+    ((_, _, frames),) = router.take_outbox()
+    assert parse_broker_message(frames).client_key == key
+    router.on_worker(b"W", encode_worker_reply(frames[2], [b"ok"]), 0.1)
+    router.take_outbox()
+    router.on_client(b"c2", [b"", b"job"], 0.2)
+    ((_, _, frames),) = router.take_outbox()
+    assert parse_broker_message(frames).client_key == b""
