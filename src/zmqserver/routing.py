@@ -24,6 +24,7 @@ import heapq
 import logging
 import math
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -107,6 +108,8 @@ class Service:
     # Insertion order is LRU order: the first idle worker has waited longest.
     idle: OrderedDict[bytes, WorkerState] = field(default_factory=OrderedDict)
     workers: int = 0
+    #: This service's reliability policy; None: the router's (:attr:`Router.limits`).
+    limits: Limits | None = None
 
 
 @dataclass(slots=True)
@@ -157,12 +160,16 @@ class Router:
         heartbeat_interval: float = 1.0,
         heartbeat_liveness: int = 3,
         limits: Limits = Limits(),
+        service_limits: Mapping[bytes, Limits] | None = None,
         now: float = 0.0,
     ) -> None:
         self.default_service = default_service
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
         self.limits = limits
+        #: Per-service overrides of ``limits`` (job_timeout, max_queue, retries, kill_grace...);
+        #: the reply cache is the router's alone.
+        self.service_limits: dict[bytes, Limits] = dict(service_limits or {})
         self.services: dict[bytes, Service] = {}
         self._configured = frozenset((default_service, *services))
         for name in self._configured:
@@ -216,6 +223,16 @@ class Router:
         found = self.services.get(service or self.default_service)
         return list(found.idle) if found is not None else []
 
+    def set_limits(self, limits: Limits, service_limits: Mapping[bytes, Limits]) -> None:
+        """New reliability policies (HUP): the router's, and each named service's."""
+        self.limits = limits
+        self.service_limits = dict(service_limits)
+        for name, service in self.services.items():
+            service.limits = self.service_limits.get(name)
+
+    def _limits_of(self, service: Service) -> Limits:
+        return self.limits if service.limits is None else service.limits
+
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
         return out
@@ -254,17 +271,17 @@ class Router:
     def _accept(
         self, client: bytes, request: ClientRequest, now: float, client_key: bytes = b""
     ) -> None:
-        limits = self.limits
+        name = request.service or self.default_service
+        service = self.services.get(name)
+        limits = self.limits if service is None else self._limits_of(service)
         timeout = request.timeout_ms / 1000 if request.timeout_ms else limits.job_timeout
         deadline = now + timeout if timeout else math.inf
         key = None if request.request_id is None else (client, request.request_id)
         if key is not None and self._duplicate(key, deadline):
             return
-        name = request.service or self.default_service
         if name.startswith(b"mmi."):
             self._mmi(client, request, name)
             return
-        service = self.services.get(name)
         if self.closing:
             self._refuse(client, request, Status.SHUTTING_DOWN, "server is shutting down")
             return
@@ -431,12 +448,13 @@ class Router:
 
     def _lost(self, job: Job, reason: str) -> None:
         """The worker running ``job`` died or was thrown out: retry the job, or report it."""
-        retry = bool(job.flags & FLAG_RETRYABLE) or self.limits.retry_jobs
+        limits = self._limits_of(job.service)
+        retry = bool(job.flags & FLAG_RETRYABLE) or limits.retry_jobs
         if self.closing:
             self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
         elif not retry or job.streamed or job.parts:
             self._fail(job, Status.WORKER_LOST, f"the worker running the job was lost ({reason})")
-        elif job.attempts >= self.limits.max_attempts:
+        elif job.attempts >= limits.max_attempts:
             log.error("job %d lost %d workers; quarantined", job.id, job.attempts)
             self._fail(
                 job,
@@ -639,7 +657,7 @@ class Router:
         if job.done:
             if worker is None:
                 return  # answered, and off its worker
-            kill_at = job.deadline + self.limits.kill_grace
+            kill_at = job.deadline + self._limits_of(job.service).kill_grace
             if now < kill_at:
                 heapq.heappush(self._timers, (kill_at, job.id, job))
                 return
@@ -663,7 +681,8 @@ class Router:
             self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
             return
         self._fail(job, Status.EXPIRED, "the job's deadline passed while it was running")
-        heapq.heappush(self._timers, (job.deadline + self.limits.kill_grace, job.id, job))
+        kill_grace = self._limits_of(job.service).kill_grace
+        heapq.heappush(self._timers, (job.deadline + kill_grace, job.id, job))
 
     def shutdown(self) -> None:
         """Stop taking jobs: answer every queued job and every new request with shutting_down.
@@ -691,7 +710,7 @@ class Router:
     def _service(self, name: bytes) -> Service:
         service = self.services.get(name)
         if service is None:
-            service = self.services[name] = Service(name)
+            service = self.services[name] = Service(name, limits=self.service_limits.get(name))
         return service
 
 
