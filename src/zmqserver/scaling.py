@@ -19,6 +19,11 @@ The policy is Net::Server::PreFork's, with its option names and defaults:
   re-tallies its children at that period to correct an optimistic count; a hung import is the
   same kind of error here).
 
+A remote pool's worker may also be *detached*: running, but cut off from its broker (which is
+restarting, or behind a broken link). It counts as spare, for as long as that lasts: more workers
+would wait for the broker just the same, so a broker outage must not grow the pool to
+``max_servers``; nor is it surplus, since it will serve again once the broker is back.
+
 Beyond PreFork: when the oldest queued job has waited ``queue_wait_threshold`` seconds, start one
 worker per waiting job that no booting worker is already coming for (within ``max_servers``).
 Queue wait is what clients feel; the spare count only predicts it.
@@ -44,6 +49,7 @@ class State(enum.Enum):
     BOOTING = "booting"  # forked, not registered with the broker yet
     IDLE = "idle"
     BUSY = "busy"
+    DETACHED = "detached"  # a remote pool's worker that has lost its broker (see above)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,8 @@ class Scaler:
         for member in pool:
             if member.state is State.IDLE:
                 idle.append(member)
+            elif member.state is State.DETACHED:
+                booting += 1  # spare, with no check_for_spawn expiry: it is waiting, not hung
             elif member.state is State.BOOTING:
                 expires = member.started + policy.check_for_spawn
                 if now < expires:
@@ -166,7 +174,7 @@ class Scaler:
         if total > high:
             # TTOU lowered the ceiling: act at once. Idle workers first, then ones still booting
             # (no job to lose), then the oldest busy ones, which finish their job first.
-            rank = {State.IDLE: 0, State.BOOTING: 1, State.BUSY: 2}
+            rank = {State.IDLE: 0, State.DETACHED: 1, State.BOOTING: 1, State.BUSY: 2}
             ranked = sorted(pool, key=lambda m: (rank[m.state], m.started))
             retire = tuple(m.key for m in ranked[: total - high])
             return Plan(retire=retire, deadline=deadline, reason=f"above {high} workers")

@@ -42,6 +42,7 @@ from .protocol import (
     parse_broker_message,
 )
 from .security import ClientCredentials, apply_client
+from .status import Report, StatusWriter
 
 log = logging.getLogger("zmqserver.worker")
 
@@ -177,8 +178,11 @@ class Worker:
         master_pid: int,
         credentials: ClientCredentials | None = None,
         hooks: Hooks | None = None,
+        status: StatusWriter | None = None,
     ) -> None:
-        """``credentials`` make the worker a CURVE client of a CURVE backend."""
+        """``credentials`` make the worker a CURVE client of a CURVE backend; ``status``
+        reports its state to a remote pool's supervisor (status.py)."""
+        self.status = status
         self.config = config
         self.credentials = credentials
         self.hooks = hooks or Hooks()
@@ -226,7 +230,12 @@ class Worker:
             apply_client(sock, self.credentials)
         sock.connect(self.endpoint)
         sock.send_multipart(encode_ready(self.service))
+        self._report(Report.CONNECTING)
         return sock
+
+    def _report(self, report: Report) -> None:
+        if self.status is not None:
+            self.status(report)
 
     # -- main loop --------------------------------------------------------------------------------
 
@@ -251,6 +260,7 @@ class Worker:
             if self.sock in events:
                 broker_seen = now
                 backoff = 0.0
+                self._report(Report.IDLE)  # the broker answers: registered (or a job)
                 if not self._on_message(self.sock.recv_multipart()):
                     return 0
                 if self.max_jobs and self.jobs_done >= self.max_jobs:
@@ -318,6 +328,7 @@ class Worker:
         # via its send()); the main thread takes it back before sending the FINAL.
         busy = self._busy
         busy.begin(self.sock)
+        self._report(Report.BUSY)
         token = _CLIENT_KEY.set(job.client_key.decode("ascii", "replace") or None)
         try:
             self.hooks.run("pre_request", payload_of(job.body))  # raising vetoes the job
@@ -331,6 +342,7 @@ class Worker:
             _CLIENT_KEY.reset(token)
             busy.end()
         self.sock.send_multipart(encode_worker_reply(job.address, frames, status=status))
+        self._report(Report.IDLE)
         self.hooks.run_logged("post_request", payload_of(job.body), status)
 
     def _over_memory(self) -> bool:
@@ -376,6 +388,7 @@ def worker_main(
     endpoint: str,
     master_pid: int,
     credentials: ClientCredentials | None = None,
+    status: StatusWriter | None = None,
 ) -> int:
     """Body of a freshly forked worker; returns the exit code (the caller ``os._exit``s it).
 
@@ -384,7 +397,9 @@ def worker_main(
     copy of the module state and an import error is reported as :data:`BOOT_ERROR`.
     """
     die_with_parent()
-    set_title(f"{config.proc_name} worker {endpoint_label(config.backend_endpoint)}")
+    title = f"{config.proc_name} worker {endpoint_label(config.backend_endpoint)}"
+    # The service is named where it is not the one default: `zmq worker 6661 upper`.
+    set_title(title if config.service == "default" else f"{title} {config.service}")
     try:
         # Hooks load here, like the app, so HUP reloads them; a post_fork that fails would
         # fail in every worker, so it halts the server like an app that does not import.
@@ -402,7 +417,7 @@ def worker_main(
         except AppLoadError as exc:
             log.error("worker %d: %s", os.getpid(), exc)
             return BOOT_ERROR
-    worker = Worker(config, app, identity, endpoint, master_pid, credentials, hooks)
+    worker = Worker(config, app, identity, endpoint, master_pid, credentials, hooks, status)
     try:
         return worker.run()
     finally:

@@ -198,3 +198,29 @@ def test_an_empty_policy_range_still_starts_one(count):
     plan = Scaler(policy).plan(pool(*[IDLE] * count), now=0.0)
     assert plan.spawn == (1 if count == 0 else 0)
     assert len(plan.retire) == max(0, count - 1)
+
+
+# -- remote pools: workers cut off from their broker ----------------------------------------------
+
+DETACHED = State.DETACHED
+
+
+def test_detached_workers_count_as_spare_for_as_long_as_the_broker_is_away():
+    # A broker outage must not grow the pool: more workers would only wait for it too.
+    scaler = Scaler(POLICY)
+    members = [Member(1, 0.0, DETACHED), Member(2, 0.0, DETACHED)]
+    for now in (1.0, 100.0, 10_000.0):
+        plan = scaler.plan(members, now=now)
+        assert plan.spawn == 0
+        assert plan.deadline == math.inf  # no check_for_spawn expiry to wake up for
+
+
+def test_detached_workers_are_not_surplus_and_go_before_busy_ones_on_ttou():
+    scaler = Scaler(POLICY)
+    members = pool(DETACHED, DETACHED, DETACHED, DETACHED)  # more than max_spare, none idle
+    assert scaler.plan(members, now=1_000.0).retire == ()
+    scaler.fewer(3)  # TTOU with three: at most two
+    members = pool(BUSY, DETACHED, IDLE)
+    assert scaler.plan(members, now=1_000.0).retire == (3,)
+    scaler.fewer(2)
+    assert scaler.plan(pool(BUSY, DETACHED), now=1_000.0).retire == (2,)
