@@ -1,4 +1,4 @@
-"""Command line: ``zmqserver serve APP [options]`` and ``zmq-client``.
+"""Command line: ``zmqserver serve [APP | NAME=APP...]``, ``zmqserver worker``, ``zmq-client``.
 
 No logic lives here: flags are generated from the :class:`~zmqserver.config.Config` fields, the
 parsed values are layered over ``ZMQSERVER_*`` variables and the ``--config`` file
@@ -19,7 +19,7 @@ from .config_sources import CONFIG_ENV, text_parser
 from .config_sources import load as load_config
 from .errors import AppLoadError, ConfigError
 from .security import write_key_pair
-from .server import serve
+from .server import serve, serve_pool
 from .worker import BOOT_ERROR
 
 __all__ = ["build_parser", "client_main", "main"]
@@ -37,10 +37,11 @@ def _keygen(name: str, directory: str) -> int:
     return 0
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per option that ``command`` (``serve`` or ``worker``) has."""
     for f in dataclasses.fields(Config):
         meta = f.metadata
-        if not meta.get("flag", True):
+        if not meta.get("flag", True) or meta.get("command") not in (None, command):
             continue
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {
@@ -62,33 +63,67 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zmqserver", description="A preforking ZeroMQ job server."
-    )
+class _AppsAction(argparse.Action):
+    """The positional arguments as options: one ``app``, or ``services`` (``NAME=APP``...)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        apps = list(values or [])
+        named = [arg for arg in apps if "=" in arg]
+        if not named and len(apps) == 1:
+            namespace.app = apps[0]
+        elif named and len(named) == len(apps):
+            namespace.services = named
+        elif apps:
+            parser.error(f"give one APP (module:callable) or services as NAME=APP: {apps}")
+
+
+class _Parser(argparse.ArgumentParser):
+    #: The subcommands' parsers, by name (see :func:`parse`).
+    commands: dict[str, argparse.ArgumentParser]
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="zmqserver", description="A preforking ZeroMQ job server.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
         help="run the broker and a pool of workers in the foreground",
-        description="Run the broker and a pool of worker processes running APP.",
+        description="Run the broker and a pool of worker processes running APP, or one pool "
+        "per service NAME=APP.",
     )
-    serve.add_argument(
-        "app",
-        nargs="?",
-        default=argparse.SUPPRESS,  # absent, so the config file or environment may name it
-        metavar="APP",
-        help="the app as module:callable, importable from the current directory "
-        "(default: echo the payload back)",
+    pool = commands.add_parser(
+        "worker",
+        help="run a pool of workers for a broker on another host",
+        description="Run a supervised pool of worker processes that connect to a broker's "
+        "backend (--connect tcp://BROKER:6661; the broker needs remote_workers): the same "
+        "signals and options as serve, without the broker.",
     )
-    serve.add_argument(
-        "--config",
-        dest="config_file",
-        default=argparse.SUPPRESS,
-        metavar="FILE",
-        help=f"TOML file of options (also ${CONFIG_ENV}); flags win over ZMQSERVER_* "
-        "environment variables, which win over the file. HUP re-reads it.",
-    )
-    _add_config_flags(serve)
+    for command, parser_ in (("serve", serve), ("worker", pool)):
+        parser_.add_argument(
+            "apps",
+            nargs="*",
+            action=_AppsAction,
+            default=argparse.SUPPRESS,  # absent, so the config file or environment may name it
+            metavar="APP | NAME=APP",
+            help="the app as module:callable, importable from the current directory "
+            "(default: echo the payload back); or several services, each NAME=module:callable "
+            "with its own pool",
+        )
+        parser_.add_argument(
+            "--config",
+            dest="config_file",
+            default=argparse.SUPPRESS,
+            metavar="FILE",
+            help=f"TOML file of options (also ${CONFIG_ENV}); flags win over ZMQSERVER_* "
+            "environment variables, which win over the file. HUP re-reads it.",
+        )
+        _add_config_flags(parser_, command)
     keygen = commands.add_parser(
         "keygen",
         help="create a CURVE key pair (NAME.key and NAME.key_secret)",
@@ -99,16 +134,36 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument(
         "--dir", default=".", metavar="DIR", help="directory to write to (default: current)"
     )
+    parser.commands = {"serve": serve, "worker": pool, "keygen": keygen}
     return parser
 
 
+def parse(argv: list[str] | None = None) -> dict[str, Any]:
+    """The command line as options, ``command`` included.
+
+    ``serve`` and ``worker`` arguments may mix services and flags in any order
+    (``serve echo=a:app --min-servers 2 upper=b:app``), which plain argparse cannot do for a
+    positional list split by flags.
+    """
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("serve", "worker"):
+        args = vars(parser.commands[argv[0]].parse_intermixed_args(argv[1:]))
+        return {"command": argv[0], **args}
+    return vars(parser.parse_args(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
+    args = parse(argv)
     command = args.pop("command")
-    if command == "serve":
+    if command in ("serve", "worker"):
         path = args.pop("config_file", None)
         try:
             loaded = load_config(args, os.environ, path)
+            if command == "worker" and loaded.config.connect is None:
+                raise ConfigError(
+                    "connect: give the broker's backend endpoint (--connect tcp://BROKER:6661)"
+                )
         except ConfigError as exc:
             print(f"zmqserver: {exc}", file=sys.stderr)
             return 2
@@ -119,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             # HUP: the same flags and environment over the file as it is now.
             return load_config(args, os.environ, loaded.path).config
 
+        start = serve if command == "serve" else serve_pool
         try:
-            return serve(loaded.config, reload=reload)
+            return start(loaded.config, reload=reload)
         except ConfigError as exc:  # found at start-up, e.g. a key file that is not private
             print(f"zmqserver: {exc}", file=sys.stderr)
             return 2

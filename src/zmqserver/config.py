@@ -39,6 +39,8 @@ def option(
     callable_ok: bool = False,
     reload: bool = False,
     shown: str | None = None,
+    per_service: bool = False,
+    command: str | None = None,
 ) -> Any:
     """A config field: ``help`` is the one description shown in --help and in the README.
 
@@ -46,11 +48,34 @@ def option(
     of a CLI flag or environment variable into a value when ``kind`` alone cannot (octal, say);
     ``callable_ok`` also accepts a Python callable (app and hooks); ``reload`` means HUP applies a
     changed value (every other option needs a restart); ``shown`` is the default as documented,
-    when the real default is None meaning "worked out from other options".
+    when the real default is None meaning "worked out from other options"; ``per_service`` means
+    a service's table may set it for that service alone; ``command`` is ``"serve"`` (the broker)
+    or ``"worker"`` (a remote pool) for an option only that command has (None: both).
     """
     meta = {"help": help, "flag": flag, "metavar": metavar, "nargs": nargs, "kind": kind}
     meta |= {"parse": parse, "callable_ok": callable_ok, "reload": reload, "shown": shown}
+    meta |= {"per_service": per_service, "command": command}
     return field(default=default, metadata=meta)
+
+
+#: Longest service name: MDP carries it in one frame, which RFC 7 and 18 bound to 255 bytes.
+MAX_SERVICE_NAME = 255
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """One service of a server with several: its name and the options it sets for itself.
+
+    Every option it does not set comes from the top level (which has the defaults), so a
+    service is "the server's options, with these overrides". Built by :func:`parse_services`.
+    """
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,30 +89,77 @@ class Config:
         flag=False,
         callable_ok=True,
         reload=True,
+        per_service=True,
+    )
+    services: tuple[ServiceSpec, ...] = option(
+        (),
+        "Several apps, each a service with its own worker pool and queue: `NAME=module:callable` "
+        "arguments, `[services.NAME]` tables in the config file (setting `app` and any option "
+        "marked per service), or `run(apps={...})`. Unset: one service, `service`, runs `app`.",
+        flag=False,
+        metavar="NAME=APP",
+        reload=True,
     )
     port: tuple[int, int] = option(
-        (6660, 6661), "Frontend (clients) and backend (workers) TCP ports.", metavar="PORT", nargs=2
+        (6660, 6661),
+        "Frontend (clients) and backend (workers) TCP ports.",
+        metavar="PORT",
+        nargs=2,
+        command="serve",
     )
-    host: str = option("*", "Address both ports bind to (`*` = all interfaces).")
+    host: str = option("*", "Address both ports bind to (`*` = all interfaces).", command="serve")
     frontend: str | None = option(
         None,
         "Frontend endpoint, overriding host and port (e.g. `ipc:///run/zmqs.sock`).",
         metavar="ENDPOINT",
+        command="serve",
     )
     backend: str | None = option(
         None,
         "Backend endpoint, overriding host and port (e.g. `ipc:///tmp/zmqs-workers`).",
         metavar="ENDPOINT",
+        command="serve",
     )
-    service: str = option("default", "Service name of the app; plain REQ clients always reach it.")
+    service: str = option(
+        "default", "Service name of the app when no services are given.", metavar="NAME"
+    )
+    default_service: str | None = option(
+        None,
+        "Service that plain REQ clients (and an empty MDP service frame) reach: the first "
+        "service, unless set. It may be one that only remote pools offer.",
+        metavar="NAME",
+        command="serve",
+    )
+    connect: str | None = option(
+        None,
+        "Backend endpoint of the broker a remote pool's workers connect to "
+        "(`tcp://BROKER:6661`); required by `zmqserver worker`.",
+        metavar="ENDPOINT",
+        command="worker",
+    )
+    server_key: str | None = option(
+        None,
+        "The broker backend's public key (40 Z85 characters, or its `.key` file): the pool's "
+        "workers then connect with CURVE.",
+        metavar="KEY|FILE",
+        command="worker",
+    )
+    key_file: str | None = option(
+        None,
+        "The pool's own secret key file (from `zmqserver keygen`), whose public key is in the "
+        "broker's curve_worker_keys_dir; needs server_key.",
+        metavar="FILE",
+        command="worker",
+    )
     min_servers: int = option(
-        5, "Worker processes started and kept running, however idle.", reload=True
+        5, "Worker processes started and kept running, however idle.", reload=True, per_service=True
     )
     max_servers: int = option(
         50,
         "Upper bound on worker processes (autoscaling and TTIN stop there). Set it to "
         "min_servers for a fixed pool.",
         reload=True,
+        per_service=True,
     )
     min_spare_servers: int | None = option(
         None,
@@ -96,6 +168,7 @@ class Config:
         kind=int,
         reload=True,
         shown="2",
+        per_service=True,
     )
     max_spare_servers: int | None = option(
         None,
@@ -104,12 +177,14 @@ class Config:
         kind=int,
         reload=True,
         shown="10",
+        per_service=True,
     )
     check_for_waiting: float = option(
         10.0,
         "Seconds idle workers must stay above max_spare_servers before the surplus is retired.",
         metavar="SECONDS",
         reload=True,
+        per_service=True,
     )
     check_for_spawn: float = option(
         30.0,
@@ -117,6 +192,7 @@ class Config:
         "counts as busy, so a hung start-up cannot block scaling.",
         metavar="SECONDS",
         reload=True,
+        per_service=True,
     )
     min_child_ttl: float = option(
         10.0,
@@ -124,6 +200,7 @@ class Config:
         "(so the pool does not fork and retire in turn).",
         metavar="SECONDS",
         reload=True,
+        per_service=True,
     )
     queue_wait_threshold: float = option(
         1.0,
@@ -131,14 +208,20 @@ class Config:
         "has waited this many seconds; 0 = off.",
         metavar="SECONDS",
         reload=True,
+        per_service=True,
+        command="serve",
     )
     max_requests: int = option(
-        0, "Restart a worker after it has served this many jobs (0 = never).", reload=True
+        0,
+        "Restart a worker after it has served this many jobs (0 = never).",
+        reload=True,
+        per_service=True,
     )
     max_requests_jitter: int = option(
         0,
         "Add a random 0..N to max_requests per worker, so workers do not restart together.",
         reload=True,
+        per_service=True,
     )
     max_worker_memory: int = option(
         0,
@@ -146,6 +229,7 @@ class Config:
         "MiB (0 = never).",
         metavar="MIB",
         reload=True,
+        per_service=True,
     )
     heartbeat_interval: float = option(
         1.0, "Seconds between heartbeats between broker and idle workers.", metavar="SECONDS"
@@ -163,38 +247,50 @@ class Config:
         "job past its deadline gets an expired error; a running one gets its worker killed.",
         metavar="SECONDS",
         reload=True,
+        per_service=True,
+        command="serve",
     )
     kill_grace: float = option(
         5.0,
         "Seconds a running job may overrun its deadline before its worker is killed.",
         metavar="SECONDS",
         reload=True,
+        per_service=True,
+        command="serve",
     )
     retry_jobs: bool = option(
         False,
         "Rerun a job on another worker when its worker dies, even if the client did not flag "
         "the request as retryable.",
         reload=True,
+        per_service=True,
+        command="serve",
     )
     max_attempts: int = option(
         3,
         "Workers a retried job may be given to before it is quarantined with an error.",
         reload=True,
+        per_service=True,
+        command="serve",
     )
     max_queue: int = option(
         10000,
         "Queued jobs per service beyond which new jobs get a queue_full error; 0 = no limit.",
         reload=True,
+        per_service=True,
+        command="serve",
     )
     max_message_size: int = option(
         1024 * 1024,
         "Largest request in bytes (all frames); larger ones get a too_large error; 0 = no limit.",
         metavar="BYTES",
+        command="serve",
     )
     reply_cache: int = option(
         1024,
         "Recent replies kept to answer a client's resend of a finished request without running "
         "it again; 0 = off.",
+        command="serve",
     )
     # -- security (security.py, docs/security.md) --
     curve_secret_key_file: str | None = option(
@@ -202,37 +298,44 @@ class Config:
         "Secret key file (from `zmqserver keygen`) of the frontend: clients must then use CURVE, "
         "encrypted and authenticated by curve_client_keys_dir or curve_allow_any.",
         metavar="FILE",
+        command="serve",
     )
     curve_client_keys_dir: str | None = option(
         None,
         "Directory of the public keys (`*.key`) of the clients allowed on a CURVE frontend; "
         "reloaded on HUP.",
         metavar="DIR",
+        command="serve",
     )
     curve_allow_any: bool = option(
         False,
         "Admit any client key on a CURVE frontend (encryption without client authentication).",
+        command="serve",
     )
     pass_client_key: bool = option(
         False,
         "Pass each job's authenticated client key (CURVE public key, Z85) to the worker, where "
         "the app reads it with `zmqserver.client_key()`.",
+        command="serve",
     )
     curve_backend_secret_key_file: str | None = option(
         None,
         "Secret key file of the backend, for remote worker pools (needs curve_worker_keys_dir).",
         metavar="FILE",
+        command="serve",
     )
     curve_worker_keys_dir: str | None = option(
         None,
         "Directory of the public keys of the remote workers allowed on a CURVE backend; "
         "reloaded on HUP.",
         metavar="DIR",
+        command="serve",
     )
     remote_workers: bool = option(
         False,
         "Open the backend port to worker pools on other hosts. Without it (or an explicit "
         "backend), no backend port is opened: local workers use a private ipc:// socket.",
+        command="serve",
     )
     allow: tuple[str, ...] = option(
         (),
@@ -240,26 +343,39 @@ class Config:
         "that are not denied.",
         metavar="CIDR",
         nargs="+",
+        command="serve",
     )
     deny: tuple[str, ...] = option(
-        (), "IP addresses and CIDR ranges refused on the frontend.", metavar="CIDR", nargs="+"
+        (),
+        "IP addresses and CIDR ranges refused on the frontend.",
+        metavar="CIDR",
+        nargs="+",
+        command="serve",
     )
     backend_allow: tuple[str, ...] = option(
         (),
         "IP addresses and CIDR ranges of remote workers allowed on the backend.",
         metavar="CIDR",
         nargs="+",
+        command="serve",
     )
     backend_deny: tuple[str, ...] = option(
-        (), "IP addresses and CIDR ranges refused on the backend.", metavar="CIDR", nargs="+"
+        (),
+        "IP addresses and CIDR ranges refused on the backend.",
+        metavar="CIDR",
+        nargs="+",
+        command="serve",
     )
     zap_domain: str = option(
-        "zmqserver", "ZAP domain of the frontend; the backend's is `<zap_domain>.workers`."
+        "zmqserver",
+        "ZAP domain of the frontend; the backend's is `<zap_domain>.workers`.",
+        command="serve",
     )
     handshake_timeout: float = option(
         10.0,
         "Seconds a new connection gets to complete its ZeroMQ (and CURVE) handshake.",
         metavar="SECONDS",
+        command="serve",
     )
     log_level: str = option(
         "info", "Logging level: debug, info, warning, error or critical.", reload=True
@@ -324,6 +440,7 @@ class Config:
         metavar="HOOK",
         callable_ok=True,
         reload=True,
+        per_service=True,
     )
     pre_request: str | Hook | None = option(
         None,
@@ -332,6 +449,7 @@ class Config:
         metavar="HOOK",
         callable_ok=True,
         reload=True,
+        per_service=True,
     )
     post_request: str | Hook | None = option(
         None,
@@ -339,6 +457,7 @@ class Config:
         metavar="HOOK",
         callable_ok=True,
         reload=True,
+        per_service=True,
     )
     worker_exit: str | Hook | None = option(
         None,
@@ -346,6 +465,7 @@ class Config:
         metavar="HOOK",
         callable_ok=True,
         reload=True,
+        per_service=True,
     )
     on_exit: str | Hook | None = option(
         None,
@@ -355,58 +475,17 @@ class Config:
     )
 
     def validate(self) -> Config:
-        """Return ``self`` if the combination is valid, else raise :class:`ConfigError`."""
-        port = self.port
-        if (
-            not isinstance(port, tuple)
-            or len(port) != 2
-            or not all(isinstance(p, int) and not isinstance(p, bool) for p in port)
-        ):
-            raise ConfigError(f"port: expected two port numbers (frontend, backend), got {port!r}")
-        for p in port:
-            if not 0 < p < 65536:
-                raise ConfigError(f"port: {p} is not a TCP port number (1-65535)")
-        if port[0] == port[1] and self.frontend is None and self.backend is None:
-            raise ConfigError("port: frontend and backend ports must differ")
-        if self.app is not None and not isinstance(self.app, str) and not callable(self.app):
-            raise ConfigError(f"app: expected 'module:callable' or a callable, got {self.app!r}")
-        _positive_int(self, "min_servers")
-        _positive_int(self, "max_servers")
-        _positive_int(self, "heartbeat_liveness")
-        _nonnegative_int(self, "max_requests")
-        _positive_int(self, "max_attempts")
-        for name in ("max_queue", "max_message_size", "reply_cache"):
-            _nonnegative_int(self, name)
-        for name in ("job_timeout", "kill_grace"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
-        if not isinstance(self.retry_jobs, bool):
-            raise ConfigError(f"retry_jobs: expected true or false, got {self.retry_jobs!r}")
-        _nonnegative_int(self, "max_requests_jitter")
-        if self.max_servers < self.min_servers:
-            raise ConfigError(
-                f"max_servers ({self.max_servers}) must be >= min_servers ({self.min_servers})"
-            )
-        for name in ("heartbeat_interval", "graceful_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
-        if self.log_level.lower() not in LOG_LEVELS:
-            raise ConfigError(
-                f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
-            )
-        if not self.service or self.service.startswith("mmi."):
-            raise ConfigError(f"service: {self.service!r} is empty or reserved (mmi.*)")
-        for name in ("frontend", "backend"):
-            endpoint = getattr(self, name)
-            if endpoint is not None and "://" not in endpoint:
-                raise ConfigError(
-                    f"{name}: {endpoint!r} is not a ZeroMQ endpoint "
-                    "(expected tcp://host:port or ipc:///path)"
-                )
-        check_security(self)
-        _check_processes(self)
+        """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
+
+        The options a service may set are checked as each service runs with them (its own
+        values over the top level's), so a top-level default that every service overrides
+        cannot make a valid config fail; an error in one names the service.
+        """
+        _check_server(self)
+        if self.services:
+            self.service_configs()
+        else:
+            _check_service(self)
         return self
 
     # -- derived values ---------------------------------------------------------------------------
@@ -418,6 +497,31 @@ class Config:
     @property
     def backend_endpoint(self) -> str:
         return self.backend or f"tcp://{self.host}:{self.port[1]}"
+
+    @property
+    def default_service_name(self) -> str:
+        """The service plain clients reach: ``default_service``, else the first service."""
+        if self.default_service is not None:
+            return self.default_service
+        return self.services[0].name if self.services else self.service
+
+    def service_configs(self) -> dict[str, Config]:
+        """Each service's own complete options, in order: the top level with its overrides.
+
+        A server without ``services`` has one, ``service``, running ``app``. Each returned
+        config has no ``services`` of its own, so a worker or a pool needs only its config.
+        """
+        if not self.services:
+            return {self.service: self}
+        configs = {}
+        for spec in self.services:
+            try:
+                configs[spec.name] = dataclasses.replace(
+                    self, services=(), service=spec.name, **spec.settings
+                ).validate()
+            except ConfigError as exc:
+                raise ConfigError(f"services.{spec.name}: {exc}") from None
+        return configs
 
     @property
     def log_level_number(self) -> int:
@@ -455,6 +559,8 @@ class Config:
 
 def _coerce(key: str, default: Any, value: Any) -> Any:
     """Accept the obvious spellings (a list for a tuple) and reject the wrong types by name."""
+    if key == "services":
+        return parse_services(value)
     if key == "port":
         if isinstance(value, int) and not isinstance(value, bool):
             return (value, value + 1)
@@ -485,6 +591,71 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
     return value
 
 
+def parse_services(value: Any) -> tuple[ServiceSpec, ...]:
+    """Services as any source spells them, in order; names and option types are checked.
+
+    * ``{"echo": "examples.echo:app", "upper": {"app": ..., "min_servers": 2}}``: a TOML
+      ``[services.NAME]`` table, or ``run(apps=...)`` (an app alone, or a table of options);
+    * ``["echo=examples.echo:app", ...]``: command line arguments, ``ZMQSERVER_SERVICES``;
+    * ServiceSpec objects (already parsed).
+    """
+    if isinstance(value, Mapping):
+        items: list[tuple[Any, Any]] = list(value.items())
+    elif isinstance(value, list | tuple):
+        items = []
+        for entry in value:
+            if isinstance(entry, ServiceSpec):
+                items.append((entry.name, entry.settings))
+            elif isinstance(entry, str) and "=" in entry:
+                name, _, app = entry.partition("=")
+                items.append((name, {"app": app or None}))
+            else:
+                raise ConfigError(f"services: expected NAME=module:callable, got {entry!r}")
+    else:
+        raise ConfigError(f"services: expected a table of services, got {value!r}")
+    specs: dict[str, ServiceSpec] = {}
+    for name, settings in items:
+        if not isinstance(name, str):
+            raise ConfigError(f"services: a service name must be a string, got {name!r}")
+        _check_service_name(f"services.{name}", name)
+        if name in specs:
+            raise ConfigError(f"services: {name!r} is given twice")
+        if not isinstance(settings, Mapping):
+            settings = {"app": settings}  # an app alone: a spec string or a callable
+        options = []
+        for key, setting in settings.items():
+            f = Config.__dataclass_fields__.get(key)
+            if f is None or not f.metadata.get("per_service"):
+                what = "unknown option" if f is None else "option that applies to all services"
+                raise ConfigError(f"services.{name}: {key!r} is an {what}")
+            try:
+                options.append((key, _coerce(key, f.default, setting)))
+            except ConfigError as exc:
+                raise ConfigError(f"services.{name}: {exc}") from None
+        specs[name] = ServiceSpec(name, tuple(options))
+    return tuple(specs.values())
+
+
+def _check_service_name(what: str, name: object) -> None:
+    if not isinstance(name, str) or not name or name.startswith("mmi."):
+        raise ConfigError(f"{what}: {name!r} is empty or reserved (mmi.*)")
+    if len(name.encode()) > MAX_SERVICE_NAME or not name.isprintable() or " " in name:
+        raise ConfigError(
+            f"{what}: {name!r} is not a service name (printable, no spaces, at most "
+            f"{MAX_SERVICE_NAME} bytes)"
+        )
+
+
+def _check_pool(config: Config) -> None:
+    """The remote pool's options (``zmqserver worker``)."""
+    if config.connect is not None and "://" not in config.connect:
+        raise ConfigError(
+            f"connect: {config.connect!r} is not a ZeroMQ endpoint (expected tcp://host:port)"
+        )
+    if config.key_file is not None and config.server_key is None:
+        raise ConfigError("key_file needs server_key (the broker backend's public key)")
+
+
 def _type_name(expected: type | tuple[type, ...]) -> str:
     if isinstance(expected, tuple):
         return "a number"
@@ -503,9 +674,74 @@ def _nonnegative_int(config: Config, name: str) -> None:
         raise ConfigError(f"{name}: expected an integer >= 0, got {value!r}")
 
 
-def _check_processes(config: Config) -> None:
-    """Scaling bounds, timers and process options (Net::Server::PreFork's rules, by name)."""
-    for name in ("min_spare_servers", "max_spare_servers", "umask"):
+def _check_server(config: Config) -> None:
+    """The options that apply to the whole server (or pool), whatever its services."""
+    port = config.port
+    if (
+        not isinstance(port, tuple)
+        or len(port) != 2
+        or not all(isinstance(p, int) and not isinstance(p, bool) for p in port)
+    ):
+        raise ConfigError(f"port: expected two port numbers (frontend, backend), got {port!r}")
+    for p in port:
+        if not 0 < p < 65536:
+            raise ConfigError(f"port: {p} is not a TCP port number (1-65535)")
+    if port[0] == port[1] and config.frontend is None and config.backend is None:
+        raise ConfigError("port: frontend and backend ports must differ")
+    _positive_int(config, "heartbeat_liveness")
+    for name in ("max_message_size", "reply_cache"):
+        _nonnegative_int(config, name)
+    for name in ("heartbeat_interval", "graceful_timeout"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
+    if config.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(
+            f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
+        )
+    _check_service_name("service", config.service)
+    if config.default_service is not None:
+        _check_service_name("default_service", config.default_service)
+    for name in ("frontend", "backend"):
+        endpoint = getattr(config, name)
+        if endpoint is not None and "://" not in endpoint:
+            raise ConfigError(
+                f"{name}: {endpoint!r} is not a ZeroMQ endpoint "
+                "(expected tcp://host:port or ipc:///path)"
+            )
+    check_security(config)
+    if config.umask is not None:
+        _nonnegative_int(config, "umask")
+        if config.umask > 0o777:
+            raise ConfigError(f"umask: {config.umask:o} is not a file mode mask (000-777)")
+    _check_hooks(config, ("on_starting", "on_exit"))
+    _check_pool(config)
+
+
+def _check_service(config: Config) -> None:
+    """The options of one service's pool: its app, scaling bounds, timers, reliability limits.
+
+    Scaling bounds follow Net::Server::PreFork's rules, by name.
+    """
+    if config.app is not None and not isinstance(config.app, str) and not callable(config.app):
+        raise ConfigError(f"app: expected 'module:callable' or a callable, got {config.app!r}")
+    _positive_int(config, "min_servers")
+    _positive_int(config, "max_servers")
+    _nonnegative_int(config, "max_requests")
+    _positive_int(config, "max_attempts")
+    _nonnegative_int(config, "max_queue")
+    for name in ("job_timeout", "kill_grace"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
+    if not isinstance(config.retry_jobs, bool):
+        raise ConfigError(f"retry_jobs: expected true or false, got {config.retry_jobs!r}")
+    _nonnegative_int(config, "max_requests_jitter")
+    if config.max_servers < config.min_servers:
+        raise ConfigError(
+            f"max_servers ({config.max_servers}) must be >= min_servers ({config.min_servers})"
+        )
+    for name in ("min_spare_servers", "max_spare_servers"):
         if getattr(config, name) is not None:
             _nonnegative_int(config, name)
     _nonnegative_int(config, "max_worker_memory")
@@ -532,9 +768,11 @@ def _check_processes(config: Config) -> None:
             f"min_spare_servers ({min_spare}) must be <= max_spare_servers ({max_spare}), or "
             "the pool would start and retire workers in turn"
         )
-    if config.umask is not None and config.umask > 0o777:
-        raise ConfigError(f"umask: {config.umask:o} is not a file mode mask (000-777)")
-    for name in HOOKS:
+    _check_hooks(config, ("post_fork", "pre_request", "post_request", "worker_exit"))
+
+
+def _check_hooks(config: Config, names: tuple[str, ...]) -> None:
+    for name in names:
         spec = getattr(config, name)
         if isinstance(spec, str):
             module, _, attr = spec.partition(":")
@@ -557,12 +795,21 @@ def show_default(f: dataclasses.Field[Any]) -> str:
 def options_table() -> str:
     """The README's options table, generated from the fields (a test keeps the README in sync)."""
     rows = [
-        "| option | CLI flag | default | HUP | description |",
-        "|---|---|---|---|---|",
+        "| option | CLI flag | default | HUP | per service | description |",
+        "|---|---|---|---|---|---|",
     ]
     for f in dataclasses.fields(Config):
-        flag = "`--" + f.name.replace("_", "-") + "`" if f.metadata.get("flag", True) else "APP"
-        hup = "reloads" if f.metadata.get("reload") else "restart"
-        help = f.metadata["help"]
-        rows.append(f"| `{f.name}` | {flag} | `{show_default(f)}` | {hup} | {help} |")
+        meta = f.metadata
+        if meta.get("flag", True):
+            flag = "`--" + f.name.replace("_", "-") + "`"
+        else:
+            flag = meta.get("metavar") or "APP"  # positional arguments
+        if meta.get("command"):
+            flag += f" ({meta['command']} only)"
+        hup = "reloads" if meta.get("reload") else "restart"
+        per_service = "yes" if meta.get("per_service") else ""
+        help = meta["help"]
+        rows.append(
+            f"| `{f.name}` | {flag} | `{show_default(f)}` | {hup} | {per_service} | {help} |"
+        )
     return "\n".join(rows) + "\n"

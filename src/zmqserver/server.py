@@ -1,6 +1,7 @@
 """``zmqserver.run``: start a server from Python, as Net::Server::ZMQ's ``run`` did from Perl.
 
-:func:`serve` is the start-up sequence shared by ``run()`` and ``zmqserver serve``. Its order is
+:func:`serve` is the start-up sequence shared by ``run()`` and ``zmqserver serve``, and
+:func:`serve_pool` runs the same sequence for a remote pool (``zmqserver worker``). Its order is
 the point of it, so each step says why it comes where it does.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._process import (
@@ -24,7 +25,7 @@ from .config import App, Config
 from .errors import ConfigError
 from .hooks import MASTER_HOOKS, Hooks
 from .loader import load_app
-from .supervisor import Arbiter
+from .supervisor import Arbiter, PoolSupervisor, Supervisor
 
 LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
@@ -49,7 +50,13 @@ def configure_logging(config: Config) -> None:
     logger.addHandler(handler)
 
 
-def run(app: str | App | None = None, *, config: Config | None = None, **options: Any) -> int:
+def run(
+    app: str | App | None = None,
+    *,
+    apps: Mapping[str, Any] | None = None,
+    config: Config | None = None,
+    **options: Any,
+) -> int:
     """Run a server in the foreground until it is stopped by a signal; return its exit code.
 
     ``app`` is a callable or a ``"module:callable"`` string; options are :class:`Config` fields::
@@ -57,10 +64,18 @@ def run(app: str | App | None = None, *, config: Config | None = None, **options
         zmqserver.run(port=(6660, 6661), min_servers=5, max_servers=10,
                       app=lambda payload: payload.upper())
 
+    ``apps`` runs several services, each with its own pool: a name maps to an app, or to a dict
+    of that service's options (``app`` and any option that can be set per service)::
+
+        zmqserver.run(apps={"echo": "examples.echo:app",
+                            "upper": {"app": str.upper, "min_servers": 2, "job_timeout": 5}})
+
     A callable is used as is by forked workers (it is already in memory); a string is imported
     by each worker after the fork. With ``background=True`` the server runs as a daemon and this
     call returns 0 in the calling process once it is up.
     """
+    if apps is not None:
+        options["services"] = apps
     if config is None:
         config = Config.from_mapping({"app": app, **options})
     elif app is not None or options:
@@ -83,6 +98,18 @@ def serve(config: Config, *, reload: Callable[[], Config] | None = None) -> int:
     Problems found before anything binds raise :class:`~zmqserver.errors.ConfigError` or
     :class:`~zmqserver.errors.AppLoadError`, in the caller's process, even in background mode.
     """
+    return _start(Arbiter, config, reload)
+
+
+def serve_pool(config: Config, *, reload: Callable[[], Config] | None = None) -> int:
+    """Run a remote worker pool for the broker at ``config.connect`` until it stops.
+
+    The same start-up sequence, signals and process options as :func:`serve`, without a broker.
+    """
+    return _start(PoolSupervisor, config, reload)
+
+
+def _start(kind: type[Supervisor], config: Config, reload: Callable[[], Config] | None) -> int:
     config = config.validate()
     # Directory and umask first: every relative path below, the app import and every file and
     # ipc:// socket created from here on depend on them.
@@ -99,15 +126,7 @@ def serve(config: Config, *, reload: Callable[[], Config] | None = None) -> int:
     if config.pid_file is not None:
         check_pid_file(config.pid_file)
     hooks = Hooks.load(config, MASTER_HOOKS)
-    app: App | None = config.app if callable(config.app) else None
-    if config.preload_app and app is None:
-        app = load_app(config.app)
-    elif isinstance(config.app, str) and config.app.partition(":")[0] in sys.modules:
-        log.warning(
-            "the app's module %r was imported by the master (by a hook?): workers inherit it, "
-            "so HUP will not reload its code",
-            config.app.partition(":")[0],
-        )
+    apps = _master_apps(config)
     startup: DaemonStartup | None = None
     if config.background:
         in_daemon, fd = daemonize()
@@ -122,14 +141,14 @@ def serve(config: Config, *, reload: Callable[[], Config] | None = None) -> int:
     code = 1
     try:
         hooks.run("on_starting", config)
-        arbiter = Arbiter(
+        supervisor = kind(
             config,
-            app,
+            apps,
             reload=reload,
             credentials=credentials,
             on_ready=startup.ready if startup is not None else None,
         )
-        code = arbiter.run()
+        code = supervisor.run()
     except Exception as exc:
         if startup is None:
             raise
@@ -144,3 +163,24 @@ def serve(config: Config, *, reload: Callable[[], Config] | None = None) -> int:
         logging.shutdown()
         os._exit(code)
     return code
+
+
+def _master_apps(config: Config) -> dict[str, App]:
+    """The apps the master holds, by service: callables given as such, and preloaded ones.
+
+    The other services' workers import their app after the fork.
+    """
+    apps: dict[str, App] = {}
+    for name, service in config.service_configs().items():
+        spec = service.app
+        if callable(spec):
+            apps[name] = spec
+        elif service.preload_app:
+            apps[name] = load_app(spec)
+        elif isinstance(spec, str) and spec.partition(":")[0] in sys.modules:
+            log.warning(
+                "the app's module %r was imported by the master (by a hook?): workers inherit "
+                "it, so HUP will not reload its code",
+                spec.partition(":")[0],
+            )
+    return apps

@@ -1,4 +1,4 @@
-"""The master process: one event loop that runs the broker and supervises the worker pool.
+"""The master process: one event loop that supervises the worker pools, and runs the broker.
 
 Shape borrowed from gunicorn's arbiter, minus its historical scars:
 
@@ -13,11 +13,20 @@ Shape borrowed from gunicorn's arbiter, minus its historical scars:
 * HUP re-reads the config, starts a new generation first (as many workers as the old one has)
   and retires the old one only once the new one has said READY, so capacity never dips. If the
   new generation cannot load its app, the old one keeps serving: a bad deploy is not an outage.
-* One ``manage_workers`` converges the pool on what the autoscaler (scaling.py, sans-IO) plans;
+* One ``manage_workers`` converges each pool on what its autoscaler (scaling.py, sans-IO) plans;
   TTIN/TTOU move its bounds. Its next deadline joins the poll timeout like the router's.
 * A worker that exits in an orderly way (recycled, retired) may have its last reply and its
   DISCONNECT still in flight when SIGCHLD arrives; the router hears of its death only after those
   messages, or a short grace, so a job it finished is never reported lost.
+
+There is one pool per service (``services``; a server with one app has one pool). Each pool has
+its own options, app, autoscaler and generation number, and the router a queue per service;
+signals act on every pool: HUP reloads them all, TTIN and TTOU add or retire one worker in each.
+
+:class:`Supervisor` is all of the above. :class:`Arbiter` adds the broker (both ROUTER sockets,
+the routing core, ZAP) and learns its workers' states from the router; :class:`PoolSupervisor` is
+a remote pool (``zmqserver worker --connect``): no broker, workers connect to another host's
+backend, and their states come from a status pipe (status.py).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import dataclasses
 import logging
 import math
 import os
+import secrets
 import signal
 import socket
 import time
@@ -48,11 +58,12 @@ from ._process import (
     write_pid_file,
 )
 from .broker import Broker
-from .config import App, Config
+from .config import App, Config, ServiceSpec
 from .errors import ConfigError, Status
 from .routing import Limits, Router
 from .scaling import Member, Policy, Scaler, State
-from .security import ServerSecurity
+from .security import ClientCredentials, ServerSecurity
+from .status import Report, StatusChannel, StatusWriter
 from .worker import BOOT_ERROR, worker_main
 
 log = logging.getLogger("zmqserver")
@@ -81,49 +92,74 @@ HANDLED_SIGNALS = (
 
 
 @dataclass(slots=True, eq=False)
+class Pool:
+    """One service's workers: its options and app, its autoscaler, its generation number."""
+
+    name: str
+    config: Config
+    app: App | None  # loaded in the master (a callable, or preload_app); None: workers import it
+    scaler: Scaler
+    generation: int = 0
+    #: During a reload, the new generation grows to at least the old one's size.
+    reload_floor: int = 0
+    #: What to go back to if the new generation cannot load its app: (config, app).
+    previous: tuple[Config, App | None] | None = None
+
+    def use(self, config: Config, app: App | None) -> None:
+        """Run with ``config`` from now on (HUP, or going back on a failed one)."""
+        self.config, self.app = config, app
+        self.scaler.reset(Policy.from_config(config))
+
+
+@dataclass(slots=True, eq=False)
 class WorkerProcess:
     pid: int
     identity: bytes
+    pool: Pool
     generation: int
     started: float
     retiring: bool = False
 
 
-class Arbiter:
-    """Runs the broker and keeps the current generation of workers at the autoscaler's size."""
+#: How a worker looks from outside this turn: booting, idle, busy or detached.
+StateOf = Callable[[WorkerProcess], State]
+
+
+class Supervisor:
+    """Keeps each service's current generation of workers at its autoscaler's size.
+
+    What a subclass adds: where workers connect, how the master learns their states
+    (:meth:`_state_of`, :meth:`_backlog`), and the sockets or pipes its loop waits on.
+    """
 
     def __init__(
         self,
         config: Config,
-        app: App | None = None,
+        apps: Mapping[str, App] | None = None,
         *,
         reload: Callable[[], Config] | None = None,
         credentials: Credentials | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
-        """``app`` is a callable already loaded in the master (forked children share it).
+        """``apps`` are the callables already loaded in the master, by service name (forked
+        children share them); any other service's workers import its app after the fork.
 
-        Without it, each worker imports ``config.app`` itself after the fork. ``reload``
-        rebuilds the config for HUP; ``credentials`` are taken on after binding; ``on_ready``
-        is called once the ports are bound and the pid file written (a daemon's "started").
+        ``reload`` rebuilds the config for HUP; ``credentials`` are taken on once the master has
+        what needs root; ``on_ready`` is called once it is up (a daemon's "started").
         """
         self.config = config.validate()
-        # Key files are read and checked here, so a bad one stops the server before it binds.
-        self.security = ServerSecurity.load(self.config)
-        self.app = app
+        apps = apps or {}
+        self.pools = {
+            name: Pool(name, service, apps.get(name), Scaler(Policy.from_config(service)))
+            for name, service in self._service_configs(self.config).items()
+        }
         self.pid = os.getpid()
         self.reload = reload
         self.credentials = credentials
         self.on_ready = on_ready
-        self.scaler = Scaler(Policy.from_config(self.config))
         self.scale_deadline = math.inf
-        #: During a reload, the new generation grows to at least the old one's size.
-        self.reload_floor = 0
-        #: What to go back to if the new generation cannot load its app: (config, app).
-        self.previous: tuple[Config, App | None] | None = None
         #: Workers that exited in an orderly way, by identity: when the router stops waiting.
         self.departed: dict[bytes, float] = {}
-        self.generation = 0
         self.workers: dict[int, WorkerProcess] = {}
         self.exit_code = 0
         self.stopping = False
@@ -132,62 +168,84 @@ class Arbiter:
         self._signals: deque[int] = deque()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        self.ctx: zmq.Context[zmq.Socket[bytes]] | None = None
-        self.broker: Broker | None = None
-        self.router: Router | None = None
+        #: Where workers connect, and their CURVE keys if the backend wants them.
         self.worker_endpoint = ""
+        self.worker_credentials: ClientCredentials | None = None
+
+    # -- what subclasses provide ------------------------------------------------------------------
+
+    def _service_configs(self, config: Config) -> dict[str, Config]:
+        return config.service_configs()
+
+    def _open(self) -> bool:
+        """Bind or open what the loop waits on; False (having logged why) if it cannot."""
+        raise NotImplementedError
+
+    def _register(self, poller: zmq.Poller) -> None:
+        """Add the subclass's sockets and file descriptors to the loop's poller."""
+
+    def _before_wait(self, now: float) -> float:
+        """Work due at ``now`` before the loop sleeps; the deadline it must wake up for."""
+        return math.inf
+
+    def _on_events(self, events: dict[Any, int], now: float) -> None:
+        """Read what became readable."""
+
+    def _after_turn(self) -> None:
+        """Send what the turn produced."""
+
+    def _close(self) -> None:
+        """Release what :meth:`_open` made (the workers are gone by now)."""
+
+    def _on_stop(self, graceful: bool) -> None:
+        """Stop taking jobs (a broker answers queued jobs)."""
+
+    def _on_reload(self) -> None:
+        """HUP: reload what is not in the config (key directories)."""
+
+    def _on_config(self) -> None:
+        """The pools' configs changed (HUP, or a failed one rolled back)."""
+
+    def _state_of(self, pool: Pool) -> StateOf:
+        raise NotImplementedError
+
+    def _backlog(self, pool: Pool) -> tuple[int, float | None]:
+        """Jobs queued for the pool's service, and when the oldest arrived (None: none)."""
+        return 0, None
+
+    def _registered(self, identity: bytes) -> bool:
+        """Whether the broker still counts ``identity`` among its workers."""
+        return False
+
+    def _gone(self, identity: bytes, reason: str) -> None:
+        """A worker is dead for good (its goodbye, if any, has come or never will)."""
+
+    def _identity(self, pid: int) -> bytes:
+        """A worker's routing id. The master knows it from the pid alone, with no handshake."""
+        return b"pid:%d" % pid
+
+    def _owned_paths(self) -> list[str]:
+        """Files (ipc:// sockets) to hand to ``user`` before dropping privileges."""
+        return []
+
+    def _admit_user(self, creds: Credentials) -> None:
+        """About to become ``creds``: let that user's workers in."""
+
+    def _child_status(self) -> StatusWriter | None:
+        """In a new worker: its status reporter, if the master reads one."""
+        return None
+
+    def _title(self) -> str:
+        raise NotImplementedError
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until stopped; return the process exit code."""
-        config = self.config
-        self.ctx = zmq.Context()
-        now = time.monotonic()
-        self.router = Router(
-            config.service.encode(),
-            heartbeat_interval=config.heartbeat_interval,
-            heartbeat_liveness=config.heartbeat_liveness,
-            limits=_limits(config),
-            now=now,
-        )
-        # Local workers always connect to a private ipc:// socket (docs/security.md); the
-        # configured backend endpoint is bound as well only when it is open to remote pools.
-        security = self.security
-        try:
-            security.start(self.ctx)  # the ZAP handler, before any socket binds
-            local = security.local_endpoint()
-            self.broker = Broker(
-                self.ctx,
-                self.router,
-                config.frontend_endpoint,
-                security.public_backend or local,
-                max_message_size=config.max_message_size,
-                secure=security.apply,
-                pass_client_key=config.pass_client_key,
-            )
-            front, back = self.broker.endpoints()
-            if security.public_backend is not None:
-                security.bind_local(self.broker.backend)
-        except OSError as exc:
-            log.error("%s", exc.strerror or exc)
-            if self.broker is not None:
-                self.broker.close()
-            security.close()
-            self.ctx.term()
+        if not self._open():
             return 1
-        self.worker_endpoint = local
-        back_label = endpoint_label(back) if security.public_backend is not None else "local"
-        set_title(f"{config.proc_name} broker {endpoint_label(front)}-{back_label}")
-        log.info(
-            "zmqserver %d: clients on %s, workers on %s, service %r",
-            self.pid,
-            front,
-            back,
-            config.service,
-        )
         try:
-            self._take_over([front, back, self.worker_endpoint])
+            self._take_over()
             self._install_signals()
             if self.on_ready is not None:
                 self.on_ready()
@@ -199,7 +257,7 @@ class Arbiter:
             self._cleanup()
         return self.exit_code
 
-    def _take_over(self, endpoints: list[str]) -> None:
+    def _take_over(self) -> None:
         """Write the pid file, then become ``user``/``group``: what needs root comes first.
 
         Privileges go before the first fork, so no worker (which runs user code) and no part of
@@ -213,9 +271,9 @@ class Arbiter:
         creds = self.credentials
         if creds is None:
             return
-        own = [path for path in map(ipc_path, endpoints) if path is not None]
+        own = self._owned_paths()
         own += [f for f in (config.log_file, config.pid_file) if f is not None]
-        self.security.admit_local_user(creds.uid, creds.gid)
+        self._admit_user(creds)
         drop_privileges(creds, own)
         log.info("running as uid %d, gid %d", creds.uid, creds.gid)
 
@@ -231,26 +289,16 @@ class Arbiter:
         self._signals.append(signum)
 
     def _loop(self) -> None:
-        assert self.broker is not None
-        assert self.router is not None
         assert self._wake_r is not None
-        broker, router = self.broker, self.router
         poller = zmq.Poller()
-        poller.register(broker.frontend, zmq.POLLIN)
-        poller.register(broker.backend, zmq.POLLIN)
+        self._register(poller)
         wake_fd = self._wake_r.fileno()
         poller.register(wake_fd, zmq.POLLIN)
-        zap = self.security.zap_socket
-        if zap is not None:
-            poller.register(zap, zmq.POLLIN)
         self.manage_workers()
         while True:
             now = time.monotonic()
-            router.on_tick(now)
-            broker.flush()
-            self._kill_hung(router.take_kills())
             deadline = min(
-                router.next_deadline(),
+                self._before_wait(now),
                 self.scale_deadline,
                 min(self.departed.values(), default=math.inf),
             )
@@ -259,13 +307,7 @@ class Arbiter:
                     return
                 deadline = min(deadline, self.stop_deadline)
             events = dict(poller.poll(_ms(deadline - now)))
-            now = time.monotonic()
-            if zap in events:
-                self.security.handle_zap()  # handshakes waiting for a yes or no
-            if broker.backend in events:
-                broker.read_backend(now)
-            if broker.frontend in events:
-                broker.read_frontend(now)
+            self._on_events(events, time.monotonic())
             if wake_fd in events:
                 self._drain_wakeup()
             while self._signals:
@@ -275,8 +317,7 @@ class Arbiter:
             self.manage_workers()
             if self.stopping and time.monotonic() >= self.stop_deadline:
                 self._kill_all()
-            broker.flush()
-            self._kill_hung(router.take_kills())
+            self._after_turn()
 
     def _drain_wakeup(self) -> None:
         assert self._wake_r is not None
@@ -291,14 +332,7 @@ class Arbiter:
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         self._kill_all()
-        if self.router is not None and self.broker is not None:
-            self.router.shutdown()
-            self.router.fail_running(Status.SHUTTING_DOWN, "server stopped")
-            self.broker.flush()
-            self.broker.close()
-        self.security.close()
-        if self.ctx is not None:
-            self.ctx.term()
+        self._close()
         if self.config.pid_file is not None:
             remove_pid_file(self.config.pid_file, self.pid)
         for sock in (self._wake_r, self._wake_w):
@@ -328,9 +362,10 @@ class Arbiter:
     def handle_hup(self) -> None:
         """Reload: re-read the config, start a new generation, retire the old one once ready.
 
-        The new generation starts as large as the current one (capacity never dips), each new
-        worker imports the app afresh (unless ``preload_app``), and the old workers get SIGTERM
-        only once every new one has registered, each finishing its job before it exits.
+        In every pool, the new generation starts as large as the current one (capacity never
+        dips), each new worker imports the app afresh (unless ``preload_app``), and the old
+        workers get SIGTERM only once every new one has registered, each finishing its job
+        before it exits.
         """
         if self.stopping:
             return
@@ -341,15 +376,16 @@ class Arbiter:
                 log.error("HUP: the config is not valid (%s); nothing reloaded", exc)
                 return
             self._apply(fresh)
-        current = self._current()
-        self.reload_floor = max(self.reload_floor, len(current))
-        self.generation += 1
-        log.info(
-            "HUP: starting worker generation %d (%d worker(s))",
-            self.generation,
-            max(self.reload_floor, self.config.min_servers),
-        )
-        self.security.reload()
+        for pool in self.pools.values():
+            pool.reload_floor = max(pool.reload_floor, len(self._current(pool)))
+            pool.generation += 1
+            log.info(
+                "HUP: starting worker generation %d (%d worker(s))%s",
+                pool.generation,
+                max(pool.reload_floor, pool.config.min_servers),
+                self._of(pool),
+            )
+        self._on_reload()
 
     def _apply(self, fresh: Config) -> None:
         """Take on a reloaded config: the options HUP may change; warn about the others."""
@@ -359,7 +395,11 @@ class Arbiter:
             before, after = getattr(old, f.name), getattr(fresh, f.name)
             if before == after:
                 continue
-            if f.metadata.get("reload") and not (f.name == "app" and old.preload_app):
+            if f.name == "services":
+                after = _reloaded_services(old, fresh)
+                if after != before:
+                    changes[f.name] = after
+            elif f.metadata.get("reload") and not (f.name == "app" and old.preload_app):
                 changes[f.name] = after
                 log.info("HUP: %s is now %r (was %r)", f.name, after, before)
             else:
@@ -369,32 +409,43 @@ class Arbiter:
         except ConfigError as exc:  # a combination of new and kept values
             log.error("HUP: %s; keeping the previous config", exc)
             return
-        self.previous = (old, self.app)
-        app = self.app
-        if "app" in changes:
-            app = config.app if callable(config.app) else None
-        self._use(config, app)
+        self.config = config
+        logging.getLogger("zmqserver").setLevel(config.log_level_number)
+        services = self._service_configs(config)
+        for pool in self.pools.values():
+            new = services[pool.name]
+            app = pool.app
+            if new.app != pool.config.app:
+                app = new.app if callable(new.app) else None
+            pool.previous = (pool.config, pool.app)
+            pool.use(new, app)
+        self._on_config()
 
     def handle_ttin(self) -> None:
-        """One worker more, at once; autoscaling keeps at least that many (up to max_servers)."""
-        floor = self.scaler.more(len(self._current()))
-        log.info("TTIN: at least %d worker(s) now", floor)
+        """One worker more in every pool, at once; autoscaling keeps at least that many."""
+        for pool in self.pools.values():
+            floor = pool.scaler.more(len(self._current(pool)))
+            log.info("TTIN: at least %d worker(s) now%s", floor, self._of(pool))
 
     def handle_ttou(self) -> None:
-        """One worker fewer (an idle one, gracefully); autoscaling grows no further than that."""
-        ceiling = self.scaler.fewer(len(self._current()))
-        log.info("TTOU: at most %d worker(s) now", ceiling)
+        """One worker fewer in every pool (an idle one, gracefully); no regrowth past that."""
+        for pool in self.pools.values():
+            ceiling = pool.scaler.fewer(len(self._current(pool)))
+            log.info("TTOU: at most %d worker(s) now%s", ceiling, self._of(pool))
 
     def handle_usr1(self) -> None:
         """Reopen the log file (logrotate's postrotate); workers follow by themselves."""
         count = reopen_log_files(logging.getLogger("zmqserver"))
         log.info("USR1: reopened %d log file(s)", count)
 
+    def _of(self, pool: Pool) -> str:
+        """`` for service 'name'`` in log lines, when there is more than one pool."""
+        return f" for service {pool.name!r}" if len(self.pools) > 1 else ""
+
     # -- stopping ---------------------------------------------------------------------------------
 
     def stop(self, graceful: bool, exit_code: int = 0) -> None:
         """Stop taking jobs and stop the workers: gracefully (finish running jobs) or now."""
-        assert self.router is not None
         if exit_code:
             self.exit_code = exit_code
         if self.stopping and graceful:
@@ -409,9 +460,7 @@ class Arbiter:
         self.stopping = True
         self.scale_deadline = math.inf
         self.stop_deadline = time.monotonic() + timeout
-        self.router.shutdown()
-        if not graceful:
-            self.router.fail_running(Status.SHUTTING_DOWN, "server stopped before the job ended")
+        self._on_stop(graceful)
         sig = signal.SIGTERM if graceful else signal.SIGINT
         for proc in self.workers.values():
             self._signal(proc.pid, sig)
@@ -429,18 +478,6 @@ class Arbiter:
         while self.workers and time.monotonic() < deadline:
             self.reap(block=True)
 
-    def _kill_hung(self, identities: list[bytes]) -> None:
-        """SIGKILL the local workers the router gave up on (silent, or past a job's deadline).
-
-        The router has already answered or rerouted their jobs; reaping starts a replacement.
-        Workers that are not ours (remote pools) were sent DISCONNECT, which is all we can do.
-        """
-        for identity in identities:
-            for proc in self.workers.values():
-                if proc.identity == identity:
-                    log.warning("killing hung worker %d", proc.pid)
-                    self._signal(proc.pid, signal.SIGKILL)
-
     @staticmethod
     def _signal(pid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -450,7 +487,6 @@ class Arbiter:
 
     def reap(self, block: bool = False) -> None:
         """Collect every exited child and tell the router about the workers among them."""
-        assert self.router is not None
         while self.workers:
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
@@ -464,19 +500,20 @@ class Arbiter:
                 continue
             code = os.waitstatus_to_exitcode(status)
             how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
-            if code == 0 and proc.identity in self.router.workers:
+            if code == 0 and self._registered(proc.identity):
                 # An orderly exit (recycled, retired, stopped) happens between jobs, after the
                 # last reply and a DISCONNECT were sent; SIGCHLD can overtake them. Declaring
                 # the worker dead now would report a finished job as lost.
                 self.departed[proc.identity] = time.monotonic() + DEPARTURE_GRACE
             else:
-                self.router.worker_gone(proc.identity, f"process {pid} ended with {how}")
+                self._gone(proc.identity, f"process {pid} ended with {how}")
             if code == BOOT_ERROR and not self.stopping and not proc.retiring:
                 if not self._roll_back(proc):
                     log.error(
-                        "worker %d could not load the app %r (see above); stopping the server",
+                        "worker %d could not load the app %r%s (see above); stopping the server",
                         pid,
-                        self.config.app,
+                        proc.pool.config.app,
+                        self._of(proc.pool),
                     )
                     self.stop(graceful=False, exit_code=BOOT_ERROR)
             elif self.stopping or proc.retiring:
@@ -490,112 +527,115 @@ class Arbiter:
 
     def _settle_departures(self, now: float) -> None:
         """Tell the router about orderly exits whose goodbye never came (see :meth:`reap`)."""
-        assert self.router is not None
         for identity, due in list(self.departed.items()):
-            if identity not in self.router.workers:
+            if not self._registered(identity):
                 del self.departed[identity]  # its DISCONNECT arrived: the router knows
             elif now >= due:
                 del self.departed[identity]
-                self.router.worker_gone(identity, "it exited without a DISCONNECT")
+                self._gone(identity, "it exited without a DISCONNECT")
 
     def _roll_back(self, failed: WorkerProcess) -> bool:
         """A worker of a new generation could not load its app: keep the old generation.
 
         Returns False when there is nothing to go back to (no reload in progress), and the
         server must stop instead. The old workers join a fresh generation number, so the failed
-        one's workers, retired here, are the only "old" ones left.
+        one's workers, retired here, are the only "old" ones left. Only the failed worker's
+        pool goes back; other services keep their new generation.
         """
+        pool = failed.pool
         old = [
-            p for p in self.workers.values() if p.generation != self.generation and not p.retiring
+            p
+            for p in self.workers.values()
+            if p.pool is pool and p.generation != pool.generation and not p.retiring
         ]
-        if failed.generation != self.generation or not old:
+        if failed.generation != pool.generation or not old:
             return False
         log.error(
-            "HUP: worker generation %d could not load the app %r (see above); the %d worker(s) "
-            "of the previous generation keep serving",
-            self.generation,
-            self.config.app,
+            "HUP: worker generation %d%s could not load the app %r (see above); the %d "
+            "worker(s) of the previous generation keep serving",
+            pool.generation,
+            self._of(pool),
+            pool.config.app,
             len(old),
         )
-        if self.previous is not None:
-            self._use(*self.previous)
-            self.previous = None
-        for proc in self._current():
+        if pool.previous is not None:
+            pool.use(*pool.previous)
+            pool.previous = None
+            self._on_config()
+        for proc in self._current(pool):
             proc.retiring = True
             self._signal(proc.pid, signal.SIGTERM)
-        self.generation += 1
+        pool.generation += 1
         for proc in old:
-            proc.generation = self.generation
-        self.reload_floor = 0
+            proc.generation = pool.generation
+        pool.reload_floor = 0
         return True
 
-    def _use(self, config: Config, app: App | None) -> None:
-        """Run with ``config`` from now on (HUP, or going back on a failed one)."""
-        self.config, self.app = config, app
-        self.scaler.reset(Policy.from_config(config))
-        logging.getLogger("zmqserver").setLevel(config.log_level_number)
-        if self.router is not None:
-            self.router.limits = _limits(config)
-
-    def _current(self) -> list[WorkerProcess]:
-        """Workers of the current generation that are not on their way out."""
+    def _current(self, pool: Pool) -> list[WorkerProcess]:
+        """Workers of the pool's current generation that are not on their way out."""
         return [
-            p for p in self.workers.values() if p.generation == self.generation and not p.retiring
+            p
+            for p in self.workers.values()
+            if p.pool is pool and p.generation == pool.generation and not p.retiring
         ]
 
     def manage_workers(self) -> None:
-        """Carry out the autoscaler's plan; retire an old generation once the new one is ready."""
+        """Carry out each autoscaler's plan; retire an old generation once the new one is ready."""
         if self.stopping:
             return
-        router = self.router
-        assert router is not None
         now = time.monotonic()
+        self.scale_deadline = math.inf
+        for pool in self.pools.values():
+            self._manage(pool, now)
+
+    def _manage(self, pool: Pool, now: float) -> None:
         old = [
-            p for p in self.workers.values() if p.generation != self.generation and not p.retiring
+            p
+            for p in self.workers.values()
+            if p.pool is pool and p.generation != pool.generation and not p.retiring
         ]
         if not old:
-            self.reload_floor = 0
-        idle = set(router.idle_workers())
-        members = [
-            Member(p.pid, p.started, _state(p.identity, idle, router.workers))
-            for p in self._current()
-        ]
-        plan = self.scaler.plan(
-            members,
-            now,
-            backlog=router.waiting(),
-            oldest=router.oldest_queued(),
-            floor=self.reload_floor,
+            pool.reload_floor = 0
+        state_of = self._state_of(pool)
+        current = self._current(pool)
+        members = [Member(p.pid, p.started, state_of(p)) for p in current]
+        backlog, oldest = self._backlog(pool)
+        plan = pool.scaler.plan(
+            members, now, backlog=backlog, oldest=oldest, floor=pool.reload_floor
         )
-        self.scale_deadline = plan.deadline
+        self.scale_deadline = min(self.scale_deadline, plan.deadline)
         if plan.spawn:
             # Replacing exited workers is logged where they exit; growth is news.
             level = logging.DEBUG if plan.reason.startswith("below") else logging.INFO
-            log.log(level, "starting %d worker(s): %s", plan.spawn, plan.reason)
+            log.log(level, "starting %d worker(s)%s: %s", plan.spawn, self._of(pool), plan.reason)
             for _ in range(plan.spawn):
-                self.spawn()
+                self.spawn(pool)
         if plan.retire:
-            log.info("retiring %d worker(s): %s", len(plan.retire), plan.reason)
-            self._retire([self.workers[pid] for pid in plan.retire], len(plan.retire))
-        if old and all(p.identity in router.workers for p in self._current()):
-            log.info("generation %d ready; retiring %d old worker(s)", self.generation, len(old))
-            self._retire(old, len(old))
-            self.previous = None  # the reload is done: nothing to roll back to any more
+            log.info("retiring %d worker(s)%s: %s", len(plan.retire), self._of(pool), plan.reason)
+            self._retire([self.workers[pid] for pid in plan.retire], len(plan.retire), state_of)
+        ready = (State.IDLE, State.BUSY)
+        if old and all(state_of(p) in ready for p in self._current(pool)):
+            log.info(
+                "generation %d%s ready; retiring %d old worker(s)",
+                pool.generation,
+                self._of(pool),
+                len(old),
+            )
+            self._retire(old, len(old), state_of)
+            pool.previous = None  # the reload is done: nothing to roll back to any more
 
-    def _retire(self, candidates: list[WorkerProcess], count: int) -> None:
+    def _retire(self, candidates: list[WorkerProcess], count: int, state_of: StateOf) -> None:
         """Gracefully stop ``count`` workers: idle ones first, then the oldest.
 
         SIGTERM lets a worker finish its job; one that was idle sends DISCONNECT, and a job the
         router handed it meanwhile goes back to the queue unread.
         """
-        assert self.router is not None
-        idle = set(self.router.idle_workers())
-        ranked = sorted(candidates, key=lambda p: (p.identity not in idle, p.started))
+        ranked = sorted(candidates, key=lambda p: (state_of(p) is not State.IDLE, p.started))
         for proc in ranked[:count]:
             proc.retiring = True
             self._signal(proc.pid, signal.SIGTERM)
 
-    def spawn(self) -> None:
+    def spawn(self, pool: Pool) -> None:
         now = time.monotonic()
         # Our signals stay blocked across the fork until the child has dropped the master's
         # handlers: a SIGTERM from stop() that reached the child before that would be swallowed
@@ -611,25 +651,25 @@ class Arbiter:
             return
         if pid:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-            identity = _identity(pid)
+            identity = self._identity(pid)
             if self.departed.pop(identity, None) is not None:
                 # The pid was reused within the grace: the old worker's goodbye will not come.
-                assert self.router is not None
-                self.router.worker_gone(identity, "its pid was reused")
-            self.workers[pid] = WorkerProcess(pid, identity, self.generation, now)
-            log.debug("spawned worker %d (generation %d)", pid, self.generation)
+                self._gone(identity, "its pid was reused")
+            self.workers[pid] = WorkerProcess(pid, identity, pool, pool.generation, now)
+            log.debug("spawned worker %d (generation %d)%s", pid, pool.generation, self._of(pool))
             return
         # In the child. Nothing here may return into the master's loop: always os._exit.
         code = 1
         try:
             self._reset_child_state()
             code = worker_main(
-                self.config,
-                self.app,
-                _identity(os.getpid()),
+                pool.config,
+                pool.app,
+                self._identity(os.getpid()),
                 self.worker_endpoint,
                 self.pid,
-                credentials=self.security.worker_credentials,
+                credentials=self.worker_credentials,
+                status=self._child_status(),
             )
         except BaseException:
             log.exception("worker %d crashed", os.getpid())
@@ -654,8 +694,319 @@ class Arbiter:
         self.departed.clear()
 
 
+class Arbiter(Supervisor):
+    """The broker's master: both ROUTER sockets, the routing core, ZAP, and the local pools."""
+
+    def __init__(
+        self,
+        config: Config,
+        apps: Mapping[str, App] | None = None,
+        *,
+        reload: Callable[[], Config] | None = None,
+        credentials: Credentials | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(config, apps, reload=reload, credentials=credentials, on_ready=on_ready)
+        # Key files are read and checked here, so a bad one stops the server before it binds.
+        self.security = ServerSecurity.load(self.config)
+        self.ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self.broker: Broker | None = None
+        self.router: Router | None = None
+        self._bound: list[str] = []
+
+    def _open(self) -> bool:
+        config = self.config
+        self.ctx = zmq.Context()
+        self.router = Router(
+            config.default_service_name.encode(),
+            services=tuple(name.encode() for name in self.pools),
+            heartbeat_interval=config.heartbeat_interval,
+            heartbeat_liveness=config.heartbeat_liveness,
+            limits=_limits(config),
+            service_limits=self._service_limits(),
+            now=time.monotonic(),
+        )
+        # Local workers always connect to a private ipc:// socket (docs/security.md); the
+        # configured backend endpoint is bound as well only when it is open to remote pools.
+        security = self.security
+        try:
+            security.start(self.ctx)  # the ZAP handler, before any socket binds
+            local = security.local_endpoint()
+            self.broker = Broker(
+                self.ctx,
+                self.router,
+                config.frontend_endpoint,
+                security.public_backend or local,
+                max_message_size=config.max_message_size,
+                secure=security.apply,
+                pass_client_key=config.pass_client_key,
+            )
+            front, back = self.broker.endpoints()
+            if security.public_backend is not None:
+                security.bind_local(self.broker.backend)
+        except OSError as exc:
+            log.error("%s", exc.strerror or exc)
+            if self.broker is not None:
+                self.broker.close()
+            security.close()
+            self.ctx.term()
+            return False
+        self.worker_endpoint = local
+        self.worker_credentials = security.worker_credentials
+        self._bound = [front, back, local]
+        back_label = endpoint_label(back) if security.public_backend is not None else "local"
+        set_title(f"{config.proc_name} broker {endpoint_label(front)}-{back_label}")
+        if len(self.pools) == 1 and config.default_service is None:
+            services = f"service {next(iter(self.pools))!r}"
+        else:
+            names = ", ".join(repr(name) for name in self.pools)
+            services = f"services {names} (plain clients: {config.default_service_name!r})"
+        log.info("zmqserver %d: clients on %s, workers on %s, %s", self.pid, front, back, services)
+        return True
+
+    def _register(self, poller: zmq.Poller) -> None:
+        assert self.broker is not None
+        poller.register(self.broker.frontend, zmq.POLLIN)
+        poller.register(self.broker.backend, zmq.POLLIN)
+        zap = self.security.zap_socket
+        if zap is not None:
+            poller.register(zap, zmq.POLLIN)
+
+    def _before_wait(self, now: float) -> float:
+        assert self.router is not None
+        assert self.broker is not None
+        self.router.on_tick(now)
+        self._after_turn()
+        return self.router.next_deadline()
+
+    def _on_events(self, events: dict[Any, int], now: float) -> None:
+        broker = self.broker
+        assert broker is not None
+        zap = self.security.zap_socket
+        if zap is not None and zap in events:
+            self.security.handle_zap()  # handshakes waiting for a yes or no
+        if broker.backend in events:
+            broker.read_backend(now)
+        if broker.frontend in events:
+            broker.read_frontend(now)
+
+    def _after_turn(self) -> None:
+        assert self.router is not None
+        assert self.broker is not None
+        self.broker.flush()
+        self._kill_hung(self.router.take_kills())
+
+    def _close(self) -> None:
+        if self.router is not None and self.broker is not None:
+            self.router.shutdown()
+            self.router.fail_running(Status.SHUTTING_DOWN, "server stopped")
+            self.broker.flush()
+            self.broker.close()
+        self.security.close()
+        if self.ctx is not None:
+            self.ctx.term()
+
+    def _on_stop(self, graceful: bool) -> None:
+        assert self.router is not None
+        self.router.shutdown()
+        if not graceful:
+            self.router.fail_running(Status.SHUTTING_DOWN, "server stopped before the job ended")
+
+    def _on_reload(self) -> None:
+        self.security.reload()
+
+    def _on_config(self) -> None:
+        if self.router is not None:
+            self.router.set_limits(_limits(self.config), self._service_limits())
+
+    def _service_limits(self) -> dict[bytes, Limits]:
+        return {name.encode(): _limits(pool.config) for name, pool in self.pools.items()}
+
+    def _state_of(self, pool: Pool) -> StateOf:
+        assert self.router is not None
+        idle = set(self.router.idle_workers(pool.name.encode()))
+        registered = self.router.workers
+        return lambda proc: _state(proc.identity, idle, registered)
+
+    def _backlog(self, pool: Pool) -> tuple[int, float | None]:
+        assert self.router is not None
+        name = pool.name.encode()
+        return self.router.waiting(name), self.router.oldest_queued(name)
+
+    def _registered(self, identity: bytes) -> bool:
+        return self.router is not None and identity in self.router.workers
+
+    def _gone(self, identity: bytes, reason: str) -> None:
+        assert self.router is not None
+        self.router.worker_gone(identity, reason)
+
+    def _owned_paths(self) -> list[str]:
+        return [path for path in map(ipc_path, self._bound) if path is not None]
+
+    def _admit_user(self, creds: Credentials) -> None:
+        self.security.admit_local_user(creds.uid, creds.gid)
+
+    def _kill_hung(self, identities: list[bytes]) -> None:
+        """SIGKILL the local workers the router gave up on (silent, or past a job's deadline).
+
+        The router has already answered or rerouted their jobs; reaping starts a replacement.
+        Workers that are not ours (remote pools) were sent DISCONNECT, which is all we can do.
+        """
+        for identity in identities:
+            for proc in self.workers.values():
+                if proc.identity == identity:
+                    log.warning("killing hung worker %d", proc.pid)
+                    self._signal(proc.pid, signal.SIGKILL)
+
+
+#: A remote worker's report, as the autoscaler sees it.
+_REPORTED = {Report.CONNECTING: State.DETACHED, Report.IDLE: State.IDLE, Report.BUSY: State.BUSY}
+
+
+class PoolSupervisor(Supervisor):
+    """A remote pool (``zmqserver worker --connect tcp://BROKER:6661``): no broker of its own.
+
+    The same pools, signals and options as a broker's, minus the broker: no frontend, no
+    backend binding, no ZAP. Workers connect to ``config.connect`` (with CURVE when
+    ``server_key`` is set) and reconnect with backoff when the broker goes silent; a worker the
+    broker sends DISCONNECT (a restarted broker does not know it) exits and is replaced, and the
+    replacement registers afresh. Each worker reports idle/busy/cut off through a pipe, so
+    spare-server autoscaling works as on the broker's host, minus scaling on queue wait (the
+    queue is on the broker).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        apps: Mapping[str, App] | None = None,
+        *,
+        reload: Callable[[], Config] | None = None,
+        credentials: Credentials | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        if config.connect is None:
+            raise ConfigError(
+                "connect: a remote pool needs its broker's backend endpoint "
+                "(--connect tcp://BROKER:6661)"
+            )
+        super().__init__(config, apps, reload=reload, credentials=credentials, on_ready=on_ready)
+        self.worker_endpoint = config.connect
+        if self.config.server_key is not None:
+            # Read and checked now, so a bad key file stops the pool before it forks.
+            self.worker_credentials = ClientCredentials.load(
+                self.config.server_key, self.config.key_file
+            )
+        # Routing ids must be unique among every pool of the broker, on every host: the pid,
+        # the host, and a random tag per pool process (pids repeat across hosts and restarts).
+        tag = f"{socket.gethostname()}.{secrets.token_hex(4)}"
+        self._tag = tag.encode("ascii", "replace")
+        self.status: StatusChannel | None = None
+        self.reports: dict[bytes, Report] = {}
+
+    def _service_configs(self, config: Config) -> dict[str, Config]:
+        # A worker's title shows its backend: here, the broker it connects to.
+        return {
+            name: service.replace(backend=config.connect)
+            for name, service in config.service_configs().items()
+        }
+
+    def _open(self) -> bool:
+        config = self.config
+        self.status = StatusChannel()
+        set_title(f"{config.proc_name} pool {(config.connect or '').removeprefix('tcp://')}")
+        log.info(
+            "zmqserver pool %d: workers connect to %s%s, service(s) %s",
+            self.pid,
+            config.connect,
+            " with CURVE" if self.worker_credentials is not None else "",
+            ", ".join(repr(name) for name in self.pools),
+        )
+        return True
+
+    def _register(self, poller: zmq.Poller) -> None:
+        assert self.status is not None
+        poller.register(self.status.fileno(), zmq.POLLIN)
+
+    def _on_events(self, events: dict[Any, int], now: float) -> None:
+        assert self.status is not None
+        if self.status.fileno() not in events:
+            return
+        for pid, report in self.status.read():
+            proc = self.workers.get(pid)
+            if proc is not None:
+                self.reports[proc.identity] = report
+
+    def _close(self) -> None:
+        if self.status is not None:
+            self.status.close()
+
+    def _state_of(self, pool: Pool) -> StateOf:
+        reports = self.reports
+
+        def state(proc: WorkerProcess) -> State:
+            report = reports.get(proc.identity)
+            return State.BOOTING if report is None else _REPORTED[report]
+
+        return state
+
+    def _gone(self, identity: bytes, reason: str) -> None:
+        self.reports.pop(identity, None)
+
+    def _identity(self, pid: int) -> bytes:
+        return b"pid:%d@%s" % (pid, self._tag)
+
+    def _child_status(self) -> StatusWriter | None:
+        assert self.status is not None
+        return self.status.writer()
+
+
+def _reloaded_services(old: Config, fresh: Config) -> tuple[ServiceSpec, ...]:
+    """The services HUP takes on: the same ones, each with its options from ``fresh``.
+
+    Adding, removing or reordering services needs a restart (the router's queues and the
+    default service are set up at start-up); a service's options, app included, reload.
+    """
+    before = [spec.name for spec in old.services]
+    after = [spec.name for spec in fresh.services]
+    if before != after:
+        log.warning(
+            "HUP: services changed to %s; that takes effect after a restart (the options of "
+            "the services that remain are reloaded)",
+            after or "none",
+        )
+    by_name = {spec.name: spec for spec in fresh.services}
+    reloaded = []
+    for spec in old.services:
+        settings = by_name.get(spec.name, spec).settings
+        kept = spec.settings
+        if old.preload_app and settings.get("app") != kept.get("app"):
+            log.warning(
+                "HUP: services.%s.app changed; with preload_app it takes effect after a restart",
+                spec.name,
+            )
+            settings.pop("app", None)
+            if "app" in kept:
+                settings["app"] = kept["app"]
+        for key in sorted(set(settings) | set(kept)):
+            if settings.get(key) != kept.get(key):
+                log.info(
+                    "HUP: services.%s.%s is now %r (was %r)",
+                    spec.name,
+                    key,
+                    settings.get(key),
+                    kept.get(key),
+                )
+        reloaded.append(ServiceSpec(spec.name, tuple(settings.items())))
+    return tuple(reloaded)
+
+
 def _ms(seconds: float) -> int:
-    """A poll timeout in whole milliseconds, rounded up so the loop never wakes early and spins."""
+    """A poll timeout in whole milliseconds, rounded up so the loop never wakes early and spins.
+
+    -1 (wait until something happens) when nothing is due: a remote pool at rest has no timer.
+    """
+    if seconds == math.inf:
+        return -1
     return max(0, math.ceil(seconds * 1000))
 
 
@@ -679,7 +1030,3 @@ def _state(identity: bytes, idle: set[bytes], registered: Mapping[bytes, object]
         return State.BUSY
     return State.BOOTING
 
-
-def _identity(pid: int) -> bytes:
-    """A local worker's routing id. The master knows it from the pid alone, with no handshake."""
-    return b"pid:%d" % pid
