@@ -1029,4 +1029,3 @@ def _state(identity: bytes, idle: set[bytes], registered: Mapping[bytes, object]
     if identity in registered:
         return State.BUSY
     return State.BOOTING
-

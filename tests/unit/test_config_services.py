@@ -141,9 +141,7 @@ def test_toml_service_errors_name_the_file_and_the_service(tmp_path: Path):
     path.write_text('[services.upper]\napp = "examples.upper:app"\nmin_servers = "3"\n')
     with pytest.raises(ConfigError) as err:
         load({}, {}, str(path))
-    assert str(err.value) == (
-        f"{path}: services.upper: min_servers: expected an integer, got '3'"
-    )
+    assert str(err.value) == (f"{path}: services.upper: min_servers: expected an integer, got '3'")
 
 
 def test_environment_and_flags_replace_the_files_services(tmp_path: Path):
