@@ -585,19 +585,22 @@ class Supervisor:
             return
         now = time.monotonic()
         self.scale_deadline = math.inf
-        for pool in self.pools.values():
-            self._manage(pool, now)
+        # Grouped once: this runs on every loop turn, and a scan of every worker per pool would
+        # cost pools x workers each time.
+        groups: dict[str, list[WorkerProcess]] = {name: [] for name in self.pools}
+        for proc in self.workers.values():
+            if not proc.retiring:
+                groups[proc.pool.name].append(proc)
+        for name, pool in self.pools.items():
+            self._manage(pool, groups[name], now)
 
-    def _manage(self, pool: Pool, now: float) -> None:
-        old = [
-            p
-            for p in self.workers.values()
-            if p.pool is pool and p.generation != pool.generation and not p.retiring
-        ]
+    def _manage(self, pool: Pool, running: list[WorkerProcess], now: float) -> None:
+        """``running``: the pool's workers that are not retiring, of every generation."""
+        old = [p for p in running if p.generation != pool.generation]
         if not old:
             pool.reload_floor = 0
         state_of = self._state_of(pool)
-        current = self._current(pool)
+        current = [p for p in running if p.generation == pool.generation]
         members = [Member(p.pid, p.started, state_of(p)) for p in current]
         backlog, oldest = self._backlog(pool)
         plan = pool.scaler.plan(
@@ -613,8 +616,10 @@ class Supervisor:
         if plan.retire:
             log.info("retiring %d worker(s)%s: %s", len(plan.retire), self._of(pool), plan.reason)
             self._retire([self.workers[pid] for pid in plan.retire], len(plan.retire), state_of)
+        # The new generation is ready once every one of its workers has registered (one just
+        # started has not: a plan that spawned means not yet).
         ready = (State.IDLE, State.BUSY)
-        if old and all(state_of(p) in ready for p in self._current(pool)):
+        if old and not plan.spawn and all(state_of(p) in ready for p in current if not p.retiring):
             log.info(
                 "generation %d%s ready; retiring %d old worker(s)",
                 pool.generation,
