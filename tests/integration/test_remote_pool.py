@@ -144,8 +144,13 @@ def test_a_remote_pool_serves_the_brokers_clients(start_server, start_pool):
         "--min-spare-servers", "0",
     )  # fmt: skip
     pids = pool.wait_workers(2)
-    served = {int(broker.request(b"x")[0]) for _ in range(10)}
-    assert served == set(pids)  # LRU: both remote workers take turns
+    served: set[int] = set()
+
+    def both_serve() -> bool:  # LRU: once both have registered, they take turns
+        served.add(int(broker.request(b"x")[0]))
+        return served == set(pids)
+
+    wait_until(both_serve, 10, "both remote workers to serve")
     with Client(broker.frontend, service="local") as client:
         assert client.request(b"here") == b"here"  # the broker's own pool
     wait_until(lambda: cmdline(pool.pid).startswith("zmq pool"), 10, "the pool's title")
