@@ -207,6 +207,7 @@ class Supervisor:
         """The pools' configs changed (HUP, or a failed one rolled back)."""
 
     def _state_of(self, pool: Pool) -> StateOf:
+        """How each of the pool's workers looks this turn (one snapshot per turn)."""
         raise NotImplementedError
 
     def _backlog(self, pool: Pool) -> tuple[int, float | None]:
@@ -234,9 +235,6 @@ class Supervisor:
     def _child_status(self) -> StatusWriter | None:
         """In a new worker: its status reporter, if the master reads one."""
         return None
-
-    def _title(self) -> str:
-        raise NotImplementedError
 
     # -- lifecycle --------------------------------------------------------------------------------
 
