@@ -225,6 +225,37 @@ def test_term_on_the_pool_finishes_running_jobs_and_leaves_no_process(
     assert "graceful stop: 2 worker(s)" in pool.log()
 
 
+def test_hup_on_the_pool_replaces_its_workers_once_the_new_ones_registered(
+    start_server, start_pool, short_tmp
+):
+    port = free_port()
+    broker = start_server("local=examples.echo:app", *broker_args(port), workers=1)
+    config = short_tmp / "pool.toml"
+    config.write_text(
+        'min_servers = 2\nmin_spare_servers = 0\n[services.upper]\napp = "tests.apps:pid"\n'
+    )
+    pool = start_pool(f"tcp://127.0.0.1:{port}", "--config", str(config))
+    old = set(pool.wait_workers(2))
+    assert int(broker.request(b"x")[0]) in old
+    config.write_text(
+        'min_servers = 3\nmin_spare_servers = 0\n[services.upper]\napp = "tests.apps:pid"\n'
+    )
+    pool.signal(signal.SIGHUP)
+    failures: list[bytes] = []
+
+    def replaced() -> bool:
+        (reply,) = broker.request(b"x")  # jobs keep flowing during the reload
+        if not reply.isdigit():
+            failures.append(reply)
+        pids = set(pool.worker_pids())
+        return len(pids) == 3 and not pids & old
+
+    wait_until(replaced, 20, f"a new generation of 3 (log:\n{pool.log()})")
+    assert failures == []
+    assert "HUP: min_servers is now 3 (was 2)" in pool.log()
+    assert "ready; retiring 2 old worker(s)" in pool.log()
+
+
 def test_the_pool_scales_on_its_workers_status_reports(start_server, start_pool, short_tmp):
     port = free_port()
     broker = start_server("local=examples.echo:app", *broker_args(port), workers=1)
