@@ -648,10 +648,18 @@ def _check_service_name(what: str, name: object) -> None:
 
 def _check_pool(config: Config) -> None:
     """The remote pool's options (``zmqserver worker``)."""
-    if config.connect is not None and "://" not in config.connect:
-        raise ConfigError(
-            f"connect: {config.connect!r} is not a ZeroMQ endpoint (expected tcp://host:port)"
-        )
+    connect = config.connect
+    if connect is not None:
+        # Checked here, in the master: an endpoint libzmq refuses would make every worker fail
+        # in connect() and be replaced, over and over.
+        transport, sep, address = connect.partition("://")
+        host, colon, port = address.rpartition(":")
+        if not sep or (
+            transport == "tcp" and not (host and colon and port.isdigit() and 0 < int(port) < 65536)
+        ):
+            raise ConfigError(
+                f"connect: {connect!r} is not a ZeroMQ endpoint (expected tcp://host:port)"
+            )
     if config.key_file is not None and config.server_key is None:
         raise ConfigError("key_file needs server_key (the broker backend's public key)")
 

@@ -178,8 +178,11 @@ def test_the_worker_command_has_the_pool_options_and_not_the_brokers(capsys):
 
 
 def test_pool_options_are_checked():
-    with pytest.raises(ConfigError, match="connect: 'broker:6661' is not a ZeroMQ endpoint"):
-        Config.from_mapping({"connect": "broker:6661"})
+    for endpoint in ("broker:6661", "tcp://broker", "tcp://broker:x", "tcp://:6661", "tcp://b:0"):
+        with pytest.raises(ConfigError, match="is not a ZeroMQ endpoint"):
+            Config.from_mapping({"connect": endpoint})
+    for endpoint in ("tcp://[::1]:6661", "tcp://broker.example.org:6661", "ipc:///run/b"):
+        assert Config.from_mapping({"connect": endpoint}).connect == endpoint
     with pytest.raises(ConfigError, match="key_file needs server_key"):
         Config.from_mapping({"connect": "tcp://b:1", "key_file": "pool.key_secret"})
 
