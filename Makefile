@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit integration clean
+.PHONY: serve test lint typecheck unit integration bench clean
 
 # setup.py builds the optional C extension (src/zmqserver/_fastio.c) in place.
 $(STAMP): pyproject.toml setup.py src/zmqserver/_fastio.c
@@ -36,6 +36,16 @@ integration: $(STAMP)
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest tests
 	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py
+
+# The benchmark suite (bench/README.md): about 5 minutes; JSON and Markdown in bench/results/,
+# the plot in docs/bench.png. The bench extra adds matplotlib for the plot.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --out bench/results --plot docs/bench.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,8 @@
 """Baseline broker: pyzmq's C device ``zmq.proxy(ROUTER frontend, DEALER backend)``.
 
-Run as its own process by bench/run.py: ``python bench/_proxy.py FRONTEND BACKEND``. It has no
-signal handlers, so SIGTERM ends it at once (the proxy loop runs in C).
+Run as its own process by the suite (bench/systems.py):
+``python -m bench._launch bench._proxy FRONTEND BACKEND``. It has no signal handlers, so SIGTERM
+ends it at once (the proxy loop runs in C).
 """
 
 from __future__ import annotations
