@@ -78,53 +78,75 @@ class BusyHeartbeat:
     normal), where it can block for minutes; a broker that heard nothing for that long would take
     the worker for dead (RFC 6/PPP). So for the length of each job the socket is lent to this
     thread, under a lock: ZeroMQ sockets are not thread-safe, but may move between threads across
-    a full memory barrier, which the lock provides. Lending costs two lock round trips a job; the
-    alternative, an I/O thread that owns the socket and talks to the main thread over inproc,
-    would cost two extra socket hops a job.
+    a full memory barrier, which the lock provides. The thread touches the socket only while
+    holding the lock and only while it is lent, so once :meth:`end` returns it no longer does.
+
+    A job must not wake the thread: with a wake-up per job (the first design, a Condition
+    notified by :meth:`begin`) the two threads handed the GIL back and forth on every job, which
+    cost more than the job itself under load. So :meth:`begin` and :meth:`end` only take an
+    uncontended lock and write two attributes, and the thread keeps its own clock: it sleeps a
+    full interval while the worker is idle, and while a job runs it sleeps until one interval
+    after the later of the job's start and its own last heartbeat, then heartbeats. A job
+    shorter than an interval is never seen by the thread at all; a long one heartbeats every
+    interval from its start, as the broker expects. The rejected alternative, an I/O thread that
+    owns the socket and talks to the main thread over inproc, costs two socket hops a job.
     """
 
     def __init__(self, heartbeat: list[bytes], interval: float) -> None:
         self._heartbeat = heartbeat
         self._interval = interval
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # Both written under the lock, by begin()/end() and by the thread after a heartbeat.
         self._sock: zmq.Socket[bytes] | None = None
+        self._since = 0.0  # start of the current job, or the thread's last heartbeat in it
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def begin(self, sock: zmq.Socket[bytes]) -> None:
         """Lend ``sock`` to the heartbeat thread until :meth:`end`."""
-        with self._cond:
+        now = time.monotonic()
+        with self._lock:
             self._sock = sock
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-                self._thread.start()
-            self._cond.notify()
+            self._since = now
+        if self._thread is None:
+            # Started on the first job, so a worker that never gets one runs no thread.
+            self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+            self._thread.start()
 
     def end(self) -> None:
         """Take the socket back; once this returns the thread no longer touches it."""
-        with self._cond:
+        with self._lock:
             self._sock = None
 
     def send(self, frames: list[bytes]) -> None:
         """Send on the lent socket from the main thread (a streaming app's PARTIALs)."""
-        with self._cond:
+        with self._lock:
             assert self._sock is not None
             self._sock.send_multipart(frames)
 
+    def close(self) -> None:
+        """Stop the thread (promptly: it waits on an Event, not a sleep)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
     def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._sock is None:
-                    self._cond.wait()
-                due = time.monotonic() + self._interval
-                while self._sock is not None:
-                    left = due - time.monotonic()
-                    if left > 0:
-                        self._cond.wait(left)
-                        continue
+        interval = self._interval
+        wait = interval
+        while not self._stop.wait(wait):
+            with self._lock:
+                if self._sock is None:
+                    wait = interval  # idle: one wake-up an interval, nothing sent
+                    continue
+                now = time.monotonic()
+                due = self._since + interval
+                if now >= due:
                     # NOBLOCK: with the broker gone a full pipe must not wedge the lock.
                     with contextlib.suppress(zmq.Again):
                         self._sock.send_multipart(self._heartbeat, zmq.NOBLOCK)
-                    due += self._interval
+                    self._since = now
+                    due = now + interval
+                wait = due - now
 
 
 class BadReply(TypeError):
@@ -367,6 +389,7 @@ class Worker:
         return []
 
     def close(self) -> None:
+        self._busy.close()
         if self.sock is not None:
             # Let the last reply and DISCONNECT leave before the process goes.
             self.sock.close(linger=EXIT_LINGER_MS)
