@@ -222,6 +222,9 @@ class Worker:
         self.sock: zmq.Socket[bytes] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._busy = BusyHeartbeat(encode_heartbeat(), config.heartbeat_interval)
+        # Looked up once: most servers set no per-job hook, and then a job calls none.
+        self._pre_request = self.hooks.get("pre_request")
+        self._post_request = self.hooks.get("post_request")
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -263,27 +266,34 @@ class Worker:
 
     def run(self) -> int:
         self._install_signals()
-        self.sock = self._connect()
+        sock = self.sock = self._connect()
         poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
+        poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         interval = self.config.heartbeat_interval
         silence_limit = interval * self.config.heartbeat_liveness
+        report = self.status
         now = time.monotonic()
         heartbeat_at = now + interval
         broker_seen = now
         backoff = 0.0  # extra patience after each reconnect that met silence again
         while not self.stopping:
-            timeout_ms = max(0.0, heartbeat_at - time.monotonic()) * 1000
-            events = dict(poller.poll(int(timeout_ms) + 1))
+            # ``now`` was read after the last poll or the last job, whichever came later: close
+            # enough for a timeout, and one clock read a turn fewer.
+            events = poller.poll(int(max(0.0, heartbeat_at - now) * 1000) + 1)
             now = time.monotonic()
-            if self._wake_r.fileno() in events:
-                self._drain_wakeup()
-            if self.sock in events:
+            from_broker = False
+            for ready, _ in events:
+                if ready is sock:
+                    from_broker = True
+                else:
+                    self._drain_wakeup()
+            if from_broker:
                 broker_seen = now
                 backoff = 0.0
-                self._report(Report.IDLE)  # the broker answers: registered (or a job)
-                if not self._on_message(self.sock.recv_multipart()):
+                if report is not None:
+                    report(Report.IDLE)  # the broker answers: registered (or a job)
+                if not self._on_message(sock.recv_multipart()):
                     return 0
                 if self.max_jobs and self.jobs_done >= self.max_jobs:
                     log.info(
@@ -296,11 +306,16 @@ class Worker:
                     break
                 # The broker could not speak to us while the app ran; time starts now.
                 now = broker_seen = time.monotonic()
-            if os.getppid() != self.master_pid:
-                log.warning("worker %d: master %d is gone; exiting", os.getpid(), self.master_pid)
-                return 0
             if now >= heartbeat_at:
-                self.sock.send_multipart(encode_heartbeat(), zmq.NOBLOCK)
+                # The master-death check runs once an interval, busy or idle, not every turn:
+                # getppid() is a system call, dear at tens of thousands of jobs a second. The
+                # prompt exit is die_with_parent's (PR_SET_PDEATHSIG); this is the portable net.
+                if os.getppid() != self.master_pid:
+                    log.warning(
+                        "worker %d: master %d is gone; exiting", os.getpid(), self.master_pid
+                    )
+                    return 0
+                sock.send_multipart(encode_heartbeat(), zmq.NOBLOCK)
                 heartbeat_at = now + interval
             if now - broker_seen > silence_limit + backoff:
                 # Paranoid Pirate: the broker went silent. Start over with a fresh connection
@@ -310,14 +325,14 @@ class Worker:
                     os.getpid(),
                     now - broker_seen,
                 )
-                poller.unregister(self.sock)
-                self.sock.close(linger=0)
-                self.sock = self._connect()
-                poller.register(self.sock, zmq.POLLIN)
+                poller.unregister(sock)
+                sock.close(linger=0)
+                sock = self.sock = self._connect()
+                poller.register(sock, zmq.POLLIN)
                 broker_seen = now
                 backoff = min(max(2 * backoff, interval), MAX_RECONNECT_BACKOFF)
         # Orderly exit between jobs: tell the broker, so it stops routing to us at once.
-        self.sock.send_multipart(encode_disconnect(), zmq.NOBLOCK)
+        sock.send_multipart(encode_disconnect(), zmq.NOBLOCK)
         return 0
 
     def _drain_wakeup(self) -> None:
@@ -344,28 +359,41 @@ class Worker:
         return True
 
     def _run_job(self, job: JobRequest) -> None:
-        assert self.sock is not None
+        # The per-job path: everything here runs once a job, so what is not needed is skipped
+        # (status reports without a status pipe, unset hooks, the client key of a keyless job).
+        sock = self.sock
+        assert sock is not None
         self.jobs_done += 1
+        report = self.status
+        payload = payload_of(job.body)
         # While the app runs, the heartbeat thread owns the socket (heartbeats, and PARTIALs
         # via its send()); the main thread takes it back before sending the FINAL.
         busy = self._busy
-        busy.begin(self.sock)
-        self._report(Report.BUSY)
-        token = _CLIENT_KEY.set(job.client_key.decode("ascii", "replace") or None)
+        busy.begin(sock)
+        if report is not None:
+            report(Report.BUSY)
+        # Set only when the job carries a key: the reset below puts back the default (None),
+        # so a keyless job after a keyed one still reads None, without a set/reset of its own.
+        key = job.client_key
+        token = _CLIENT_KEY.set(key.decode("ascii", "replace")) if key else None
         try:
-            self.hooks.run("pre_request", payload_of(job.body))  # raising vetoes the job
-            frames = self._call(job, busy)
+            if self._pre_request is not None:
+                self._pre_request(payload)  # raising vetoes the job
+            frames = self._call(job, payload, busy)
             status = Status.OK
         except Exception as exc:
             log.exception("worker %d: app raised on a job", os.getpid())
             frames = [f"{type(exc).__name__}: {exc}".encode()]
             status = Status.APP_ERROR
         finally:
-            _CLIENT_KEY.reset(token)
+            if token is not None:
+                _CLIENT_KEY.reset(token)
             busy.end()
-        self.sock.send_multipart(encode_worker_reply(job.address, frames, status=status))
-        self._report(Report.IDLE)
-        self.hooks.run_logged("post_request", payload_of(job.body), status)
+        sock.send_multipart(encode_worker_reply(job.address, frames, status=status))
+        if report is not None:
+            report(Report.IDLE)
+        if self._post_request is not None:
+            self.hooks.run_logged("post_request", payload, status)
 
     def _over_memory(self) -> bool:
         """max_worker_memory: True (time to exit, between jobs) once RSS is over the limit."""
@@ -380,8 +408,12 @@ class Worker:
         )
         return True
 
-    def _call(self, job: JobRequest, busy: BusyHeartbeat) -> list[bytes]:
-        result = self.app(payload_of(job.body))
+    def _call(
+        self, job: JobRequest, payload: bytes | list[bytes], busy: BusyHeartbeat
+    ) -> list[bytes]:
+        result = self.app(payload)
+        if isinstance(result, bytes):
+            return [result]  # the common reply, ahead of the dearer iterator checks (ABCs)
         if not _is_stream(result):
             return to_frames(result)
         for part in result:
