@@ -56,6 +56,27 @@ EXIT_LINGER_MS = 2000
 MAX_RECONNECT_BACKOFF = 32.0
 
 
+#: SNDMORE as a plain int: the IntFlag arithmetic send_multipart does costs ~0.6 µs a frame.
+_SNDMORE = int(zmq.SNDMORE)
+
+
+def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    """``sock.send_multipart(frames)`` at about a third of its cost (2 µs, not 6.5, for a reply).
+
+    send_multipart type-checks every frame before sending the first (so a bad one cannot leave
+    half a message queued) and ORs IntFlags for each; our frames come from :func:`to_frames` and
+    the protocol encoders, which only make bytes, so the check buys nothing on the per-job path.
+
+    Frames are copied, even 64 KiB ones: a zero-copy send measured slower (87-94 against 62-64
+    µs of CPU a 64 KiB echo), as pyzmq frees zero-copy buffers through its garbage-collector
+    thread, and a zero-copy receive gained nothing, since the app needs bytes anyway.
+    """
+    send = sock.send
+    for frame in frames[:-1]:
+        send(frame, _SNDMORE)
+    send(frames[-1])
+
+
 _CLIENT_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "zmqserver_client_key", default=None
 )
@@ -122,7 +143,7 @@ class BusyHeartbeat:
         """Send on the lent socket from the main thread (a streaming app's PARTIALs)."""
         with self._lock:
             assert self._sock is not None
-            self._sock.send_multipart(frames)
+            send_frames(self._sock, frames)
 
     def close(self) -> None:
         """Stop the thread (promptly: it waits on an Event, not a sleep)."""
@@ -389,7 +410,7 @@ class Worker:
             if token is not None:
                 _CLIENT_KEY.reset(token)
             busy.end()
-        sock.send_multipart(encode_worker_reply(job.address, frames, status=status))
+        send_frames(sock, encode_worker_reply(job.address, frames, status=status))
         if report is not None:
             report(Report.IDLE)
         if self._post_request is not None:

@@ -28,11 +28,19 @@ class FakeSocket:
         self.lent = False
         self.sent: list[tuple[float, list[bytes]]] = []
         self.misuse: list[str] = []
+        self.pending: list[bytes] = []
 
     def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
         if not self.lent:
             self.misuse.append(threading.current_thread().name)
         self.sent.append((time.monotonic(), frames))
+
+    def send(self, frame: bytes, flags: int = 0) -> None:
+        """One frame of a multipart message, as worker.send_frames sends them."""
+        self.pending.append(frame)
+        if not flags & zmq.SNDMORE:
+            frames, self.pending = self.pending, []
+            self.send_multipart(frames)
 
     def heartbeats(self) -> list[float]:
         return [when for when, frames in self.sent if frames == HEARTBEAT]

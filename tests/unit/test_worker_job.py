@@ -24,9 +24,17 @@ from zmqserver.worker import Worker
 class FakeSocket:
     def __init__(self) -> None:
         self.sent: list[list[bytes]] = []
+        self.pending: list[bytes] = []
 
     def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
         self.sent.append(frames)
+
+    def send(self, frame: bytes, flags: int = 0) -> None:
+        """One frame of a multipart message, as worker.send_frames sends them."""
+        self.pending.append(frame)
+        if not flags & zmq.SNDMORE:
+            frames, self.pending = self.pending, []
+            self.sent.append(frames)
 
 
 @pytest.fixture
