@@ -327,15 +327,12 @@ class Worker:
                     break
                 # The broker could not speak to us while the app ran; time starts now.
                 now = broker_seen = time.monotonic()
+            # The master-death check: on every wake-up but a job's (a poll timeout, a signal
+            # such as die_with_parent's SIGTERM), and once an interval under load. getppid() is
+            # a system call, too dear for every one of tens of thousands of jobs a second.
+            if (not from_broker or now >= heartbeat_at) and self._master_gone():
+                return 0
             if now >= heartbeat_at:
-                # The master-death check runs once an interval, busy or idle, not every turn:
-                # getppid() is a system call, dear at tens of thousands of jobs a second. The
-                # prompt exit is die_with_parent's (PR_SET_PDEATHSIG); this is the portable net.
-                if os.getppid() != self.master_pid:
-                    log.warning(
-                        "worker %d: master %d is gone; exiting", os.getpid(), self.master_pid
-                    )
-                    return 0
                 sock.send_multipart(encode_heartbeat(), zmq.NOBLOCK)
                 heartbeat_at = now + interval
             if now - broker_seen > silence_limit + backoff:
@@ -352,9 +349,20 @@ class Worker:
                 poller.register(sock, zmq.POLLIN)
                 broker_seen = now
                 backoff = min(max(2 * backoff, interval), MAX_RECONNECT_BACKOFF)
+        # A stop asked for during a job lands here without the check above. With the master gone
+        # a DISCONNECT would wait out the exit linger in the socket, and keep this process, and
+        # any listening socket it inherited from the master, alive that long for nothing.
+        if self._master_gone():
+            return 0
         # Orderly exit between jobs: tell the broker, so it stops routing to us at once.
         sock.send_multipart(encode_disconnect(), zmq.NOBLOCK)
         return 0
+
+    def _master_gone(self) -> bool:
+        if os.getppid() == self.master_pid:
+            return False
+        log.warning("worker %d: master %d is gone; exiting", os.getpid(), self.master_pid)
+        return True
 
     def _drain_wakeup(self) -> None:
         try:
