@@ -452,8 +452,12 @@ class Worker:
     def close(self) -> None:
         self._busy.close()
         if self.sock is not None:
-            # Let the last reply and DISCONNECT leave before the process goes.
-            self.sock.close(linger=EXIT_LINGER_MS)
+            # Let the last reply and DISCONNECT leave before the process goes; but not for a
+            # dead master (a local worker's master is its broker): whatever is queued (READY, a
+            # heartbeat) has no reader, and lingering keeps this orphan alive, holding the
+            # listening sockets it inherited, so a restarted master cannot bind its ports.
+            gone = os.getppid() != self.master_pid
+            self.sock.close(linger=0 if gone else EXIT_LINGER_MS)
         self.ctx.term()
 
 
