@@ -45,6 +45,10 @@ class Hooks:
     def __bool__(self) -> bool:
         return bool(self._hooks)
 
+    def get(self, name: str) -> Hook | None:
+        """Hook ``name``, or None when it is not set: a hot path looks it up once, not per call."""
+        return self._hooks.get(name)
+
     def run(self, name: str, *args: Any) -> None:
         """Call hook ``name``; its exceptions propagate (the caller decides what they mean)."""
         hook = self._hooks.get(name)
