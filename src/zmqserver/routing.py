@@ -274,7 +274,7 @@ class Router:
             self._dispatch(service)
 
     def _limits_of(self, service: Service) -> Limits:
-        return self.limits if service.limits is None else service.limits
+        return service.limits or self.limits
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
@@ -317,7 +317,7 @@ class Router:
     ) -> None:
         name = request.service or self.default_service
         service = self.services.get(name)
-        limits = self.limits if service is None else self._limits_of(service)
+        limits = self.limits if service is None else service.limits or self.limits
         timeout = request.timeout_ms / 1000 if request.timeout_ms else limits.job_timeout
         deadline = now + timeout if timeout else math.inf
         key = None if request.request_id is None else (client, request.request_id)
@@ -334,7 +334,7 @@ class Router:
             self._refuse(client, request, Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
             return
         if limits.max_message_size:
-            size = sum(len(frame) for frame in request.body)
+            size = sum(map(len, request.body))
             if size > limits.max_message_size:
                 self._refuse(
                     client,
@@ -485,7 +485,7 @@ class Router:
 
     def _cache(self, key: RequestKey, frames: list[bytes]) -> None:
         """Keep a reply for resends, within both the entry and the byte budget (oldest go)."""
-        size = sum(len(frame) for frame in frames)
+        size = sum(map(len, frames))
         budget = self.limits.reply_cache_bytes
         if size > budget:
             return
