@@ -119,6 +119,7 @@ class WorkerState:
     #: The jobs it holds, in the order they were sent; only ``jobs[0]`` may have started.
     jobs: deque[Job] = field(default_factory=deque)
     level: int = -1  # the ``Service.levels`` index it sits in (len(jobs)); -1: no credit left
+    reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
 
 
 @dataclass(slots=True, eq=False)
@@ -267,9 +268,10 @@ class Router:
         # Registered workers get the new cap on their credit: a lower one takes effect as
         # their jobs finish, a higher one (up to what they asked for) at once.
         for worker in self.workers.values():
-            worker.credit = min(worker.asked, self._limits_of(worker.service).worker_credit)
-            _unplace(worker)
-            _place(worker)
+            if worker.reachable:
+                worker.credit = min(worker.asked, self._limits_of(worker.service).worker_credit)
+                _unplace(worker)
+                _place(worker)
         for service in list(self.services.values()):
             self._dispatch(service)
 
@@ -662,13 +664,24 @@ class Router:
         ``undelivered`` means the shell could not even hand the worker a message. Only jobs
         are sent to a worker that holds any, so a worker holding one job never got it, and it
         can safely go to another worker. One holding more may have got and started the oldest
-        before the failed send (which was for a later one): that one is treated as lost.
+        before the failed send (which was for a later one), or may have left in an orderly way
+        with a DISCONNECT that is still unread (a worker recycled by max_requests): the router
+        cannot tell yet, so it sends that worker nothing more and waits for the DISCONNECT, the
+        process's exit (another call here) or its heartbeats to run out, which settle it.
         """
         worker = self.workers.get(identity)
-        if worker is not None:
-            log.debug("worker %r gone: %s", identity, reason)
-            handed_back = undelivered and len(worker.jobs) <= 1
-            self._remove(worker, handed_back=handed_back, reason=reason)
+        if worker is None:
+            return
+        if undelivered and len(worker.jobs) > 1:
+            log.debug(
+                "worker %r unreachable (%s); holding its jobs until it is gone", identity, reason
+            )
+            worker.reachable = False
+            worker.credit = 0
+            _unplace(worker)
+            return
+        log.debug("worker %r gone: %s", identity, reason)
+        self._remove(worker, handed_back=undelivered, reason=reason)
 
     def _remove(self, worker: WorkerState, *, handed_back: bool = False, reason: str = "") -> None:
         """Forget ``worker``; decide the fate of the jobs it held.

@@ -182,7 +182,7 @@ def test_disconnect_hands_back_every_held_job_uncounted():
     assert [router.jobs[j.address].attempts for _, j in jobs] == [1, 1]
 
 
-def test_undelivered_hands_back_a_lone_job_but_not_the_oldest_of_several():
+def test_undelivered_hands_back_a_lone_job_and_holds_several_until_the_worker_is_gone():
     router = make_router()
     ready(router, b"A")
     request(router, b"c1")
@@ -190,13 +190,42 @@ def test_undelivered_hands_back_a_lone_job_but_not_the_oldest_of_several():
     router.worker_gone(b"A", "unreachable", undelivered=True)
     assert router.waiting() == 1  # never delivered: back in the queue, not lost
     ready(router, b"B")
+    ready(router, b"C")
+    request(router, b"c2")
+    request(router, b"c3")
+    jobs, _ = sent(router)
+    assert [(w, j.body) for w, j in jobs] == [(b"B", [b"c1"]), (b"C", [b"c2"]), (b"B", [b"c3"])]
+    # B holds c1 and c3, and the send of c3 failed: c1 may have started, or B may have left
+    # with a DISCONNECT the router has not read yet. It gets nothing more until that is known.
+    router.worker_gone(b"B", "unreachable", undelivered=True)
+    assert sent(router) == ([], {})
+    assert b"B" in router.workers
+    request(router, b"c4")
+    request(router, b"c5")
+    jobs, _ = sent(router)
+    assert [w for w, _ in jobs] == [b"C", b"C"]  # not B
+    router.on_worker(b"B", encode_disconnect(), 0.5)  # it left in an orderly way
+    jobs, answers = sent(router)
+    assert answers == {}
+    assert [(w, j.body) for w, j in jobs] == [(b"C", [b"c1"])]  # C's last credit
+    assert [job.body for job in router.services[SERVICE].queue] == [[b"c3"]]
+    assert router.jobs[jobs[0][1].address].attempts == 1  # only C counts: A, B never ran it
+
+
+def test_an_unreachable_worker_holding_several_that_dies_loses_only_the_oldest():
+    router = make_router()
+    ready(router, b"B")
+    request(router, b"c1")
     request(router, b"c2")
     sent(router)
     router.worker_gone(b"B", "unreachable", undelivered=True)
-    # B held c1 and c2; the failed send was c2's, c1 may have been delivered and started.
+    router.set_limits(Limits(worker_credit=4), {})  # a reload must not make it reachable again
+    request(router, b"c3")
+    assert sent(router) == ([], {})
+    router.worker_gone(b"B", "process exited with signal SIGKILL")
     _, answers = sent(router)
     assert answers == {b"c1": Status.WORKER_LOST}
-    assert router.waiting() == 1
+    assert router.waiting() == 2
 
 
 def test_silent_workers_do_not_get_each_others_jobs():
