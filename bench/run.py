@@ -12,7 +12,8 @@ system order rotating per repeat). Then the extra scenarios (bench/scenarios.py)
 
 Systems: ``direct`` (clients straight to N REP workers), ``proxy`` (C ``zmq.proxy``, ROUTER/DEALER,
 N REP workers), ``zmqserver`` (its broker on its default I/O path, compiled if built) and
-``zmqserver-py`` (the same with ZMQSERVER_PURE_PYTHON=1). Clients, broker and workers all share
+``zmqserver-py`` (the same with ZMQSERVER_PURE_PYTHON=1); opt-in, ``zmqserver-c4`` (zmqserver with
+``--worker-credit 4``). Clients, broker and workers all share
 the machine's cores, so this measures the whole set-up on this box, not the broker alone.
 """
 
@@ -35,7 +36,7 @@ import zmq
 from bench import procs, report, scenarios
 from bench.loadgen import LoadSpec, run_load
 from bench.procs import REPO, BenchError, Launcher
-from bench.systems import SYSTEMS, start_system, zmqserver_argv
+from bench.systems import OPT_IN_SYSTEMS, SYSTEMS, start_system, zmqserver_argv
 
 ECHO = "examples.echo:app"
 UNEVEN = "bench.apps:uneven"
@@ -143,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5, help="unrecorded seconds per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per configuration and system")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per system")
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument(
+        "--systems", nargs="+", choices=SYSTEMS + OPT_IN_SYSTEMS, default=list(SYSTEMS)
+    )
     parser.add_argument(
         "--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS), help="none: extras"
     )

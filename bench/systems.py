@@ -6,6 +6,8 @@
   N REP workers connected to the backend; the DEALER round-robins jobs over them.
 * ``zmqserver``: ``python -m zmqserver serve APP --min-servers N --max-servers N`` (pinned, so
   no autoscaling changes the worker count during a run); least-recently-used dispatch.
+* ``zmqserver-c4`` (opt-in: not in the default run): the same with ``--worker-credit 4``, so each
+  worker may hold 4 jobs and gets the next while it runs one.
 
 The baselines' workers run the same app as zmqserver's (``examples.echo:app`` or
 ``bench.apps:uneven``), through a plain REP loop (bench/_rep_worker.py).
@@ -29,6 +31,10 @@ from bench import procs
 from bench.procs import REPO, BenchError, Launcher
 
 SYSTEMS = ("direct", "proxy", "zmqserver", "zmqserver-py")
+#: Systems run only when named with --systems.
+OPT_IN_SYSTEMS = ("zmqserver-c4",)
+#: zmqserver systems that differ from the default only in serve options.
+_SERVE_OPTIONS = {"zmqserver-c4": ("--worker-credit", "4")}
 #: zmqserver's broker moves messages with a compiled extension when it is built; this forces its
 #: pure-Python fallback (the "zmqserver-py" system).
 PURE_PYTHON_ENV = {"ZMQSERVER_PURE_PYTHON": "1"}
@@ -165,11 +171,18 @@ def zmqserver_argv(app: str, frontend: str, backend: str, workers: int, *extra: 
 
 @contextlib.contextmanager
 def zmqserver_system(
-    launcher: Launcher, tag: str, workers: int, app: str, *extra: str, pure: bool = False
+    launcher: Launcher,
+    tag: str,
+    workers: int,
+    app: str,
+    *extra: str,
+    pure: bool = False,
+    name: str = "zmqserver",
 ) -> Iterator[System]:
     """Start ``zmqserver serve``; wait until it echoes and has all its workers.
 
     ``pure``: force the broker's pure-Python I/O path (the name becomes ``zmqserver-py``).
+    ``extra``: more serve options, for a system called ``name``.
     """
     workdir = launcher.workdir
     frontend, backend = f"ipc://{workdir}/{tag}-front", f"ipc://{workdir}/{tag}-back"
@@ -191,7 +204,7 @@ def zmqserver_system(
         # Registration (READY) follows the fork within milliseconds; the warmup covers the rest.
         time.sleep(0.2)
         compiled = procs.maps_library(proc.pid, "_fastio")
-        name = "zmqserver-py" if pure else "zmqserver"
+        name = "zmqserver-py" if pure else name
         yield System(name, [frontend], proc.pid, kids, log, compiled, proc)
     finally:
         launcher.stop(proc, kids or procs.children_of(proc.pid))
@@ -208,4 +221,6 @@ def start_system(
         return zmqserver_system(launcher, tag, workers, app)
     if name == "zmqserver-py":
         return zmqserver_system(launcher, tag, workers, app, pure=True)
+    if name in _SERVE_OPTIONS:
+        return zmqserver_system(launcher, tag, workers, app, *_SERVE_OPTIONS[name], name=name)
     raise ValueError(f"unknown system {name!r}")

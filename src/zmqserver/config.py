@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .protocol import MAX_CREDIT
 from .security import check_config as check_security
 
 #: What a worker runs: payload (bytes, or list[bytes] for a multi-frame payload) -> reply.
@@ -228,6 +229,14 @@ class Config:
         "Restart a worker (between jobs) once its resident memory (RSS) exceeds this many "
         "MiB (0 = never).",
         metavar="MIB",
+        reload=True,
+        per_service=True,
+    )
+    worker_credit: int = option(
+        1,
+        "Jobs a worker may hold at once (1-64): more than 1 sends it the next jobs while it "
+        "runs one, saving a round trip per job; 1 is strict LRU. The broker grants a worker "
+        "at most its own value, so a remote pool needs it set on both sides.",
         reload=True,
         per_service=True,
     )
@@ -737,6 +746,9 @@ def _check_service(config: Config) -> None:
     _positive_int(config, "max_servers")
     _nonnegative_int(config, "max_requests")
     _positive_int(config, "max_attempts")
+    _positive_int(config, "worker_credit")
+    if config.worker_credit > MAX_CREDIT:
+        raise ConfigError(f"worker_credit: at most {MAX_CREDIT}, got {config.worker_credit}")
     _nonnegative_int(config, "max_queue")
     for name in ("job_timeout", "kill_grace"):
         value = getattr(config, name)

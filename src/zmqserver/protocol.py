@@ -63,6 +63,12 @@ REPLY_HEADER_SIZE = len(HEADER_MAGIC) + _REPLY_HEADER.size
 STATUS_HEADER_SIZE = len(HEADER_MAGIC) + _STATUS_HEADER.size
 #: key header (broker -> worker, opt-in): the client's CURVE public key, 40 Z85 characters
 KEY_HEADER_SIZE = len(HEADER_MAGIC) + 40
+#   credit header (worker -> broker, after READY's service frame): credit u16
+_CREDIT_HEADER = struct.Struct(">H")
+CREDIT_HEADER_SIZE = len(HEADER_MAGIC) + _CREDIT_HEADER.size
+#: Most jobs a worker may be configured to hold at once. A READY may ask for more (up to 65535:
+#: a newer peer is not an error); the broker grants at most its own ``worker_credit``.
+MAX_CREDIT = 64
 
 #: Request flag: the broker may run the job again on another worker if its worker dies mid-job.
 FLAG_RETRYABLE = 0x01
@@ -143,11 +149,17 @@ class ClientReply:
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """Worker -> broker: I offer this service and am free for a job."""
+    """Worker -> broker: I offer this service and am free for ``credit`` jobs at once.
+
+    ``credit`` is 1 unless the READY carried a credit header (our extension): a foreign
+    MDP worker takes one job at a time. It is what the worker asks for; the broker grants
+    at most its configured ``worker_credit``.
+    """
 
     service: bytes
     delimited: bool = False
     v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
+    credit: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +222,13 @@ def encode_reply_header(request_id: int, status: Status) -> bytes:
 def encode_status_header(status: Status) -> bytes:
     """The header frame that marks an error reply where there is no request id to echo."""
     return HEADER_MAGIC + _STATUS_HEADER.pack(status)
+
+
+def encode_credit_header(credit: int) -> bytes:
+    """The header frame a worker puts after READY's service frame to hold ``credit`` jobs."""
+    if not 1 <= credit <= MAX_CREDIT:
+        raise ValueError(f"credit must be 1 to {MAX_CREDIT}, got {credit}")
+    return HEADER_MAGIC + _CREDIT_HEADER.pack(credit)
 
 
 def is_header(frame: bytes) -> bool:
@@ -461,12 +480,20 @@ def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
             body = body[1:]
         return WorkerReply(bytes(frames[2]), body, command == W_FINAL, status, delimited, v1)
     if command == W_READY:
-        if len(frames) != 3:
-            raise ProtocolError("READY takes exactly one service frame")
+        if len(frames) not in (3, 4):
+            raise ProtocolError("READY takes one service frame (and an optional credit header)")
         service = bytes(frames[2])
         if not service or len(service) > MAX_SERVICE_NAME:
             raise ProtocolError("READY needs a service name of 1 to 255 bytes")
-        return Ready(service, delimited, v1)
+        credit = 1
+        if len(frames) == 4:
+            header = _header_of_size(frames[3:], CREDIT_HEADER_SIZE)
+            if header is None:
+                raise ProtocolError("READY's frame after the service must be a credit header")
+            (credit,) = _CREDIT_HEADER.unpack_from(header, len(HEADER_MAGIC))
+            if credit == 0:
+                raise ProtocolError("READY asks for credit 0")
+        return Ready(service, delimited, v1, credit)
     if command == W_DISCONNECT and len(frames) == 2:
         return Disconnect(delimited, v1)
     name = WORKER_COMMAND_NAMES.get(command, repr(command))
@@ -481,8 +508,13 @@ def _worker_frames(command: bytes, rest: list[bytes], delimited: bool, v1: bool)
     return [MDPW02, command, *rest]
 
 
-def encode_ready(service: bytes, delimited: bool = False, v1: bool = False) -> list[bytes]:
-    return _worker_frames(W_READY, [service], delimited, v1)
+def encode_ready(
+    service: bytes, delimited: bool = False, v1: bool = False, credit: int = 1
+) -> list[bytes]:
+    """READY for ``service``. A credit of 1 sends none (plain RFC 18, for any MDP broker)."""
+    if credit == 1:
+        return _worker_frames(W_READY, [service], delimited, v1)
+    return _worker_frames(W_READY, [service, encode_credit_header(credit)], delimited, v1)
 
 
 def encode_job_request(

@@ -11,11 +11,19 @@ service's idle queue and a job goes to the worker at the front, the one that has
 (The seed kept a stack and so always chose the most recently freed worker: LIFO.) Jobs wait in a
 FIFO queue per service while no worker is free.
 
+Credit (docs/protocol.md §6.3): a worker may hold up to ``credit`` jobs (its READY asks, the
+service's ``worker_credit`` caps; 1 is strict LRU). It runs them in the order they were sent, so
+of the jobs it holds only the oldest may have started. Workers sit in ``Service.levels`` by how
+many jobs they hold: ``levels[k]`` is an LRU-ordered dict of the workers holding ``k`` jobs with
+credit to spare, and ``levels[0]`` is the idle queue. A job goes to the first worker of the
+lowest non-empty level: an idle worker if there is one, else the least loaded, LRU among equals.
+
 Rule 2: every job the router accepts ends in exactly one outcome (docs/reliability.md): a reply,
 an error reply, or a drop that the shell logs when the client is gone. All outcomes go through
 :meth:`Router._complete`, which marks the job done, so a second outcome is impossible by
 construction. Queued jobs that expire are marked done and left in the deque (lazy deletion, so
-expiry is O(1)); dispatch skips them.
+expiry is O(1)); dispatch skips them. Finished jobs left in the deadline heap are dropped in bulk
+once they are half of it (:meth:`Router._compact_timers`), and lose their body at once.
 """
 
 from __future__ import annotations
@@ -62,6 +70,14 @@ RequestKey = tuple[bytes, int]
 #: give the same answer (or run the app twice). Lost/expired/refused jobs may be tried again.
 _CACHEABLE = frozenset({Status.OK, Status.APP_ERROR})
 
+#: What a finished job's body becomes: the job may wait in the deadline heap until its deadline,
+#: and must not keep the request's bytes alive that long. Never mutated.
+_NO_BODY: list[bytes] = []
+
+#: Finished jobs the deadline heap may hold before it is compacted (and then only once they are
+#: half of it, so compaction is amortised O(1) per job).
+_COMPACT_AFTER = 1024
+
 
 @dataclass(slots=True, eq=False)
 class Job:
@@ -81,6 +97,7 @@ class Job:
     attempts: int = 0  # how many workers the job was given to
     done: bool = False
     worker: WorkerState | None = None
+    started: float = 0.0  # when it became the oldest job of its worker (so, may have started)
     parts: list[bytes] = field(default_factory=list)  # PARTIAL bodies, for clients without them
     streamed: bool = False  # a PARTIAL already reached the client: the job cannot be rerun
     client_key: bytes = b""  # the client's CURVE key (Z85), passed to the worker if asked
@@ -96,8 +113,13 @@ class WorkerState:
     service: Service
     delimited: bool
     expiry: float
-    job: Job | None = None
     v1: bool = False  # speaks MDP/0.1: no PARTIAL, RFC 7 command numbers
+    asked: int = 1  # the credit its READY asked for
+    credit: int = 1  # jobs it may hold: ``asked``, capped by the service's worker_credit
+    #: The jobs it holds, in the order they were sent; only ``jobs[0]`` may have started.
+    jobs: deque[Job] = field(default_factory=deque)
+    level: int = -1  # the ``Service.levels`` index it sits in (len(jobs)); -1: no credit left
+    reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
 
 
 @dataclass(slots=True, eq=False)
@@ -110,6 +132,11 @@ class Service:
     workers: int = 0
     #: This service's reliability policy; None: the router's (:attr:`Router.limits`).
     limits: Limits | None = None
+    #: levels[k]: the workers holding k jobs that may take another, LRU first; levels[0] is idle.
+    levels: list[OrderedDict[bytes, WorkerState]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.levels.append(self.idle)
 
 
 @dataclass(slots=True)
@@ -142,6 +169,8 @@ class Limits:
     reply_cache: int = 1024
     #: ...and the bytes they may hold in all; a bigger reply is not kept.
     reply_cache_bytes: int = 64 * 1024 * 1024
+    #: Most jobs a worker may hold at once (it asks for its own in READY; 1 is strict LRU).
+    worker_credit: int = 1
 
 
 class Router:
@@ -187,6 +216,10 @@ class Router:
         self._next_job = 0
         self._heartbeat_at = now + heartbeat_interval
         self._timers: list[tuple[float, int, Job]] = []  # (when, job id, job): a min-heap
+        self._finished_timers = 0  # about how many heap entries belong to finished jobs
+        #: The latest ``now`` seen: when a job becomes the oldest of its worker (worker_gone,
+        #: which has no clock of its own, can make that happen).
+        self._now = now
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -219,7 +252,10 @@ class Router:
         return None
 
     def idle_workers(self, service: bytes | None = None) -> list[bytes]:
-        """Idle worker ids of ``service`` (default: the default service), in dispatch order."""
+        """Idle worker ids of ``service`` (default: the default service), in dispatch order.
+
+        Idle means holding no job: a worker with credit to spare but a job is busy.
+        """
         found = self.services.get(service or self.default_service)
         return list(found.idle) if found is not None else []
 
@@ -229,9 +265,18 @@ class Router:
         self.service_limits = dict(service_limits)
         for name, service in self.services.items():
             service.limits = self.service_limits.get(name)
+        # Registered workers get the new cap on their credit: a lower one takes effect as
+        # their jobs finish, a higher one (up to what they asked for) at once.
+        for worker in self.workers.values():
+            if worker.reachable:
+                worker.credit = min(worker.asked, self._limits_of(worker.service).worker_credit)
+                _unplace(worker)
+                _place(worker)
+        for service in list(self.services.values()):
+            self._dispatch(service)
 
     def _limits_of(self, service: Service) -> Limits:
-        return self.limits if service.limits is None else service.limits
+        return service.limits or self.limits
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
@@ -247,6 +292,7 @@ class Router:
         self, client: bytes, frames: list[bytes], now: float, client_key: bytes | None = None
     ) -> None:
         """A client sent ``frames``; queue or dispatch the job, or answer with an error."""
+        self._now = now
         try:
             request = parse_client_request(frames)
         except ProtocolError as exc:
@@ -273,7 +319,7 @@ class Router:
     ) -> None:
         name = request.service or self.default_service
         service = self.services.get(name)
-        limits = self.limits if service is None else self._limits_of(service)
+        limits = self.limits if service is None else service.limits or self.limits
         timeout = request.timeout_ms / 1000 if request.timeout_ms else limits.job_timeout
         deadline = now + timeout if timeout else math.inf
         key = None if request.request_id is None else (client, request.request_id)
@@ -290,7 +336,7 @@ class Router:
             self._refuse(client, request, Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
             return
         if limits.max_message_size:
-            size = sum(len(frame) for frame in request.body)
+            size = sum(map(len, request.body))
             if size > limits.max_message_size:
                 self._refuse(
                     client,
@@ -300,7 +346,7 @@ class Router:
                     f"({limits.max_message_size} bytes)",
                 )
                 return
-        if limits.max_queue and service.waiting >= limits.max_queue and not service.idle:
+        if limits.max_queue and service.waiting >= limits.max_queue and not any(service.levels):
             self._refuse(
                 client,
                 request,
@@ -328,12 +374,13 @@ class Router:
             self.pending[key] = job
         if deadline != math.inf:
             heapq.heappush(self._timers, (deadline, job.id, job))
-        if service.idle:
-            _, worker = service.idle.popitem(last=False)
-            self._assign(worker, job)
-        else:
-            service.queue.append(job)
-            service.waiting += 1
+        if not service.waiting:  # else no worker has credit left (dispatch would have used it)
+            worker = _take(service)
+            if worker is not None:
+                self._assign(worker, job)
+                return
+        service.queue.append(job)
+        service.waiting += 1
 
     def _mmi(self, client: bytes, request: ClientRequest, name: bytes) -> None:
         """Answer a Majordomo Management Interface query (RFC 8/MMI) from the broker itself.
@@ -377,7 +424,11 @@ class Router:
         return True
 
     def _assign(self, worker: WorkerState, job: Job) -> None:
-        worker.job = job
+        """Send ``job`` to ``worker``, which :func:`_take` took out of its level."""
+        jobs = worker.jobs
+        if not jobs:
+            job.started = self._now
+        jobs.append(job)
         job.worker = worker
         job.attempts += 1
         self.jobs[job.address] = job
@@ -385,22 +436,28 @@ class Router:
             job.address, job.body, worker.delimited, worker.v1, job.client_key
         )
         self.outbox.append((Port.BACKEND, worker.identity, request))
+        if len(jobs) < worker.credit:
+            _place(worker)
 
     def _dispatch(self, service: Service) -> None:
-        queue, idle = service.queue, service.idle
-        while queue and idle:
-            job = queue.popleft()
+        queue = service.queue
+        while queue:
+            job = queue[0]
             if job.done:
+                queue.popleft()
                 continue
+            worker = _take(service)
+            if worker is None:
+                return
+            queue.popleft()
             service.waiting -= 1
-            _, worker = idle.popitem(last=False)
             self._assign(worker, job)
 
     def _requeue(self, job: Job) -> None:
+        """Put ``job`` back at the head of its queue; the caller dispatches."""
         service = job.service
         service.queue.appendleft(job)
         service.waiting += 1
-        self._dispatch(service)
 
     # -- outcomes ---------------------------------------------------------------------------------
 
@@ -408,6 +465,13 @@ class Router:
         """Send the job's one outcome. Every outcome of every job passes through here."""
         assert not job.done, "a job gets exactly one outcome"
         job.done = True
+        job.body = _NO_BODY  # its timer may outlive it by up to job_timeout
+        if job.deadline != math.inf:
+            self._finished_timers += 1
+            if self._finished_timers > _COMPACT_AFTER and 2 * self._finished_timers > len(
+                self._timers
+            ):
+                self._compact_timers()
         key = job.key
         if key is not None:
             self.pending.pop(key, None)
@@ -415,9 +479,15 @@ class Router:
                 self._cache(key, frames)
         self.outbox.append((Port.FRONTEND, job.client, frames))
 
+    def _compact_timers(self) -> None:
+        """Drop the heap entries of finished jobs that are off their workers (nothing to do)."""
+        self._timers = [t for t in self._timers if not t[2].done or t[2].worker is not None]
+        heapq.heapify(self._timers)
+        self._finished_timers = 0
+
     def _cache(self, key: RequestKey, frames: list[bytes]) -> None:
         """Keep a reply for resends, within both the entry and the byte budget (oldest go)."""
-        size = sum(len(frame) for frame in frames)
+        size = sum(map(len, frames))
         budget = self.limits.reply_cache_bytes
         if size > budget:
             return
@@ -467,12 +537,13 @@ class Router:
             log.warning(
                 "job %d: worker lost (%s); retrying (attempt %d)", job.id, reason, job.attempts + 1
             )
-            self._requeue(job)
+            self._requeue(job)  # the caller dispatches
 
     # -- backend ----------------------------------------------------------------------------------
 
     def on_worker(self, identity: bytes, frames: list[bytes], now: float) -> None:
         """A worker sent ``frames``."""
+        self._now = now
         worker = self.workers.get(identity)
         try:
             msg = parse_worker_message(frames)
@@ -514,16 +585,38 @@ class Router:
             return
         service = self._service(msg.service)
         expiry = now + self.heartbeat_interval * self.heartbeat_liveness
-        worker = WorkerState(identity, service, msg.delimited, expiry, v1=msg.v1)
+        credit = min(msg.credit, self._limits_of(service).worker_credit)
+        worker = WorkerState(
+            identity, service, msg.delimited, expiry, msg.v1, msg.credit, max(1, credit)
+        )
         self.workers[identity] = worker
         service.workers += 1
         service.idle[identity] = worker
-        log.debug("worker %r ready for service %r", identity, msg.service)
+        worker.level = 0
+        log.debug("worker %r ready for service %r, credit %d", identity, msg.service, credit)
         self._dispatch(service)
 
+    def _release(self, worker: WorkerState, job: Job) -> None:
+        """Take ``job`` off ``worker`` (its FINAL came), making room for another."""
+        jobs = worker.jobs
+        if jobs[0] is job:
+            jobs.popleft()
+            if jobs:  # the next one starts now
+                head = jobs[0]
+                head.started = self._now
+                if head.done:  # it expired while waiting behind: it gets kill_grace to run
+                    kill_at = self._now + self._limits_of(head.service).kill_grace
+                    heapq.heappush(self._timers, (kill_at, head.id, head))
+        else:
+            jobs.remove(job)  # a foreign worker answering out of order; ours never do
+        del self.jobs[job.address]
+        job.worker = None
+        _unplace(worker)
+        _place(worker)
+
     def _on_reply(self, worker: WorkerState, msg: WorkerReply) -> None:
-        job = worker.job
-        if job is None or job.address != msg.address:
+        job = self.jobs.get(msg.address)
+        if job is None or job.worker is not worker:
             log.warning(
                 "worker %r replied to a job it does not hold; disconnecting it", worker.identity
             )
@@ -532,10 +625,7 @@ class Router:
         if job.done:
             # Expired while running: the client was answered; only free the worker.
             if msg.final:
-                del self.jobs[job.address]
-                worker.job = None
-                job.worker = None
-                worker.service.idle[worker.identity] = worker
+                self._release(worker, job)
                 self._dispatch(worker.service)
             return
         if not msg.final:
@@ -548,17 +638,13 @@ class Router:
             else:
                 job.parts.extend(msg.body)
             return
-        del self.jobs[job.address]
-        worker.job = None
-        job.worker = None
         if msg.status is Status.OK:
             self._answer(job, [*job.parts, *msg.body] if job.parts else msg.body)
         else:
             text = b"".join(bytes(f) for f in msg.body).decode("utf-8", "replace")
             self._fail(job, msg.status, text)
-        service = worker.service
-        service.idle[worker.identity] = worker
-        self._dispatch(service)
+        self._release(worker, job)
+        self._dispatch(worker.service)
 
     def _disconnect(
         self,
@@ -575,39 +661,58 @@ class Router:
     def worker_gone(self, identity: bytes, reason: str, *, undelivered: bool = False) -> None:
         """The shell learned that a worker is dead (its process exited, say).
 
-        ``undelivered`` means the shell could not even hand the worker its job, so the job can
-        safely go to another worker.
+        ``undelivered`` means the shell could not even hand the worker a message. Only jobs
+        are sent to a worker that holds any, so a worker holding one job never got it, and it
+        can safely go to another worker. One holding more may have got and started the oldest
+        before the failed send (which was for a later one), or may have left in an orderly way
+        with a DISCONNECT that is still unread (a worker recycled by max_requests): the router
+        cannot tell yet, so it sends that worker nothing more and waits for the DISCONNECT, the
+        process's exit (another call here) or its heartbeats to run out, which settle it.
         """
         worker = self.workers.get(identity)
-        if worker is not None:
-            log.debug("worker %r gone: %s", identity, reason)
-            self._remove(worker, handed_back=undelivered, reason=reason)
+        if worker is None:
+            return
+        if undelivered and len(worker.jobs) > 1:
+            log.debug(
+                "worker %r unreachable (%s); holding its jobs until it is gone", identity, reason
+            )
+            worker.reachable = False
+            worker.credit = 0
+            _unplace(worker)
+            return
+        log.debug("worker %r gone: %s", identity, reason)
+        self._remove(worker, handed_back=undelivered, reason=reason)
 
     def _remove(self, worker: WorkerState, *, handed_back: bool = False, reason: str = "") -> None:
-        """Forget ``worker``; decide the fate of the job it held.
+        """Forget ``worker``; decide the fate of the jobs it held.
 
-        ``handed_back`` is for a worker that said DISCONNECT (or never got the job): it did not
-        and will not run the job (our workers only disconnect between jobs, so a job it holds is
-        one it never read) and the job goes back to the head of the queue, whatever its retry
-        policy. A worker that died or was thrown out may have run part of the job: see
-        :meth:`_lost`.
+        ``handed_back`` is for a worker that said DISCONNECT (or never got its job): it did not
+        and will not run the jobs it holds (our workers only disconnect between jobs, so a job
+        it holds is one it never read), and they go back to the head of the queue, whatever
+        their retry policy. A worker that died or was thrown out may have run part of its
+        oldest job: see :meth:`_lost`. The jobs queued behind that one never started (a worker
+        runs its jobs in the order they were sent), so they are handed back in any case.
         """
         del self.workers[worker.identity]
         service = worker.service
         service.workers -= 1
-        service.idle.pop(worker.identity, None)
-        job = worker.job
-        worker.job = None
-        if job is not None:
+        _unplace(worker)
+        held = list(worker.jobs)
+        worker.jobs.clear()
+        # Newest first: each requeue goes to the head, so they end up in the order they came.
+        for i in range(len(held) - 1, -1, -1):
+            job = held[i]
             del self.jobs[job.address]
             job.worker = None
-            job.attempts -= handed_back  # a job handed back unread was never attempted
+            back = handed_back or i > 0
+            job.attempts -= back  # a job handed back unread was never attempted
             if job.done:
-                pass  # expired while running: its client has had its answer
-            elif handed_back and not self.closing and not job.parts and not job.streamed:
+                pass  # expired while held: its client has had its answer
+            elif back and not self.closing and not job.parts and not job.streamed:
                 self._requeue(job)
             else:
                 self._lost(job, reason or "it disconnected")
+        self._dispatch(service)
         if not service.workers and not service.waiting and service.name not in self._configured:
             # A service that only foreign workers offered is forgotten with its last worker, so
             # its requests are answered unknown_service instead of queueing for nobody.
@@ -617,6 +722,7 @@ class Router:
 
     def on_tick(self, now: float) -> None:
         """Expire jobs past their deadline; heartbeat idle workers; drop silent workers."""
+        self._now = now
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, job = heapq.heappop(timers)
@@ -624,24 +730,30 @@ class Router:
         if now < self._heartbeat_at:
             return
         self._heartbeat_at = now + self.heartbeat_interval
-        for worker in list(self.workers.values()):
-            if now > worker.expiry:
-                # Busy workers heartbeat too (ours from a thread), so a silent one is dead,
-                # hung (SIGSTOP, a deadlock in C code) or cut off: kill it, reroute its job.
-                log.warning(
-                    "worker %r missed %d heartbeats; dropping it",
-                    worker.identity,
-                    self.heartbeat_liveness,
-                )
-                self.kills.append(worker.identity)
-                self._disconnect(
-                    worker.identity,
-                    worker,
-                    worker.delimited,
-                    worker.v1,
-                    reason=f"it missed {self.heartbeat_liveness} heartbeats",
-                )
-            elif worker.job is None:
+        silent = [worker for worker in self.workers.values() if now > worker.expiry]
+        for worker in silent:
+            # Out of dispatch first: the jobs of one silent worker must not be handed to
+            # another that is about to be dropped too.
+            _unplace(worker)
+            worker.credit = 0
+        for worker in silent:
+            # Busy workers heartbeat too (ours from a thread), so a silent one is dead,
+            # hung (SIGSTOP, a deadlock in C code) or cut off: kill it, reroute its jobs.
+            log.warning(
+                "worker %r missed %d heartbeats; dropping it",
+                worker.identity,
+                self.heartbeat_liveness,
+            )
+            self.kills.append(worker.identity)
+            self._disconnect(
+                worker.identity,
+                worker,
+                worker.delimited,
+                worker.v1,
+                reason=f"it missed {self.heartbeat_liveness} heartbeats",
+            )
+        for worker in self.workers.values():
+            if not worker.jobs:
                 self.outbox.append(
                     (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
                 )
@@ -651,13 +763,16 @@ class Router:
 
         The client hears ``expired`` at the deadline itself, while it is still waiting (its
         header advertised a little less than its own patience). The worker gets ``kill_grace``
-        more to finish before it is killed; a reply it sends in between is dropped.
+        more to finish before it is killed; a reply it sends in between is dropped. Only the
+        job a worker is running (its oldest) can get it killed: one waiting behind it gets
+        ``kill_grace`` from when it starts (:meth:`_release` arms that timer).
         """
         worker = job.worker
         if job.done:
-            if worker is None:
-                return  # answered, and off its worker
-            kill_at = job.deadline + self._limits_of(job.service).kill_grace
+            if worker is None or worker.jobs[0] is not job:
+                return  # answered and off its worker, or not started yet
+            start = max(job.deadline, job.started)
+            kill_at = start + self._limits_of(job.service).kill_grace
             if now < kill_at:
                 heapq.heappush(self._timers, (kill_at, job.id, job))
                 return
@@ -680,9 +795,14 @@ class Router:
             job.service.waiting -= 1
             self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
             return
+        if worker.jobs[0] is not job:
+            # Sent, but waiting behind another job in the worker: it will still run (the worker
+            # cannot be told to skip it), and its late reply is dropped.
+            self._fail(job, Status.EXPIRED, "the job's deadline passed while it waited in a worker")
+            return
         self._fail(job, Status.EXPIRED, "the job's deadline passed while it was running")
         kill_grace = self._limits_of(job.service).kill_grace
-        heapq.heappush(self._timers, (job.deadline + kill_grace, job.id, job))
+        heapq.heappush(self._timers, (max(job.deadline, job.started) + kill_grace, job.id, job))
 
     def shutdown(self) -> None:
         """Stop taking jobs: answer every queued job and every new request with shutting_down.
@@ -700,9 +820,12 @@ class Router:
     def fail_running(self, status: Status, message: str) -> None:
         """Answer every running job with an error (the shell gives up on its workers)."""
         for job in list(self.jobs.values()):
-            if job.worker is not None:
-                job.worker.job = None
-                job.worker = None
+            worker = job.worker
+            if worker is not None and worker.jobs:
+                worker.jobs.clear()
+                _unplace(worker)
+                _place(worker)
+            job.worker = None
             if not job.done:
                 self._fail(job, status, message)
         self.jobs.clear()
@@ -712,6 +835,37 @@ class Router:
         if service is None:
             service = self.services[name] = Service(name, limits=self.service_limits.get(name))
         return service
+
+
+def _take(service: Service) -> WorkerState | None:
+    """The worker the next job of ``service`` goes to, out of its level; None if all are full.
+
+    The lowest level first: an idle worker if any (LRU), else the one holding the fewest jobs
+    (LRU among equals), so credit fills workers evenly and an idle one is never passed over.
+    """
+    for level in service.levels:
+        if level:
+            worker = level.popitem(last=False)[1]
+            worker.level = -1
+            return worker
+    return None
+
+
+def _place(worker: WorkerState) -> None:
+    """File ``worker`` (in no level) under the level of its load, if it has credit left."""
+    held = len(worker.jobs)
+    if held < worker.credit:
+        levels = worker.service.levels
+        while len(levels) <= held:
+            levels.append(OrderedDict())
+        levels[held][worker.identity] = worker
+        worker.level = held
+
+
+def _unplace(worker: WorkerState) -> None:
+    if worker.level >= 0:
+        del worker.service.levels[worker.level][worker.identity]
+        worker.level = -1
 
 
 def _disconnect_like(frames: list[bytes]) -> list[bytes]:

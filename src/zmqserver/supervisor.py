@@ -1023,6 +1023,7 @@ def _limits(config: Config) -> Limits:
         max_queue=config.max_queue,
         max_message_size=config.max_message_size,
         reply_cache=config.reply_cache,
+        worker_credit=config.worker_credit,
     )
 
 

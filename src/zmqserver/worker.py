@@ -275,7 +275,7 @@ class Worker:
         if self.credentials is not None:
             apply_client(sock, self.credentials)
         sock.connect(self.endpoint)
-        sock.send_multipart(encode_ready(self.service))
+        sock.send_multipart(encode_ready(self.service, credit=self.config.worker_credit))
         self._report(Report.CONNECTING)
         return sock
 

@@ -34,6 +34,9 @@ def test_defaults_match_the_seed():
         ({"frontend": "localhost:5"}, "not a ZeroMQ endpoint"),
         ({"no_such_option": 1}, "unknown option 'no_such_option'"),
         ({"app": 42}, "app"),
+        ({"worker_credit": 0}, "worker_credit"),
+        ({"worker_credit": 65}, "worker_credit: at most 64"),
+        ({"services": {"a": {"worker_credit": 100}}}, "services.a: worker_credit"),
     ],
 )
 def test_bad_options_are_refused_by_name(options, message):
@@ -76,3 +79,14 @@ def test_readme_options_table_is_current():
         "README.md's options table is stale; regenerate it with "
         "python -c 'from zmqserver.config import options_table; print(options_table())'"
     )
+
+
+def test_worker_credit_defaults_to_strict_lru_and_may_differ_per_service():
+    assert Config().worker_credit == 1
+    config = Config.from_mapping(
+        {"worker_credit": 4, "services": {"a": "x:app", "b": {"app": "y:app", "worker_credit": 2}}}
+    )
+    assert {name: c.worker_credit for name, c in config.service_configs().items()} == {
+        "a": 4,
+        "b": 2,
+    }

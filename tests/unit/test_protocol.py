@@ -13,8 +13,11 @@ from zmqserver.protocol import (
     C_FINAL,
     C_PARTIAL,
     C_REQUEST,
+    CREDIT_HEADER_SIZE,
     FLAG_RETRYABLE,
     HEADER_MAGIC,
+    KEY_HEADER_SIZE,
+    MAX_CREDIT,
     MAX_SERVICE_NAME,
     MDPC01,
     MDPC02,
@@ -40,6 +43,7 @@ from zmqserver.protocol import (
     decode_status_header,
     encode_client_reply,
     encode_client_request,
+    encode_credit_header,
     encode_disconnect,
     encode_heartbeat,
     encode_job_request,
@@ -881,3 +885,55 @@ def test_job_request_round_trips_key_and_any_body(body, key):
     job = parse_broker_message(encode_job_request(b"addr", body, client_key=key))
     assert job.client_key == key
     assert job.body == body
+
+
+# -- credit (READY's optional credit header) ------------------------------------------------------
+
+
+def test_ready_with_credit_round_trips_and_credit_one_is_plain_rfc18():
+    assert encode_ready(b"echo") == [MDPW02, W_READY, b"echo"]
+    frames = encode_ready(b"echo", credit=4)
+    assert frames == [MDPW02, W_READY, b"echo", HEADER_MAGIC + b"\x00\x04"]
+    assert len(frames[3]) == CREDIT_HEADER_SIZE == 6
+    assert parse_worker_message(frames) == Ready(b"echo", credit=4)
+    assert parse_worker_message(encode_ready(b"echo", True, credit=2)) == Ready(
+        b"echo", delimited=True, credit=2
+    )
+    assert parse_worker_message(encode_ready(b"echo")).credit == 1
+    assert encode_credit_header(MAX_CREDIT) == HEADER_MAGIC + b"\x00\x40"
+
+
+def test_credit_header_size_differs_from_every_other_header():
+    sizes = [
+        CREDIT_HEADER_SIZE,
+        KEY_HEADER_SIZE,
+        REPLY_HEADER_SIZE,
+        REQUEST_HEADER_SIZE,
+        STATUS_HEADER_SIZE,
+    ]
+    assert len(set(sizes)) == len(sizes)
+
+
+def test_a_ready_may_ask_for_more_credit_than_we_configure_the_broker_caps_it():
+    frames = [MDPW02, W_READY, b"echo", HEADER_MAGIC + b"\xff\xff"]
+    assert parse_worker_message(frames).credit == 65535
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        HEADER_MAGIC + b"\x00\x00",  # credit 0
+        HEADER_MAGIC + b"\x00\x04\x00",  # wrong size
+        b"\x00\x04",  # no magic
+        b"",
+    ],
+)
+def test_ready_with_a_bad_credit_frame_is_a_protocol_error(extra):
+    with pytest.raises(ProtocolError):
+        parse_worker_message([MDPW02, W_READY, b"echo", extra])
+
+
+@pytest.mark.parametrize("credit", [0, 65, -1])
+def test_encode_credit_header_refuses_credit_out_of_range(credit):
+    with pytest.raises(ValueError, match="credit"):
+        encode_credit_header(credit)

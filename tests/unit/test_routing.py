@@ -41,7 +41,7 @@ from zmqserver.protocol import (
     parse_broker_message,
     parse_client_reply,
 )
-from zmqserver.routing import Port, Router
+from zmqserver.routing import Limits, Port, Router
 
 DEFAULT = b"default"
 
@@ -1018,21 +1018,28 @@ def is_final(form: str, frames: list[bytes]) -> bool:
 
 class RouterMachine(RuleBasedStateMachine):
     """Many clients (one request each, so a reply names its job) and a few workers that behave
-    well, badly, or die at random. Whatever happens, every accepted job is answered exactly once
-    unless it is still queued or running."""
+    well, badly, or die at random, each holding up to its credit of jobs. Whatever happens,
+    every accepted job is answered exactly once unless it is still queued or held by a worker."""
 
-    @initialize()
-    def setup(self):
+    @initialize(cap=st.sampled_from([1, 1, 2, 4]))
+    def setup(self, cap):
         self.now = 0.0
-        self.router = Router(DEFAULT, heartbeat_interval=1.0, heartbeat_liveness=3, now=0.0)
+        self.router = Router(
+            DEFAULT,
+            heartbeat_interval=1.0,
+            heartbeat_liveness=3,
+            limits=Limits(worker_credit=cap),
+            now=0.0,
+        )
         self.n_clients = 0
         self.clients: dict[bytes, dict] = {}  # client id -> form, accepted, finals
-        self.assigned: dict[bytes, JobRequest] = {}  # worker -> the job it last received
+        self.assigned: dict[bytes, list[JobRequest]] = {}  # worker -> its jobs, oldest first
         self.bad_partial_clients: set[bytes] = set()
 
     # -- outbox bookkeeping --
 
     def drain(self):
+        self.router.take_kills()
         for port, peer, frames in self.router.take_outbox():
             assert isinstance(frames, list)
             assert all(isinstance(f, bytes) for f in frames)
@@ -1048,7 +1055,9 @@ class RouterMachine(RuleBasedStateMachine):
                 assert port is Port.BACKEND
                 msg = parse_broker_message(frames)
                 if isinstance(msg, JobRequest):
-                    self.assigned[peer] = msg
+                    held = self.assigned.setdefault(peer, [])
+                    held.append(msg)
+                    assert len(held) <= self.router.workers[peer].credit, "over its credit"
                 elif isinstance(msg, Disconnect):
                     self.assigned.pop(peer, None)
                 else:
@@ -1063,12 +1072,13 @@ class RouterMachine(RuleBasedStateMachine):
         ),
         service=st.sampled_from(SERVICES),
         request_id=st.none() | st.integers(0, 2**64 - 1),
+        timeout_ms=st.sampled_from([0, 0, 300, 2000]),
         body=st.lists(st.binary(max_size=8), min_size=1, max_size=3),
     )
-    def client_request(self, form, service, request_id, body):
+    def client_request(self, form, service, request_id, timeout_ms, body):
         self.n_clients += 1
         client = b"c%d" % self.n_clients
-        header = [] if request_id is None else [encode_request_header(request_id)]
+        header = [] if request_id is None else [encode_request_header(request_id, timeout_ms)]
         frames = {
             "plain": [b"", b"p", *body],
             "raw": [b"r", *body],
@@ -1102,11 +1112,15 @@ class RouterMachine(RuleBasedStateMachine):
         data=st.data(),
         service=st.sampled_from([DEFAULT, DEFAULT, DEFAULT, b"other", b"mmi.x"]),
         delimited=st.booleans(),
+        credit=st.sampled_from([1, 1, 2, 3, 5]),
     )
-    def worker_ready(self, data, service, delimited):
+    def worker_ready(self, data, service, delimited, credit):
         free = [w for w in WORKER_IDS if w not in self.router.workers]
         worker = data.draw(st.sampled_from(free))
-        self.router.on_worker(worker, encode_ready(service, delimited), self.now)
+        self.router.on_worker(worker, encode_ready(service, delimited, credit=credit), self.now)
+        registered = self.router.workers.get(worker)
+        if registered is not None:
+            assert registered.credit == min(credit, self.router.limits.worker_credit)
         self.drain()
 
     @precondition(has_busy_worker)
@@ -1117,7 +1131,11 @@ class RouterMachine(RuleBasedStateMachine):
     )
     def worker_finishes(self, data, status, body):
         worker = data.draw(st.sampled_from(sorted(self.assigned)))
-        job = self.assigned.pop(worker)
+        held = self.assigned[worker]
+        # Ours answer the oldest job first; a foreign worker may answer any it holds.
+        job = held.pop(data.draw(st.sampled_from([0, 0, 0, len(held) - 1])))
+        if not held:
+            del self.assigned[worker]
         frames = encode_worker_reply(job.address, body, status=status, delimited=job.delimited)
         self.router.on_worker(worker, frames, self.now)
         self.drain()
@@ -1126,7 +1144,7 @@ class RouterMachine(RuleBasedStateMachine):
     @rule(data=st.data(), body=st.lists(st.binary(max_size=8), max_size=2))
     def worker_streams(self, data, body):
         worker = data.draw(st.sampled_from(sorted(self.assigned)))
-        job = self.assigned[worker]
+        job = self.assigned[worker][0]
         frames = encode_worker_reply(job.address, body, final=False, delimited=job.delimited)
         self.router.on_worker(worker, frames, self.now)
         self.drain()
@@ -1135,14 +1153,16 @@ class RouterMachine(RuleBasedStateMachine):
     @rule(data=st.data(), how=st.sampled_from(["gone", "disconnect", "wrong address"]))
     def busy_worker_fails(self, data, how):
         worker = data.draw(st.sampled_from(sorted(self.assigned)))
-        job = self.assigned.pop(worker)
+        job = self.assigned[worker][0]
         if how == "gone":
-            self.router.worker_gone(worker, "killed by test")
+            self.router.worker_gone(worker, "killed by test", undelivered=data.draw(st.booleans()))
         elif how == "disconnect":
             self.router.on_worker(worker, encode_disconnect(job.delimited), self.now)
         else:
-            wrong = (int.from_bytes(job.address, "big") + 1).to_bytes(8, "big")
+            wrong = b"\xff" * 9  # no job has this token
             self.router.on_worker(worker, encode_worker_reply(wrong, [b"x"]), self.now)
+        if worker not in self.router.workers:  # an unreachable one may be kept, holding its jobs
+            del self.assigned[worker]
         self.drain()
 
     @rule(
@@ -1203,8 +1223,10 @@ class RouterMachine(RuleBasedStateMachine):
     # -- invariants --
 
     def pending_clients(self) -> list[bytes]:
-        running = [job.client for job in self.router.jobs.values()]
-        queued = [job.client for s in self.router.services.values() for job in s.queue]
+        running = [job.client for job in self.router.jobs.values() if not job.done]
+        queued = [
+            job.client for s in self.router.services.values() for job in s.queue if not job.done
+        ]
         return running + queued
 
     @invariant()
@@ -1231,20 +1253,32 @@ class RouterMachine(RuleBasedStateMachine):
         for address, job in router.jobs.items():
             assert job.address == address
             assert job.worker is not None
-            assert job.worker.job is job
+            assert job in job.worker.jobs
             assert router.workers[job.worker.identity] is job.worker
+        for identity, worker in router.workers.items():
+            assert worker.credit <= max(1, router.limits.worker_credit)
+            assert worker.credit >= 1 or not worker.reachable
+            assert len(worker.jobs) <= worker.credit or not worker.reachable
+            level = len(worker.jobs) if len(worker.jobs) < worker.credit else -1
+            assert worker.level == level
+            if level >= 0:
+                assert worker.service.levels[level][identity] is worker
+            held = [job.address for job in worker.jobs]
+            assert held == [job.address for job in self.assigned.get(identity, [])]
         for service in router.services.values():
-            for identity, worker in service.idle.items():
-                assert worker.job is None
-                assert router.workers[identity] is worker
-                assert worker.service is service
+            assert service.levels[0] is service.idle
+            for k, level in enumerate(service.levels):
+                for identity, worker in level.items():
+                    assert len(worker.jobs) == k
+                    assert router.workers[identity] is worker
+                    assert worker.service is service
             assert service.workers == sum(
                 1 for w in router.workers.values() if w.service is service
             )
-            if service.idle:
-                assert not service.queue, "a job waits while a worker of its service idles"
-        busy = sum(1 for w in router.workers.values() if w.job is not None)
-        assert busy == len(router.jobs)
+            if any(service.levels):
+                assert not service.queue, "a job waits while a worker of its service has credit"
+            assert service.waiting == sum(1 for job in service.queue if not job.done)
+        assert sum(len(w.jobs) for w in router.workers.values()) == len(router.jobs)
 
 
 TestRouterMachine = RouterMachine.TestCase

@@ -1,0 +1,358 @@
+"""Credit-based flow in the routing core: a worker may hold up to ``credit`` jobs at once.
+
+A worker asks for its credit in READY (a credit header after the service frame); the service's
+``Limits.worker_credit`` caps it, and a READY without one (any foreign MDP worker) means 1, which
+is strict LRU. A worker runs its jobs in the order they were sent, so only the oldest one it holds
+may have started: the rules for lost workers and deadlines follow from that. No sockets, no
+clocks: frames and ``now`` in, the outbox out.
+"""
+
+from __future__ import annotations
+
+from zmqserver.errors import Status
+from zmqserver.protocol import (
+    FLAG_RETRYABLE,
+    Disconnect,
+    JobRequest,
+    encode_client_request,
+    encode_disconnect,
+    encode_ready,
+    encode_worker_reply,
+    parse_broker_message,
+    parse_client_reply,
+)
+from zmqserver.routing import Limits, Port, Router
+
+SERVICE = b"default"
+
+
+def make_router(credit: int = 4, heartbeat_interval: float = 1.0, **limits: object) -> Router:
+    return Router(
+        SERVICE,
+        heartbeat_interval=heartbeat_interval,
+        limits=Limits(worker_credit=credit, **limits),  # type: ignore[arg-type]
+        now=0.0,
+    )
+
+
+def ready(router: Router, worker: bytes, credit: int = 4, now: float = 0.0) -> None:
+    router.on_worker(worker, encode_ready(SERVICE, credit=credit), now)
+
+
+def request(
+    router: Router,
+    client: bytes,
+    now: float = 0.0,
+    *,
+    timeout_ms: int = 0,
+    flags: int = 0,
+) -> None:
+    frames = encode_client_request(
+        SERVICE, [client], request_id=1, timeout_ms=timeout_ms, flags=flags
+    )
+    router.on_client(client, frames, now)
+
+
+def sent(router: Router) -> tuple[list[tuple[bytes, JobRequest]], dict[bytes, Status]]:
+    """The jobs sent to workers (in order) and each answered client's status."""
+    jobs, answers = [], {}
+    for port, peer, frames in router.take_outbox():
+        if port is Port.FRONTEND:
+            answers[peer] = parse_client_reply(frames).status
+        else:
+            msg = parse_broker_message(frames)
+            if isinstance(msg, JobRequest):
+                jobs.append((peer, msg))
+    return jobs, answers
+
+
+def finish(router: Router, worker: bytes, job: JobRequest, now: float = 0.0) -> None:
+    router.on_worker(worker, encode_worker_reply(job.address, [b"ok"]), now)
+
+
+def test_a_worker_takes_up_to_its_credit_then_jobs_queue():
+    router = make_router()
+    ready(router, b"W", credit=3)
+    for client in (b"c1", b"c2", b"c3", b"c4"):
+        request(router, client)
+    jobs, _ = sent(router)
+    assert [(w, j.body) for w, j in jobs] == [(b"W", [b"c1"]), (b"W", [b"c2"]), (b"W", [b"c3"])]
+    assert router.waiting() == 1
+    assert router.idle_workers() == []  # holding jobs: busy, whatever credit it has left
+    finish(router, b"W", jobs[0][1])
+    more, answers = sent(router)
+    assert answers == {b"c1": Status.OK}
+    assert [(w, j.body) for w, j in more] == [(b"W", [b"c4"])]
+    assert router.waiting() == 0
+
+
+def test_the_broker_caps_the_credit_and_a_plain_ready_means_one():
+    router = make_router(credit=2)
+    ready(router, b"greedy", credit=50)
+    router.on_worker(b"plain", encode_ready(SERVICE), 0.0)
+    assert router.workers[b"greedy"].credit == 2
+    assert router.workers[b"plain"].credit == 1
+    default = Router(SERVICE, now=0.0)  # Limits() grants 1: strict LRU unless configured
+    ready(default, b"W", credit=8)
+    assert default.workers[b"W"].credit == 1
+
+
+def test_an_idle_worker_is_preferred_then_the_least_loaded_in_lru_order():
+    router = make_router()
+    ready(router, b"A")
+    ready(router, b"B")
+    ready(router, b"C")
+    for n in range(7):
+        request(router, b"c%d" % n)
+    jobs, _ = sent(router)
+    # Each idle worker first (LRU), then the ones holding one job, in the order they got it...
+    assert [w for w, _ in jobs] == [b"A", b"B", b"C", b"A", b"B", b"C", b"A"]
+    # ...and a worker that finishes a job is the least loaded: it gets the next one.
+    finish(router, b"C", jobs[2][1])
+    request(router, b"late")
+    more, _ = sent(router)
+    assert [w for w, _ in more] == [b"C"]
+
+
+def test_a_freed_worker_with_no_jobs_left_goes_before_busy_ones():
+    router = make_router()
+    ready(router, b"A")
+    ready(router, b"B")
+    request(router, b"c1")
+    request(router, b"c2")
+    request(router, b"c3")
+    jobs, _ = sent(router)
+    assert [w for w, _ in jobs] == [b"A", b"B", b"A"]
+    finish(router, b"B", jobs[1][1])
+    assert router.idle_workers() == [b"B"]
+    request(router, b"c4")
+    more, _ = sent(router)
+    assert [w for w, _ in more] == [b"B"]
+
+
+def test_a_dead_worker_fails_its_running_job_and_reruns_the_ones_behind_it_uncounted():
+    router = make_router()
+    ready(router, b"W")
+    for client in (b"c1", b"c2", b"c3"):
+        request(router, client)  # not retryable
+    sent(router)
+    router.worker_gone(b"W", "killed")
+    _, answers = sent(router)
+    assert answers == {b"c1": Status.WORKER_LOST}  # c1 may have run: not rerun
+    assert router.waiting() == 2
+    ready(router, b"V")
+    jobs, _ = sent(router)
+    assert [j.body for _, j in jobs] == [[b"c2"], [b"c3"]]  # in their order, at the head
+    assert [router.jobs[j.address].attempts for _, j in jobs] == [1, 1]
+    for _, job in jobs:
+        finish(router, b"V", job)
+    _, answers = sent(router)
+    assert answers == {b"c2": Status.OK, b"c3": Status.OK}
+
+
+def test_a_dead_worker_retries_its_running_job_at_the_head_when_allowed():
+    router = make_router()
+    ready(router, b"W")
+    request(router, b"c1", flags=FLAG_RETRYABLE)
+    request(router, b"c2")
+    sent(router)
+    request(router, b"c3")  # held too (credit 4)
+    sent(router)
+    router.worker_gone(b"W", "killed")
+    ready(router, b"V")
+    jobs, answers = sent(router)
+    assert answers == {}
+    assert [j.body for _, j in jobs] == [[b"c1"], [b"c2"], [b"c3"]]
+    assert [router.jobs[j.address].attempts for _, j in jobs] == [2, 1, 1]
+
+
+def test_disconnect_hands_back_every_held_job_uncounted():
+    router = make_router()
+    ready(router, b"W")
+    for client in (b"c1", b"c2", b"c3"):
+        request(router, client)
+    first, _ = sent(router)
+    finish(router, b"W", first[0][1])
+    router.on_worker(b"W", encode_disconnect(), 0.0)
+    _, answers = sent(router)
+    assert answers == {b"c1": Status.OK}
+    ready(router, b"V")
+    jobs, _ = sent(router)
+    assert [j.body for _, j in jobs] == [[b"c2"], [b"c3"]]
+    assert [router.jobs[j.address].attempts for _, j in jobs] == [1, 1]
+
+
+def test_undelivered_hands_back_a_lone_job_and_holds_several_until_the_worker_is_gone():
+    router = make_router()
+    ready(router, b"A")
+    request(router, b"c1")
+    sent(router)
+    router.worker_gone(b"A", "unreachable", undelivered=True)
+    assert router.waiting() == 1  # never delivered: back in the queue, not lost
+    ready(router, b"B")
+    ready(router, b"C")
+    request(router, b"c2")
+    request(router, b"c3")
+    jobs, _ = sent(router)
+    assert [(w, j.body) for w, j in jobs] == [(b"B", [b"c1"]), (b"C", [b"c2"]), (b"B", [b"c3"])]
+    # B holds c1 and c3, and the send of c3 failed: c1 may have started, or B may have left
+    # with a DISCONNECT the router has not read yet. It gets nothing more until that is known.
+    router.worker_gone(b"B", "unreachable", undelivered=True)
+    assert sent(router) == ([], {})
+    assert b"B" in router.workers
+    request(router, b"c4")
+    request(router, b"c5")
+    jobs, _ = sent(router)
+    assert [w for w, _ in jobs] == [b"C", b"C"]  # not B
+    router.on_worker(b"B", encode_disconnect(), 0.5)  # it left in an orderly way
+    jobs, answers = sent(router)
+    assert answers == {}
+    assert [(w, j.body) for w, j in jobs] == [(b"C", [b"c1"])]  # C's last credit
+    assert [job.body for job in router.services[SERVICE].queue] == [[b"c3"]]
+    assert router.jobs[jobs[0][1].address].attempts == 1  # only C counts: A, B never ran it
+
+
+def test_an_unreachable_worker_holding_several_that_dies_loses_only_the_oldest():
+    router = make_router()
+    ready(router, b"B")
+    request(router, b"c1")
+    request(router, b"c2")
+    sent(router)
+    router.worker_gone(b"B", "unreachable", undelivered=True)
+    router.set_limits(Limits(worker_credit=4), {})  # a reload must not make it reachable again
+    request(router, b"c3")
+    assert sent(router) == ([], {})
+    router.worker_gone(b"B", "process exited with signal SIGKILL")
+    _, answers = sent(router)
+    assert answers == {b"c1": Status.WORKER_LOST}
+    assert router.waiting() == 2
+
+
+def test_silent_workers_do_not_get_each_others_jobs():
+    router = make_router()
+    ready(router, b"A", now=0.0)
+    for client in (b"c1", b"c2"):
+        request(router, client)
+    ready(router, b"B", now=0.0)
+    sent(router)
+    router.on_tick(10.0)  # both silent: c2 (never started) must not go to B, about to go too
+    jobs, answers = sent(router)
+    assert jobs == []
+    assert answers == {b"c1": Status.WORKER_LOST}
+    assert sorted(router.take_kills()) == [b"A", b"B"]
+    assert router.waiting() == 1
+
+
+def test_a_job_expiring_behind_another_is_answered_but_does_not_kill_the_worker():
+    router = make_router(kill_grace=1.0, heartbeat_interval=10.0)  # no heartbeat expiry here
+    ready(router, b"W")
+    request(router, b"long", timeout_ms=100_000)
+    request(router, b"short", timeout_ms=2_000)
+    jobs, _ = sent(router)
+    router.on_tick(2.0)
+    _, answers = sent(router)
+    assert answers == {b"short": Status.EXPIRED}
+    router.on_tick(3.5)  # past short's deadline + grace: it has not started, no kill
+    assert router.take_kills() == []
+    finish(router, b"W", jobs[0][1], now=4.0)  # "short" starts now and gets kill_grace
+    _, answers = sent(router)
+    assert answers == {b"long": Status.OK}
+    router.on_tick(4.5)
+    assert router.take_kills() == []
+    router.on_tick(5.1)
+    assert router.take_kills() == [b"W"]
+    assert b"W" not in router.workers
+
+
+def test_a_late_reply_for_a_job_that_expired_behind_another_is_dropped_and_frees_credit():
+    router = make_router(credit=2)
+    ready(router, b"W", credit=2)
+    request(router, b"long", timeout_ms=100_000)
+    request(router, b"short", timeout_ms=1_000)
+    request(router, b"next")
+    jobs, _ = sent(router)
+    router.on_tick(1.0)
+    sent(router)
+    finish(router, b"W", jobs[0][1], now=1.2)
+    finish(router, b"W", jobs[1][1], now=1.3)
+    more, answers = sent(router)
+    assert answers == {b"long": Status.OK}  # and nothing more for "short"
+    assert [j.body for _, j in more] == [[b"next"]]
+
+
+def test_lowering_the_cap_on_reload_applies_as_jobs_finish():
+    router = make_router()
+    ready(router, b"W")
+    for client in (b"c1", b"c2", b"c3"):
+        request(router, client)
+    jobs, _ = sent(router)
+    router.set_limits(Limits(worker_credit=1), {})
+    assert router.workers[b"W"].credit == 1
+    request(router, b"c4")
+    finish(router, b"W", jobs[0][1])
+    finish(router, b"W", jobs[1][1])
+    more, _ = sent(router)
+    assert more == []  # still holds c3: no room at credit 1
+    finish(router, b"W", jobs[2][1])
+    more, _ = sent(router)
+    assert [j.body for _, j in more] == [[b"c4"]]
+
+
+def test_max_queue_counts_only_jobs_no_worker_could_take():
+    router = make_router(max_queue=1)
+    ready(router, b"W", credit=2)
+    for client in (b"c1", b"c2", b"c3", b"c4"):
+        request(router, client)
+    _, answers = sent(router)
+    assert answers == {b"c4": Status.QUEUE_FULL}
+
+
+def test_a_disconnecting_worker_is_not_sent_more_and_shutdown_fails_held_jobs_once():
+    router = make_router()
+    ready(router, b"W")
+    request(router, b"c1")
+    request(router, b"c2")
+    sent(router)
+    router.shutdown()
+    router.on_worker(b"W", encode_disconnect(), 0.0)
+    _, answers = sent(router)
+    assert answers == {b"c1": Status.SHUTTING_DOWN, b"c2": Status.SHUTTING_DOWN}
+
+
+def test_fail_running_answers_every_held_job_and_frees_the_worker():
+    router = make_router()
+    ready(router, b"W")
+    request(router, b"c1")
+    request(router, b"c2")
+    sent(router)
+    router.fail_running(Status.SHUTTING_DOWN, "stop")
+    _, answers = sent(router)
+    assert answers == {b"c1": Status.SHUTTING_DOWN, b"c2": Status.SHUTTING_DOWN}
+    assert router.jobs == {}
+    assert router.idle_workers() == [b"W"]
+
+
+def test_the_deadline_heap_forgets_finished_jobs_and_their_bodies():
+    router = Router(SERVICE, limits=Limits(job_timeout=60.0), now=0.0)
+    ready(router, b"W", credit=1)
+    sent(router)
+    for n in range(10_000):
+        router.on_client(b"c", [b"", b"x" * 100], n * 0.001)
+        ((_, _, frames),) = router.take_outbox()
+        finish(router, b"W", parse_broker_message(frames), now=n * 0.001)  # type: ignore[arg-type]
+        router.take_outbox()
+    assert len(router._timers) <= 2 * 1024 + 2
+    assert all(not t[2].body for t in router._timers)
+
+
+def test_messages_for_a_worker_holding_jobs_are_jobs_only():
+    """What makes ``undelivered`` exact for a worker holding one job: no heartbeat goes to a
+    worker that holds any."""
+    router = make_router()
+    ready(router, b"W")
+    request(router, b"c1")
+    sent(router)
+    router.on_tick(1.0)
+    assert not [m for m in router.take_outbox() if m[0] is Port.BACKEND]
+    router.on_worker(b"W", encode_disconnect(), 1.0)
+    assert not any(isinstance(parse_broker_message(f), Disconnect) for _, _, f in router.outbox)
