@@ -38,8 +38,9 @@ def set_title(title: str) -> None:
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies.
 
-    Workers also check ``os.getppid()`` on every wake-up; this makes the exit prompt even when a
-    worker is stuck in a long job and SIGKILL took the master.
+    Workers also check ``os.getppid()`` on every wake-up that is not a job (at least once a
+    heartbeat interval under load) and before their final DISCONNECT; the signal is what makes
+    the exit prompt even when a worker is stuck in a long job and SIGKILL took the master.
     """
     if not sys.platform.startswith("linux"):
         return

@@ -390,7 +390,7 @@ class Config:
         "info", "Logging level: debug, info, warning, error or critical.", reload=True
     )
     proc_name: str = option(
-        "zmq", "Prefix of process titles (`zmq broker 6660-6661`).", reload=True
+        "zmq", "Prefix of process titles (`zmq broker 6660-local`, `zmq worker 6661`).", reload=True
     )
     # -- process management (supervisor.py, server.py, _process.py) --
     log_file: str | None = option(
