@@ -779,8 +779,9 @@ class Arbiter(Supervisor):
         assert self.router is not None
         assert self.broker is not None
         self.router.on_tick(now)
+        self.broker.on_tick(now)
         self._after_turn()
-        return self.router.next_deadline()
+        return min(self.router.next_deadline(), self.broker.next_deadline())
 
     def _on_events(self, events: dict[Any, int], now: float) -> None:
         broker = self.broker
