@@ -85,10 +85,11 @@ SPAWN_RETRY = 1.0
 #: exited child, a worker registering or leaving, a deadline the last plan asked for) gets
 #: a look at once.
 SCALE_CHECK = 0.05
-#: Messages the broker may read in one loop turn, from both ports, before it looks at signals,
-#: timers and the autoscaler again. While messages keep coming it reads on without asking
-#: zmq_poll (a recv that finds nothing is cheaper than a poll); this bounds the wait for the rest.
-DRAIN_BUDGET = 4096
+#: Messages the broker may read in one loop turn, from both ports, before it looks at signals
+#: and the autoscaler again. While messages keep coming it reads on without asking zmq_poll (a
+#: recv that finds nothing is cheaper than a poll); this bounds the wait for the rest (as the
+#: two batches of broker.BATCH did before). A due router deadline also ends the turn.
+DRAIN_BUDGET = 1024
 
 HANDLED_SIGNALS = (
     signal.SIGHUP,
@@ -863,6 +864,8 @@ class Arbiter(Supervisor):
             if not count or budget <= 0 or signals or router.kills:
                 return
             now = time.monotonic()
+            if now >= router.next_deadline():
+                return  # a job's deadline or the heartbeat is due: on_tick first
 
     def _after_turn(self) -> None:
         assert self.router is not None
