@@ -119,3 +119,36 @@ def send(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any]) -> Non
             raise zmq.ZMQError(exc.errno or errno.EIO) from None
         return
     sock.send_multipart([identity, *frames], zmq.NOBLOCK)
+
+
+#: The send errors that mean "this peer cannot take it now", not "the socket is broken":
+#: EHOSTUNREACH (an unknown peer, with ROUTER_MANDATORY) and EAGAIN (its pipe is full).
+UNDELIVERABLE = (errno.EHOSTUNREACH, errno.EAGAIN)
+
+
+def send_batch(
+    sockets: Sequence[zmq.Socket[bytes]], outbox: Sequence[tuple[int, bytes, Sequence[Any]]]
+) -> list[tuple[int, int]]:
+    """Send each ``(port, identity, frames)`` of ``outbox`` on ``sockets[port]``, without blocking.
+
+    One call per loop turn rather than one per message. Returns ``(index, errno)`` for each
+    message that met an :data:`UNDELIVERABLE` error: nothing of it was sent, and the rest of the
+    batch went on. Any other error raises ``zmq.ZMQError`` at once (the messages before it were
+    sent, the ones after it were not).
+    """
+    if _fast is not None:
+        handles = tuple(sock.underlying for sock in sockets)
+        try:
+            failed: list[tuple[int, int]] = _fast.send_batch(handles, outbox)
+        except OSError as exc:
+            raise zmq.ZMQError(exc.errno or errno.EIO) from None
+        return failed
+    failed = []
+    for index, (port, identity, frames) in enumerate(outbox):
+        try:
+            sockets[port].send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno not in UNDELIVERABLE:
+                raise
+            failed.append((index, exc.errno))
+    return failed

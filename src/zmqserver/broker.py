@@ -7,13 +7,15 @@ The event loop that calls it belongs to the supervisor (one loop, one thread, on
 
 from __future__ import annotations
 
-import errno
 import logging
+import math
+import os
+import time
 from collections.abc import Callable
 
 import zmq
 
-from ._io import recv_batch, recv_batch_with_user_id, send
+from ._io import recv_batch, recv_batch_with_user_id, send_batch
 from .routing import Port, Router
 
 log = logging.getLogger("zmqserver.broker")
@@ -24,6 +26,11 @@ BATCH = 256
 
 #: How long queued replies may take to leave when the broker closes.
 CLOSE_LINGER_MS = 1000
+
+#: Replies to vanished clients are logged one line per this many seconds at most: the first drop
+#: at once, with its client, then a count. A crowd of clients that time out and go away (or one
+#: that stops reading) must not turn every reply into a log line on the broker's hot path.
+DROP_LOG_INTERVAL = 10.0
 
 
 class Broker:
@@ -50,8 +57,14 @@ class Broker:
         except BaseException:
             self.frontend.close(linger=0)
             raise
-        self.sockets = {Port.FRONTEND: self.frontend, Port.BACKEND: self.backend}
+        # Indexed by Port, for send_batch.
+        self.sockets = (self.frontend, self.backend)
+        assert (Port.FRONTEND, Port.BACKEND) == (0, 1)
+        #: Replies dropped because their client was gone, since the start.
         self.dropped_replies = 0
+        #: ...of which not logged yet, and when the next log line about them is due.
+        self._drops_unlogged = 0
+        self._drop_log_at = -math.inf
 
     @staticmethod
     def _router_socket(
@@ -90,43 +103,80 @@ class Broker:
             self.backend.getsockopt_string(zmq.LAST_ENDPOINT),
         )
 
-    def read_frontend(self, now: float) -> None:
+    def read_frontend(self, now: float) -> int:
+        """Feed the router what clients sent (up to :data:`BATCH` messages); how many."""
         on_client = self.router.on_client
         if self.pass_client_key:
-            for frames, user_id in recv_batch_with_user_id(self.frontend, BATCH):
+            batch = recv_batch_with_user_id(self.frontend, BATCH)
+            for frames, user_id in batch:
                 on_client(frames[0], frames[1:], now, user_id)
-            return
-        for frames in recv_batch(self.frontend, BATCH):
+            return len(batch)
+        messages = recv_batch(self.frontend, BATCH)
+        for frames in messages:
             on_client(frames[0], frames[1:], now)
+        return len(messages)
 
-    def read_backend(self, now: float) -> None:
+    def read_backend(self, now: float) -> int:
+        """Feed the router what workers sent (up to :data:`BATCH` messages); how many."""
         on_worker = self.router.on_worker
-        for frames in recv_batch(self.backend, BATCH):
+        messages = recv_batch(self.backend, BATCH)
+        for frames in messages:
             on_worker(frames[0], frames[1:], now)
+        return len(messages)
 
     def flush(self) -> None:
-        """Send everything the router wants sent; route around peers that are gone."""
-        router, sockets = self.router, self.sockets
-        while router.outbox:
-            for port, identity, frames in router.take_outbox():
-                try:
-                    send(sockets[port], identity, frames)
-                except zmq.ZMQError as exc:
-                    if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
-                        raise
-                    self._undeliverable(port, identity, exc)
+        """Send everything the router wants sent; route around peers that are gone.
 
-    def _undeliverable(self, port: Port, identity: bytes, exc: zmq.ZMQError) -> None:
+        One send_batch call per round. A worker that is gone hands its job back to the router,
+        which may queue more to send: hence the loop.
+        """
+        router = self.router
+        while router.outbox:
+            outbox = router.take_outbox()
+            failed = send_batch(self.sockets, outbox)
+            for index, err in failed:
+                port, identity, _ = outbox[index]
+                self._undeliverable(port, identity, err)
+
+    def _undeliverable(self, port: Port, identity: bytes, err: int) -> None:
+        reason = os.strerror(err)
         if port is Port.FRONTEND:
             # The client disconnected (or stopped reading) before its reply: the job's one
-            # outcome is this logged drop.
+            # outcome is this logged drop (counted here; see DROP_LOG_INTERVAL).
             self.dropped_replies += 1
-            log.info("reply to client %s dropped: %s", identity.hex(), exc.strerror)
+            now = time.monotonic()
+            if now >= self._drop_log_at and not self._drops_unlogged:
+                log.info("reply to client %s dropped: %s", identity.hex(), reason)
+                self._drop_log_at = now + DROP_LOG_INTERVAL
+            else:
+                self._drops_unlogged += 1
         else:
             # The worker vanished before taking the message: whatever job it carried was never
             # delivered, so it can go to another worker.
-            self.router.worker_gone(identity, f"unreachable: {exc.strerror}", undelivered=True)
+            self.router.worker_gone(identity, f"unreachable: {reason}", undelivered=True)
+
+    def next_deadline(self) -> float:
+        """When :meth:`on_tick` has a log line to write (infinity: nothing pending)."""
+        return self._drop_log_at if self._drops_unlogged else math.inf
+
+    def on_tick(self, now: float) -> None:
+        """Log the replies dropped since the last line, once its interval is over."""
+        if self._drops_unlogged and now >= self._drop_log_at:
+            self._log_drops(now)
+
+    def _log_drops(self, now: float) -> None:
+        since = now - self._drop_log_at + DROP_LOG_INTERVAL
+        log.info(
+            "%d more replies to vanished clients dropped in the last %.0fs (%d in all)",
+            self._drops_unlogged,
+            since,
+            self.dropped_replies,
+        )
+        self._drops_unlogged = 0
+        self._drop_log_at = now + DROP_LOG_INTERVAL
 
     def close(self) -> None:
+        if self._drops_unlogged:
+            self._log_drops(time.monotonic())
         self.frontend.close()
         self.backend.close()

@@ -78,6 +78,18 @@ FAST_STOP_TIMEOUT = 2.0
 DEPARTURE_GRACE = 1.0
 #: How soon to try forking again after fork() failed (out of memory or processes).
 SPAWN_RETRY = 1.0
+#: How long the autoscaler may lag behind traffic. Jobs coming and going change which workers
+#: are idle many thousand times a second; planning on each change cost the broker a sizeable
+#: part of its CPU (with 100 workers, a third). So such a change only schedules a look this
+#: much later, and the plan sees the pools as they are then. What must not wait (a signal, an
+#: exited child, a worker registering or leaving, a deadline the last plan asked for) gets
+#: a look at once.
+SCALE_CHECK = 0.05
+#: Messages the broker may read in one loop turn, from both ports, before it looks at signals
+#: and the autoscaler again. While messages keep coming it reads on without asking zmq_poll (a
+#: recv that finds nothing is cheaper than a poll); this bounds the wait for the rest (as the
+#: two batches of broker.BATCH did before). A due router deadline also ends the turn.
+DRAIN_BUDGET = 1024
 
 HANDLED_SIGNALS = (
     signal.SIGHUP,
@@ -158,6 +170,14 @@ class Supervisor:
         self.credentials = credentials
         self.on_ready = on_ready
         self.scale_deadline = math.inf
+        #: Something changed that the autoscaler must see at once (see SCALE_CHECK).
+        self._scale_now = True
+        #: Traffic changed the pools' states: when the autoscaler looks (infinity: no change).
+        self._scale_check_at = math.inf
+        #: What the pools looked like to the last plan (:meth:`_scale_inputs`).
+        self._scale_seen: tuple[int, ...] = ()
+        #: SIGCHLD came: a child is waiting to be reaped.
+        self._reap_due = False
         #: Workers that exited in an orderly way, by identity: when the router stops waiting.
         self.departed: dict[bytes, float] = {}
         self.workers: dict[int, WorkerProcess] = {}
@@ -193,6 +213,14 @@ class Supervisor:
 
     def _after_turn(self) -> None:
         """Send what the turn produced."""
+
+    def _scale_inputs(self) -> tuple[int, ...]:
+        """A cheap summary of what the autoscalers see, compared each turn (see SCALE_CHECK).
+
+        A change in the first number (workers registered) is acted on at once; a change in the
+        others (idle workers, queued jobs) within SCALE_CHECK.
+        """
+        return ()
 
     def _close(self) -> None:
         """Release what :meth:`_open` made (the workers are gone by now)."""
@@ -287,35 +315,61 @@ class Supervisor:
         self._signals.append(signum)
 
     def _loop(self) -> None:
+        """Wait for sockets, signals and deadlines; handle them; repeat.
+
+        Housekeeping is paid for when it has something to do, not on every turn: a loaded
+        broker turns this loop thousands of times a second. Reaping waits for SIGCHLD; the
+        autoscaler for a signal, a reaped child, a change of registrations, its own deadline, or
+        (throttled by SCALE_CHECK) a change of idle workers or queued jobs; departures for one
+        to be pending.
+        """
         assert self._wake_r is not None
         poller = zmq.Poller()
         self._register(poller)
         wake_fd = self._wake_r.fileno()
         poller.register(wake_fd, zmq.POLLIN)
+        signals = self._signals
+        monotonic = time.monotonic
         self.manage_workers()
         while True:
-            now = time.monotonic()
-            deadline = min(
-                self._before_wait(now),
-                self.scale_deadline,
-                min(self.departed.values(), default=math.inf),
-            )
+            now = monotonic()
+            deadline = min(self._before_wait(now), self.scale_deadline, self._scale_check_at)
+            if self.departed:
+                deadline = min(deadline, *self.departed.values())
             if self.stopping:
                 if not self.workers and not self.departed:
                     return
                 deadline = min(deadline, self.stop_deadline)
-            events = dict(poller.poll(_ms(deadline - now)))
-            self._on_events(events, time.monotonic())
-            if wake_fd in events:
-                self._drain_wakeup()
-            while self._signals:
-                self._handle_signal(self._signals.popleft())
-            self.reap()
-            self._settle_departures(time.monotonic())
-            self.manage_workers()
-            if self.stopping and time.monotonic() >= self.stop_deadline:
+            ready = poller.poll(_ms(deadline - now))
+            if ready:
+                events = dict(ready)
+                self._on_events(events, monotonic())
+                if wake_fd in events:
+                    self._drain_wakeup()
+            while signals:
+                self._handle_signal(signals.popleft())
+                self._scale_now = True  # TTIN/TTOU/HUP act at once; so does a reaped child
+            if self._reap_due:
+                self._reap_due = False
+                self.reap()
+            now = monotonic()
+            if self.departed:
+                self._settle_departures(now)
+            self._maybe_manage(now)
+            if self.stopping and now >= self.stop_deadline:
                 self._kill_all()
             self._after_turn()
+
+    def _maybe_manage(self, now: float) -> None:
+        """Run :meth:`manage_workers` if something it depends on changed (see SCALE_CHECK)."""
+        seen = self._scale_inputs()
+        if seen != self._scale_seen:
+            if seen[:1] != self._scale_seen[:1]:
+                self._scale_now = True
+            elif self._scale_check_at == math.inf:
+                self._scale_check_at = now + SCALE_CHECK
+        if self._scale_now or now >= self._scale_check_at or now >= self.scale_deadline:
+            self.manage_workers()
 
     def _drain_wakeup(self) -> None:
         assert self._wake_r is not None
@@ -347,7 +401,8 @@ class Supervisor:
             handler()
 
     def handle_chld(self) -> None:
-        """Reaping happens on every loop turn; the signal only needed to wake the loop."""
+        """Reap in the loop, after this turn's signals (several children may share a SIGCHLD)."""
+        self._reap_due = True
 
     def handle_term(self) -> None:
         self.stop(graceful=True)
@@ -579,6 +634,9 @@ class Supervisor:
 
     def manage_workers(self) -> None:
         """Carry out each autoscaler's plan; retire an old generation once the new one is ready."""
+        self._scale_now = False
+        self._scale_check_at = math.inf
+        self._scale_seen = self._scale_inputs()
         if self.stopping:
             return
         now = time.monotonic()
@@ -779,8 +837,9 @@ class Arbiter(Supervisor):
         assert self.router is not None
         assert self.broker is not None
         self.router.on_tick(now)
+        self.broker.on_tick(now)
         self._after_turn()
-        return self.router.next_deadline()
+        return min(self.router.next_deadline(), self.broker.next_deadline())
 
     def _on_events(self, events: dict[Any, int], now: float) -> None:
         broker = self.broker
@@ -788,10 +847,25 @@ class Arbiter(Supervisor):
         zap = self.security.zap_socket
         if zap is not None and zap in events:
             self.security.handle_zap()  # handshakes waiting for a yes or no
-        if broker.backend in events:
-            broker.read_backend(now)
-        if broker.frontend in events:
-            broker.read_frontend(now)
+        if broker.backend not in events and broker.frontend not in events:
+            return
+        # Drain both ports, sending what each round produced, until both are empty, the budget
+        # is spent or a signal is waiting. Under load, replies and requests keep arriving while
+        # a round is handled: reading on costs a failed recv per port, where going back to
+        # zmq_poll would cost a turn of the loop and a syscall for each message or two.
+        read_backend, read_frontend, flush = broker.read_backend, broker.read_frontend, broker.flush
+        signals, router = self._signals, self.router
+        assert router is not None
+        budget = DRAIN_BUDGET
+        while True:
+            count = read_backend(now) + read_frontend(now)
+            flush()
+            budget -= count
+            if not count or budget <= 0 or signals or router.kills:
+                return
+            now = time.monotonic()
+            if now >= router.next_deadline():
+                return  # a job's deadline or the heartbeat is due: on_tick first
 
     def _after_turn(self) -> None:
         assert self.router is not None
@@ -838,6 +912,16 @@ class Arbiter(Supervisor):
 
     def _registered(self, identity: bytes) -> bool:
         return self.router is not None and identity in self.router.workers
+
+    def _scale_inputs(self) -> tuple[int, ...]:
+        router = self.router
+        if router is None:
+            return ()
+        idle = waiting = 0
+        for service in router.services.values():
+            idle += len(service.idle)
+            waiting += service.waiting
+        return (len(router.workers), idle, waiting)
 
     def _gone(self, identity: bytes, reason: str) -> None:
         assert self.router is not None
@@ -905,6 +989,7 @@ class PoolSupervisor(Supervisor):
         self._tag = tag.encode("ascii", "replace")
         self.status: StatusChannel | None = None
         self.reports: dict[bytes, Report] = {}
+        self._reports_read = 0
 
     def _service_configs(self, config: Config) -> dict[str, Config]:
         # A worker's title shows its backend: here, the broker it connects to.
@@ -938,6 +1023,11 @@ class PoolSupervisor(Supervisor):
             proc = self.workers.get(pid)
             if proc is not None:
                 self.reports[proc.identity] = report
+                self._reports_read += 1
+
+    def _scale_inputs(self) -> tuple[int, ...]:
+        # Workers heard from (a first report is a registration), and reports since.
+        return (len(self.reports), self._reports_read)
 
     def _close(self) -> None:
         if self.status is not None:

@@ -87,6 +87,10 @@ def test_max_queue_and_job_timeout_are_per_service(start_server, short_tmp):
     server.wait_workers(2)
     server.wait_ready()
     hasty, patient = server.socket(zmq.DEALER), server.socket(zmq.DEALER)
+    # wait_ready proves the default service ('patient') has a worker; hasty's may still be
+    # booting, and its requests below would then all queue. A round trip proves it is there.
+    _mdp(hasty, b"hasty", b"0", request_id=99)
+    assert _reply(hasty).request_id == 99
     started = time.monotonic()
     # One socket, so the broker reads them in this order.
     _mdp(hasty, b"hasty", b"3", request_id=1)  # runs, past its deadline

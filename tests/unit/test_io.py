@@ -60,3 +60,87 @@ def test_send_to_unknown_peer_raises_without_sending(pair):
         _io.send(router, b"nobody", [b"x"])
     assert info.value.errno == zmq.EHOSTUNREACH
     assert not dealer.poll(50)
+
+
+@pytest.fixture
+def two_routers(ctx):
+    """Two ROUTERs (ports 0 and 1) with one DEALER peer each, as the broker has."""
+    sockets = []
+    for port in range(2):
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(f"inproc://io-batch-{port}")
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.ROUTING_ID, b"peer%d" % port)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(f"inproc://io-batch-{port}")
+        sockets.append((router, dealer))
+    # A ROUTER learns a peer's routing id from its first message.
+    for router, dealer in sockets:
+        dealer.send(b"hello")
+        assert router.poll(5000)
+        assert router.recv_multipart() == [dealer.getsockopt(zmq.ROUTING_ID), b"hello"]
+    yield sockets
+    for router, dealer in sockets:
+        router.close()
+        dealer.close()
+
+
+def test_send_batch_sends_in_order_on_each_port_and_reports_the_undeliverable(two_routers):
+    (front, front_peer), (back, back_peer) = two_routers
+    big = os.urandom(70_000)
+    dealer = back_peer
+    dealer.send_multipart([b"big", big])
+    assert back.poll(5000)
+    [received] = _io.recv_batch(back, 1)
+    outbox = [
+        (0, b"peer0", [b"", b"a"]),
+        (1, b"nobody", [b"lost"]),
+        (1, b"peer1", [b"b", b"c"]),
+        (0, b"gone", [b"", b"x"]),
+        (0, b"peer0", [b"", bytearray(b"d")]),
+        (1, b"peer1", received[1:]),  # a large received frame goes back without a copy
+    ]
+    failed = _io.send_batch((front, back), outbox)
+    assert failed == [(1, zmq.EHOSTUNREACH), (3, zmq.EHOSTUNREACH)]
+    assert front_peer.poll(5000)
+    assert front_peer.recv_multipart() == [b"", b"a"]
+    assert front_peer.recv_multipart() == [b"", b"d"]
+    assert back_peer.poll(5000)
+    assert back_peer.recv_multipart() == [b"b", b"c"]
+    assert back_peer.recv_multipart() == [b"big", big]
+    assert not front_peer.poll(50)
+    assert _io.send_batch((front, back), []) == []
+
+
+def test_send_batch_reports_a_full_pipe_as_eagain(ctx):
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    router.setsockopt(zmq.SNDHWM, 1)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind("inproc://io-full")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.ROUTING_ID, b"slow")
+    dealer.setsockopt(zmq.RCVHWM, 1)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect("inproc://io-full")
+    try:
+        dealer.send(b"hello")
+        assert router.poll(5000)
+        router.recv_multipart()
+        failed = _io.send_batch((router,), [(0, b"slow", [b"%d" % i]) for i in range(10)])
+        assert failed, "the peer never reads: some messages must meet a full pipe"
+        assert all(err == zmq.EAGAIN for _, err in failed)
+        sent = 10 - len(failed)
+        assert [index for index, _ in failed] == list(range(sent, 10))
+        assert [dealer.recv_multipart() for _ in range(sent)] == [[b"%d" % i] for i in range(sent)]
+    finally:
+        router.close()
+        dealer.close()
+
+
+def test_send_batch_raises_on_a_frame_that_is_not_bytes(pair):
+    router, _ = pair
+    with pytest.raises(TypeError):
+        _io.send_batch((router,), [(0, b"peer", ["text"])])

@@ -1,0 +1,106 @@
+"""The broker's I/O shell on real inproc sockets: sending the router's outbox, logging drops."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import zmq
+
+from zmqserver import broker as broker_module
+from zmqserver.broker import DROP_LOG_INTERVAL, Broker
+from zmqserver.routing import Port, Router
+
+
+@pytest.fixture
+def broker(ctx, request):
+    name = request.node.name
+    shell = Broker(ctx, Router(b"echo"), f"inproc://{name}-front", f"inproc://{name}-back")
+    shell.frontend.setsockopt(zmq.LINGER, 0)
+    shell.backend.setsockopt(zmq.LINGER, 0)
+    yield shell
+    shell.close()
+
+
+def drop_lines(caplog):
+    return [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+
+
+def test_replies_to_vanished_clients_are_logged_once_then_counted(broker, caplog):
+    """The first drop is logged at once with its client; the next ones as one count per
+    interval, so a crowd of vanished clients cannot flood the log (or the broker's CPU)."""
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    assert broker.next_deadline() == math.inf
+    for i in range(3):
+        broker.router.outbox.append((Port.FRONTEND, b"gone%d" % i, [b"", b"reply"]))
+    broker.flush()
+    assert broker.dropped_replies == 3
+    assert drop_lines(caplog) == [f"reply to client {b'gone0'.hex()} dropped: No route to host"]
+
+    due = broker.next_deadline()
+    assert due < math.inf
+    broker.on_tick(due - 0.001)
+    assert len(drop_lines(caplog)) == 1
+    broker.on_tick(due)
+    assert drop_lines(caplog)[1:] == [
+        f"2 more replies to vanished clients dropped in the last {DROP_LOG_INTERVAL:.0f}s "
+        "(3 in all)"
+    ]
+    assert broker.next_deadline() == math.inf
+
+    # Within the next interval, drops are still counted, and what is left is logged on close.
+    broker.router.outbox.append((Port.FRONTEND, b"gone3", [b"", b"reply"]))
+    broker.flush()
+    assert len(drop_lines(caplog)) == 2
+    assert broker.next_deadline() == pytest.approx(due + DROP_LOG_INTERVAL, abs=1.0)
+    broker.close()
+    assert drop_lines(caplog)[2].startswith("1 more replies to vanished clients dropped")
+
+
+def test_a_drop_after_a_quiet_interval_is_logged_at_once(broker, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    clock = [1000.0]
+    monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock[0])
+    broker.router.outbox.append((Port.FRONTEND, b"a", [b"", b"reply"]))
+    broker.flush()
+    clock[0] += DROP_LOG_INTERVAL
+    broker.router.outbox.append((Port.FRONTEND, b"b", [b"", b"reply"]))
+    broker.flush()
+    assert [line.split(" dropped")[0] for line in drop_lines(caplog)] == [
+        f"reply to client {b'a'.hex()}",
+        f"reply to client {b'b'.hex()}",
+    ]
+    assert broker.next_deadline() == math.inf
+
+
+def test_flush_sends_a_job_and_its_reply_through_both_ports(broker, ctx):
+    client = ctx.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    client.setsockopt(zmq.ROUTING_ID, b"client")
+    client.connect(broker.endpoints()[0])
+    worker = ctx.socket(zmq.DEALER)
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.setsockopt(zmq.ROUTING_ID, b"worker")
+    worker.connect(broker.endpoints()[1])
+    try:
+        worker.send_multipart([b"MDPW02", b"\x01", b"echo"])  # READY
+        assert broker.backend.poll(5000)
+        assert broker.read_backend(0.0) == 1
+        client.send_multipart([b"", b"hello"])
+        assert broker.frontend.poll(5000)
+        assert broker.read_frontend(0.0) == 1
+        broker.flush()
+        assert worker.poll(5000)
+        request = worker.recv_multipart()
+        assert request[:2] == [b"MDPW02", b"\x02"]
+        assert request[-1] == b"hello"
+        worker.send_multipart([b"MDPW02", b"\x04", *request[2:]])  # FINAL, echoing the body
+        assert broker.backend.poll(5000)
+        assert broker.read_backend(0.0) == 1
+        broker.flush()
+        assert client.poll(5000)
+        assert client.recv_multipart()[-1] == b"hello"
+    finally:
+        client.close()
+        worker.close()
