@@ -309,7 +309,10 @@ class Worker:
                     from_broker = True
                 else:
                     self._drain_wakeup()
-            if from_broker:
+            # A stop signal that arrived with a message: leave it unread. With worker_credit > 1
+            # it may be a job held for us, which the broker hands to another worker when our
+            # DISCONNECT arrives; running it first would only delay the stop.
+            if from_broker and not self.stopping:
                 broker_seen = now
                 backoff = 0.0
                 if report is not None:
