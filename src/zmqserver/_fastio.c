@@ -348,29 +348,13 @@ static PyObject *set_errno_error(int err) {
     return NULL;
 }
 
-/* send(handle, identity, frames): one message, identity first, without blocking.
- * Raises OSError(errno) (EHOSTUNREACH for an unknown peer under ROUTER_MANDATORY, EAGAIN for a
- * full pipe); nothing was sent then, because a ROUTER decides on the first frame. */
-static PyObject *fastio_send(PyObject *module, PyObject *args) {
-    PyObject *handle, *identity, *frames;
-    if (!PyArg_ParseTuple(args, "OOO!", &handle, &identity, &PyList_Type, &frames)) return NULL;
-    REQUIRE_LOADED();
-    void *sock = socket_handle(handle);
-    if (sock == NULL) return NULL;
-    int err = 0;
-    int rc = send_message(sock, identity, frames, &err);
-    if (rc == -1) return NULL;
-    if (rc == -2) return set_errno_error(err);
-    Py_RETURN_NONE;
-}
-
 /* send_batch(handles, outbox): send every (port, identity, frames) of outbox on handles[port],
  * in order, without blocking: one C call per loop turn instead of one per message.
  *
  * Returns the messages that could not go as a list of (index in outbox, errno), for EHOSTUNREACH
  * (an unknown peer, under ROUTER_MANDATORY) and EAGAIN (a full pipe): nothing of those was sent,
- * and the rest of the batch still goes. Any other failure raises OSError(errno) at once, as
- * send() does; the messages before it were sent, the ones after it were not. */
+ * and the rest of the batch still goes. Any other failure raises OSError(errno) at once; the
+ * messages before it were sent, the ones after it were not. */
 static PyObject *fastio_send_batch(PyObject *module, PyObject *args) {
     PyObject *handles, *outbox;
     if (!PyArg_ParseTuple(args, "O!O", &PyTuple_Type, &handles, &outbox)) return NULL;
@@ -430,8 +414,6 @@ static PyMethodDef fastio_methods[] = {
     {"recv_batch", fastio_recv_batch, METH_VARARGS,
      "recv_batch(handle, max, with_user_id=False) -> up to max whole messages, without "
      "blocking; with_user_id makes each item a (frames, User-Id or None) pair."},
-    {"send", fastio_send, METH_VARARGS,
-     "send(handle, identity, frames): one message without blocking; OSError on failure."},
     {"send_batch", fastio_send_batch, METH_VARARGS,
      "send_batch(handles, outbox) -> [(index, errno)] of the (port, identity, frames) items "
      "that met EHOSTUNREACH or EAGAIN (not sent); OSError on any other failure."},

@@ -1,7 +1,7 @@
-"""Socket I/O for the broker's hot path: batched receive, and send by routing id.
+"""Socket I/O for the broker's hot path: batched receive, and batched send by routing id.
 
 Two implementations with one behaviour. The compiled one (``_fastio``, built from _fastio.c when
-a C compiler is available) moves each message in one C call and passes large frames through
+a C compiler is available) moves a batch of messages in one C call and passes large frames through
 without copying them. The pure-Python one uses pyzmq's own calls. ``ZMQSERVER_PURE_PYTHON=1`` in
 the environment forces the pure-Python path, so the test suite runs the broker both ways.
 
@@ -102,23 +102,6 @@ def recv_batch_with_user_id(
             user_id = None
         messages.append(([part.bytes for part in parts], user_id))
     return messages
-
-
-def send(sock: zmq.Socket[bytes], identity: bytes, frames: Sequence[Any]) -> None:
-    """Send ``[identity, *frames]`` without blocking; raise ``zmq.ZMQError`` if it cannot go.
-
-    EHOSTUNREACH (unknown peer, with ROUTER_MANDATORY) and EAGAIN (full pipe) mean nothing was
-    sent.
-    """
-    if _fast is not None:
-        try:
-            _fast.send(
-                sock.underlying, identity, frames if isinstance(frames, list) else list(frames)
-            )
-        except OSError as exc:
-            raise zmq.ZMQError(exc.errno or errno.EIO) from None
-        return
-    sock.send_multipart([identity, *frames], zmq.NOBLOCK)
 
 
 #: The send errors that mean "this peer cannot take it now", not "the socket is broken":
