@@ -436,8 +436,7 @@ class Router:
             job.address, job.body, worker.delimited, worker.v1, job.client_key
         )
         self.outbox.append((Port.BACKEND, worker.identity, request))
-        if len(jobs) < worker.credit:
-            _place(worker)
+        _place(worker)  # back in a level if it has credit left
 
     def _dispatch(self, service: Service) -> None:
         queue = service.queue
@@ -591,8 +590,7 @@ class Router:
         )
         self.workers[identity] = worker
         service.workers += 1
-        service.idle[identity] = worker
-        worker.level = 0
+        _place(worker)  # holding no job: the idle queue
         log.debug("worker %r ready for service %r, credit %d", identity, msg.service, credit)
         self._dispatch(service)
 
