@@ -15,8 +15,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import zmq
 
@@ -135,3 +135,76 @@ def send_batch(
                 raise
             failed.append((index, exc.errno))
     return failed
+
+
+# -- one socket, one message: a worker's side ---------------------------------------------------
+
+#: SNDMORE as a plain int: the IntFlag arithmetic send_multipart does costs ~0.6 µs a frame.
+_SNDMORE = int(zmq.SNDMORE)
+
+
+def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+    """``sock.send_multipart(frames)`` at about a third of its cost (2 µs, not 6.5, for a reply):
+    the pure-Python :func:`sender`, and a worker's heartbeat thread.
+
+    send_multipart type-checks every frame before sending the first (so a bad one cannot leave
+    half a message queued) and ORs IntFlags for each; a worker's frames come from ``to_frames`` and
+    the protocol encoders, which only make bytes, so the check buys nothing on the per-job path.
+
+    Frames are copied, even 64 KiB ones: a zero-copy send measured slower (87-94 against 62-64
+    µs of CPU a 64 KiB echo), as pyzmq frees zero-copy buffers through its garbage-collector
+    thread, and a zero-copy receive gained nothing, since the app needs bytes anyway.
+    """
+    send = sock.send
+    for frame in frames[:-1]:
+        send(frame, _SNDMORE)
+    send(frames[-1])
+
+
+def receiver(sock: zmq.Socket[bytes]) -> Callable[[], list[bytes] | None]:
+    """A function that returns the next whole message on ``sock``, all frames ``bytes``, or
+    None at once when there is none.
+
+    For a worker's loop: reading a job that is already waiting this way costs 0.6 us compiled,
+    where zmq_poll then recv_multipart cost about 7, and "nothing yet" is a return value, not
+    an exception (a zmq.Again costs 3 us). The pure-Python path asks the socket first, for the
+    same reason.
+    """
+    if _fast is not None:
+        handle = sock.underlying
+        fast_recv = _fast.recv_batch
+
+        def recv() -> list[bytes] | None:
+            batch: list[list[bytes]] = fast_recv(handle, 1, False, True)
+            return batch[0] if batch else None
+
+        return recv
+
+    def recv_pure() -> list[bytes] | None:
+        if not cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            return None
+        return sock.recv_multipart()
+
+    return recv_pure
+
+
+def sender(sock: zmq.Socket[bytes]) -> Callable[[list[bytes]], None]:
+    """A function that sends one whole message on ``sock``, blocking as ``send_multipart`` does
+    (so a reply waits out a full pipe rather than being dropped), at a fifth of its cost."""
+    if _fast is not None:
+        handles = (sock.underlying,)
+        fast_send = _fast.send_batch
+
+        def send(frames: list[bytes]) -> None:
+            try:
+                failed = fast_send(handles, ((0, frames[0], frames[1:]),))
+            except OSError as exc:
+                raise zmq.ZMQError(exc.errno or errno.EIO) from None
+            if failed:
+                # EAGAIN: the pipe is full, or (DEALER) not connected yet; nothing was sent, so
+                # the blocking send below sends it whole once the peer can take it.
+                sock.send_multipart(frames)
+
+        return send
+
+    return lambda frames: send_frames(sock, frames)

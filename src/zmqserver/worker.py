@@ -21,11 +21,12 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import zmq
 
+from ._io import receiver, send_frames, sender
 from ._process import die_with_parent, endpoint_label, rss_bytes, set_title
 from .config import App, Config
 from .errors import AppLoadError, ProtocolError, Status
@@ -54,27 +55,6 @@ EXIT_LINGER_MS = 2000
 
 #: Longest extra wait between reconnection attempts to a silent broker.
 MAX_RECONNECT_BACKOFF = 32.0
-
-
-#: SNDMORE as a plain int: the IntFlag arithmetic send_multipart does costs ~0.6 µs a frame.
-_SNDMORE = int(zmq.SNDMORE)
-
-
-def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
-    """``sock.send_multipart(frames)`` at about a third of its cost (2 µs, not 6.5, for a reply).
-
-    send_multipart type-checks every frame before sending the first (so a bad one cannot leave
-    half a message queued) and ORs IntFlags for each; our frames come from :func:`to_frames` and
-    the protocol encoders, which only make bytes, so the check buys nothing on the per-job path.
-
-    Frames are copied, even 64 KiB ones: a zero-copy send measured slower (87-94 against 62-64
-    µs of CPU a 64 KiB echo), as pyzmq frees zero-copy buffers through its garbage-collector
-    thread, and a zero-copy receive gained nothing, since the app needs bytes anyway.
-    """
-    send = sock.send
-    for frame in frames[:-1]:
-        send(frame, _SNDMORE)
-    send(frames[-1])
 
 
 _CLIENT_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -241,6 +221,8 @@ class Worker:
             self.max_jobs = config.max_requests + random.randint(0, config.max_requests_jitter)
         self.ctx = zmq.Context()
         self.sock: zmq.Socket[bytes] | None = None
+        #: Sends a whole message on ``sock``; made with the socket (run(), and each reconnect).
+        self._send: Callable[[list[bytes]], None]
         self._wake_r, self._wake_w = socket.socketpair()
         self._busy = BusyHeartbeat(encode_heartbeat(), config.heartbeat_interval)
         # Looked up once: most servers set no per-job hook, and then a job calls none.
@@ -298,26 +280,33 @@ class Worker:
         heartbeat_at = now + interval
         broker_seen = now
         backoff = 0.0  # extra patience after each reconnect that met silence again
+        recv = receiver(sock)
+        self._send = sender(sock)
         while not self.stopping:
-            # ``now`` was read after the last poll or the last job, whichever came later: close
-            # enough for a timeout, and one clock read a turn fewer.
-            events = poller.poll(int(max(0.0, heartbeat_at - now) * 1000) + 1)
-            now = time.monotonic()
-            from_broker = False
-            for ready, _ in events:
-                if ready is sock:
-                    from_broker = True
-                else:
-                    self._drain_wakeup()
-            # A stop signal that arrived with a message: leave it unread. With worker_credit > 1
-            # it may be a job held for us, which the broker hands to another worker when our
-            # DISCONNECT arrives; running it first would only delay the stop.
-            if from_broker and not self.stopping:
+            # Under load (worker_credit > 1) the next job is usually here already: read it
+            # without zmq_poll, which costs system calls even when a message waits.
+            frames = recv()
+            if frames is None:
+                # ``now`` was read after the last poll or the last job, whichever came later:
+                # close enough for a timeout, and one clock read a turn fewer.
+                events = poller.poll(int(max(0.0, heartbeat_at - now) * 1000) + 1)
+                now = time.monotonic()
+                for ready, _ in events:
+                    if ready is not sock:
+                        self._drain_wakeup()
+                    elif not self.stopping:
+                        # A stop signal that arrived with a message leaves it unread. With
+                        # worker_credit > 1 it may be a job held for us, which the broker hands
+                        # to another worker when our DISCONNECT arrives; running it first would
+                        # only delay the stop.
+                        frames = recv()
+            from_broker = frames is not None
+            if frames is not None:
                 broker_seen = now
                 backoff = 0.0
                 if report is not None:
                     report(Report.IDLE)  # the broker answers: registered (or a job)
-                if not self._on_message(sock.recv_multipart()):
+                if not self._on_message(frames):
                     return 0
                 if self.max_jobs and self.jobs_done >= self.max_jobs:
                     log.info(
@@ -349,6 +338,8 @@ class Worker:
                 poller.unregister(sock)
                 sock.close(linger=0)
                 sock = self.sock = self._connect()
+                recv = receiver(sock)
+                self._send = sender(sock)
                 poller.register(sock, zmq.POLLIN)
                 broker_seen = now
                 backoff = min(max(2 * backoff, interval), MAX_RECONNECT_BACKOFF)
@@ -421,7 +412,7 @@ class Worker:
             if token is not None:
                 _CLIENT_KEY.reset(token)
             busy.end()
-        send_frames(sock, encode_worker_reply(job.address, frames, status=status))
+        self._send(encode_worker_reply(job.address, frames, status=status))
         if report is not None:
             report(Report.IDLE)
         if self._post_request is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import zmq
@@ -143,3 +144,50 @@ def test_send_batch_raises_on_a_frame_that_is_not_bytes(pair):
     router, _ = pair
     with pytest.raises(TypeError):
         _io.send_batch((router,), [(0, b"peer", ["text"])])
+
+
+def test_receiver_returns_none_then_whole_messages_of_bytes(pair):
+    router, dealer = pair
+    recv = _io.receiver(dealer)
+    assert recv() is None  # nothing waiting: a value, not an exception
+    big = os.urandom(70_000)  # over INLINE_MAX: a worker still gets bytes, not a Frame
+    router.send_multipart([b"peer", b"", b"job", big])
+    router.send_multipart([b"peer", b"second"])
+    assert dealer.poll(1000)
+    first = recv()
+    assert first == [b"", b"job", big]
+    assert first is not None and all(type(frame) is bytes for frame in first)
+    assert recv() == [b"second"]
+    assert recv() is None
+
+
+def test_sender_sends_whole_messages_in_order(pair):
+    router, dealer = pair
+    send = _io.sender(dealer)
+    big = os.urandom(70_000)
+    send([b"", b"reply", big])
+    send([b"one"])
+    assert router.poll(1000)
+    assert router.recv_multipart() == [b"peer", b"", b"reply", big]
+    assert router.recv_multipart() == [b"peer", b"one"]
+
+
+def test_sender_waits_for_a_peer_rather_than_dropping_the_message(ctx):
+    """A worker's reply must not be lost to a momentary EAGAIN (a full pipe, no peer yet)."""
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IMMEDIATE, 1)  # no pipe, so a DONTWAIT send fails, until connected
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect("inproc://io-late")
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    timer = threading.Timer(0.2, router.bind, ("inproc://io-late",))
+    timer.start()
+    try:
+        _io.sender(dealer)([b"", b"reply"])  # blocks until the bind above
+        timer.join()  # the router is the timer thread's until its bind returns
+        assert router.poll(2000)
+        assert router.recv_multipart()[1:] == [b"", b"reply"]
+    finally:
+        timer.join()
+        dealer.close()
+        router.close()

@@ -1,4 +1,4 @@
-"""Worker._run_job, the per-job path, without a broker: a fake socket records the replies.
+"""Worker._run_job, the per-job path, without a broker process: replies land on a ROUTER.
 
 The fast path skips what a job does not need (unset hooks, the client-key context variable of a
 keyless job); these tests pin down that skipping changes nothing the app or a hook can see.
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import zmq
 
 import zmqserver
+from zmqserver._io import sender
 from zmqserver.config import Config
 from zmqserver.errors import Status
 from zmqserver.hooks import Hooks
@@ -21,36 +22,41 @@ from zmqserver.protocol import JobRequest, encode_worker_reply
 from zmqserver.worker import Worker
 
 
-class FakeSocket:
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-        self.pending: list[bytes] = []
+class Broker:
+    """The broker's end of a real inproc pair: what the worker sent, in order."""
 
-    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
-        self.sent.append(frames)
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
+        self.sock = sock
+        self.received: list[list[bytes]] = []
 
-    def send(self, frame: bytes, flags: int = 0) -> None:
-        """One frame of a multipart message, as worker.send_frames sends them."""
-        self.pending.append(frame)
-        if not flags & zmq.SNDMORE:
-            frames, self.pending = self.pending, []
-            self.sent.append(frames)
+    @property
+    def sent(self) -> list[list[bytes]]:
+        while self.sock.poll(100):
+            identity, *frames = self.sock.recv_multipart()
+            assert identity == b"w-1"
+            self.received.append(frames)
+        return self.received
 
 
 @pytest.fixture
 def make_worker() -> Iterator[Any]:
-    made: list[Worker] = []
+    made: list[tuple[Worker, zmq.Socket[bytes]]] = []
 
-    def make(app: Any, hooks: Hooks | None = None) -> tuple[Worker, FakeSocket]:
+    def make(app: Any, hooks: Hooks | None = None) -> tuple[Worker, Broker]:
         worker = Worker(Config(), app, b"w-1", "inproc://unused", os.getppid(), hooks=hooks)
-        sock = FakeSocket()
-        worker.sock = cast(zmq.Socket[bytes], sock)
-        made.append(worker)
-        return worker, sock
+        router = worker.ctx.socket(zmq.ROUTER)
+        router.bind("inproc://broker")
+        sock = worker.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, b"w-1")
+        sock.connect("inproc://broker")
+        worker.sock = sock
+        worker._send = sender(sock)  # as run() sets it up with the socket
+        made.append((worker, router))
+        return worker, Broker(router)
 
     yield make
-    for worker in made:
-        worker.sock = None  # the fake is not a socket to close
+    for worker, router in made:
+        router.close(linger=0)
         worker.close()
         worker._wake_r.close()  # a worker process leaves these to its exit
         worker._wake_w.close()
