@@ -233,12 +233,22 @@ class Config:
         per_service=True,
     )
     worker_credit: int = option(
-        1,
-        "Jobs a worker may hold at once (1-64): more than 1 sends it the next jobs while it "
-        "runs one, saving a round trip per job; 1 is strict LRU. The broker grants a worker "
-        "at most its own value, so a remote pool needs it set on both sides.",
+        16,
+        "Jobs a worker may hold at once (1-64): more than 1 lets the broker send it the next "
+        "jobs while it runs one (only while jobs are short: prefetch_below), saving a round "
+        "trip per job; 1 is strict LRU. The broker grants a worker at most its own value.",
         reload=True,
         per_service=True,
+    )
+    prefetch_below: float = option(
+        0.001,
+        "A busy worker is sent more jobs (up to its worker_credit) only while the service's "
+        "jobs take less than this many seconds on average; longer jobs (and until the first "
+        "reply) are dispatched strict LRU. 0 = always use the whole credit.",
+        metavar="SECONDS",
+        reload=True,
+        per_service=True,
+        command="serve",
     )
     heartbeat_interval: float = option(
         1.0, "Seconds between heartbeats between broker and idle workers.", metavar="SECONDS"
@@ -750,7 +760,7 @@ def _check_service(config: Config) -> None:
     if config.worker_credit > MAX_CREDIT:
         raise ConfigError(f"worker_credit: at most {MAX_CREDIT}, got {config.worker_credit}")
     _nonnegative_int(config, "max_queue")
-    for name in ("job_timeout", "kill_grace"):
+    for name in ("job_timeout", "kill_grace", "prefetch_below"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")

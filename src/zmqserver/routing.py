@@ -78,6 +78,10 @@ _NO_BODY: list[bytes] = []
 #: half of it, so compaction is amortised O(1) per job).
 _COMPACT_AFTER = 1024
 
+#: The weight of the newest reply in a service's moving average of job time: about the last
+#: eight jobs count, so one long job among short ones closes the prefetch gate for a while.
+JOB_TIME_WEIGHT = 0.125
+
 
 @dataclass(slots=True, eq=False)
 class Job:
@@ -134,6 +138,12 @@ class Service:
     limits: Limits | None = None
     #: levels[k]: the workers holding k jobs that may take another, LRU first; levels[0] is idle.
     levels: list[OrderedDict[bytes, WorkerState]] = field(default_factory=list)
+    #: How long a worker takes over a job, in seconds: a moving average over the service's
+    #: replies, from when the job became its worker's oldest to its FINAL (inf: none yet).
+    job_time: float = math.inf
+    #: May a busy worker be sent more jobs (up to its credit)? Only while jobs are short: see
+    #: :attr:`Limits.prefetch_below`. An idle worker may always take one.
+    prefetch: bool = False
 
     def __post_init__(self) -> None:
         self.levels.append(self.idle)
@@ -170,7 +180,11 @@ class Limits:
     #: ...and the bytes they may hold in all; a bigger reply is not kept.
     reply_cache_bytes: int = 64 * 1024 * 1024
     #: Most jobs a worker may hold at once (it asks for its own in READY; 1 is strict LRU).
-    worker_credit: int = 1
+    worker_credit: int = 16
+    #: A busy worker is sent more jobs (up to its credit) only while the service's jobs take
+    #: less than this many seconds on average; until the first reply, and with longer jobs,
+    #: dispatch is strict LRU. 0: always (no measuring).
+    prefetch_below: float = 0.001
 
 
 class Router:
@@ -265,6 +279,7 @@ class Router:
         self.service_limits = dict(service_limits)
         for name, service in self.services.items():
             service.limits = self.service_limits.get(name)
+            self._set_prefetch(service)
         # Registered workers get the new cap on their credit: a lower one takes effect as
         # their jobs finish, a higher one (up to what they asked for) at once.
         for worker in self.workers.values():
@@ -277,6 +292,11 @@ class Router:
 
     def _limits_of(self, service: Service) -> Limits:
         return service.limits or self.limits
+
+    def _set_prefetch(self, service: Service) -> None:
+        """Open or close the service's prefetch gate from its job time and its limit."""
+        limit = self._limits_of(service).prefetch_below
+        service.prefetch = not limit or service.job_time < limit
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
@@ -599,6 +619,13 @@ class Router:
         jobs = worker.jobs
         if jobs[0] is job:
             jobs.popleft()
+            service = worker.service
+            took = self._now - job.started
+            average = service.job_time
+            service.job_time = (
+                took if average == math.inf else average + (took - average) * JOB_TIME_WEIGHT
+            )
+            self._set_prefetch(service)
             if jobs:  # the next one starts now
                 head = jobs[0]
                 head.started = self._now
@@ -832,6 +859,7 @@ class Router:
         service = self.services.get(name)
         if service is None:
             service = self.services[name] = Service(name, limits=self.service_limits.get(name))
+            self._set_prefetch(service)
         return service
 
 
@@ -839,8 +867,16 @@ def _take(service: Service) -> WorkerState | None:
     """The worker the next job of ``service`` goes to, out of its level; None if all are full.
 
     The lowest level first: an idle worker if any (LRU), else the one holding the fewest jobs
-    (LRU among equals), so credit fills workers evenly and an idle one is never passed over.
+    (LRU among equals), so credit fills workers evenly and an idle one is never passed over. A
+    busy worker only while the service's prefetch gate is open (its jobs are short).
     """
+    idle = service.idle
+    if idle:
+        worker = idle.popitem(last=False)[1]
+        worker.level = -1
+        return worker
+    if not service.prefetch:
+        return None
     for level in service.levels:
         if level:
             worker = level.popitem(last=False)[1]

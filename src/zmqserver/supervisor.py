@@ -1114,6 +1114,7 @@ def _limits(config: Config) -> Limits:
         max_message_size=config.max_message_size,
         reply_cache=config.reply_cache,
         worker_credit=config.worker_credit,
+        prefetch_below=config.prefetch_below,
     )
 
 

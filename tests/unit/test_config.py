@@ -35,6 +35,7 @@ def test_defaults_match_the_seed():
         ({"no_such_option": 1}, "unknown option 'no_such_option'"),
         ({"app": 42}, "app"),
         ({"worker_credit": 0}, "worker_credit"),
+        ({"prefetch_below": -1}, "prefetch_below"),
         ({"worker_credit": 65}, "worker_credit: at most 64"),
         ({"services": {"a": {"worker_credit": 100}}}, "services.a: worker_credit"),
     ],
@@ -81,8 +82,9 @@ def test_readme_options_table_is_current():
     )
 
 
-def test_worker_credit_defaults_to_strict_lru_and_may_differ_per_service():
-    assert Config().worker_credit == 1
+def test_worker_credit_and_the_prefetch_gate_have_defaults_and_may_differ_per_service():
+    assert Config().worker_credit == 16
+    assert Config().prefetch_below == 0.001
     config = Config.from_mapping(
         {"worker_credit": 4, "services": {"a": "x:app", "b": {"app": "y:app", "worker_credit": 2}}}
     )

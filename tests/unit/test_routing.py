@@ -1021,14 +1021,14 @@ class RouterMachine(RuleBasedStateMachine):
     well, badly, or die at random, each holding up to its credit of jobs. Whatever happens,
     every accepted job is answered exactly once unless it is still queued or held by a worker."""
 
-    @initialize(cap=st.sampled_from([1, 1, 2, 4]))
-    def setup(self, cap):
+    @initialize(cap=st.sampled_from([1, 1, 2, 4]), prefetch_below=st.sampled_from([0.0, 0.5]))
+    def setup(self, cap, prefetch_below):
         self.now = 0.0
         self.router = Router(
             DEFAULT,
             heartbeat_interval=1.0,
             heartbeat_liveness=3,
-            limits=Limits(worker_credit=cap),
+            limits=Limits(worker_credit=cap, prefetch_below=prefetch_below),
             now=0.0,
         )
         self.n_clients = 0
@@ -1275,8 +1275,10 @@ class RouterMachine(RuleBasedStateMachine):
             assert service.workers == sum(
                 1 for w in router.workers.values() if w.service is service
             )
-            if any(service.levels):
-                assert not service.queue, "a job waits while a worker of its service has credit"
+            if service.idle or (service.prefetch and any(service.levels)):
+                assert not service.queue, "a job waits while a worker of its service may take it"
+            limit = (service.limits or router.limits).prefetch_below
+            assert service.prefetch == (not limit or service.job_time < limit)
             assert service.waiting == sum(1 for job in service.queue if not job.done)
         assert sum(len(w.jobs) for w in router.workers.values()) == len(router.jobs)
 

@@ -27,6 +27,9 @@ SERVICE = b"default"
 
 
 def make_router(credit: int = 4, heartbeat_interval: float = 1.0, **limits: object) -> Router:
+    """Without the prefetch gate unless asked (these tests are about what credit allows; the
+    gate's own tests are at the end)."""
+    limits.setdefault("prefetch_below", 0.0)
     return Router(
         SERVICE,
         heartbeat_interval=heartbeat_interval,
@@ -92,9 +95,9 @@ def test_the_broker_caps_the_credit_and_a_plain_ready_means_one():
     router.on_worker(b"plain", encode_ready(SERVICE), 0.0)
     assert router.workers[b"greedy"].credit == 2
     assert router.workers[b"plain"].credit == 1
-    default = Router(SERVICE, now=0.0)  # Limits() grants 1: strict LRU unless configured
-    ready(default, b"W", credit=8)
-    assert default.workers[b"W"].credit == 1
+    default = Router(SERVICE, now=0.0)  # Limits() grants up to 16, behind the prefetch gate
+    ready(default, b"W", credit=64)
+    assert default.workers[b"W"].credit == 16
 
 
 def test_an_idle_worker_is_preferred_then_the_least_loaded_in_lru_order():
@@ -356,3 +359,64 @@ def test_messages_for_a_worker_holding_jobs_are_jobs_only():
     assert not [m for m in router.take_outbox() if m[0] is Port.BACKEND]
     router.on_worker(b"W", encode_disconnect(), 1.0)
     assert not any(isinstance(parse_broker_message(f), Disconnect) for _, _, f in router.outbox)
+
+
+# -- the prefetch gate: credit beyond one job is used only while jobs are short --------------
+
+
+def test_until_a_job_has_been_timed_dispatch_is_strict_lru():
+    router = make_router(prefetch_below=0.001)
+    ready(router, b"W")
+    for client in (b"c1", b"c2"):
+        request(router, client)
+    jobs, _ = sent(router)
+    assert [j.body for _, j in jobs] == [[b"c1"]]  # c2 waits for W, though W asked for 4
+    assert router.waiting() == 1
+
+
+def test_short_jobs_open_the_gate_and_long_ones_close_it():
+    router = make_router(prefetch_below=0.001)
+    ready(router, b"W")
+    now = 0.0
+    for i in range(4):
+        request(router, b"c%d" % i, now)
+    # 0.5 ms a job: the first reply opens the gate, and W is sent all it may hold
+    (_, first), *_ = sent(router)[0]
+    now += 0.0005
+    finish(router, b"W", first, now)
+    jobs, _ = sent(router)
+    assert [j.body for _, j in jobs] == [[b"c1"], [b"c2"], [b"c3"]]
+    assert router.services[SERVICE].prefetch
+    # one 20 ms job lifts the average over the limit: the gate closes
+    now += 0.020
+    finish(router, b"W", jobs[0][1], now)
+    assert not router.services[SERVICE].prefetch
+    request(router, b"c4", now)
+    request(router, b"c5", now)
+    assert sent(router)[0] == []  # W still holds c2 and c3: nothing more is sent to it
+    for job in (jobs[1][1], jobs[2][1]):
+        now += 0.020
+        finish(router, b"W", job, now)
+    jobs, _ = sent(router)
+    assert [j.body for _, j in jobs] == [[b"c4"]]  # idle again: one job, not two
+
+
+def test_an_idle_worker_is_always_used_whatever_the_gate_says():
+    router = make_router(prefetch_below=0.001)
+    ready(router, b"A")
+    ready(router, b"B")
+    request(router, b"c1")
+    request(router, b"c2")
+    jobs, _ = sent(router)
+    assert [(w, j.body) for w, j in jobs] == [(b"A", [b"c1"]), (b"B", [b"c2"])]
+
+
+def test_a_reload_that_lifts_the_limit_opens_the_gate_and_dispatches():
+    router = make_router(prefetch_below=0.001)
+    ready(router, b"W")
+    request(router, b"c1")
+    request(router, b"c2")
+    assert len(sent(router)[0]) == 1
+    router.set_limits(Limits(worker_credit=4, prefetch_below=0.0), {})
+    jobs, _ = sent(router)
+    assert [j.body for _, j in jobs] == [[b"c2"]]
