@@ -185,7 +185,7 @@ def plot(data: dict[str, Any], path: Path) -> bool:
     configs, systems = data["configs"], data["systems"]
     colors = {"direct": "#999999", "proxy": "#4c72b0", "zmqserver": "#dd8452"}
     colors["zmqserver-py"] = "#c44e52"
-    colors["zmqserver-c4"] = "#55a868"
+    colors["zmqserver-lru"] = "#55a868"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=80)
     width = 0.8 / len(systems)
     for ax, metric, title in (

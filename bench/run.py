@@ -12,8 +12,8 @@ system order rotating per repeat). Then the extra scenarios (bench/scenarios.py)
 
 Systems: ``direct`` (clients straight to N REP workers), ``proxy`` (C ``zmq.proxy``, ROUTER/DEALER,
 N REP workers), ``zmqserver`` (its broker on its default I/O path, compiled if built) and
-``zmqserver-py`` (the same with ZMQSERVER_PURE_PYTHON=1); opt-in, ``zmqserver-c4`` (zmqserver with
-``--worker-credit 4``). Clients, broker and workers all share
+``zmqserver-py`` (the same with ZMQSERVER_PURE_PYTHON=1); opt-in, ``zmqserver-lru`` (zmqserver with
+``--worker-credit 1``, strict LRU). Clients, broker and workers all share
 the machine's cores, so this measures the whole set-up on this box, not the broker alone.
 """
 

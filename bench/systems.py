@@ -5,9 +5,10 @@
 * ``proxy``: pyzmq's C device ``zmq.proxy(ROUTER frontend, DEALER backend)`` (bench/_proxy.py),
   N REP workers connected to the backend; the DEALER round-robins jobs over them.
 * ``zmqserver``: ``python -m zmqserver serve APP --min-servers N --max-servers N`` (pinned, so
-  no autoscaling changes the worker count during a run); least-recently-used dispatch.
-* ``zmqserver-c4`` (opt-in: not in the default run): the same with ``--worker-credit 4``, so each
-  worker may hold 4 jobs and gets the next while it runs one.
+  no autoscaling changes the worker count during a run); least-recently-used dispatch, with
+  credit behind the prefetch gate (docs/protocol.md §6.3).
+* ``zmqserver-lru`` (opt-in: not in the default run): the same with ``--worker-credit 1``: strict
+  LRU, one job per worker (the default before the prefetch gate; what credit buys).
 
 The baselines' workers run the same app as zmqserver's (``examples.echo:app`` or
 ``bench.apps:uneven``), through a plain REP loop (bench/_rep_worker.py).
@@ -32,9 +33,9 @@ from bench.procs import REPO, BenchError, Launcher
 
 SYSTEMS = ("direct", "proxy", "zmqserver", "zmqserver-py")
 #: Systems run only when named with --systems.
-OPT_IN_SYSTEMS = ("zmqserver-c4",)
+OPT_IN_SYSTEMS = ("zmqserver-lru",)
 #: zmqserver systems that differ from the default only in serve options.
-_SERVE_OPTIONS = {"zmqserver-c4": ("--worker-credit", "4")}
+_SERVE_OPTIONS = {"zmqserver-lru": ("--worker-credit", "1")}
 #: zmqserver's broker moves messages with a compiled extension when it is built; this forces its
 #: pure-Python fallback (the "zmqserver-py" system).
 PURE_PYTHON_ENV = {"ZMQSERVER_PURE_PYTHON": "1"}

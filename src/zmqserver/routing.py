@@ -144,6 +144,8 @@ class Service:
     #: May a busy worker be sent more jobs (up to its credit)? Only while jobs are short: see
     #: :attr:`Limits.prefetch_below`. An idle worker may always take one.
     prefetch: bool = False
+    #: ...and not a worker whose running job has already taken this long (0: no such check).
+    prefetch_below: float = 0.0
 
     def __post_init__(self) -> None:
         self.levels.append(self.idle)
@@ -297,6 +299,7 @@ class Router:
         """Open or close the service's prefetch gate from its job time and its limit."""
         limit = self._limits_of(service).prefetch_below
         service.prefetch = not limit or service.job_time < limit
+        service.prefetch_below = limit
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
@@ -395,7 +398,7 @@ class Router:
         if deadline != math.inf:
             heapq.heappush(self._timers, (deadline, job.id, job))
         if not service.waiting:  # else no worker has credit left (dispatch would have used it)
-            worker = _take(service)
+            worker = _take(service, self._now)
             if worker is not None:
                 self._assign(worker, job)
                 return
@@ -465,7 +468,7 @@ class Router:
             if job.done:
                 queue.popleft()
                 continue
-            worker = _take(service)
+            worker = _take(service, self._now)
             if worker is None:
                 return
             queue.popleft()
@@ -863,12 +866,14 @@ class Router:
         return service
 
 
-def _take(service: Service) -> WorkerState | None:
+def _take(service: Service, now: float) -> WorkerState | None:
     """The worker the next job of ``service`` goes to, out of its level; None if all are full.
 
     The lowest level first: an idle worker if any (LRU), else the one holding the fewest jobs
     (LRU among equals), so credit fills workers evenly and an idle one is never passed over. A
-    busy worker only while the service's prefetch gate is open (its jobs are short).
+    busy worker only while the service's prefetch gate is open (its jobs are short), and never
+    one whose running job has already outlasted ``prefetch_below``: the average learns of a long
+    job only when it ends, and no job should queue behind it meanwhile.
     """
     idle = service.idle
     if idle:
@@ -877,9 +882,12 @@ def _take(service: Service) -> WorkerState | None:
         return worker
     if not service.prefetch:
         return None
+    limit = service.prefetch_below
     for level in service.levels:
-        if level:
-            worker = level.popitem(last=False)[1]
+        for identity, worker in level.items():
+            if limit and now - worker.jobs[0].started >= limit:
+                continue  # busy with a long one
+            del level[identity]
             worker.level = -1
             return worker
     return None

@@ -205,14 +205,12 @@ class Supervisor:
         """Add the subclass's sockets and file descriptors to the loop's poller."""
 
     def _before_wait(self, now: float) -> float:
-        """Work due at ``now`` before the loop sleeps; the deadline it must wake up for."""
+        """Work due at ``now`` before the loop sleeps (sending what the turn produced, too);
+        the deadline it must wake up for."""
         return math.inf
 
     def _on_events(self, events: dict[Any, int], now: float) -> None:
         """Read what became readable."""
-
-    def _after_turn(self) -> None:
-        """Send what the turn produced."""
 
     def _scale_inputs(self) -> tuple[int, ...]:
         """A cheap summary of what the autoscalers see, compared each turn (see SCALE_CHECK).
@@ -358,7 +356,7 @@ class Supervisor:
             self._maybe_manage(now)
             if self.stopping and now >= self.stop_deadline:
                 self._kill_all()
-            self._after_turn()
+            # What this turn produced is sent by _before_wait, at the top, with what on_tick adds.
 
     def _maybe_manage(self, now: float) -> None:
         """Run :meth:`manage_workers` if something it depends on changed (see SCALE_CHECK)."""
@@ -861,7 +859,9 @@ class Arbiter(Supervisor):
             count = read_backend(now) + read_frontend(now)
             flush()
             budget -= count
-            if not count or budget <= 0 or signals or router.kills:
+            # A round of one message is a light load: more is unlikely to be waiting, and the
+            # failed reads that would say so cost a system call each. zmq_poll will see it.
+            if count < 2 or budget <= 0 or signals or router.kills:
                 return
             now = time.monotonic()
             if now >= router.next_deadline():

@@ -660,7 +660,9 @@ def test_retry_jobs_option_retries_plain_clients(
 def test_queue_full_reaches_the_client_library(
     start_server: StartServer, ctx: Context, runs: Runs
 ) -> None:
-    server = start_server(APP, "--max-queue", "2", workers=1, env=runs.env)
+    # Strict LRU: with credit, jobs sent ahead to the busy worker would not count as queued
+    # (docs/reliability.md), and wait_ready's echo job just opened the prefetch gate.
+    server = start_server(APP, "--max-queue", "2", "--worker-credit", "1", workers=1, env=runs.env)
     server.wait_ready()
     blocker = server.socket()
     blocker.send(b"sleep 3 blocker")

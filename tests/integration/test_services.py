@@ -78,7 +78,9 @@ def test_services_on_the_command_line_and_the_default_service(start_server):
 def test_max_queue_and_job_timeout_are_per_service(start_server, short_tmp):
     config = short_tmp / "zmqserver.toml"
     config.write_text(
-        "min_servers = 1\nmax_servers = 1\n\n"
+        # Strict LRU: hasty's warm-up job below opens the prefetch gate, and jobs sent ahead to
+        # a busy worker would not count toward max_queue.
+        "min_servers = 1\nmax_servers = 1\nworker_credit = 1\n\n"
         '[services.patient]\napp = "tests.apps:sleep_then_pid"\n\n'
         '[services.hasty]\napp = "tests.apps:sleep_then_pid"\n'
         "max_queue = 1\njob_timeout = 0.75\nkill_grace = 0.25\n"

@@ -156,7 +156,8 @@ def test_receiver_returns_none_then_whole_messages_of_bytes(pair):
     assert dealer.poll(1000)
     first = recv()
     assert first == [b"", b"job", big]
-    assert first is not None and all(type(frame) is bytes for frame in first)
+    assert first is not None
+    assert all(type(frame) is bytes for frame in first)
     assert recv() == [b"second"]
     assert recv() is None
 

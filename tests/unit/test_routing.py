@@ -1275,9 +1275,15 @@ class RouterMachine(RuleBasedStateMachine):
             assert service.workers == sum(
                 1 for w in router.workers.values() if w.service is service
             )
-            if service.idle or (service.prefetch and any(service.levels)):
-                assert not service.queue, "a job waits while a worker of its service may take it"
             limit = (service.limits or router.limits).prefetch_below
+            takeable = [  # busy workers with credit to spare, not held up by a long job
+                worker
+                for level in service.levels[1:]
+                for worker in level.values()
+                if not limit or router._now - worker.jobs[0].started < limit
+            ]
+            if service.idle or (service.prefetch and takeable):
+                assert not service.queue, "a job waits while a worker of its service may take it"
             assert service.prefetch == (not limit or service.job_time < limit)
             assert service.waiting == sum(1 for job in service.queue if not job.done)
         assert sum(len(w.jobs) for w in router.workers.values()) == len(router.jobs)

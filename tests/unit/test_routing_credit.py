@@ -420,3 +420,26 @@ def test_a_reload_that_lifts_the_limit_opens_the_gate_and_dispatches():
     router.set_limits(Limits(worker_credit=4, prefetch_below=0.0), {})
     jobs, _ = sent(router)
     assert [j.body for _, j in jobs] == [[b"c2"]]
+
+
+def test_a_worker_busy_with_a_long_job_gets_no_more_even_while_the_gate_is_open():
+    """The average learns of a long job only when it ends: meanwhile its worker takes no more."""
+    router = make_router(prefetch_below=0.001)
+    ready(router, b"A")
+    ready(router, b"B")
+    request(router, b"c0")
+    [(worker, first)], _ = sent(router)
+    finish(router, worker, first, 0.0005)  # one short job: the gate opens
+    assert router.services[SERVICE].prefetch
+    request(router, b"long", 0.001)
+    request(router, b"s1", 0.001)
+    jobs, _ = sent(router)
+    owner = {j.body[0]: w for w, j in jobs}
+    finish(router, owner[b"s1"], jobs[1][1], 0.0012)  # the other worker is idle again
+    request(router, b"x", 0.0025)  # to the idle worker
+    request(router, b"y", 0.0025)  # no one idle: to a busy one, but not the one on "long"
+    jobs, _ = sent(router)
+    assert [(w, j.body) for w, j in jobs] == [(owner[b"s1"], [b"x"]), (owner[b"s1"], [b"y"])]
+    request(router, b"z", 0.004)  # now x has run 1.5 ms too: z waits in the broker
+    assert sent(router)[0] == []
+    assert router.waiting() == 1
