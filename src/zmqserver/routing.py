@@ -625,10 +625,11 @@ class Router:
             service = worker.service
             took = self._now - job.started
             average = service.job_time
-            service.job_time = (
+            service.job_time = average = (
                 took if average == math.inf else average + (took - average) * JOB_TIME_WEIGHT
             )
-            self._set_prefetch(service)
+            limit = service.prefetch_below  # _set_prefetch, inlined: once per job
+            service.prefetch = not limit or average < limit
             if jobs:  # the next one starts now
                 head = jobs[0]
                 head.started = self._now
@@ -884,6 +885,8 @@ def _take(service: Service, now: float) -> WorkerState | None:
         return None
     limit = service.prefetch_below
     for level in service.levels:
+        if not level:
+            continue
         for identity, worker in level.items():
             if limit and now - worker.jobs[0].started >= limit:
                 continue  # busy with a long one
