@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import zmq
 
-from ._io import recv_batch, recv_batch_with_user_id, send_batch
+from ._io import batch_sender, recv_batch, recv_batch_with_user_id
 from .routing import Port, Router
 
 log = logging.getLogger("zmqserver.broker")
@@ -60,6 +60,7 @@ class Broker:
         # Indexed by Port, for send_batch.
         self.sockets = (self.frontend, self.backend)
         assert (Port.FRONTEND, Port.BACKEND) == (0, 1)
+        self._send_batch = batch_sender(self.sockets)
         #: Replies dropped because their client was gone, since the start.
         self.dropped_replies = 0
         #: ...of which not logged yet, and when the next log line about them is due.
@@ -133,7 +134,7 @@ class Broker:
         router = self.router
         while router.outbox:
             outbox = router.take_outbox()
-            failed = send_batch(self.sockets, outbox)
+            failed = self._send_batch(outbox)
             for index, err in failed:
                 port, identity, _ = outbox[index]
                 self._undeliverable(port, identity, err)

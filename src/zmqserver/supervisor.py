@@ -845,18 +845,22 @@ class Arbiter(Supervisor):
         zap = self.security.zap_socket
         if zap is not None and zap in events:
             self.security.handle_zap()  # handshakes waiting for a yes or no
-        if broker.backend not in events and broker.frontend not in events:
+        backend_ready, frontend_ready = broker.backend in events, broker.frontend in events
+        if not backend_ready and not frontend_ready:
             return
         # Drain both ports, sending what each round produced, until both are empty, the budget
         # is spent or a signal is waiting. Under load, replies and requests keep arriving while
         # a round is handled: reading on costs a failed recv per port, where going back to
-        # zmq_poll would cost a turn of the loop and a syscall for each message or two.
+        # zmq_poll would cost a turn of the loop and a syscall for each message or two. The
+        # first round reads only the ports zmq_poll named (a failed read is system calls too).
         read_backend, read_frontend, flush = broker.read_backend, broker.read_frontend, broker.flush
         signals, router = self._signals, self.router
         assert router is not None
         budget = DRAIN_BUDGET
+        count = (read_backend(now) if backend_ready else 0) + (
+            read_frontend(now) if frontend_ready else 0
+        )
         while True:
-            count = read_backend(now) + read_frontend(now)
             flush()
             budget -= count
             # A round of one message is a light load: more is unlikely to be waiting, and the
@@ -866,6 +870,7 @@ class Arbiter(Supervisor):
             now = time.monotonic()
             if now >= router.next_deadline():
                 return  # a job's deadline or the heartbeat is due: on_tick first
+            count = read_backend(now) + read_frontend(now)
 
     def _after_turn(self) -> None:
         assert self.router is not None
