@@ -142,3 +142,30 @@ def test_graceful_exit_after_max_requests_hands_back_held_jobs(
     counts = runs.counts()
     assert all(counts[b"r %d" % i] == 1 for i in range(n))
     assert len({pid for pid, _ in runs.all()}) >= n // 3  # recycled every 3 jobs
+
+
+def test_with_default_credit_short_jobs_do_not_wait_behind_a_long_one(
+    start_server: StartServer, ctx: Context
+) -> None:
+    """The prefetch gate, with real processes and the default credit (16): once a job has run
+    longer than prefetch_below, its worker gets nothing more, so a burst of short jobs all go
+    to the other worker and are answered while the long job still runs."""
+    server = start_server("tests.apps:sleep_then_pid", workers=2)
+    server.wait_workers(2)
+    server.wait_ready()
+    short = dealer(ctx, server.frontend)
+    for _ in range(20):  # short jobs, a burst: both workers serve some, and the gate opens
+        short.send_multipart([b"", b"0"])
+    pids = {recv_within(short, 10)[2] for _ in range(20)}
+    assert len(pids) == 2
+    long = dealer(ctx, server.frontend)
+    long.send_multipart([b"", b"3"])
+    time.sleep(0.2)  # the long job is running, far past prefetch_below (1 ms)
+    for _ in range(30):
+        short.send_multipart([b"", b"0"])
+    served_by = Counter(recv_within(short, 10)[2] for _ in range(30))
+    assert not long.poll(0), "short jobs waited behind the long one"
+    (long_pid,) = pids - set(served_by)
+    assert recv_within(long, 10)[1:] == [b"3", long_pid]
+    short.close()
+    long.close()
