@@ -117,9 +117,14 @@ class Form(Enum):
 
 
 # -- messages -------------------------------------------------------------------------------------
+#
+# Parsed messages are values: nothing mutates one after it is made. They are not declared
+# frozen all the same, because a frozen dataclass's __init__ sets each field through
+# object.__setattr__: 0.75 us against 0.17 for six fields, paid for every message the broker
+# and the workers parse (two per job in the broker).
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientRequest:
     """A job as a client sent it.
 
@@ -136,7 +141,7 @@ class ClientRequest:
     flags: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientReply:
     """A reply as a client receives it (parsed by :func:`parse_client_reply`)."""
 
@@ -147,7 +152,7 @@ class ClientReply:
     status: Status
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ready:
     """Worker -> broker: I offer this service and am free for ``credit`` jobs at once.
 
@@ -162,7 +167,7 @@ class Ready:
     credit: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerReply:
     """Worker -> broker: (part of) the answer to the job whose address the broker gave."""
 
@@ -174,7 +179,7 @@ class WorkerReply:
     v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
     """Either direction: I am alive. Any other message counts as one too."""
 
@@ -182,7 +187,7 @@ class Heartbeat:
     v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Disconnect:
     """Either direction: I am going away (worker) / go away (broker)."""
 
@@ -190,7 +195,7 @@ class Disconnect:
     v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobRequest:
     """Broker -> worker: run this job and echo ``address`` in the reply."""
 
