@@ -7,17 +7,7 @@ import signal
 import socket
 import time
 
-from tests.helpers import wait_until
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (an orphan waits for init to reap it)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
+from tests.helpers import pid_alive, wait_until
 
 
 def test_workers_of_a_killed_master_exit_at_once(start_server):
@@ -34,5 +24,5 @@ def test_workers_of_a_killed_master_exit_at_once(start_server):
     os.kill(server.pid, signal.SIGKILL)
     server.wait(10)
     killed_at = time.monotonic()
-    wait_until(lambda: not any(_running(pid) for pid in pids), 5, "the workers to exit")
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids), 5, "the workers to exit")
     assert time.monotonic() - killed_at < 1.0
