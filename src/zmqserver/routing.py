@@ -141,14 +141,18 @@ class Service:
     #: How long a worker takes over a job, in seconds: a moving average over the service's
     #: replies, from when the job became its worker's oldest to its FINAL (inf: none yet).
     job_time: float = math.inf
-    #: May a busy worker be sent more jobs (up to its credit)? Only while jobs are short: see
-    #: :attr:`Limits.prefetch_below`. An idle worker may always take one.
-    prefetch: bool = False
-    #: ...and not a worker whose running job has already taken this long (0: no such check).
+    #: Its :attr:`Limits.prefetch_below`, kept here because dispatch reads it for every job.
     prefetch_below: float = 0.0
 
     def __post_init__(self) -> None:
         self.levels.append(self.idle)
+
+    @property
+    def prefetch(self) -> bool:
+        """May a busy worker be sent more jobs (up to its credit)? Only while the service's
+        jobs are short on average (an idle worker may always take one)."""
+        limit = self.prefetch_below
+        return not limit or self.job_time < limit
 
 
 @dataclass(slots=True)
@@ -296,10 +300,8 @@ class Router:
         return service.limits or self.limits
 
     def _set_prefetch(self, service: Service) -> None:
-        """Open or close the service's prefetch gate from its job time and its limit."""
-        limit = self._limits_of(service).prefetch_below
-        service.prefetch = not limit or service.job_time < limit
-        service.prefetch_below = limit
+        """Give the service its prefetch gate's limit (from its limits, or the router's)."""
+        service.prefetch_below = self._limits_of(service).prefetch_below
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
@@ -625,11 +627,9 @@ class Router:
             service = worker.service
             took = self._now - job.started
             average = service.job_time
-            service.job_time = average = (
+            service.job_time = (
                 took if average == math.inf else average + (took - average) * JOB_TIME_WEIGHT
             )
-            limit = service.prefetch_below  # _set_prefetch, inlined: once per job
-            service.prefetch = not limit or average < limit
             if jobs:  # the next one starts now
                 head = jobs[0]
                 head.started = self._now
