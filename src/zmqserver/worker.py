@@ -221,7 +221,8 @@ class Worker:
             self.max_jobs = config.max_requests + random.randint(0, config.max_requests_jitter)
         self.ctx = zmq.Context()
         self.sock: zmq.Socket[bytes] | None = None
-        #: Sends a whole message on ``sock``; made with the socket (run(), and each reconnect).
+        #: Read (None: nothing waiting) and send a whole message on ``sock``; made with it.
+        self._recv: Callable[[], list[bytes] | None]
         self._send: Callable[[list[bytes]], None]
         self._wake_r, self._wake_w = socket.socketpair()
         self._busy = BusyHeartbeat(encode_heartbeat(), config.heartbeat_interval)
@@ -257,6 +258,7 @@ class Worker:
         if self.credentials is not None:
             apply_client(sock, self.credentials)
         sock.connect(self.endpoint)
+        self._recv, self._send = receiver(sock), sender(sock)
         sock.send_multipart(encode_ready(self.service, credit=self.config.worker_credit))
         self._report(Report.CONNECTING)
         return sock
@@ -280,8 +282,7 @@ class Worker:
         heartbeat_at = now + interval
         broker_seen = now
         backoff = 0.0  # extra patience after each reconnect that met silence again
-        recv = receiver(sock)
-        self._send = sender(sock)
+        recv = self._recv
         while not self.stopping:
             # Under load (worker_credit > 1) the next job is usually here already: read it
             # without zmq_poll, which costs system calls even when a message waits.
@@ -338,8 +339,7 @@ class Worker:
                 poller.unregister(sock)
                 sock.close(linger=0)
                 sock = self.sock = self._connect()
-                recv = receiver(sock)
-                self._send = sender(sock)
+                recv = self._recv
                 poller.register(sock, zmq.POLLIN)
                 broker_seen = now
                 backoff = min(max(2 * backoff, interval), MAX_RECONNECT_BACKOFF)
