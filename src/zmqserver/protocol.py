@@ -283,6 +283,10 @@ def _bad_request(form: Form, service: bytes | None, message: str) -> ProtocolErr
     )
 
 
+_MDPC_LEN = len(MDPC02)
+assert len(MDPC01) == _MDPC_LEN
+
+
 def parse_client_request(frames: list[bytes]) -> ClientRequest:
     """Decode the frames a ROUTER frontend received after the client's routing id.
 
@@ -291,17 +295,20 @@ def parse_client_request(frames: list[bytes]) -> ClientRequest:
     """
     if not frames:
         raise ProtocolError("empty message")
-    first = bytes(frames[0])
-    if first == b"":
+    # Frames are compared where they lie, length first: a payload frame may be a 64 KiB
+    # zero-copy Frame, and bytes() of it would copy what the broker only passes on.
+    first = frames[0]
+    if not len(first):
         if len(frames) == 1:
             raise _bad_request(Form.PLAIN, None, "request has an empty delimiter and no body")
-        second = bytes(frames[1])
-        if second == MDPC01:
-            return _parse_mdp01(frames)
-        if second == MDPC02:
-            return _parse_mdp02(frames[2:], Form.MDP02_DELIMITED)
-        return ClientRequest(Form.PLAIN, None, list(frames[1:]))
-    if first == MDPC02:
+        second = frames[1]
+        if len(second) == _MDPC_LEN:
+            if second == MDPC01:
+                return _parse_mdp01(frames)
+            if second == MDPC02:
+                return _parse_mdp02(frames[2:], Form.MDP02_DELIMITED)
+        return ClientRequest(Form.PLAIN, None, frames[1:])
+    if len(first) == _MDPC_LEN and first == MDPC02:
         return _parse_mdp02(frames[1:], Form.MDP02)
     return ClientRequest(Form.RAW, None, list(frames))
 
@@ -471,6 +478,13 @@ def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
     broker answers a protocol error on the backend with DISCONNECT (RFC 18: "the broker SHOULD
     respond with DISCONNECT to any invalid message").
     """
+    if len(frames) > 4 and frames[1] == W_FINAL and frames[0] == MDPW02 and not len(frames[3]):
+        # The common message, a FINAL in MDP/0.2 without a delimiter, decoded in one go.
+        body = frames[4:]
+        first = body[0]
+        if len(first) == STATUS_HEADER_SIZE and first[:4] == HEADER_MAGIC:
+            return WorkerReply(bytes(frames[2]), body[1:], True, _status(first[4]))
+        return WorkerReply(bytes(frames[2]), body)
     frames, delimited, v1, command = _strip_worker_prefix(frames, "worker")
     if command == W_HEARTBEAT and len(frames) == 2:
         return Heartbeat(delimited, v1)
@@ -534,6 +548,8 @@ def encode_job_request(
     A body whose first frame starts with the header magic is escaped (an OK status header in
     front), so a worker can always tell a key header from data.
     """
+    if not (client_key or delimited or v1 or (body and body[0][:4] == HEADER_MAGIC)):
+        return [MDPW02, W_REQUEST, address, b"", *body]  # the common job, built in one go
     body = _escaped(body)
     if client_key:
         body = [HEADER_MAGIC + client_key, *body]

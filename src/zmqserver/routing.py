@@ -138,6 +138,9 @@ class Service:
     limits: Limits | None = None
     #: levels[k]: the workers holding k jobs that may take another, LRU first; levels[0] is idle.
     levels: list[OrderedDict[bytes, WorkerState]] = field(default_factory=list)
+    #: Workers in any level (with credit to spare): dispatch asks after every reply, and the
+    #: answer is usually "none", which this gives without looking through the levels.
+    placed: int = 0
     #: How long a worker takes over a job, in seconds: a moving average over the service's
     #: replies, from when the job became its worker's oldest to its FINAL (inf: none yet).
     job_time: float = math.inf
@@ -371,7 +374,7 @@ class Router:
                     f"({limits.max_message_size} bytes)",
                 )
                 return
-        if limits.max_queue and service.waiting >= limits.max_queue and not any(service.levels):
+        if limits.max_queue and service.waiting >= limits.max_queue and not service.placed:
             self._refuse(
                 client,
                 request,
@@ -379,27 +382,30 @@ class Router:
                 f"{service.waiting} jobs already queued for this service (max_queue)",
             )
             return
-        self._next_job += 1
+        self._next_job = job_id = self._next_job + 1
+        # Positional: this runs once a job, and keywords cost a dataclass __init__ twice as much.
         job = Job(
-            id=self._next_job,
-            address=self._next_job.to_bytes(8, "big"),
-            client=client,
-            form=request.form,
-            reply_service=request.service,
-            request_id=request.request_id,
-            body=request.body,
-            flags=request.flags,
-            received=now,
-            service=service,
-            deadline=deadline,
-            client_key=client_key,
+            job_id,
+            job_id.to_bytes(8, "big"),
+            client,
+            request.form,
+            request.service,
+            request.request_id,
+            request.body,
+            request.flags,
+            now,
+            service,
+            deadline,
         )
+        if client_key:
+            job.client_key = client_key
         self.stats.accepted += 1
         if key is not None:
             self.pending[key] = job
         if deadline != math.inf:
             heapq.heappush(self._timers, (deadline, job.id, job))
-        if not service.waiting:  # else no worker has credit left (dispatch would have used it)
+        # With jobs waiting no worker has credit left (dispatch would have used it).
+        if not service.waiting and service.placed:
             worker = _take(service, self._now)
             if worker is not None:
                 self._assign(worker, job)
@@ -465,7 +471,7 @@ class Router:
 
     def _dispatch(self, service: Service) -> None:
         queue = service.queue
-        while queue:
+        while queue and service.placed:
             job = queue[0]
             if job.done:
                 queue.popleft()
@@ -496,8 +502,8 @@ class Router:
                 self._timers
             ):
                 self._compact_timers()
-        key = job.key
-        if key is not None:
+        if job.request_id is not None:
+            key = (job.client, job.request_id)
             self.pending.pop(key, None)
             if cache and self.limits.reply_cache:
                 self._cache(key, frames)
@@ -525,7 +531,12 @@ class Router:
 
     def _answer(self, job: Job, body: list[bytes]) -> None:
         self.stats.replied += 1
-        frames = encode_client_reply(job.form, job.reply_service, body, request_id=job.request_id)
+        if job.form is Form.PLAIN and body:
+            frames = [b"", *body]  # what encode_client_reply makes of it, without the call
+        else:
+            frames = encode_client_reply(
+                job.form, job.reply_service, body, request_id=job.request_id
+            )
         self._complete(job, frames, cache=True)
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
@@ -580,6 +591,9 @@ class Router:
             return
         if worker is not None:
             worker.expiry = now + self.heartbeat_interval * self.heartbeat_liveness
+            if type(msg) is WorkerReply:  # the common message first
+                self._on_reply(worker, msg)
+                return
         if isinstance(msg, Ready):
             self._on_ready(identity, worker, msg, now)
         elif worker is None:
@@ -876,10 +890,13 @@ def _take(service: Service, now: float) -> WorkerState | None:
     one whose running job has already outlasted ``prefetch_below``: the average learns of a long
     job only when it ends, and no job should queue behind it meanwhile.
     """
+    if not service.placed:
+        return None
     idle = service.idle
     if idle:
         worker = idle.popitem(last=False)[1]
         worker.level = -1
+        service.placed -= 1
         return worker
     if not service.prefetch:
         return None
@@ -892,6 +909,7 @@ def _take(service: Service, now: float) -> WorkerState | None:
                 continue  # busy with a long one
             del level[identity]
             worker.level = -1
+            service.placed -= 1
             return worker
     return None
 
@@ -905,11 +923,14 @@ def _place(worker: WorkerState) -> None:
             levels.append(OrderedDict())
         levels[held][worker.identity] = worker
         worker.level = held
+        worker.service.placed += 1
 
 
 def _unplace(worker: WorkerState) -> None:
     if worker.level >= 0:
-        del worker.service.levels[worker.level][worker.identity]
+        service = worker.service
+        del service.levels[worker.level][worker.identity]
+        service.placed -= 1
         worker.level = -1
 
 

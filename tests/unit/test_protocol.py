@@ -937,3 +937,50 @@ def test_ready_with_a_bad_credit_frame_is_a_protocol_error(extra):
 def test_encode_credit_header_refuses_credit_out_of_range(credit):
     with pytest.raises(ValueError, match="credit"):
         encode_credit_header(credit)
+
+
+class _NoCopy:
+    """A large received frame stand-in: readable by length, comparison and slicing only."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        return bytes(other) == self._data if isinstance(other, bytes) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getitem__(self, key: slice) -> bytes:
+        return self._data[key]
+
+    def __bytes__(self) -> bytes:
+        raise AssertionError("the payload was copied")
+
+
+def test_plain_request_payload_is_passed_on_without_a_copy():
+    payload = _NoCopy(b"MDPC02" + b"x" * 5000)
+    request = parse_client_request([b"", payload])
+    assert request.form is Form.PLAIN
+    assert request.body[0] is payload
+    job = encode_job_request(b"\x00" * 8, request.body)
+    assert job[-1] is payload
+
+
+def test_worker_final_fast_path_matches_the_general_decoder():
+    address = b"\x00\x00\x00\x00\x00\x00\x00\x07"
+    for body, status in (
+        ([b"hello"], Status.OK),
+        ([b"a", b"b"], Status.OK),
+        ([HEADER_MAGIC + b"xyz"], Status.OK),  # escaped data
+        ([b"boom"], Status.APP_ERROR),
+    ):
+        frames = encode_worker_reply(address, body, status=status)
+        msg = parse_worker_message(frames)
+        assert msg == WorkerReply(address, body, True, status)
+        # The delimited form takes the general path and must agree.
+        assert parse_worker_message([b"", *frames]) == WorkerReply(
+            address, body, True, status, delimited=True
+        )

@@ -1275,6 +1275,7 @@ class RouterMachine(RuleBasedStateMachine):
             assert service.workers == sum(
                 1 for w in router.workers.values() if w.service is service
             )
+            assert service.placed == sum(map(len, service.levels))
             limit = (service.limits or router.limits).prefetch_below
             takeable = [  # busy workers with credit to spare, not held up by a long job
                 worker
