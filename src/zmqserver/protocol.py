@@ -570,10 +570,13 @@ def encode_worker_reply(
     A FINAL whose first frame starts with the header magic is escaped with an OK status header.
     MDP/0.1 has no PARTIAL.
     """
-    if status is not Status.OK:
+    if status is Status.OK:
+        if final and not (delimited or v1 or (body and body[0][:4] == HEADER_MAGIC)):
+            return [MDPW02, W_FINAL, address, b"", *body]  # the common reply, in one go
+        if final:
+            body = _escaped(body)
+    else:
         body = [encode_status_header(status), *body]
-    elif final:
-        body = _escaped(body)
     if v1 and not final:
         raise ValueError("MDP/0.1 has no PARTIAL replies")
     command = W_FINAL if final else W_PARTIAL
@@ -590,6 +593,10 @@ def encode_disconnect(delimited: bool = False, v1: bool = False) -> list[bytes]:
 
 def parse_broker_message(frames: list[bytes]) -> BrokerMessage:
     """Decode what the broker sent, as a worker's DEALER socket received it."""
+    if len(frames) > 4 and frames[1] == W_REQUEST and frames[0] == MDPW02 and not len(frames[3]):
+        body = frames[4:]
+        if body[0][:4] != HEADER_MAGIC:  # no key header, no escape: the common job
+            return JobRequest(bytes(frames[2]), body)
     frames, delimited, v1, command = _strip_worker_prefix(frames, "broker")
     if command == W_REQUEST:
         if len(frames) < 4 or bytes(frames[3]) != b"":

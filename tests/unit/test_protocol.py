@@ -984,3 +984,29 @@ def test_worker_final_fast_path_matches_the_general_decoder():
         assert parse_worker_message([b"", *frames]) == WorkerReply(
             address, body, True, status, delimited=True
         )
+
+
+def test_job_request_fast_path_matches_the_general_decoder():
+    address = b"\x00\x00\x00\x00\x00\x00\x00\x09"
+    for body, key in (
+        ([b"job"], b""),
+        ([b"a", b""], b""),
+        ([HEADER_MAGIC + b"data"], b""),  # escaped on the way out, unescaped on the way in
+        ([b"job"], b"K" * 40),
+    ):
+        frames = encode_job_request(address, body, client_key=key)
+        assert parse_broker_message(frames) == JobRequest(address, body, client_key=key)
+        delimited = encode_job_request(address, body, delimited=True, client_key=key)
+        assert delimited == [b"", *frames]
+        assert parse_broker_message(delimited) == JobRequest(
+            address, body, delimited=True, client_key=key
+        )
+    assert encode_worker_reply(address, [b"r"]) == [MDPW02, W_FINAL, address, b"", b"r"]
+    assert encode_worker_reply(address, [b"r"], delimited=True) == [
+        b"",
+        MDPW02,
+        W_FINAL,
+        address,
+        b"",
+        b"r",
+    ]
