@@ -482,7 +482,7 @@ def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
         # The common message, a FINAL in MDP/0.2 without a delimiter, decoded in one go.
         body = frames[4:]
         first = body[0]
-        if len(first) == STATUS_HEADER_SIZE and first[:4] == HEADER_MAGIC:
+        if len(first) == STATUS_HEADER_SIZE and is_header(first):
             return WorkerReply(bytes(frames[2]), body[1:], True, _status(first[4]))
         return WorkerReply(bytes(frames[2]), body)
     frames, delimited, v1, command = _strip_worker_prefix(frames, "worker")
@@ -548,7 +548,7 @@ def encode_job_request(
     A body whose first frame starts with the header magic is escaped (an OK status header in
     front), so a worker can always tell a key header from data.
     """
-    if not (client_key or delimited or v1 or (body and body[0][:4] == HEADER_MAGIC)):
+    if not (client_key or delimited or v1 or (body and is_header(body[0]))):
         return [MDPW02, W_REQUEST, address, b"", *body]  # the common job, built in one go
     body = _escaped(body)
     if client_key:
@@ -571,7 +571,7 @@ def encode_worker_reply(
     MDP/0.1 has no PARTIAL.
     """
     if status is Status.OK:
-        if final and not (delimited or v1 or (body and body[0][:4] == HEADER_MAGIC)):
+        if final and not (delimited or v1 or (body and is_header(body[0]))):
             return [MDPW02, W_FINAL, address, b"", *body]  # the common reply, in one go
         if final:
             body = _escaped(body)
@@ -595,7 +595,7 @@ def parse_broker_message(frames: list[bytes]) -> BrokerMessage:
     """Decode what the broker sent, as a worker's DEALER socket received it."""
     if len(frames) > 4 and frames[1] == W_REQUEST and frames[0] == MDPW02 and not len(frames[3]):
         body = frames[4:]
-        if body[0][:4] != HEADER_MAGIC:  # no key header, no escape: the common job
+        if not is_header(body[0]):  # no key header, no escape: the common job
             return JobRequest(bytes(frames[2]), body)
     frames, delimited, v1, command = _strip_worker_prefix(frames, "broker")
     if command == W_REQUEST:

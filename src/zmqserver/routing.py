@@ -404,8 +404,7 @@ class Router:
             self.pending[key] = job
         if deadline != math.inf:
             heapq.heappush(self._timers, (deadline, job.id, job))
-        # With jobs waiting no worker has credit left (dispatch would have used it).
-        if not service.waiting and service.placed:
+        if not service.waiting:  # else no worker has credit left (dispatch would have used it)
             worker = _take(service, self._now)
             if worker is not None:
                 self._assign(worker, job)
@@ -502,8 +501,8 @@ class Router:
                 self._timers
             ):
                 self._compact_timers()
-        if job.request_id is not None:
-            key = (job.client, job.request_id)
+        key = job.key
+        if key is not None:
             self.pending.pop(key, None)
             if cache and self.limits.reply_cache:
                 self._cache(key, frames)
@@ -531,12 +530,7 @@ class Router:
 
     def _answer(self, job: Job, body: list[bytes]) -> None:
         self.stats.replied += 1
-        if job.form is Form.PLAIN and body:
-            frames = [b"", *body]  # what encode_client_reply makes of it, without the call
-        else:
-            frames = encode_client_reply(
-                job.form, job.reply_service, body, request_id=job.request_id
-            )
+        frames = encode_client_reply(job.form, job.reply_service, body, request_id=job.request_id)
         self._complete(job, frames, cache=True)
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
@@ -591,9 +585,6 @@ class Router:
             return
         if worker is not None:
             worker.expiry = now + self.heartbeat_interval * self.heartbeat_liveness
-            if type(msg) is WorkerReply:  # the common message first
-                self._on_reply(worker, msg)
-                return
         if isinstance(msg, Ready):
             self._on_ready(identity, worker, msg, now)
         elif worker is None:
