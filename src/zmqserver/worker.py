@@ -225,6 +225,8 @@ class Worker:
         #: Read (None: nothing waiting) and send a whole message on ``sock``; made with it.
         self._recv: Callable[[], list[bytes] | None]
         self._send: Callable[[list[bytes]], None]
+        #: ``sock``'s ZMQ_FD, which run() polls (see the comment at its poll).
+        self._sock_fd = -1
         self._wake_r, self._wake_w = socket.socketpair()
         self._busy = BusyHeartbeat(encode_heartbeat(), config.heartbeat_interval)
         # Looked up once: most servers set no per-job hook, and then a job calls none.
@@ -260,6 +262,7 @@ class Worker:
             apply_client(sock, self.credentials)
         sock.connect(self.endpoint)
         self._recv, self._send = receiver(sock), sender(sock)
+        self._sock_fd = cast(int, sock.getsockopt(zmq.FD))
         sock.send_multipart(encode_ready(self.service, credit=self.config.worker_credit))
         self._report(Report.CONNECTING)
         return sock
@@ -276,8 +279,7 @@ class Worker:
         # The wait is an OS poll on the socket's ZMQ_FD and the signal pipe, not zmq_poll: see
         # the comment at the poll below for why that is a complete wait, and what it saves.
         poller = select.poll()
-        sock_fd = cast(int, sock.getsockopt(zmq.FD))
-        poller.register(sock_fd, select.POLLIN)
+        poller.register(self._sock_fd, select.POLLIN)
         wake_fd = self._wake_r.fileno()
         poller.register(wake_fd, select.POLLIN)
         interval = self.config.heartbeat_interval
@@ -349,12 +351,11 @@ class Worker:
                     os.getpid(),
                     now - broker_seen,
                 )
-                poller.unregister(sock_fd)
+                poller.unregister(self._sock_fd)
                 sock.close(linger=0)
                 sock = self.sock = self._connect()
                 recv = self._recv
-                sock_fd = cast(int, sock.getsockopt(zmq.FD))
-                poller.register(sock_fd, select.POLLIN)
+                poller.register(self._sock_fd, select.POLLIN)
                 broker_seen = now
                 backoff = min(max(2 * backoff, interval), MAX_RECONNECT_BACKOFF)
         # A stop asked for during a job lands here without the check above. With the master gone
