@@ -8,8 +8,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: serve test lint typecheck unit integration bench clean
 
-# setup.py builds the optional C extension (src/zmqserver/_fastio.c) in place.
-$(STAMP): pyproject.toml setup.py src/zmqserver/_fastio.c
+# setup.py builds the optional compiled parts in place: the C extension (_fastio.c), and the
+# modules mypyc compiles (src/zmqserver/_compiled.py lists them), so an edit to one rebuilds.
+COMPILED_SRC := src/zmqserver/_fastio.c $(addprefix src/zmqserver/,broker.py protocol.py routing.py)
+$(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -31,11 +33,13 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
-# The whole suite, then the integration tests again on the pure-Python I/O path (the fallback
-# where the C extension cannot be built), so both paths are held to the same tests.
+# The whole suite, then again on the pure-Python path (the fallback where nothing could be
+# compiled: Python socket I/O, and the routing core and protocol run from source), so both
+# paths are held to the same tests.
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest tests
-	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py
+	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py \
+		tests/unit/test_compiled.py tests/unit/test_protocol.py tests/unit/test_routing*.py
 
 # The benchmark suite (bench/README.md): about 5 minutes; JSON and Markdown in bench/results/,
 # the plot in docs/bench.png. The bench extra adds matplotlib for the plot.

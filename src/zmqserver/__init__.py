@@ -6,6 +6,8 @@ worker processes running your callable, and Lazy Pirate clients. See README.md.
 
 from __future__ import annotations
 
+# First: importing it decides, for the compiled modules, between extension and source.
+from . import _compiled  # noqa: F401
 from .aio import AsyncClient
 from .client import Client
 from .config import App, Config

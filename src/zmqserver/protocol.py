@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from .errors import ProtocolError, Status
 
@@ -116,15 +117,28 @@ class Form(Enum):
     MDP02_DELIMITED = "mdp02-delimited"
 
 
+#: One frame of a message: ``bytes``, or on the broker's compiled I/O path a zero-copy buffer
+#: for a large frame (``_fastio.Frame``: ``len()``, ``bytes()``, ``==`` against bytes). Typed
+#: ``Any`` because this module is also compiled (mypyc, see docs/performance.md), and compiled
+#: code checks a value typed ``bytes`` at run time: a 64 KiB Frame must pass through untouched.
+Frame = Any
+
 # -- messages -------------------------------------------------------------------------------------
 #
 # Parsed messages are values: nothing mutates one after it is made. They are not declared
 # frozen all the same, because a frozen dataclass's __init__ sets each field through
 # object.__setattr__: 0.75 us against 0.17 for six fields, paid for every message the broker
 # and the workers parse (two per job in the broker).
+#
+# No ``slots=True``: mypyc compiles a dataclass made with it as an ordinary Python class, whose
+# every attribute read is a dictionary lookup. The messages parsed once a job (ClientRequest,
+# WorkerReply, JobRequest) spell out ``__slots__`` and ``__init__`` instead: compiled, that is a
+# native constructor (0.1 us, not the 0.25-0.7 of a dataclass's generated one); interpreted,
+# it is the same slotted class as before. Their fields then carry no defaults (a default would
+# clash with the slot); the ``__init__`` has them.
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class ClientRequest:
     """A job as a client sent it.
 
@@ -133,15 +147,32 @@ class ClientRequest:
     ``flags`` 0 then mean "server defaults".
     """
 
+    __slots__ = ("form", "service", "body", "request_id", "timeout_ms", "flags")
     form: Form
     service: bytes | None
-    body: list[bytes]
-    request_id: int | None = None
-    timeout_ms: int = 0
-    flags: int = 0
+    body: list[Frame]
+    request_id: int | None
+    timeout_ms: int
+    flags: int
+
+    def __init__(
+        self,
+        form: Form,
+        service: bytes | None,
+        body: list[Frame],
+        request_id: int | None = None,
+        timeout_ms: int = 0,
+        flags: int = 0,
+    ) -> None:
+        self.form = form
+        self.service = service
+        self.body = body
+        self.request_id = request_id
+        self.timeout_ms = timeout_ms
+        self.flags = flags
 
 
-@dataclass(slots=True)
+@dataclass
 class ClientReply:
     """A reply as a client receives it (parsed by :func:`parse_client_reply`)."""
 
@@ -152,7 +183,7 @@ class ClientReply:
     status: Status
 
 
-@dataclass(slots=True)
+@dataclass
 class Ready:
     """Worker -> broker: I offer this service and am free for ``credit`` jobs at once.
 
@@ -167,19 +198,36 @@ class Ready:
     credit: int = 1
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class WorkerReply:
     """Worker -> broker: (part of) the answer to the job whose address the broker gave."""
 
+    __slots__ = ("address", "body", "final", "status", "delimited", "v1")
     address: bytes
-    body: list[bytes]
-    final: bool = True
-    status: Status = Status.OK
-    delimited: bool = False
-    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
+    body: list[Frame]
+    final: bool
+    status: Status
+    delimited: bool
+    v1: bool  # MDP/0.1 (RFC 7) framing, which is always delimited
+
+    def __init__(
+        self,
+        address: bytes,
+        body: list[Frame],
+        final: bool = True,
+        status: Status = Status.OK,
+        delimited: bool = False,
+        v1: bool = False,
+    ) -> None:
+        self.address = address
+        self.body = body
+        self.final = final
+        self.status = status
+        self.delimited = delimited
+        self.v1 = v1
 
 
-@dataclass(slots=True)
+@dataclass
 class Heartbeat:
     """Either direction: I am alive. Any other message counts as one too."""
 
@@ -187,7 +235,7 @@ class Heartbeat:
     v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
-@dataclass(slots=True)
+@dataclass
 class Disconnect:
     """Either direction: I am going away (worker) / go away (broker)."""
 
@@ -195,16 +243,31 @@ class Disconnect:
     v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class JobRequest:
     """Broker -> worker: run this job and echo ``address`` in the reply."""
 
+    __slots__ = ("address", "body", "delimited", "v1", "client_key")
     address: bytes
     body: list[bytes]
-    delimited: bool = False
-    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
+    delimited: bool
+    v1: bool  # MDP/0.1 (RFC 7) framing, which is always delimited
     #: The client's CURVE public key (Z85), when the broker passes client keys to workers.
-    client_key: bytes = b""
+    client_key: bytes
+
+    def __init__(
+        self,
+        address: bytes,
+        body: list[bytes],
+        delimited: bool = False,
+        v1: bool = False,
+        client_key: bytes = b"",
+    ) -> None:
+        self.address = address
+        self.body = body
+        self.delimited = delimited
+        self.v1 = v1
+        self.client_key = client_key
 
 
 WorkerMessage = Ready | WorkerReply | Heartbeat | Disconnect
@@ -236,12 +299,12 @@ def encode_credit_header(credit: int) -> bytes:
     return HEADER_MAGIC + _CREDIT_HEADER.pack(credit)
 
 
-def is_header(frame: bytes) -> bool:
+def is_header(frame: Frame) -> bool:
     """True if ``frame`` starts with the header magic (a header, or data that needs escaping)."""
-    return frame[:4] == HEADER_MAGIC
+    return bool(frame[:4] == HEADER_MAGIC)
 
 
-def _header_of_size(body: list[bytes], size: int) -> bytes | None:
+def _header_of_size(body: list[Frame], size: int) -> bytes | None:
     """The first body frame if it is a header of exactly ``size`` bytes, else None.
 
     The escaping rule that keeps this unambiguous: a sender whose first data frame happens to
@@ -253,7 +316,7 @@ def _header_of_size(body: list[bytes], size: int) -> bytes | None:
     return None
 
 
-def _escaped(body: list[bytes]) -> list[bytes]:
+def _escaped(body: list[Frame]) -> list[Frame]:
     if body and is_header(body[0]):
         return [encode_status_header(Status.OK), *body]
     return body
@@ -287,7 +350,7 @@ _MDPC_LEN = len(MDPC02)
 assert len(MDPC01) == _MDPC_LEN
 
 
-def parse_client_request(frames: list[bytes]) -> ClientRequest:
+def parse_client_request(frames: list[Frame]) -> ClientRequest:
     """Decode the frames a ROUTER frontend received after the client's routing id.
 
     Raises :class:`ProtocolError` with ``reply`` set when the client can be told what was wrong in
@@ -313,12 +376,12 @@ def parse_client_request(frames: list[bytes]) -> ClientRequest:
     return ClientRequest(Form.RAW, None, list(frames))
 
 
-def _parse_mdp01(frames: list[bytes]) -> ClientRequest:
+def _parse_mdp01(frames: list[Frame]) -> ClientRequest:
     # '', MDPC01, service, body...
     if len(frames) < 4:
         raise _bad_request(
             Form.MDP01,
-            frames[2] if len(frames) > 2 else b"",
+            bytes(frames[2]) if len(frames) > 2 else b"",
             "MDP/0.1 request needs a service frame and a body",
         )
     service = bytes(frames[2])
@@ -329,7 +392,7 @@ def _parse_mdp01(frames: list[bytes]) -> ClientRequest:
     return _with_header(Form.MDP01, service, frames[3:])
 
 
-def _parse_mdp02(rest: list[bytes], form: Form) -> ClientRequest:
+def _parse_mdp02(rest: list[Frame], form: Form) -> ClientRequest:
     # (after MDPC02) command, service, body...
     if len(rest) < 2:
         raise _bad_request(form, b"", "MDP/0.2 request needs a command and a service frame")
@@ -342,7 +405,7 @@ def _parse_mdp02(rest: list[bytes], form: Form) -> ClientRequest:
     return _with_header(form, service, rest[2:])
 
 
-def _with_header(form: Form, service: bytes, body: list[bytes]) -> ClientRequest:
+def _with_header(form: Form, service: bytes, body: list[Frame]) -> ClientRequest:
     header = _header_of_size(body, REQUEST_HEADER_SIZE)
     if header is not None:
         request_id, timeout_ms, flags = _REQUEST_HEADER.unpack_from(header, len(HEADER_MAGIC))
@@ -362,13 +425,13 @@ def _plain_error(status: Status, message: str) -> bytes:
 def encode_client_reply(
     form: Form,
     service: bytes | None,
-    body: list[bytes],
+    body: list[Frame],
     *,
     request_id: int | None = None,
     status: Status = Status.OK,
     message: str = "",
     final: bool = True,
-) -> list[bytes]:
+) -> list[Frame]:
     """Frames (after the routing id) answering a request that arrived in ``form``.
 
     For an error (``status`` not OK) ``body`` is ignored and ``message`` is sent instead: as one
@@ -403,12 +466,12 @@ def encode_client_reply(
 
 def encode_client_request(
     service: bytes,
-    body: list[bytes],
+    body: list[Frame],
     *,
     request_id: int | None = None,
     timeout_ms: int = 0,
     flags: int = 0,
-) -> list[bytes]:
+) -> list[Frame]:
     """An MDP/0.2 client REQUEST for a DEALER socket, with a header if ``request_id`` is given."""
     if request_id is not None:
         return [
@@ -421,7 +484,7 @@ def encode_client_request(
     return [MDPC02, C_REQUEST, service, *body]
 
 
-def parse_client_reply(frames: list[bytes]) -> ClientReply:
+def parse_client_reply(frames: list[Frame]) -> ClientReply:
     """Decode an MDP/0.2 reply on a client's DEALER socket (the client side of the frontend)."""
     if frames and bytes(frames[0]) == b"":
         frames = frames[1:]
@@ -450,7 +513,7 @@ def parse_client_reply(frames: list[bytes]) -> ClientReply:
 # -- backend: worker <-> broker -------------------------------------------------------------------
 
 
-def _strip_worker_prefix(frames: list[bytes], who: str) -> tuple[list[bytes], bool, bool, bytes]:
+def _strip_worker_prefix(frames: list[Frame], who: str) -> tuple[list[Frame], bool, bool, bytes]:
     """Split off ``['']`` and the protocol frame: (rest, delimited, v1, command in 0.2 terms)."""
     delimited = False
     if frames and bytes(frames[0]) == b"":
@@ -470,7 +533,7 @@ def _strip_worker_prefix(frames: list[bytes], who: str) -> tuple[list[bytes], bo
     raise ProtocolError(f"not an MDP {who} message")
 
 
-def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
+def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
     """Decode what a worker sent, as the broker's ROUTER saw it after the worker's routing id.
 
     MDP/0.2 (RFC 18, with or without a leading empty frame) and MDP/0.1 (RFC 7) are accepted; the
@@ -519,7 +582,7 @@ def parse_worker_message(frames: list[bytes]) -> WorkerMessage:
     raise ProtocolError(f"invalid worker command {name} with {len(frames)} frames")
 
 
-def _worker_frames(command: bytes, rest: list[bytes], delimited: bool, v1: bool) -> list[bytes]:
+def _worker_frames(command: bytes, rest: list[Frame], delimited: bool, v1: bool) -> list[Frame]:
     if v1:
         return [b"", MDPW01, _V2_TO_V1[command], *rest]
     if delimited:
@@ -529,7 +592,7 @@ def _worker_frames(command: bytes, rest: list[bytes], delimited: bool, v1: bool)
 
 def encode_ready(
     service: bytes, delimited: bool = False, v1: bool = False, credit: int = 1
-) -> list[bytes]:
+) -> list[Frame]:
     """READY for ``service``. A credit of 1 sends none (plain RFC 18, for any MDP broker)."""
     if credit == 1:
         return _worker_frames(W_READY, [service], delimited, v1)
@@ -538,11 +601,11 @@ def encode_ready(
 
 def encode_job_request(
     address: bytes,
-    body: list[bytes],
+    body: list[Frame],
     delimited: bool = False,
     v1: bool = False,
     client_key: bytes = b"",
-) -> list[bytes]:
+) -> list[Frame]:
     """A job for a worker. ``client_key`` (Z85) goes first in a key header when given.
 
     A body whose first frame starts with the header magic is escaped (an OK status header in
@@ -558,13 +621,13 @@ def encode_job_request(
 
 def encode_worker_reply(
     address: bytes,
-    body: list[bytes],
+    body: list[Frame],
     *,
     final: bool = True,
     status: Status = Status.OK,
     delimited: bool = False,
     v1: bool = False,
-) -> list[bytes]:
+) -> list[Frame]:
     """A worker's PARTIAL or FINAL; an error FINAL carries a status header before the message.
 
     A FINAL whose first frame starts with the header magic is escaped with an OK status header.
@@ -583,15 +646,15 @@ def encode_worker_reply(
     return _worker_frames(command, [address, b"", *body], delimited, v1)
 
 
-def encode_heartbeat(delimited: bool = False, v1: bool = False) -> list[bytes]:
+def encode_heartbeat(delimited: bool = False, v1: bool = False) -> list[Frame]:
     return _worker_frames(W_HEARTBEAT, [], delimited, v1)
 
 
-def encode_disconnect(delimited: bool = False, v1: bool = False) -> list[bytes]:
+def encode_disconnect(delimited: bool = False, v1: bool = False) -> list[Frame]:
     return _worker_frames(W_DISCONNECT, [], delimited, v1)
 
 
-def parse_broker_message(frames: list[bytes]) -> BrokerMessage:
+def parse_broker_message(frames: list[Frame]) -> BrokerMessage:
     """Decode what the broker sent, as a worker's DEALER socket received it."""
     if len(frames) > 4 and frames[1] == W_REQUEST and frames[0] == MDPW02 and not len(frames[3]):
         body = frames[4:]

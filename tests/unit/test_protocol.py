@@ -21,6 +21,7 @@ from zmqserver.protocol import (
     MAX_SERVICE_NAME,
     MDPC01,
     MDPC02,
+    MDPW01,
     MDPW02,
     PLAIN_ERROR_PREFIX,
     REPLY_HEADER_SIZE,
@@ -1010,3 +1011,46 @@ def test_job_request_fast_path_matches_the_general_decoder():
         b"",
         b"r",
     ]
+
+
+# -- frames that are buffers, not bytes -----------------------------------------------------------
+#
+# The broker's compiled I/O hands over frames over 1 KiB as zero-copy buffers, and this module is
+# itself compiled (mypyc), where a value typed ``bytes`` is checked at run time: a buffer that
+# reaches such a slot is a TypeError, which would take the broker down. Any frame of any message
+# may be big, so every decoder must give the same answer for buffers as for bytes.
+
+PREFIXES = [
+    [],
+    [b""],
+    [b"", MDPC01],
+    [MDPC02, C_REQUEST],
+    [b"", MDPC02, C_REQUEST],
+    [MDPW02, W_READY],
+    [MDPW02, W_FINAL],
+    [MDPW02, W_PARTIAL],
+    [MDPW02, W_REQUEST],
+    [b"", MDPW02, W_FINAL],
+    [b"", MDPW01, b"\x03"],
+]
+any_frame = st.one_of(
+    frame,
+    st.sampled_from([b"", HDR, encode_status_header(Status.OK), encode_credit_header(4)]),
+    st.binary(min_size=250, max_size=300),  # over the longest service name
+)
+messages = st.builds(lambda p, rest: p + rest, st.sampled_from(PREFIXES), st.lists(any_frame))
+
+
+def _outcome(parse, frames):
+    try:
+        return ("ok", parse(frames))
+    except ProtocolError as exc:
+        return ("error", str(exc), [bytes(f) for f in exc.reply or []])
+
+
+@given(messages)
+@settings(max_examples=400)
+def test_decoders_treat_buffer_frames_like_bytes(frames):
+    views = [memoryview(f) for f in frames]
+    for parse in (parse_client_request, parse_worker_message, parse_broker_message):
+        assert _outcome(parse, views) == _outcome(parse, frames)

@@ -1,0 +1,107 @@
+"""Which modules are compiled (mypyc), and the switch back to their Python source.
+
+The routing core and the wire protocol (routing.py, protocol.py) are compiled by mypyc when the
+package is built (setup.py): the same source, type-checked, turned into a C extension that sits
+beside the .py file and wins the import. There is one implementation of every routing decision;
+compiling it only takes the interpreter out of the per-job path.
+
+``ZMQSERVER_PURE_PYTHON=1`` runs the Python source instead (and, in _io.py, the pure-Python
+socket I/O), so the test suite holds the fallback, where no compiler was available, to the same
+tests. The switch is a finder put ahead of the normal ones before any of these modules is
+imported: it answers for exactly these module names, with their .py files.
+
+The same finder keeps a stale build out: an extension older than its .py file (the source was
+edited or checked out after the last build) would run code that is no longer in the tree, so the
+source runs instead, with a warning, until the package is built again (``make`` does it). The
+modules are one unit: compiled code imports its fellow compiled modules directly, past any
+finder, so if one of them is stale, all of them run from source.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+
+#: The modules setup.py compiles, by name within the package. Keep the two lists in step.
+MODULES = ("broker", "protocol", "routing")
+
+_PACKAGE = __name__.rpartition(".")[0]
+_HERE = os.path.dirname(__file__)
+
+
+def _source(name: str) -> str:
+    return os.path.join(_HERE, name + ".py")
+
+
+def _stale(name: str, source: str) -> bool:
+    """Is there an extension for ``name`` that was built before ``source`` last changed?"""
+    try:
+        changed = os.stat(source).st_mtime
+    except OSError:
+        return False  # no source (an installed wheel may ship only the extension)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        try:
+            built = os.stat(os.path.join(_HERE, name + suffix)).st_mtime
+        except OSError:
+            continue
+        return built < changed
+    return False
+
+
+class _SourceFinder(importlib.abc.MetaPathFinder):
+    """Import the compiled modules from their .py files when asked to, or when stale."""
+
+    names = frozenset(f"{_PACKAGE}.{name}" for name in MODULES)
+
+    def __init__(self, pure: bool) -> None:
+        self.pure = pure
+        self.stale = [] if pure else [n for n in MODULES if _stale(n, _source(n))]
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        source = _source(fullname.rpartition(".")[2])
+        if not self.pure:
+            if not self.stale:
+                return None  # the normal finders: the extension if built, else the source
+            warnings.warn(
+                f"{fullname}: running the source, as the compiled {', '.join(self.stale)} "
+                "is older than its .py file (rebuild with `make` or `pip install -e .`)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+def install() -> None:
+    """Put the finder first (once), before any of :data:`MODULES` is imported.
+
+    Done when this module is imported, which the package's ``__init__`` does first of all.
+    """
+    if not any(isinstance(finder, _SourceFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFinder(bool(os.environ.get("ZMQSERVER_PURE_PYTHON"))))
+
+
+def compiled() -> dict[str, bool]:
+    """For each module in :data:`MODULES`, whether the imported one is the compiled one."""
+    found = {}
+    for name in MODULES:
+        module = sys.modules.get(f"{_PACKAGE}.{name}") or importlib.import_module(
+            f"{_PACKAGE}.{name}"
+        )
+        found[name] = not (module.__file__ or "").endswith(".py")
+    return found
+
+
+install()

@@ -1,0 +1,76 @@
+"""The compiled routing core and protocol (mypyc): in use where built, and never stale."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+import pytest
+
+import zmqserver
+from zmqserver import _compiled
+
+PURE = bool(os.environ.get("ZMQSERVER_PURE_PYTHON"))
+
+
+def test_compiled_modules_are_the_ones_imported_here():
+    """CI builds them: an optional build that failed quietly must not go unnoticed."""
+    if PURE:
+        pytest.skip("pure-Python path forced by ZMQSERVER_PURE_PYTHON")
+    assert _compiled.compiled() == dict.fromkeys(_compiled.MODULES, True)
+
+
+def test_the_pure_python_switch_runs_the_source():
+    if not PURE:
+        pytest.skip("only with ZMQSERVER_PURE_PYTHON=1 (make test's second pass)")
+    assert _compiled.compiled() == dict.fromkeys(_compiled.MODULES, False)
+
+
+def _import_in_copy(tmp_path: Path, touch: str | None) -> subprocess.CompletedProcess[str]:
+    """Import the routing core from a copy of the package, after touching one of its files."""
+    package = Path(zmqserver.__file__).parent
+    copy = tmp_path / "zmqserver"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    if touch is not None:
+        later = time.time() + 10
+        os.utime(copy / touch, (later, later))
+    code = (
+        "import zmqserver._compiled as c, zmqserver.routing as r; "
+        "print(c.compiled()['routing'], r.__file__.endswith('.py'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ZMQSERVER_PURE_PYTHON"}
+    env["PYTHONPATH"] = str(tmp_path)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_a_stale_extension_gives_way_to_its_source(tmp_path):
+    """An edit after the last build must run, not the code compiled before it."""
+    package = Path(zmqserver.__file__).parent
+    if not any((package / f"routing{suffix}").exists() for suffix in EXTENSION_SUFFIXES):
+        pytest.skip("the routing core is not compiled here")
+    fresh = _import_in_copy(tmp_path / "fresh", None)
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.split() == ["True", "False"]
+    assert "older than" not in fresh.stderr
+
+    stale = _import_in_copy(tmp_path / "stale", "routing.py")
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stdout.split() == ["False", "True"]
+    assert "the compiled routing is older than its .py file" in stale.stderr
+
+
+def test_one_stale_module_sends_all_of_them_to_source(tmp_path):
+    """Compiled modules import each other past the finder: they are stale or fresh together."""
+    package = Path(zmqserver.__file__).parent
+    if not any((package / f"protocol{suffix}").exists() for suffix in EXTENSION_SUFFIXES):
+        pytest.skip("the protocol is not compiled here")
+    stale = _import_in_copy(tmp_path, "protocol.py")
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stdout.split() == ["False", "True"]
