@@ -15,7 +15,7 @@ from setuptools import Extension, setup
 C_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
            "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 # Keep in step with zmqserver._compiled.MODULES.
-COMPILED = ["broker", "protocol", "routing"]
+COMPILED = ["broker", "protocol", "routing", "worker"]
 
 
 def compiled_modules():

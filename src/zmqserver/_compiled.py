@@ -26,10 +26,13 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from importlib.machinery import EXTENSION_SUFFIXES
 from types import ModuleType
 
 #: The modules setup.py compiles, by name within the package. Keep the two lists in step.
-MODULES = ("broker", "protocol", "routing")
+MODULES = ("broker", "protocol", "routing", "worker")
+#: The name of their group: setup.py builds them into one shared library, ``GROUP__mypyc``.
+GROUP = "_core"
 
 _PACKAGE = __name__.rpartition(".")[0]
 _HERE = os.path.dirname(__file__)
@@ -45,13 +48,32 @@ def _stale(name: str, source: str) -> bool:
         changed = os.stat(source).st_mtime
     except OSError:
         return False  # no source (an installed wheel may ship only the extension)
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+    for suffix in EXTENSION_SUFFIXES:
         try:
             built = os.stat(os.path.join(_HERE, name + suffix)).st_mtime
         except OSError:
             continue
         return built < changed
     return False
+
+
+def _missing() -> list[str]:
+    """The modules whose compiled code is missing from a build that has some (the compiler
+    failed on part of it: setup.py marks each extension optional), so importing one of the
+    others does not fail halfway through the package."""
+    built = [
+        name
+        for name in MODULES
+        if any(os.path.exists(os.path.join(_HERE, name + s)) for s in EXTENSION_SUFFIXES)
+    ]
+    if not built:
+        return []  # nothing compiled: the source, as for any pure-Python package
+    try:
+        group = importlib.import_module(f"{_PACKAGE}.{GROUP}__mypyc")
+    except ImportError:
+        return list(MODULES)
+    prefix = "init_" + _PACKAGE.replace(".", "___") + "___"
+    return [name for name in MODULES if not hasattr(group, prefix + name)]
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder):
@@ -61,7 +83,15 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self, pure: bool) -> None:
         self.pure = pure
-        self.stale = [] if pure else [n for n in MODULES if _stale(n, _source(n))]
+        #: Why the extensions cannot be used although they are built ("" if they can).
+        self.unusable = ""
+        if not pure:
+            stale = [name for name in MODULES if _stale(name, _source(name))]
+            missing = [] if stale else _missing()
+            if stale:
+                self.unusable = f"the compiled {', '.join(stale)} is older than its .py file"
+            elif missing:
+                self.unusable = f"the build lacks the compiled {', '.join(missing)}"
 
     def find_spec(
         self,
@@ -73,11 +103,11 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
             return None
         source = _source(fullname.rpartition(".")[2])
         if not self.pure:
-            if not self.stale:
+            if not self.unusable:
                 return None  # the normal finders: the extension if built, else the source
             warnings.warn(
-                f"{fullname}: running the source, as the compiled {', '.join(self.stale)} "
-                "is older than its .py file (rebuild with `make` or `pip install -e .`)",
+                f"{fullname}: running the source, as {self.unusable} "
+                "(rebuild with `make` or `pip install -e .`)",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -52,6 +52,14 @@ class AppLoadError(ZmqServerError):
     """The ``module:callable`` app spec could not be imported or is not callable."""
 
 
+class BadReply(TypeError):
+    """The app returned something that is not bytes, str or a list of them (worker side).
+
+    Defined here, not in worker.py, because worker.py is compiled (mypyc), which cannot
+    subclass most built-in types.
+    """
+
+
 class ProtocolError(ZmqServerError):
     """A message did not follow the wire protocol (docs/protocol.md).
 

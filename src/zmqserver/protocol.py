@@ -119,7 +119,7 @@ class Form(Enum):
 
 #: One frame of a message: ``bytes``, or on the broker's compiled I/O path a zero-copy buffer
 #: for a large frame (``_fastio.Frame``: ``len()``, ``bytes()``, ``==`` against bytes). Typed
-#: ``Any`` because this module is also compiled (mypyc, see docs/performance.md), and compiled
+#: ``Any`` because this module is also compiled (mypyc, see _compiled.py), and compiled
 #: code checks a value typed ``bytes`` at run time: a 64 KiB Frame must pass through untouched.
 Frame = Any
 

@@ -30,7 +30,7 @@ import zmq
 from ._io import receiver, send_frames, sender
 from ._process import die_with_parent, endpoint_label, rss_bytes, set_title
 from .config import App, Config
-from .errors import AppLoadError, ProtocolError, Status
+from .errors import AppLoadError, BadReply, ProtocolError, Status
 from .hooks import WORKER_HOOKS, Hooks
 from .loader import load_app
 from .protocol import (
@@ -102,7 +102,8 @@ class BusyHeartbeat:
         self._sock: zmq.Socket[bytes] | None = None
         self._since = 0.0  # start of the current job, or the thread's last heartbeat in it
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Not "_thread": compiled (mypyc), that becomes a C field named __thread, a C keyword.
+        self._beater: threading.Thread | None = None
 
     def begin(self, sock: zmq.Socket[bytes]) -> None:
         """Lend ``sock`` to the heartbeat thread until :meth:`end`."""
@@ -110,10 +111,10 @@ class BusyHeartbeat:
         with self._lock:
             self._sock = sock
             self._since = now
-        if self._thread is None:
+        if self._beater is None:
             # Started on the first job, so a worker that never gets one runs no thread.
-            self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-            self._thread.start()
+            self._beater = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+            self._beater.start()
 
     def end(self) -> None:
         """Take the socket back; once this returns the thread no longer touches it."""
@@ -129,8 +130,8 @@ class BusyHeartbeat:
     def close(self) -> None:
         """Stop the thread (promptly: it waits on an Event, not a sleep)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
+        if self._beater is not None:
+            self._beater.join(timeout=1.0)
 
     def _run(self) -> None:
         interval = self._interval
@@ -139,20 +140,16 @@ class BusyHeartbeat:
             with self._lock:
                 if self._sock is None:
                     wait = interval  # idle: one wake-up an interval, nothing sent
-                    continue
-                now = time.monotonic()
-                due = self._since + interval
-                if now >= due:
-                    # NOBLOCK: with the broker gone a full pipe must not wedge the lock.
-                    with contextlib.suppress(zmq.Again):
-                        self._sock.send_multipart(self._heartbeat, zmq.NOBLOCK)
-                    self._since = now
-                    due = now + interval
-                wait = due - now
-
-
-class BadReply(TypeError):
-    """The app returned something that is not bytes, str or a list of them."""
+                else:
+                    now = time.monotonic()
+                    due = self._since + interval
+                    if now >= due:
+                        # NOBLOCK: with the broker gone a full pipe must not wedge the lock.
+                        with contextlib.suppress(zmq.Again):
+                            self._sock.send_multipart(self._heartbeat, zmq.NOBLOCK)
+                        self._since = now
+                        due = now + interval
+                    wait = due - now
 
 
 def to_frames(result: Any) -> list[bytes]:

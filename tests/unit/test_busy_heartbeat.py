@@ -161,7 +161,7 @@ def test_close_stops_an_idle_thread_promptly() -> None:
     busy, sock, _ = make(60.0)
     lend(busy, sock)
     take_back(busy, sock)
-    thread = busy._thread
+    thread = busy._beater
     assert thread is not None
     assert thread.is_alive()
     started = time.monotonic()
