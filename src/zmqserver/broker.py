@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from typing import Final
 
 import zmq
 
@@ -22,15 +23,15 @@ log = logging.getLogger("zmqserver.broker")
 
 #: Messages read from one socket before the loop looks at the other one and at signals, so a
 #: flood on one port cannot starve the other.
-BATCH = 256
+BATCH: Final = 256
 
 #: How long queued replies may take to leave when the broker closes.
-CLOSE_LINGER_MS = 1000
+CLOSE_LINGER_MS: Final = 1000
 
 #: Replies to vanished clients are logged one line per this many seconds at most: the first drop
 #: at once, with its client, then a count. A crowd of clients that time out and go away (or one
 #: that stops reading) must not turn every reply into a log line on the broker's hot path.
-DROP_LOG_INTERVAL = 10.0
+DROP_LOG_INTERVAL: Final = 10.0
 
 
 class Broker:
@@ -106,23 +107,25 @@ class Broker:
 
     def read_frontend(self, now: float) -> int:
         """Feed the router what clients sent (up to :data:`BATCH` messages); how many."""
-        on_client = self.router.on_client
+        # router.on_client(...) each time, not a bound method kept in a local: compiled, that
+        # is a direct native call, where the local would be a generic Python call.
+        router = self.router
         if self.pass_client_key:
             batch = recv_batch_with_user_id(self.frontend, BATCH)
             for frames, user_id in batch:
-                on_client(frames[0], frames[1:], now, user_id)
+                router.on_client(frames[0], frames[1:], now, user_id)
             return len(batch)
         messages = recv_batch(self.frontend, BATCH)
         for frames in messages:
-            on_client(frames[0], frames[1:], now)
+            router.on_client(frames[0], frames[1:], now)
         return len(messages)
 
     def read_backend(self, now: float) -> int:
         """Feed the router what workers sent (up to :data:`BATCH` messages); how many."""
-        on_worker = self.router.on_worker
+        router = self.router
         messages = recv_batch(self.backend, BATCH)
         for frames in messages:
-            on_worker(frames[0], frames[1:], now)
+            router.on_worker(frames[0], frames[1:], now)
         return len(messages)
 
     def flush(self) -> None:

@@ -34,6 +34,7 @@ from .errors import AppLoadError, BadReply, ProtocolError, Status
 from .hooks import WORKER_HOOKS, Hooks
 from .loader import load_app
 from .protocol import (
+    STATUS_OK,
     Disconnect,
     Heartbeat,
     JobRequest,
@@ -415,7 +416,7 @@ class Worker:
             if self._pre_request is not None:
                 self._pre_request(payload)  # raising vetoes the job
             frames = self._call(job, payload, busy)
-            status = Status.OK
+            status = STATUS_OK
         except Exception as exc:
             log.exception("worker %d: app raised on a job", os.getpid())
             frames = [f"{type(exc).__name__}: {exc}".encode()]
