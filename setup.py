@@ -4,23 +4,20 @@ Two of them, both optional: where they cannot be built, zmqserver runs as pure P
 suite runs that path too, with ZMQSERVER_PURE_PYTHON=1).
 
 - ``zmqserver._fastio`` (src/zmqserver/_fastio.c): the broker's batched socket I/O.
-- The routing core and the wire protocol, compiled from their Python source by mypyc
-  (src/zmqserver/_compiled.py lists them): the same code, without the interpreter's per-job cost.
+- The code every job runs through (routing core, wire protocol, broker shell, worker loop),
+  compiled from its Python source by mypyc: the same code, without the interpreter's per-job
+  cost. src/zmqserver/_compiled.py says which modules, and runs their source when asked to.
 """
-
-import os
 
 from setuptools import Extension, setup
 
 C_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
            "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
-# Keep in step with zmqserver._compiled.MODULES.
+# Keep in step with zmqserver._compiled.MODULES (a test checks) and COMPILED_SRC in the Makefile.
 COMPILED = ["broker", "protocol", "routing", "worker"]
 
 
 def compiled_modules():
-    if os.environ.get("ZMQSERVER_NO_MYPYC"):
-        return []
     try:
         from mypyc.build import mypycify
     except ImportError:  # built without the build requirements (no mypy): pure Python

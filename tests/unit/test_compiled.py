@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -16,6 +17,16 @@ import zmqserver
 from zmqserver import _compiled
 
 PURE = bool(os.environ.get("ZMQSERVER_PURE_PYTHON"))
+
+
+def test_setup_compiles_the_modules_the_finder_knows():
+    tree = ast.parse((Path(__file__).parents[2] / "setup.py").read_text())
+    (listed,) = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "COMPILED"
+    ]
+    assert tuple(ast.literal_eval(listed)) == _compiled.MODULES
 
 
 def test_compiled_modules_are_the_ones_imported_here():
