@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Final
 
 import zmq
@@ -24,6 +24,12 @@ log = logging.getLogger("zmqserver.broker")
 #: Messages read from one socket before the loop looks at the other one and at signals, so a
 #: flood on one port cannot starve the other.
 BATCH: Final = 256
+
+#: Messages the broker may read in one :meth:`Broker.drain`, from both ports, before the event
+#: loop looks at signals and the autoscaler again. While messages keep coming it reads on without
+#: asking zmq_poll (a recv that finds nothing is cheaper than a poll); this bounds the wait for
+#: the rest. A due router deadline also ends the drain.
+DRAIN_BUDGET: Final = 1024
 
 #: How long queued replies may take to leave when the broker closes.
 CLOSE_LINGER_MS: Final = 1000
@@ -127,6 +133,35 @@ class Broker:
         for frames in messages:
             router.on_worker(frames[0], frames[1:], now)
         return len(messages)
+
+    def drain(
+        self, backend_ready: bool, frontend_ready: bool, now: float, interrupt: Sized
+    ) -> None:
+        """Read and answer until both ports are empty, the budget is spent, a router deadline
+        is due or ``interrupt`` (the event loop's pending signals) is not empty.
+
+        Under load, replies and requests keep arriving while a round is handled: reading on
+        costs a failed recv per port, where going back to zmq_poll would cost a turn of the
+        event loop and a system call for each message or two. The first round reads only the
+        ports zmq_poll named (a failed read is system calls too). Here rather than in the event
+        loop because this module is compiled: the loop's per-turn work runs native.
+        """
+        router = self.router
+        budget = DRAIN_BUDGET
+        count = (self.read_backend(now) if backend_ready else 0) + (
+            self.read_frontend(now) if frontend_ready else 0
+        )
+        while True:
+            self.flush()
+            budget -= count
+            # A round of one message is a light load: more is unlikely to be waiting, and the
+            # failed reads that would say so cost a system call each. zmq_poll will see it.
+            if count < 2 or budget <= 0 or len(interrupt) or router.kills:
+                return
+            now = time.monotonic()
+            if now >= router.next_deadline():
+                return  # a job's deadline or the heartbeat is due: on_tick first
+            count = self.read_backend(now) + self.read_frontend(now)
 
     def flush(self) -> None:
         """Send everything the router wants sent; route around peers that are gone.

@@ -85,11 +85,6 @@ SPAWN_RETRY = 1.0
 #: exited child, a worker registering or leaving, a deadline the last plan asked for) gets
 #: a look at once.
 SCALE_CHECK = 0.05
-#: Messages the broker may read in one loop turn, from both ports, before it looks at signals
-#: and the autoscaler again. While messages keep coming it reads on without asking zmq_poll (a
-#: recv that finds nothing is cheaper than a poll); this bounds the wait for the rest (as the
-#: two batches of broker.BATCH did before). A due router deadline also ends the turn.
-DRAIN_BUDGET = 1024
 
 HANDLED_SIGNALS = (
     signal.SIGHUP,
@@ -846,31 +841,8 @@ class Arbiter(Supervisor):
         if zap is not None and zap in events:
             self.security.handle_zap()  # handshakes waiting for a yes or no
         backend_ready, frontend_ready = broker.backend in events, broker.frontend in events
-        if not backend_ready and not frontend_ready:
-            return
-        # Drain both ports, sending what each round produced, until both are empty, the budget
-        # is spent or a signal is waiting. Under load, replies and requests keep arriving while
-        # a round is handled: reading on costs a failed recv per port, where going back to
-        # zmq_poll would cost a turn of the loop and a syscall for each message or two. The
-        # first round reads only the ports zmq_poll named (a failed read is system calls too).
-        read_backend, read_frontend, flush = broker.read_backend, broker.read_frontend, broker.flush
-        signals, router = self._signals, self.router
-        assert router is not None
-        budget = DRAIN_BUDGET
-        count = (read_backend(now) if backend_ready else 0) + (
-            read_frontend(now) if frontend_ready else 0
-        )
-        while True:
-            flush()
-            budget -= count
-            # A round of one message is a light load: more is unlikely to be waiting, and the
-            # failed reads that would say so cost a system call each. zmq_poll will see it.
-            if count < 2 or budget <= 0 or signals or router.kills:
-                return
-            now = time.monotonic()
-            if now >= router.next_deadline():
-                return  # a job's deadline or the heartbeat is due: on_tick first
-            count = read_backend(now) + read_frontend(now)
+        if backend_ready or frontend_ready:
+            broker.drain(backend_ready, frontend_ready, now, self._signals)
 
     def _after_turn(self) -> None:
         assert self.router is not None
