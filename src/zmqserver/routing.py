@@ -161,13 +161,15 @@ class Service:
     name: bytes
     queue: deque[Job] = field(default_factory=deque)  # may hold done (expired) jobs: skip them
     waiting: int = 0  # live jobs in ``queue``
-    # Insertion order is LRU order: the first idle worker has waited longest.
-    idle: OrderedDict[bytes, WorkerState] = field(default_factory=OrderedDict)
+    # Insertion order is LRU order: the first idle worker has waited longest. Plain dicts keep
+    # insertion order too, and the levels need nothing else: compiled, a dict's items are walked
+    # and stored natively, where an OrderedDict's go through generic calls (about 0.4 us a job).
+    idle: dict[bytes, WorkerState] = field(default_factory=dict)
     workers: int = 0
     #: This service's reliability policy; None: the router's (:attr:`Router.limits`).
     limits: Limits | None = None
     #: levels[k]: the workers holding k jobs that may take another, LRU first; levels[0] is idle.
-    levels: list[OrderedDict[bytes, WorkerState]] = field(default_factory=list)
+    levels: list[dict[bytes, WorkerState]] = field(default_factory=list)
     #: Workers in any level (with credit to spare): dispatch asks after every reply, and the
     #: answer is usually "none", which this gives without looking through the levels.
     placed: int = 0
@@ -916,8 +918,8 @@ def _take(service: Service, now: float) -> WorkerState | None:
     if not service.placed:
         return None
     idle = service.idle
-    if idle:
-        worker = idle.popitem(last=False)[1]
+    for identity, worker in idle.items():  # the first: the one idle longest
+        del idle[identity]
         worker.level = -1
         service.placed -= 1
         return worker
@@ -943,7 +945,7 @@ def _place(worker: WorkerState) -> None:
     if held < worker.credit:
         levels = worker.service.levels
         while len(levels) <= held:
-            levels.append(OrderedDict())
+            levels.append({})
         levels[held][worker.identity] = worker
         worker.level = held
         worker.service.placed += 1
