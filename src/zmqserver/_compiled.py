@@ -1,9 +1,9 @@
 """Which modules are compiled (mypyc), and the switch back to their Python source.
 
-The routing core and the wire protocol (routing.py, protocol.py) are compiled by mypyc when the
-package is built (setup.py): the same source, type-checked, turned into a C extension that sits
-beside the .py file and wins the import. There is one implementation of every routing decision;
-compiling it only takes the interpreter out of the per-job path.
+The code every job runs through (routing.py, protocol.py, broker.py, worker.py) is compiled by
+mypyc when the package is built (setup.py): the same source, type-checked, turned into C
+extensions that sit beside the .py files and win the import. There is one implementation of
+every routing decision; compiling it only takes the interpreter out of the per-job path.
 
 ``ZMQSERVER_PURE_PYTHON=1`` runs the Python source instead (and, in _io.py, the pure-Python
 socket I/O), so the test suite holds the fallback, where no compiler was available, to the same
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from importlib.machinery import EXTENSION_SUFFIXES
 from types import ModuleType
 
-#: The modules setup.py compiles, by name within the package. Keep the two lists in step.
+#: The modules setup.py compiles, by name within the package (a test checks the two agree).
 MODULES = ("broker", "protocol", "routing", "worker")
 #: The name of their group: setup.py builds them into one shared library, ``GROUP__mypyc``.
 GROUP = "_core"
@@ -88,8 +88,10 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
         if not pure:
             stale = [name for name in MODULES if _stale(name, _source(name))]
             missing = [] if stale else _missing()
-            if stale:
-                self.unusable = f"the compiled {', '.join(stale)} is older than its .py file"
+            if len(stale) == 1:
+                self.unusable = f"the compiled {stale[0]} is older than its .py file"
+            elif stale:
+                self.unusable = f"the compiled {', '.join(stale)} are older than their .py files"
             elif missing:
                 self.unusable = f"the build lacks the compiled {', '.join(missing)}"
 
