@@ -11,7 +11,7 @@ system order rotating per repeat). Then the extra scenarios (bench/scenarios.py)
 ``--out`` as JSON (every run) and Markdown (the tables), and the plot to ``--plot``.
 
 Systems: ``direct`` (clients straight to N REP workers), ``proxy`` (C ``zmq.proxy``, ROUTER/DEALER,
-N REP workers), ``zmqserver`` (its broker on its default I/O path, compiled if built) and
+N REP workers), ``zmqserver`` (its compiled code, where it was built) and
 ``zmqserver-py`` (the same with ZMQSERVER_PURE_PYTHON=1); opt-in, ``zmqserver-lru`` (zmqserver with
 ``--worker-credit 1``, strict LRU). Clients, broker and workers all share
 the machine's cores, so this measures the whole set-up on this box, not the broker alone.

@@ -36,8 +36,8 @@ SYSTEMS = ("direct", "proxy", "zmqserver", "zmqserver-py")
 OPT_IN_SYSTEMS = ("zmqserver-lru",)
 #: zmqserver systems that differ from the default only in serve options.
 _SERVE_OPTIONS = {"zmqserver-lru": ("--worker-credit", "1")}
-#: zmqserver's broker moves messages with a compiled extension when it is built; this forces its
-#: pure-Python fallback (the "zmqserver-py" system).
+#: zmqserver runs compiled code when it is built (its socket I/O extension, and the per-job modules
+#: mypyc compiles); this forces its pure-Python fallback (the "zmqserver-py" system).
 PURE_PYTHON_ENV = {"ZMQSERVER_PURE_PYTHON": "1"}
 STARTUP_TIMEOUT = 30.0
 
@@ -49,7 +49,7 @@ class System:
     broker_pid: int | None = None
     worker_pids: list[int] = field(default_factory=list)
     log: Path | None = None
-    compiled: bool | None = None  # zmqserver: is the broker's compiled I/O extension loaded?
+    compiled: bool | None = None  # zmqserver: does the broker run its compiled code?
     proc: subprocess.Popen[bytes] | None = None  # the broker process, if there is one
 
     def check_workers(self) -> None:
@@ -182,7 +182,7 @@ def zmqserver_system(
 ) -> Iterator[System]:
     """Start ``zmqserver serve``; wait until it echoes and has all its workers.
 
-    ``pure``: force the broker's pure-Python I/O path (the name becomes ``zmqserver-py``).
+    ``pure``: force the pure-Python path (the name becomes ``zmqserver-py``).
     ``extra``: more serve options, for a system called ``name``.
     """
     workdir = launcher.workdir
@@ -204,7 +204,11 @@ def zmqserver_system(
         kids = procs.children_of(proc.pid)
         # Registration (READY) follows the fork within milliseconds; the warmup covers the rest.
         time.sleep(0.2)
-        compiled = procs.maps_library(proc.pid, "_fastio")
+        # Both compiled parts: the socket I/O and the per-job modules (a stale build of those runs
+        # the source, and so does not map their library).
+        compiled = procs.maps_library(proc.pid, "_fastio") and procs.maps_library(
+            proc.pid, "_core__mypyc"
+        )
         name = "zmqserver-py" if pure else name
         yield System(name, [frontend], proc.pid, kids, log, compiled, proc)
     finally:
