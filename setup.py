@@ -9,6 +9,8 @@ suite runs that path too, with ZMQSERVER_PURE_PYTHON=1).
   cost. src/zmqserver/_compiled.py says which modules, and runs their source when asked to.
 """
 
+import sys
+
 from setuptools import Extension, setup
 
 C_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
@@ -22,12 +24,17 @@ def compiled_modules():
         from mypyc.build import mypycify
     except ImportError:  # built without the build requirements (no mypy): pure Python
         return []
-    extensions = mypycify(
-        [f"src/zmqserver/{name}.py" for name in COMPILED],
-        opt_level="3",
-        # The shared library of the group lives inside the package, not at the top level.
-        group_name="zmqserver._core",
-    )
+    try:
+        extensions = mypycify(
+            [f"src/zmqserver/{name}.py" for name in COMPILED],
+            opt_level="3",
+            # The shared library of the group lives inside the package, not at the top level.
+            group_name="zmqserver._core",
+        )
+    except (Exception, SystemExit) as exc:  # mypyc exits on a type error: install pure Python
+        print(f"zmqserver: not compiling the per-job modules ({exc!r}); they run as Python",
+              file=sys.stderr)
+        return []
     for extension in extensions:
         extension.optional = True
     return extensions
