@@ -400,9 +400,13 @@ def test_a_cut_link_costs_jobs_in_flight_an_error_and_the_pool_comes_back(
         "broker",
     )  # fmt: skip
     try:
+        # Credit 1: the second job in flight must run on the second worker, not wait inside the
+        # first behind a 1 s job. With credit, a quick first job opens the prefetch gate, and if
+        # the second worker's READY is still on its way (wait_workers counts processes, not
+        # registrations) the second job queues in the first worker, and its reply beats the cut.
         pool = start_pool(
             f"tcp://{BROKER_IP}:6661", "upper=tests.apps:mark_then_sleep", "--min-servers", "2",
-            "--min-spare-servers", "0", prefix=_in_ns(pool_ns),
+            "--min-spare-servers", "0", "--worker-credit", "1", prefix=_in_ns(pool_ns),
         )  # fmt: skip
         pool.wait_workers(2)
         marks = [short_tmp / f"job{i}" for i in range(4)]
