@@ -42,31 +42,32 @@ def _source(name: str) -> str:
     return os.path.join(_HERE, name + ".py")
 
 
+def _extension(name: str) -> str | None:
+    """The built extension for ``name``, if there is one."""
+    for suffix in EXTENSION_SUFFIXES:
+        path = os.path.join(_HERE, name + suffix)
+        if os.path.exists(path):
+            return path
+    return None
+
+
 def _stale(name: str, source: str) -> bool:
     """Is there an extension for ``name`` that was built before ``source`` last changed?"""
+    extension = _extension(name)
+    if extension is None:
+        return False
     try:
         changed = os.stat(source).st_mtime
     except OSError:
         return False  # no source (an installed wheel may ship only the extension)
-    for suffix in EXTENSION_SUFFIXES:
-        try:
-            built = os.stat(os.path.join(_HERE, name + suffix)).st_mtime
-        except OSError:
-            continue
-        return built < changed
-    return False
+    return os.stat(extension).st_mtime < changed
 
 
 def _missing() -> list[str]:
     """The modules whose compiled code is missing from a build that has some (the compiler
     failed on part of it: setup.py marks each extension optional), so importing one of the
     others does not fail halfway through the package."""
-    built = [
-        name
-        for name in MODULES
-        if any(os.path.exists(os.path.join(_HERE, name + s)) for s in EXTENSION_SUFFIXES)
-    ]
-    if not built:
+    if not any(_extension(name) for name in MODULES):
         return []  # nothing compiled: the source, as for any pure-Python package
     try:
         group = importlib.import_module(f"{_PACKAGE}.{GROUP}__mypyc")

@@ -551,9 +551,9 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
     if len(frames) > 4 and frames[1] == W_FINAL and frames[0] == MDPW02 and not len(frames[3]):
         # The common message, a FINAL in MDP/0.2 without a delimiter, decoded in one go.
         body = frames[4:]
-        first = body[0]
-        if len(first) == STATUS_HEADER_SIZE and is_header(first):
-            return WorkerReply(bytes(frames[2]), body[1:], True, _status(first[4]))
+        header = _header_of_size(body, STATUS_HEADER_SIZE)
+        if header is not None:
+            return WorkerReply(bytes(frames[2]), body[1:], True, _status(header[4]))
         return WorkerReply(bytes(frames[2]), body)
     frames, delimited, v1, command = _strip_worker_prefix(frames, "worker")
     if command == W_HEARTBEAT and len(frames) == 2:

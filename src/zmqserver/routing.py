@@ -396,9 +396,7 @@ class Router:
             self._refuse(client, request, Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
             return
         if limits.max_message_size:
-            size = 0
-            for frame in request.body:  # compiled, a loop is a third of sum(map(len, ...))
-                size += len(frame)
+            size = _size(request.body)
             if size > limits.max_message_size:
                 self._refuse(
                     client,
@@ -550,7 +548,7 @@ class Router:
 
     def _cache(self, key: RequestKey, frames: list[Frame]) -> None:
         """Keep a reply for resends, within both the entry and the byte budget (oldest go)."""
-        size = sum(map(len, frames))
+        size = _size(frames)
         budget = self.limits.reply_cache_bytes
         if size > budget:
             return
@@ -957,6 +955,14 @@ def _unplace(worker: WorkerState) -> None:
         del service.levels[worker.level][worker.identity]
         service.placed -= 1
         worker.level = -1
+
+
+def _size(frames: list[Frame]) -> int:
+    """Bytes in all of ``frames``. A loop: compiled, it costs a third of sum(map(len, ...))."""
+    size = 0
+    for frame in frames:
+        size += len(frame)
+    return size
 
 
 def _disconnect_like(frames: list[Frame]) -> list[Frame]:
