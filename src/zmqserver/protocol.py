@@ -67,9 +67,19 @@ REPLY_HEADER_SIZE: Final = len(HEADER_MAGIC) + _REPLY_HEADER.size
 STATUS_HEADER_SIZE: Final = len(HEADER_MAGIC) + _STATUS_HEADER.size
 #: key header (broker -> worker, opt-in): the client's CURVE public key, 40 Z85 characters
 KEY_HEADER_SIZE: Final = len(HEADER_MAGIC) + 40
-#   credit header (worker -> broker, after READY's service frame): credit u16
+#   credit header (worker -> broker, after READY's service frame): credit u16, [features u8]
 _CREDIT_HEADER: Final = struct.Struct(">H")
 CREDIT_HEADER_SIZE: Final = len(HEADER_MAGIC) + _CREDIT_HEADER.size
+#: The credit header with a features byte after the credit: what more the worker speaks.
+FEATURES_HEADER_SIZE: Final = CREDIT_HEADER_SIZE + 1
+#: Feature bit: send me jobs in compact framing (docs/protocol.md §6.1a), and I may answer so.
+FEATURE_COMPACT: Final = 0x01
+#: A compact job message starts with one frame: the magic, the MDP/0.2 command, the job token.
+#: It stands for the three or four frames MDP spends on the same (protocol, command, token, '').
+COMPACT_REQUEST: Final = HEADER_MAGIC + W_REQUEST
+COMPACT_PARTIAL: Final = HEADER_MAGIC + W_PARTIAL
+COMPACT_FINAL: Final = HEADER_MAGIC + W_FINAL
+_COMPACT_PREFIX: Final = len(HEADER_MAGIC) + 1
 #: Most jobs a worker may be configured to hold at once. A READY may ask for more (up to 65535:
 #: a newer peer is not an error); the broker grants at most its own ``worker_credit``.
 MAX_CREDIT: Final = 64
@@ -203,19 +213,22 @@ class Ready:
     delimited: bool = False
     v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
     credit: int = 1
+    #: It asked for its jobs in compact framing (a feature bit of the credit header).
+    compact: bool = False
 
 
 @dataclass(init=False)
 class WorkerReply:
     """Worker -> broker: (part of) the answer to the job whose address the broker gave."""
 
-    __slots__ = ("address", "body", "final", "status", "delimited", "v1")
+    __slots__ = ("address", "body", "final", "status", "delimited", "v1", "compact")
     address: bytes
     body: list[Frame]
     final: bool
     status: Status
     delimited: bool
     v1: bool  # MDP/0.1 (RFC 7) framing, which is always delimited
+    compact: bool  # compact framing: allowed only from a worker whose READY asked for it
 
     def __init__(
         self,
@@ -225,6 +238,7 @@ class WorkerReply:
         status: Status = Status.OK,
         delimited: bool = False,
         v1: bool = False,
+        compact: bool = False,
     ) -> None:
         self.address = address
         self.body = body
@@ -232,6 +246,7 @@ class WorkerReply:
         self.status = status
         self.delimited = delimited
         self.v1 = v1
+        self.compact = compact
 
 
 @dataclass
@@ -254,13 +269,14 @@ class Disconnect:
 class JobRequest:
     """Broker -> worker: run this job and echo ``address`` in the reply."""
 
-    __slots__ = ("address", "body", "delimited", "v1", "client_key")
+    __slots__ = ("address", "body", "delimited", "v1", "client_key", "compact")
     address: bytes
     body: list[bytes]
     delimited: bool
     v1: bool  # MDP/0.1 (RFC 7) framing, which is always delimited
     #: The client's CURVE public key (Z85), when the broker passes client keys to workers.
     client_key: bytes
+    compact: bool  # came in compact framing: the worker answers in kind
 
     def __init__(
         self,
@@ -269,12 +285,14 @@ class JobRequest:
         delimited: bool = False,
         v1: bool = False,
         client_key: bytes = b"",
+        compact: bool = False,
     ) -> None:
         self.address = address
         self.body = body
         self.delimited = delimited
         self.v1 = v1
         self.client_key = client_key
+        self.compact = compact
 
 
 WorkerMessage = Ready | WorkerReply | Heartbeat | Disconnect
@@ -299,11 +317,18 @@ def encode_status_header(status: Status) -> bytes:
     return HEADER_MAGIC + _STATUS_HEADER.pack(status)
 
 
-def encode_credit_header(credit: int) -> bytes:
-    """The header frame a worker puts after READY's service frame to hold ``credit`` jobs."""
+def encode_credit_header(credit: int, features: int = 0) -> bytes:
+    """The header frame a worker puts after READY's service frame to hold ``credit`` jobs.
+
+    ``features`` (bits such as :data:`FEATURE_COMPACT`) adds a byte; without any, the header
+    keeps its first, 6-byte form, which every zmqserver broker reads.
+    """
     if not 1 <= credit <= MAX_CREDIT:
         raise ValueError(f"credit must be 1 to {MAX_CREDIT}, got {credit}")
-    return HEADER_MAGIC + _CREDIT_HEADER.pack(credit)
+    if not 0 <= features <= 0xFF:
+        raise ValueError(f"features must fit in a byte, got {features}")
+    header = HEADER_MAGIC + _CREDIT_HEADER.pack(credit)
+    return header + bytes((features,)) if features else header
 
 
 def is_header(frame: Frame) -> bool:
@@ -548,8 +573,10 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
     broker answers a protocol error on the backend with DISCONNECT (RFC 18: "the broker SHOULD
     respond with DISCONNECT to any invalid message").
     """
+    if frames and is_header(frames[0]):
+        return _parse_compact_reply(bytes(frames[0]), frames[1:])
     if len(frames) > 4 and frames[1] == W_FINAL and frames[0] == MDPW02 and not len(frames[3]):
-        # The common message, a FINAL in MDP/0.2 without a delimiter, decoded in one go.
+        # The common MDP message, a FINAL in MDP/0.2 without a delimiter, decoded in one go.
         body = frames[4:]
         header = _header_of_size(body, STATUS_HEADER_SIZE)
         if header is not None:
@@ -575,18 +602,39 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
         if not service or len(service) > MAX_SERVICE_NAME:
             raise ProtocolError("READY needs a service name of 1 to 255 bytes")
         credit = 1
+        compact = False
         if len(frames) == 4:
             header = _header_of_size(frames[3:], CREDIT_HEADER_SIZE)
             if header is None:
-                raise ProtocolError("READY's frame after the service must be a credit header")
+                header = _header_of_size(frames[3:], FEATURES_HEADER_SIZE)
+                if header is None:
+                    raise ProtocolError("READY's frame after the service must be a credit header")
+                # Unknown feature bits are a newer worker's: not granted, and not an error.
+                compact = bool(header[CREDIT_HEADER_SIZE] & FEATURE_COMPACT)
             (credit,) = _CREDIT_HEADER.unpack_from(header, len(HEADER_MAGIC))
             if credit == 0:
                 raise ProtocolError("READY asks for credit 0")
-        return Ready(service, delimited, v1, credit)
+        return Ready(service, delimited, v1, credit, compact)
     if command == W_DISCONNECT and len(frames) == 2:
         return Disconnect(delimited, v1)
     name = WORKER_COMMAND_NAMES.get(command, repr(command))
     raise ProtocolError(f"invalid worker command {name} with {len(frames)} frames")
+
+
+def _parse_compact_reply(head: bytes, body: list[Frame]) -> WorkerReply:
+    """A PARTIAL or FINAL in compact framing: ``head`` is magic, command, job token."""
+    if len(head) <= _COMPACT_PREFIX:
+        raise ProtocolError("a compact message needs a job token after its command")
+    address = head[_COMPACT_PREFIX:]
+    if head.startswith(COMPACT_FINAL):
+        header = _header_of_size(body, STATUS_HEADER_SIZE)
+        if header is not None:
+            return WorkerReply(address, body[1:], True, _status(header[4]), compact=True)
+        return WorkerReply(address, body, compact=True)
+    if head.startswith(COMPACT_PARTIAL):
+        return WorkerReply(address, body, False, compact=True)
+    name = WORKER_COMMAND_NAMES.get(head[4:5], repr(head[4:5]))
+    raise ProtocolError(f"invalid worker command {name} in compact framing")
 
 
 def _worker_frames(command: bytes, rest: list[Frame], delimited: bool, v1: bool) -> list[Frame]:
@@ -598,12 +646,18 @@ def _worker_frames(command: bytes, rest: list[Frame], delimited: bool, v1: bool)
 
 
 def encode_ready(
-    service: bytes, delimited: bool = False, v1: bool = False, credit: int = 1
+    service: bytes,
+    delimited: bool = False,
+    v1: bool = False,
+    credit: int = 1,
+    compact: bool = False,
 ) -> list[Frame]:
-    """READY for ``service``. A credit of 1 sends none (plain RFC 18, for any MDP broker)."""
-    if credit == 1:
+    """READY for ``service``. Credit 1 without compact framing sends no credit header: plain
+    RFC 18, for any MDP broker."""
+    if credit == 1 and not compact:
         return _worker_frames(W_READY, [service], delimited, v1)
-    return _worker_frames(W_READY, [service, encode_credit_header(credit)], delimited, v1)
+    header = encode_credit_header(credit, FEATURE_COMPACT if compact else 0)
+    return _worker_frames(W_READY, [service, header], delimited, v1)
 
 
 def encode_job_request(
@@ -612,17 +666,26 @@ def encode_job_request(
     delimited: bool = False,
     v1: bool = False,
     client_key: bytes = b"",
+    compact: bool = False,
 ) -> list[Frame]:
     """A job for a worker. ``client_key`` (Z85) goes first in a key header when given.
 
     A body whose first frame starts with the header magic is escaped (an OK status header in
-    front), so a worker can always tell a key header from data.
+    front), so a worker can always tell a key header from data. ``compact`` (the worker asked
+    for it) puts protocol, command and token in one frame; ``delimited`` and ``v1`` are then
+    moot.
     """
-    if not (client_key or delimited or v1 or (body and is_header(body[0]))):
-        return [MDPW02, W_REQUEST, address, b"", *body]  # the common job, built in one go
+    if not (client_key or (body and is_header(body[0]))):
+        # The common job, built in one go.
+        if compact:
+            return [COMPACT_REQUEST + address, *body]
+        if not (delimited or v1):
+            return [MDPW02, W_REQUEST, address, b"", *body]
     body = _escaped(body)
     if client_key:
         body = [HEADER_MAGIC + client_key, *body]
+    if compact:
+        return [COMPACT_REQUEST + address, *body]
     return _worker_frames(W_REQUEST, [address, b"", *body], delimited, v1)
 
 
@@ -634,19 +697,27 @@ def encode_worker_reply(
     status: Status = Status.OK,
     delimited: bool = False,
     v1: bool = False,
+    compact: bool = False,
 ) -> list[Frame]:
     """A worker's PARTIAL or FINAL; an error FINAL carries a status header before the message.
 
     A FINAL whose first frame starts with the header magic is escaped with an OK status header.
-    MDP/0.1 has no PARTIAL.
+    MDP/0.1 has no PARTIAL. ``compact``: in the framing of a compact REQUEST (the worker
+    answers each job in the framing it came in).
     """
     if status is STATUS_OK:
-        if final and not (delimited or v1 or (body and is_header(body[0]))):
-            return [MDPW02, W_FINAL, address, b"", *body]  # the common reply, in one go
+        if final and not (body and is_header(body[0])):
+            # The common reply, in one go.
+            if compact:
+                return [COMPACT_FINAL + address, *body]
+            if not (delimited or v1):
+                return [MDPW02, W_FINAL, address, b"", *body]
         if final:
             body = _escaped(body)
     else:
         body = [encode_status_header(status), *body]
+    if compact:
+        return [(COMPACT_FINAL if final else COMPACT_PARTIAL) + address, *body]
     if v1 and not final:
         raise ValueError("MDP/0.1 has no PARTIAL replies")
     command = W_FINAL if final else W_PARTIAL
@@ -663,25 +734,39 @@ def encode_disconnect(delimited: bool = False, v1: bool = False) -> list[Frame]:
 
 def parse_broker_message(frames: list[Frame]) -> BrokerMessage:
     """Decode what the broker sent, as a worker's DEALER socket received it."""
+    if frames and is_header(frames[0]):
+        head = bytes(frames[0])
+        if len(head) <= _COMPACT_PREFIX or not head.startswith(COMPACT_REQUEST):
+            raise ProtocolError("invalid compact message from the broker")
+        body = frames[1:]
+        if body and is_header(body[0]):
+            body, client_key = _job_body(body)
+            return JobRequest(head[_COMPACT_PREFIX:], body, client_key=client_key, compact=True)
+        return JobRequest(head[_COMPACT_PREFIX:], body, compact=True)
     if len(frames) > 4 and frames[1] == W_REQUEST and frames[0] == MDPW02 and not len(frames[3]):
         body = frames[4:]
-        if not is_header(body[0]):  # no key header, no escape: the common job
+        if not is_header(body[0]):  # no key header, no escape: the common MDP job
             return JobRequest(bytes(frames[2]), body)
     frames, delimited, v1, command = _strip_worker_prefix(frames, "broker")
     if command == W_REQUEST:
         if len(frames) < 4 or bytes(frames[3]) != b"":
             raise ProtocolError("REQUEST needs a client address and an empty frame")
-        body = list(frames[4:])
-        client_key = b""
-        key = _header_of_size(body, KEY_HEADER_SIZE)
-        if key is not None:
-            client_key = key[len(HEADER_MAGIC) :]
-            body = body[1:]
-        if _header_of_size(body, STATUS_HEADER_SIZE) is not None:
-            body = body[1:]  # the escape in front of data that starts with the magic
+        body, client_key = _job_body(list(frames[4:]))
         return JobRequest(bytes(frames[2]), body, delimited, v1, client_key)
     if command == W_HEARTBEAT:
         return Heartbeat(delimited, v1)
     if command == W_DISCONNECT:
         return Disconnect(delimited, v1)
     raise ProtocolError(f"invalid broker command {command!r}")
+
+
+def _job_body(body: list[Frame]) -> tuple[list[Frame], bytes]:
+    """A REQUEST's body without its key header and escape, and the key (b"" if none)."""
+    client_key = b""
+    key = _header_of_size(body, KEY_HEADER_SIZE)
+    if key is not None:
+        client_key = key[len(HEADER_MAGIC) :]
+        body = body[1:]
+    if _header_of_size(body, STATUS_HEADER_SIZE) is not None:
+        body = body[1:]  # the escape in front of data that starts with the magic
+    return body, client_key

@@ -154,6 +154,7 @@ class WorkerState:
     jobs: list[Job] = field(default_factory=list)  # a few (credit): a list, not a deque
     level: int = -1  # the ``Service.levels`` index it sits in (len(jobs)); -1: no credit left
     reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
+    compact: bool = False  # its READY asked for jobs in compact framing (protocol.md §6.1a)
 
 
 @dataclass(eq=False)
@@ -495,7 +496,7 @@ class Router:
         job.attempts += 1
         self.jobs[job.address] = job
         request = encode_job_request(
-            job.address, job.body, worker.delimited, worker.v1, job.client_key
+            job.address, job.body, worker.delimited, worker.v1, job.client_key, worker.compact
         )
         self.outbox.append((Port.BACKEND, worker.identity, request))
         _place(worker)  # back in a level if it has credit left
@@ -650,10 +651,17 @@ class Router:
         worker = WorkerState(
             identity, service, msg.delimited, expiry, msg.v1, msg.credit, max(1, credit)
         )
+        worker.compact = msg.compact
         self.workers[identity] = worker
         service.workers += 1
         _place(worker)  # holding no job: the idle queue
-        log.debug("worker %r ready for service %r, credit %d", identity, msg.service, credit)
+        log.debug(
+            "worker %r ready for service %r, credit %d%s",
+            identity,
+            msg.service,
+            credit,
+            ", compact framing" if msg.compact else "",
+        )
         self._dispatch(service)
 
     def _release(self, worker: WorkerState, job: Job) -> None:
@@ -681,6 +689,13 @@ class Router:
         _place(worker)
 
     def _on_reply(self, worker: WorkerState, msg: WorkerReply) -> None:
+        if msg.compact and not worker.compact:
+            log.warning(
+                "worker %r sent compact framing it did not ask for; disconnecting it",
+                worker.identity,
+            )
+            self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
+            return
         job = self.jobs.get(msg.address)
         if job is None or job.worker is not worker:
             log.warning(

@@ -7,6 +7,7 @@ they prove the broker speaks the published protocols, not just to its own worker
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import zmq
@@ -127,3 +128,52 @@ def test_foreign_worker_for_reserved_service_is_refused(start_server, ctx):
     assert sock.poll(10_000)
     assert sock.recv_multipart() == [b"MDPW02", b"\x06"]
     sock.close()
+
+
+def test_foreign_worker_in_compact_framing(start_server, ctx):
+    """protocol.md §6.1a from the text alone: a worker asks for compact framing in READY's credit
+    header, then gets each job as one frame (magic, REQUEST, token) before the body, and answers
+    likewise (a PARTIAL, an error FINAL); MDP clients see nothing of it."""
+    magic = b"\x00ZQ\x01"
+    server = start_server("examples.echo:app", workers=1)
+    server.wait_ready()
+    worker = ctx.socket(zmq.DEALER)
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(server.backend)
+    worker.send_multipart([b"MDPW02", b"\x01", b"tight", magic + b"\x00\x02\x01"])  # credit 2
+    first, second = server.socket(zmq.DEALER), server.socket(zmq.DEALER)
+    for _ in range(100):
+        if mdp02_request(first, b"mmi.service", b"tight")[3:] == [b"200"]:
+            break
+    first.send_multipart([b"MDPC02", b"\x01", b"tight", b"one"])
+    second.send_multipart([b"MDPC02", b"\x01", b"tight", b"two", b"parts"])
+    bodies = []
+    deadline = time.monotonic() + 10
+    while len(bodies) < 2:  # (a service's first jobs go one at a time: the prefetch gate)
+        assert time.monotonic() < deadline, "no jobs"
+        if not worker.poll(100):
+            worker.send_multipart([b"MDPW02", b"\x05"])  # heartbeats stay MDP
+            continue
+        head, *body = worker.recv_multipart()
+        if [head, *body] == [b"MDPW02", b"\x05"]:
+            continue
+        assert head[:5] == magic + b"\x02"
+        assert len(head) == 5 + 8  # today's tokens are 8 bytes
+        token = head[5:]
+        bodies.append(body)
+        if body == [b"one"]:
+            worker.send_multipart([magic + b"\x04" + token, b"ONE"])
+        else:
+            worker.send_multipart([magic + b"\x03" + token, b"TWO"])  # PARTIAL
+            worker.send_multipart([magic + b"\x04" + token, magic + b"\x01", b"ValueError: no"])
+    assert sorted(bodies) == [[b"one"], [b"two", b"parts"]]
+    assert first.poll(10_000)
+    assert first.recv_multipart() == [b"MDPC02", b"\x03", b"tight", b"ONE"]
+    assert second.poll(10_000)
+    assert second.recv_multipart() == [b"MDPC02", b"\x02", b"tight", b"TWO"]
+    assert second.poll(10_000)
+    final = second.recv_multipart()
+    assert final[:4] == [b"MDPC02", b"\x03", b"tight", magic + b"\x01"]  # app_error
+    assert b"ValueError: no" in b"".join(final[4:])
+    for sock in (worker, first, second):
+        sock.close(linger=0)

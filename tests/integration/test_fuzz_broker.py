@@ -36,11 +36,16 @@ from tests.helpers import ServerProcess, wait_until
 from zmqserver import Client
 from zmqserver.errors import RequestTimeout, ServerError, Status
 from zmqserver.protocol import (
+    COMPACT_FINAL,
+    COMPACT_PARTIAL,
+    COMPACT_REQUEST,
+    FEATURE_COMPACT,
     HEADER_MAGIC,
     MDPC01,
     MDPC02,
     MDPW01,
     MDPW02,
+    encode_credit_header,
     encode_ready,
     encode_request_header,
     encode_status_header,
@@ -77,6 +82,10 @@ TOKENS: list[bytes] = [
     encode_status_header(Status.OK),
     HEADER_MAGIC + bytes(13),  # a request header's length
     HEADER_MAGIC + bytes(9),  # a reply header's length
+    COMPACT_FINAL,
+    COMPACT_PARTIAL,
+    COMPACT_REQUEST,
+    encode_credit_header(2, FEATURE_COMPACT),
     b"ERROR app_error: x",
     b"pid:1",
     b"x" * 256,
@@ -146,9 +155,16 @@ class Fuzzer:
         rng = self.rng
         # Never a real job token: real ones are a counter from 1, far below 2**63.
         token = rng.choice([bytes([0x80 | rng.getrandbits(7)]) + rng.randbytes(7), self.frame()])
-        kind = rng.randrange(8)
+        kind = rng.randrange(10)
         if kind == 0:
             frames = [MDPW02, b"\x01", self.service()]
+        elif kind == 8:
+            features = rng.choice([FEATURE_COMPACT, 0xFF])
+            frames = [MDPW02, b"\x01", self.service(), encode_credit_header(2, features)]
+        elif kind == 9:  # compact framing, asked for or not
+            head = rng.choice([COMPACT_FINAL, COMPACT_PARTIAL, COMPACT_REQUEST, HEADER_MAGIC])
+            status = [HEADER_MAGIC + bytes([rng.choice([0, 1, 9])])] if rng.random() < 0.3 else []
+            frames = [head + token, *status, *self.body()]
         elif kind == 1:
             frames = [b"", MDPW01, b"\x01", self.service()]
         elif kind == 2:
@@ -252,17 +268,22 @@ class Sockets:
 
 class Impostor:
     """A registered worker of the default service that answers each job with another job's
-    token: the broker must disconnect it, never hand its answer to anybody."""
+    token: the broker must disconnect it, never hand its answer to anybody. ``compact``: one
+    that asks for compact framing and answers in it."""
 
-    def __init__(self, ctx: Context, endpoint: str) -> None:
+    def __init__(self, ctx: Context, endpoint: str, compact: bool = False) -> None:
+        self.compact = compact
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTING_ID, b"fuzz-impostor")
+        self.sock.setsockopt(zmq.ROUTING_ID, b"fuzz-impostor-%d" % compact)
         self.sock.connect(endpoint)
-        self.sock.send_multipart(encode_ready(b"default"))
+        self.sock.send_multipart(self._ready())
         self.jobs = 0
         self.disconnects = 0
         self.rng = random.Random(7)
+
+    def _ready(self) -> list[bytes]:
+        return encode_ready(b"default", credit=2 if self.compact else 1, compact=self.compact)
 
     def step(self) -> None:
         while True:
@@ -271,15 +292,22 @@ class Impostor:
             except zmq.Again:
                 return
             if frames[:2] == [MDPW02, b"\x02"] and len(frames) >= 4:
-                self.jobs += 1
-                token = int.from_bytes(frames[2], "big") + self.rng.choice([-2, -1, 1, 2, 5])
-                wrong = max(token, 0).to_bytes(8, "big")
-                if wrong == frames[2]:
-                    wrong = (token + 1).to_bytes(8, "big")
-                self.sock.send_multipart(encode_worker_reply(wrong, [IMPOSTOR_BODY]))
+                token = frames[2]
+            elif frames[0].startswith(COMPACT_REQUEST):
+                token = frames[0][len(COMPACT_REQUEST) :]
             elif frames == [MDPW02, b"\x06"]:
                 self.disconnects += 1
-                self.sock.send_multipart(encode_ready(b"default"))  # and back for more
+                self.sock.send_multipart(self._ready())  # and back for more
+                continue
+            else:
+                continue
+            self.jobs += 1
+            number = int.from_bytes(token, "big") + self.rng.choice([-2, -1, 1, 2, 5])
+            wrong = max(number, 0).to_bytes(8, "big")
+            if wrong == token:
+                wrong = (number + 1).to_bytes(8, "big")
+            reply = encode_worker_reply(wrong, [IMPOSTOR_BODY], compact=self.compact)
+            self.sock.send_multipart(reply)
 
 
 class Checker(threading.Thread):
@@ -349,7 +377,7 @@ def test_broker_survives_100k_hostile_messages_and_still_serves(
     server.wait_ready()
     front = Sockets(ctx, server.frontend, [None, None, b"fuzz-client-1", b"fuzz-client-2"])
     back = Sockets(ctx, server.backend, [None, b"fuzz-worker-1", b"fuzz-worker-2", b"w"])
-    impostor = Impostor(ctx, server.backend)
+    impostors = [Impostor(ctx, server.backend), Impostor(ctx, server.backend, compact=True)]
     checker = Checker(ctx, server.frontend)
     fuzz = Fuzzer(seed=20261128)
     sent = {"front": 0, "back": 0}
@@ -370,7 +398,8 @@ def test_broker_survives_100k_hostile_messages_and_still_serves(
             if n % 256 == 0:
                 front.drain()
                 back.drain()
-                impostor.step()
+                for impostor in impostors:
+                    impostor.step()
             if n % 9973 == 0:
                 front.reopen(fuzz.rng.randrange(len(front.socks)))
                 back.reopen(fuzz.rng.randrange(len(back.socks)))
@@ -382,7 +411,8 @@ def test_broker_survives_100k_hostile_messages_and_still_serves(
         checker.join(30)
         front.close()
         back.close()
-        impostor.sock.close(linger=0)
+        for impostor in impostors:
+            impostor.sock.close(linger=0)
 
     assert not checker.is_alive()
     assert checker.crash is None
@@ -405,7 +435,8 @@ def test_broker_survives_100k_hostile_messages_and_still_serves(
     print(
         f"\nmeasured: fuzz: sent={sum(sent.values())} ({sent}) in {sending:.1f}s "
         f"({sum(sent.values()) / sending:.0f} msg/s), fuzz replies read={front.received}, "
-        f"backend messages read={back.received}, impostor jobs={impostor.jobs}, "
-        f"impostor disconnects={impostor.disconnects}, checker ok={checker.ok}, "
+        f"backend messages read={back.received}, "
+        f"impostor jobs={[i.jobs for i in impostors]}, "
+        f"impostor disconnects={[i.disconnects for i in impostors]}, checker ok={checker.ok}, "
         f"checker errors={checker.errors}"
     )

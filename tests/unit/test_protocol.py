@@ -13,7 +13,12 @@ from zmqserver.protocol import (
     C_FINAL,
     C_PARTIAL,
     C_REQUEST,
+    COMPACT_FINAL,
+    COMPACT_PARTIAL,
+    COMPACT_REQUEST,
     CREDIT_HEADER_SIZE,
+    FEATURE_COMPACT,
+    FEATURES_HEADER_SIZE,
     FLAG_RETRYABLE,
     HEADER_MAGIC,
     KEY_HEADER_SIZE,
@@ -907,6 +912,7 @@ def test_ready_with_credit_round_trips_and_credit_one_is_plain_rfc18():
 def test_credit_header_size_differs_from_every_other_header():
     sizes = [
         CREDIT_HEADER_SIZE,
+        FEATURES_HEADER_SIZE,
         KEY_HEADER_SIZE,
         REPLY_HEADER_SIZE,
         REQUEST_HEADER_SIZE,
@@ -924,7 +930,8 @@ def test_a_ready_may_ask_for_more_credit_than_we_configure_the_broker_caps_it():
     "extra",
     [
         HEADER_MAGIC + b"\x00\x00",  # credit 0
-        HEADER_MAGIC + b"\x00\x04\x00",  # wrong size
+        HEADER_MAGIC + b"\x00\x04\x01\x00",  # wrong size
+        HEADER_MAGIC + b"\x00\x00\x01",  # credit 0, with features
         b"\x00\x04",  # no magic
         b"",
     ],
@@ -938,6 +945,103 @@ def test_ready_with_a_bad_credit_frame_is_a_protocol_error(extra):
 def test_encode_credit_header_refuses_credit_out_of_range(credit):
     with pytest.raises(ValueError, match="credit"):
         encode_credit_header(credit)
+
+
+# -- compact framing (asked for in READY's credit header) -----------------------------------------
+
+
+def test_ready_asking_for_compact_framing_round_trips():
+    frames = encode_ready(b"echo", credit=4, compact=True)
+    assert frames == [MDPW02, W_READY, b"echo", HEADER_MAGIC + b"\x00\x04\x01"]
+    assert len(frames[3]) == FEATURES_HEADER_SIZE == 7
+    assert parse_worker_message(frames) == Ready(b"echo", credit=4, compact=True)
+    # Compact framing without credit still needs the header to ask for it.
+    assert parse_worker_message(encode_ready(b"echo", compact=True)) == Ready(
+        b"echo", credit=1, compact=True
+    )
+    # The 7-byte form with no feature bits is the 6-byte one's meaning.
+    assert parse_worker_message([MDPW02, W_READY, b"echo", HEADER_MAGIC + b"\x00\x02\x00"]) == (
+        Ready(b"echo", credit=2)
+    )
+
+
+@pytest.mark.parametrize(("features", "compact"), [(0x80, False), (0xFE, False), (0x81, True)])
+def test_unknown_feature_bits_are_not_granted_and_not_an_error(features, compact):
+    extra = encode_credit_header(3, features)
+    assert parse_worker_message([MDPW02, W_READY, b"echo", extra]) == Ready(
+        b"echo", credit=3, compact=compact
+    )
+
+
+def test_encode_credit_header_refuses_features_over_a_byte():
+    with pytest.raises(ValueError, match="features"):
+        encode_credit_header(1, 256)
+
+
+def test_a_compact_job_is_one_frame_plus_its_body_each_way():
+    token = b"\x00" * 7 + b"\x01"
+    request = encode_job_request(token, [b"hello"], compact=True)
+    assert request == [HEADER_MAGIC + b"\x02" + token, b"hello"]
+    assert parse_broker_message(request) == JobRequest(token, [b"hello"], compact=True)
+    reply = encode_worker_reply(token, [b"HELLO"], compact=True)
+    assert reply == [HEADER_MAGIC + b"\x04" + token, b"HELLO"]
+    assert parse_worker_message(reply) == WorkerReply(token, [b"HELLO"], compact=True)
+    # MDP spends three more frames on each: protocol, command, token, ''.
+    assert len(encode_job_request(token, [b"hello"])) == len(request) + 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[b"x"], [b"a", b"b"], [HEADER_MAGIC + b"payload"], [encode_status_header(Status.OK)], []],
+)
+@pytest.mark.parametrize("key", [b"", KEY])
+@pytest.mark.parametrize(("delimited", "v1"), [(False, False), (True, False), (True, True)])
+def test_compact_job_round_trips_key_and_any_body_whatever_the_ready_form(body, key, delimited, v1):
+    frames = encode_job_request(b"addr", body, delimited, v1, client_key=key, compact=True)
+    assert frames[0] == COMPACT_REQUEST + b"addr"
+    job = parse_broker_message(frames)
+    assert (job.address, job.body, job.client_key, job.compact) == (b"addr", body, key, True)
+
+
+@given(body=st.lists(frame, max_size=4), final=st.booleans(), status=st.sampled_from(list(Status)))
+def test_compact_worker_replies_round_trip(body, final, status):
+    if not final and status is not Status.OK:
+        return  # a PARTIAL carries no status
+    frames = encode_worker_reply(b"tok", body, final=final, status=status, compact=True)
+    assert frames[0] == (COMPACT_FINAL if final else COMPACT_PARTIAL) + b"tok"
+    reply = parse_worker_message(frames)
+    assert (reply.address, reply.final, reply.status, reply.compact) == (
+        b"tok",
+        final,
+        status,
+        True,
+    )
+    if status is Status.OK:
+        assert reply.body == body
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [COMPACT_FINAL],  # no job token
+        [HEADER_MAGIC],  # no command either
+        [COMPACT_REQUEST + b"tok", b"x"],  # a worker does not send REQUEST
+        [HEADER_MAGIC + W_READY + b"tok"],
+        [HEADER_MAGIC + W_HEARTBEAT + b"tok"],
+        [HEADER_MAGIC + b"\x09tok"],
+    ],
+)
+def test_bad_compact_messages_from_a_worker_are_protocol_errors(frames):
+    with pytest.raises(ProtocolError):
+        parse_worker_message(frames)
+
+
+@pytest.mark.parametrize(
+    "frames", [[COMPACT_REQUEST], [COMPACT_FINAL + b"tok", b"x"], [HEADER_MAGIC + b"\x05"]]
+)
+def test_bad_compact_messages_from_the_broker_are_protocol_errors(frames):
+    with pytest.raises(ProtocolError):
+        parse_broker_message(frames)
 
 
 class _NoCopy:
@@ -1032,10 +1136,23 @@ PREFIXES = [
     [MDPW02, W_REQUEST],
     [b"", MDPW02, W_FINAL],
     [b"", MDPW01, b"\x03"],
+    [COMPACT_FINAL + b"tok"],
+    [COMPACT_PARTIAL + b"tok"],
+    [COMPACT_REQUEST + b"tok"],
+    [HEADER_MAGIC + W_READY + b"tok"],
+    [COMPACT_FINAL],
 ]
 any_frame = st.one_of(
     frame,
-    st.sampled_from([b"", HDR, encode_status_header(Status.OK), encode_credit_header(4)]),
+    st.sampled_from(
+        [
+            b"",
+            HDR,
+            encode_status_header(Status.OK),
+            encode_credit_header(4),
+            encode_credit_header(4, FEATURE_COMPACT),
+        ]
+    ),
     st.binary(min_size=250, max_size=300),  # over the longest service name
 )
 messages = st.builds(lambda p, rest: p + rest, st.sampled_from(PREFIXES), st.lists(any_frame))

@@ -443,3 +443,44 @@ def test_a_worker_busy_with_a_long_job_gets_no_more_even_while_the_gate_is_open(
     request(router, b"z", 0.004)  # now x has run 1.5 ms too: z waits in the broker
     assert sent(router)[0] == []
     assert router.waiting() == 1
+
+
+# -- compact framing: asked for with the credit header ---------------------------------------------
+
+
+def test_a_worker_that_asks_for_compact_framing_gets_jobs_in_it_and_may_answer_in_either():
+    router = make_router()
+    router.on_worker(b"W", encode_ready(SERVICE, credit=2, compact=True), 0.0)
+    request(router, b"c1")
+    request(router, b"c2")
+    outbox = router.take_outbox()
+    assert [len(frames) for _, _, frames in outbox] == [2, 2]  # token frame + payload
+    first, second = (parse_broker_message(frames) for _, _, frames in outbox)
+    assert first.compact
+    assert second.compact
+    router.on_worker(b"W", encode_worker_reply(first.address, [b"A"], compact=True), 0.0)
+    # Compact framing is an offer, not an obligation: plain MDP answers are still read.
+    router.on_worker(b"W", encode_worker_reply(second.address, [b"B"]), 0.0)
+    replies = {peer: parse_client_reply(frames) for _, peer, frames in router.take_outbox()}
+    assert {peer: (r.status, r.body) for peer, r in replies.items()} == {
+        b"c1": (Status.OK, [b"A"]),
+        b"c2": (Status.OK, [b"B"]),
+    }
+    assert router.workers[b"W"].jobs == []
+
+
+def test_a_worker_that_did_not_ask_gets_mdp_and_is_thrown_out_for_compact_answers():
+    router = make_router()
+    ready(router, b"W", credit=2)
+    request(router, b"c1", flags=FLAG_RETRYABLE)
+    [(_, _, frames)] = router.take_outbox()
+    assert frames[0] == b"MDPW02"
+    job = parse_broker_message(frames)
+    assert not job.compact
+    router.on_worker(b"W", encode_worker_reply(job.address, [b"A"], compact=True), 0.0)
+    assert b"W" not in router.workers
+    outbox = router.take_outbox()
+    assert (Port.BACKEND, b"W", encode_disconnect()) in outbox
+    # The worker broke the protocol: its job counts as lost (and is retryable here: requeued).
+    assert not [peer for port, peer, _ in outbox if port is Port.FRONTEND]
+    assert router.waiting(SERVICE) == 1
