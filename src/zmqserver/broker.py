@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sized
-from typing import Final
+from typing import Any, Final
 
 import zmq
 
@@ -134,6 +134,58 @@ class Broker:
             router.on_worker(frames[0], frames[1:], now)
         return len(messages)
 
+    def serve(
+        self,
+        items: list[tuple[Any, int]],
+        until: float,
+        interrupt: Sized,
+        scale_seen: tuple[int, ...],
+        watch_load: bool,
+    ) -> list[Any]:
+        """Turns of the event loop that only move messages, run here until the supervisor has
+        something to do; what else became readable (the ZAP socket, the signal pipe).
+
+        ``items`` is the poll list: the frontend and the backend first, then the supervisor's
+        own. The turns end when one of those is readable, ``interrupt`` (pending signals) is
+        not empty, the router has workers to kill, ``until`` (the supervisor's next deadline)
+        has come, or the autoscaler's inputs moved: the count of registered workers at all,
+        idle workers and queued jobs only while ``watch_load`` (the supervisor is not already
+        due to look within SCALE_CHECK), compared with ``scale_seen``. Under load a turn is
+        one or two messages: here each costs a compiled call or two, where the interpreted
+        loop spent microseconds of bytecode and a zmq.Poller round trip a turn.
+        """
+        router = self.router
+        frontend = self.frontend
+        backend = self.backend
+        while True:
+            now = time.monotonic()
+            router.on_tick(now)
+            self.on_tick(now)
+            self.flush()
+            if len(interrupt) or router.kills or now >= until:
+                return []
+            seen = router.scale_inputs()
+            if seen != scale_seen and (
+                watch_load or len(scale_seen) != len(seen) or seen[0] != scale_seen[0]
+            ):
+                return []
+            deadline = min(router.next_deadline(), self.next_deadline(), until)
+            ready = zmq.zmq_poll(items, poll_timeout_ms(deadline - now))
+            backend_ready = frontend_ready = False
+            others: list[Any] = []
+            for item, _ in ready:
+                if item is backend:
+                    backend_ready = True
+                elif item is frontend:
+                    frontend_ready = True
+                else:
+                    others.append(item)
+            if backend_ready or frontend_ready:
+                self.drain(backend_ready, frontend_ready, time.monotonic(), interrupt)
+            if others:
+                self.flush()
+                return others
+
     def drain(
         self, backend_ready: bool, frontend_ready: bool, now: float, interrupt: Sized
     ) -> None:
@@ -219,3 +271,13 @@ class Broker:
             self._log_drops(time.monotonic())
         self.frontend.close()
         self.backend.close()
+
+
+def poll_timeout_ms(seconds: float) -> int:
+    """A poll timeout in whole milliseconds, rounded up so the loop never wakes early and spins.
+
+    -1 (wait until something happens) when nothing is due: a remote pool at rest has no timer.
+    """
+    if seconds == math.inf:
+        return -1
+    return max(0, math.ceil(seconds * 1000))

@@ -288,6 +288,15 @@ class Router:
     def queued(self) -> int:
         return sum(s.waiting for s in self.services.values())
 
+    def scale_inputs(self) -> tuple[int, int, int]:
+        """(workers registered, idle workers, queued jobs): what the autoscaler watches, read
+        on every turn of the event loop, so compiled here rather than summed in the loop."""
+        idle = waiting = 0
+        for service in self.services.values():
+            idle += len(service.idle)
+            waiting += service.waiting
+        return (len(self.workers), idle, waiting)
+
     def waiting(self, service: bytes | None = None) -> int:
         """Live jobs queued for ``service`` (default: the default service)."""
         found = self.services.get(service or self.default_service)

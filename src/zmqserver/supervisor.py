@@ -57,7 +57,7 @@ from ._process import (
     set_title,
     write_pid_file,
 )
-from .broker import Broker
+from .broker import Broker, poll_timeout_ms
 from .config import App, Config, ServiceSpec
 from .errors import ConfigError, Status
 from .routing import Limits, Router
@@ -333,12 +333,7 @@ class Supervisor:
                 if not self.workers and not self.departed:
                     return
                 deadline = min(deadline, self.stop_deadline)
-            ready = poller.poll(_ms(deadline - now))
-            if ready:
-                events = dict(ready)
-                self._on_events(events, monotonic())
-                if wake_fd in events:
-                    self._drain_wakeup()
+            self._wait(poller, wake_fd, deadline, now)
             while signals:
                 self._handle_signal(signals.popleft())
                 self._scale_now = True  # TTIN/TTOU/HUP act at once; so does a reaped child
@@ -352,6 +347,15 @@ class Supervisor:
             if self.stopping and now >= self.stop_deadline:
                 self._kill_all()
             # What this turn produced is sent by _before_wait, at the top, with what on_tick adds.
+
+    def _wait(self, poller: zmq.Poller, wake_fd: int, deadline: float, now: float) -> None:
+        """Sleep until something is readable or ``deadline``; handle what is."""
+        ready = poller.poll(poll_timeout_ms(deadline - now))
+        if ready:
+            events = dict(ready)
+            self._on_events(events, time.monotonic())
+            if wake_fd in events:
+                self._drain_wakeup()
 
     def _maybe_manage(self, now: float) -> None:
         """Run :meth:`manage_workers` if something it depends on changed (see SCALE_CHECK)."""
@@ -818,14 +822,6 @@ class Arbiter(Supervisor):
         log.info("zmqserver %d: clients on %s, workers on %s, %s", self.pid, front, back, services)
         return True
 
-    def _register(self, poller: zmq.Poller) -> None:
-        assert self.broker is not None
-        poller.register(self.broker.frontend, zmq.POLLIN)
-        poller.register(self.broker.backend, zmq.POLLIN)
-        zap = self.security.zap_socket
-        if zap is not None:
-            poller.register(zap, zmq.POLLIN)
-
     def _before_wait(self, now: float) -> float:
         assert self.router is not None
         assert self.broker is not None
@@ -834,15 +830,26 @@ class Arbiter(Supervisor):
         self._after_turn()
         return min(self.router.next_deadline(), self.broker.next_deadline())
 
-    def _on_events(self, events: dict[Any, int], now: float) -> None:
+    def _wait(self, poller: zmq.Poller, wake_fd: int, deadline: float, now: float) -> None:
+        # Turns that only move messages run inside the broker (compiled), which returns when
+        # this loop has something to do; the generic path (zmq.Poller, _on_events) serves the
+        # rest of the Supervisor family.
         broker = self.broker
         assert broker is not None
         zap = self.security.zap_socket
-        if zap is not None and zap in events:
+        items: list[tuple[Any, int]] = [
+            (broker.frontend, zmq.POLLIN),
+            (broker.backend, zmq.POLLIN),
+            (wake_fd, zmq.POLLIN),
+        ]
+        if zap is not None:
+            items.append((zap, zmq.POLLIN))
+        watch_load = self._scale_check_at == math.inf
+        others = broker.serve(items, deadline, self._signals, self._scale_seen, watch_load)
+        if zap is not None and zap in others:
             self.security.handle_zap()  # handshakes waiting for a yes or no
-        backend_ready, frontend_ready = broker.backend in events, broker.frontend in events
-        if backend_ready or frontend_ready:
-            broker.drain(backend_ready, frontend_ready, now, self._signals)
+        if wake_fd in others:
+            self._drain_wakeup()
 
     def _after_turn(self) -> None:
         assert self.router is not None
@@ -891,14 +898,7 @@ class Arbiter(Supervisor):
         return self.router is not None and identity in self.router.workers
 
     def _scale_inputs(self) -> tuple[int, ...]:
-        router = self.router
-        if router is None:
-            return ()
-        idle = waiting = 0
-        for service in router.services.values():
-            idle += len(service.idle)
-            waiting += service.waiting
-        return (len(router.workers), idle, waiting)
+        return () if self.router is None else self.router.scale_inputs()
 
     def _gone(self, identity: bytes, reason: str) -> None:
         assert self.router is not None
@@ -1068,16 +1068,6 @@ def _reloaded_services(old: Config, fresh: Config) -> tuple[ServiceSpec, ...]:
                 )
         reloaded.append(ServiceSpec(spec.name, tuple(settings.items())))
     return tuple(reloaded)
-
-
-def _ms(seconds: float) -> int:
-    """A poll timeout in whole milliseconds, rounded up so the loop never wakes early and spins.
-
-    -1 (wait until something happens) when nothing is due: a remote pool at rest has no timer.
-    """
-    if seconds == math.inf:
-        return -1
-    return max(0, math.ceil(seconds * 1000))
 
 
 def _limits(config: Config) -> Limits:
