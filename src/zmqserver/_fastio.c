@@ -50,6 +50,9 @@ static const char *(*p_msg_gets)(const zmq_msg_t *, const char *);
 static int (*p_errno)(void);
 static const char *(*p_strerror)(int);
 static int loaded = 0;
+/* What a libzmq failure raises: the caller's class (zmq.ZMQError, given to load()), called with
+ * the errno; OSError(errno, text) until then. */
+static PyObject *error_type = NULL;
 
 /* -- Frame: a received zmq_msg_t, readable through the buffer protocol ----------------------- */
 
@@ -137,8 +140,15 @@ static PyTypeObject FrameType = {
 
 /* -- helpers ---------------------------------------------------------------------------------- */
 
-static PyObject *zmq_error(void) {
-    int err = p_errno();
+static PyObject *set_errno_error(int err) {
+    if (error_type != NULL) {
+        PyObject *exc = PyObject_CallFunction(error_type, "i", err);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
     PyObject *args = Py_BuildValue("(is)", err, p_strerror(err));
     if (args != NULL) {
         PyErr_SetObject(PyExc_OSError, args);
@@ -146,6 +156,8 @@ static PyObject *zmq_error(void) {
     }
     return NULL;
 }
+
+static PyObject *zmq_error(void) { return set_errno_error(p_errno()); }
 
 static void *socket_handle(PyObject *handle) {
     void *sock = PyLong_AsVoidPtr(handle);
@@ -162,9 +174,17 @@ static void *socket_handle(PyObject *handle) {
 
 /* -- module functions ------------------------------------------------------------------------- */
 
-static PyObject *fastio_load(PyObject *module, PyObject *arg) {
-    const char *path = PyUnicode_AsUTF8(arg);
-    if (path == NULL) return NULL;
+static PyObject *fastio_load(PyObject *module, PyObject *args) {
+    const char *path;
+    PyObject *errors = NULL;
+    if (!PyArg_ParseTuple(args, "s|O", &path, &errors)) return NULL;
+    if (errors == Py_None) errors = NULL;
+    if (errors != NULL && !PyCallable_Check(errors)) {
+        PyErr_SetString(PyExc_TypeError, "the error type must be callable");
+        return NULL;
+    }
+    Py_XINCREF(errors);
+    Py_XSETREF(error_type, errors);
     void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
     if (lib == NULL) {
         PyErr_Format(PyExc_ImportError, "libzmq %s is not loaded: %s", path, dlerror());
@@ -248,11 +268,23 @@ static PyObject *recv_one(void *sock, PyObject **user_id, size_t inline_max) {
     }
 }
 
-static PyObject *fastio_recv_batch(PyObject *module, PyObject *args) {
+/* recv_message(handle) -> the next whole message (every frame bytes), or None at once: a
+ * worker's read of its next job, one C call with nothing to unwrap. */
+static PyObject *fastio_recv_message(PyObject *module, PyObject *handle) {
+    REQUIRE_LOADED();
+    void *sock = socket_handle(handle);
+    if (sock == NULL) return NULL;
+    return recv_one(sock, NULL, (size_t)-1);
+}
+
+static PyObject *fastio_recv_batch(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"handle", "max", "with_user_id", "all_bytes", NULL};
     PyObject *handle;
     Py_ssize_t max;
     int with_user_id = 0, all_bytes = 0;
-    if (!PyArg_ParseTuple(args, "On|pp", &handle, &max, &with_user_id, &all_bytes)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "On|pp", names, &handle, &max, &with_user_id,
+                                     &all_bytes))
+        return NULL;
     REQUIRE_LOADED();
     void *sock = socket_handle(handle);
     if (sock == NULL) return NULL;
@@ -345,21 +377,12 @@ static int send_message(void *sock, PyObject *identity, PyObject *frames, int *e
     return rc;
 }
 
-static PyObject *set_errno_error(int err) {
-    PyObject *args = Py_BuildValue("(is)", err, p_strerror(err));
-    if (args != NULL) {
-        PyErr_SetObject(PyExc_OSError, args);
-        Py_DECREF(args);
-    }
-    return NULL;
-}
-
 /* send_batch(handles, outbox): send every (port, identity, frames) of outbox on handles[port],
  * in order, without blocking: one C call per loop turn instead of one per message.
  *
  * Returns the messages that could not go as a list of (index in outbox, errno), for EHOSTUNREACH
  * (an unknown peer, under ROUTER_MANDATORY) and EAGAIN (a full pipe): nothing of those was sent,
- * and the rest of the batch still goes. Any other failure raises OSError(errno) at once; the
+ * and the rest of the batch still goes. Any other failure raises at once (see load()); the
  * messages before it were sent, the ones after it were not. */
 static PyObject *fastio_send_batch(PyObject *module, PyObject *args) {
     PyObject *handles, *outbox;
@@ -416,14 +439,18 @@ error:
 }
 
 static PyMethodDef fastio_methods[] = {
-    {"load", fastio_load, METH_O, "Bind to the libzmq already loaded from this path."},
-    {"recv_batch", fastio_recv_batch, METH_VARARGS,
+    {"load", fastio_load, METH_VARARGS,
+     "load(path, error_type=None): bind to the libzmq already loaded from this path; libzmq "
+     "failures raise error_type(errno) (OSError until given)."},
+    {"recv_message", fastio_recv_message, METH_O,
+     "recv_message(handle) -> the next whole message, every frame bytes, or None (no wait)."},
+    {"recv_batch", (PyCFunction)(void (*)(void))fastio_recv_batch, METH_VARARGS | METH_KEYWORDS,
      "recv_batch(handle, max, with_user_id=False, all_bytes=False) -> up to max whole "
      "messages, without blocking; with_user_id makes each item a (frames, User-Id or None) "
      "pair; all_bytes makes every frame bytes (no Frame objects for large ones)."},
     {"send_batch", fastio_send_batch, METH_VARARGS,
      "send_batch(handles, outbox) -> [(index, errno)] of the (port, identity, frames) items "
-     "that met EHOSTUNREACH or EAGAIN (not sent); OSError on any other failure."},
+     "that met EHOSTUNREACH or EAGAIN (not sent); the error type of load() on any other failure."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,6 +13,7 @@ bytes) that are sent on without a copy.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -51,7 +52,7 @@ def _load_fast() -> Any:
     if path is None:
         return None
     try:
-        _fastio.load(path)
+        _fastio.load(path, zmq.ZMQError)  # libzmq failures raise what pyzmq's would
     except ImportError as exc:
         log.debug("compiled socket I/O unavailable: %s", exc)
         return None
@@ -106,6 +107,21 @@ def recv_batch_with_user_id(
 
 #: The send errors that mean "this peer cannot take it now", not "the socket is broken":
 #: EHOSTUNREACH (an unknown peer, with ROUTER_MANDATORY) and EAGAIN (its pipe is full).
+def batch_receiver(
+    sock: zmq.Socket[bytes], with_user_id: bool = False
+) -> Callable[[int], list[Any]]:
+    """:func:`recv_batch` (or :func:`recv_batch_with_user_id`) bound to ``sock``, for the
+    broker's loop: on the compiled path the C function itself (a partial), so a turn of the
+    loop pays no Python frame and no socket-handle lookup per read."""
+    if _fast is not None:
+        if with_user_id:
+            return functools.partial(_fast.recv_batch, sock.underlying, with_user_id=True)
+        return functools.partial(_fast.recv_batch, sock.underlying)
+    if with_user_id:
+        return functools.partial(recv_batch_with_user_id, sock)
+    return functools.partial(recv_batch, sock)
+
+
 UNDELIVERABLE = (errno.EHOSTUNREACH, errno.EAGAIN)
 
 
@@ -126,19 +142,13 @@ def send_batch(sockets: Sequence[zmq.Socket[bytes]], outbox: Outbox) -> list[tup
 
 def batch_sender(sockets: Sequence[zmq.Socket[bytes]]) -> Callable[[Outbox], list[tuple[int, int]]]:
     """:func:`send_batch` bound to ``sockets``, for a caller that sends on the same ones every
-    loop turn: the socket handles are looked up once, not per call (about a microsecond)."""
+    loop turn: the socket handles are looked up once, not per call (about a microsecond), and
+    on the compiled path the result is the C function itself (a partial), no Python frame."""
     if _fast is not None:
         handles = tuple(sock.underlying for sock in sockets)
-        fast_send = _fast.send_batch
-
-        def send_fast(outbox: Outbox) -> list[tuple[int, int]]:
-            try:
-                failed: list[tuple[int, int]] = fast_send(handles, outbox)
-            except OSError as exc:
-                raise zmq.ZMQError(exc.errno or errno.EIO) from None
-            return failed
-
-        return send_fast
+        return cast(
+            Callable[[Outbox], list[tuple[int, int]]], functools.partial(_fast.send_batch, handles)
+        )
 
     def send_pure(outbox: Outbox) -> list[tuple[int, int]]:
         failed = []
@@ -188,14 +198,10 @@ def receiver(sock: zmq.Socket[bytes]) -> Callable[[], list[bytes] | None]:
     same reason.
     """
     if _fast is not None:
-        handle = sock.underlying
-        fast_recv = _fast.recv_batch
-
-        def recv() -> list[bytes] | None:
-            batch: list[list[bytes]] = fast_recv(handle, 1, False, True)
-            return batch[0] if batch else None
-
-        return recv
+        return cast(
+            Callable[[], "list[bytes] | None"],
+            functools.partial(_fast.recv_message, sock.underlying),
+        )
 
     def recv_pure() -> list[bytes] | None:
         if not cast(int, sock.get(zmq.EVENTS)) & zmq.POLLIN:
@@ -209,10 +215,11 @@ def sender(sock: zmq.Socket[bytes]) -> Callable[[list[bytes]], None]:
     """A function that sends one whole message on ``sock``, blocking as ``send_multipart`` does
     (so a reply waits out a full pipe rather than being dropped), at a fifth of its cost."""
     if _fast is not None:
-        send_one = batch_sender((sock,))
+        handles = (sock.underlying,)
+        fast_send = _fast.send_batch
 
         def send(frames: list[bytes]) -> None:
-            if send_one(((0, frames[0], frames[1:]),)):
+            if fast_send(handles, ((0, frames[0], frames[1:]),)):
                 # EAGAIN: the pipe is full, or (DEALER) not connected yet; nothing was sent, so
                 # the blocking send below sends it whole once the peer can take it.
                 sock.send_multipart(frames)

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import zmq
 
-from ._io import batch_sender, recv_batch, recv_batch_with_user_id
+from ._io import batch_receiver, batch_sender
 from .routing import Port, Router
 
 log = logging.getLogger("zmqserver.broker")
@@ -68,6 +68,8 @@ class Broker:
         self.sockets = (self.frontend, self.backend)
         assert (Port.FRONTEND, Port.BACKEND) == (0, 1)
         self._send_batch = batch_sender(self.sockets)
+        self._recv_frontend = batch_receiver(self.frontend, with_user_id=pass_client_key)
+        self._recv_backend = batch_receiver(self.backend)
         #: Replies dropped because their client was gone, since the start.
         self.dropped_replies = 0
         #: ...of which not logged yet, and when the next log line about them is due.
@@ -117,11 +119,11 @@ class Broker:
         # is a direct native call, where the local would be a generic Python call.
         router = self.router
         if self.pass_client_key:
-            batch = recv_batch_with_user_id(self.frontend, BATCH)
+            batch = self._recv_frontend(BATCH)
             for frames, user_id in batch:
                 router.on_client(frames[0], frames[1:], now, user_id)
             return len(batch)
-        messages = recv_batch(self.frontend, BATCH)
+        messages = self._recv_frontend(BATCH)
         for frames in messages:
             router.on_client(frames[0], frames[1:], now)
         return len(messages)
@@ -129,7 +131,7 @@ class Broker:
     def read_backend(self, now: float) -> int:
         """Feed the router what workers sent (up to :data:`BATCH` messages); how many."""
         router = self.router
-        messages = recv_batch(self.backend, BATCH)
+        messages = self._recv_backend(BATCH)
         for frames in messages:
             router.on_worker(frames[0], frames[1:], now)
         return len(messages)

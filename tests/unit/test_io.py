@@ -192,3 +192,39 @@ def test_sender_waits_for_a_peer_rather_than_dropping_the_message(ctx):
         timer.join()
         dealer.close()
         router.close()
+
+
+def test_a_libzmq_failure_other_than_undeliverable_raises_zmq_error(ctx):
+    """A REQ socket must read before it sends again (EFSM): not a peer that is gone or a full
+    pipe, so not reported in the list but raised, as pyzmq would, on both paths."""
+    rep = ctx.socket(zmq.REP)
+    rep.setsockopt(zmq.LINGER, 0)
+    rep.bind("inproc://io-efsm")
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect("inproc://io-efsm")
+    try:
+        assert _io.send_batch((req,), [(0, b"first", [])]) == []
+        with pytest.raises(zmq.ZMQError) as caught:
+            _io.send_batch((req,), [(0, b"second", [])])
+        assert caught.value.errno == zmq.EFSM
+    finally:
+        req.close()
+        rep.close()
+
+
+@pytest.mark.parametrize("with_user_id", [False, True])
+def test_batch_receiver_is_recv_batch_bound_to_its_socket(pair, with_user_id):
+    router, dealer = pair
+    receive = _io.batch_receiver(router, with_user_id=with_user_id)
+    assert receive(10) == []
+    for i in range(3):
+        dealer.send_multipart([b"m", b"%d" % i])
+    batch = []
+    while len(batch) < 3:
+        router.poll(5000)
+        batch += receive(2)
+    if with_user_id:
+        assert [user_id for _, user_id in batch] == [None] * 3  # a NULL-mechanism connection
+        batch = [frames for frames, _ in batch]
+    assert batch == [[b"peer", b"m", b"%d" % i] for i in range(3)]
