@@ -4,9 +4,11 @@ Shape borrowed from gunicorn's arbiter, minus its historical scars:
 
 * Signal handlers only append the signal number to a queue. CPython's C-level handler also writes
   a byte to a socketpair registered with ``signal.set_wakeup_fd``; that socket sits in the same
-  ``zmq.Poller`` as the two ROUTER sockets, so a signal interrupts the wait at once and is handled
-  in the loop, never in the handler. The wait's timeout comes from the next deadline (heartbeats,
-  shutdown), never from a fixed polling interval: an idle server sleeps.
+  poll as the two ROUTER sockets, so a signal interrupts the wait at once and is handled in the
+  loop, never in the handler. The wait's timeout comes from the next deadline (heartbeats,
+  shutdown), never from a fixed polling interval: an idle server sleeps. The Arbiter runs the
+  turns that only move messages inside the compiled broker (``Broker.serve``), which returns to
+  this loop whenever any of the above, or the autoscaler, has something to do.
 * Children are reaped in the loop with ``waitpid(-1, WNOHANG)`` until there are none left to reap.
 * A worker that exits with :data:`~zmqserver.worker.BOOT_ERROR` (the app failed to import) halts
   the server instead of feeding a fork loop.
