@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
+import time
+from collections import deque
 
 import pytest
 import zmq
@@ -104,3 +107,67 @@ def test_flush_sends_a_job_and_its_reply_through_both_ports(broker, ctx):
     finally:
         client.close()
         worker.close()
+
+
+# -- Broker.serve: the event loop's message-only turns, and when they hand back -------------------
+
+
+@pytest.fixture
+def wake():
+    r, w = socket.socketpair()
+    r.setblocking(False)
+    yield r, w
+    r.close()
+    w.close()
+
+
+def _items(broker, fd):
+    return [(broker.frontend, zmq.POLLIN), (broker.backend, zmq.POLLIN), (fd, zmq.POLLIN)]
+
+
+def test_serve_answers_requests_and_returns_at_its_deadline(broker, ctx, wake):
+    """Messages are handled inside serve (here: a plain request queued for a worker that does
+    not exist yet, then answered by one that registers); only the deadline ends it."""
+    r, _ = wake
+    client = ctx.socket(zmq.REQ)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(broker.frontend.getsockopt_string(zmq.LAST_ENDPOINT))
+    client.send(b"hi")
+    seen = broker.router.scale_inputs()
+    started = time.monotonic()
+    assert broker.serve(_items(broker, r.fileno()), started + 0.2, deque(), seen, False) == []
+    assert time.monotonic() - started >= 0.2
+    assert broker.router.waiting() == 1  # read and queued while serve ran
+    client.close()
+
+
+def test_serve_hands_back_at_once_for_signals_kills_and_new_workers(broker, ctx, wake):
+    r, _ = wake
+    items = _items(broker, r.fileno())
+    seen = broker.router.scale_inputs()
+    far = time.monotonic() + 30
+    # A signal already pending (its handler ran between two turns).
+    assert broker.serve(items, far, deque([15]), seen, True) == []
+    # The autoscaler's last look saw another worker count.
+    assert broker.serve(items, far, deque(), (seen[0] + 1, *seen[1:]), False) == []
+    # Idle/queued changes only while the autoscaler is not already due to look (watch_load).
+    other = (seen[0], seen[1] + 1, seen[2])
+    assert broker.serve(items, far, deque(), other, True) == []
+    # A worker registers while serve runs: it returns for the autoscaler.
+    worker = ctx.socket(zmq.DEALER)
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(broker.backend.getsockopt_string(zmq.LAST_ENDPOINT))
+    worker.send_multipart([b"MDPW02", b"\x01", b"echo"])
+    started = time.monotonic()
+    assert broker.serve(items, far, deque(), seen, False) == []
+    assert time.monotonic() - started < 10
+    assert broker.router.scale_inputs()[0] == seen[0] + 1
+    worker.close()
+
+
+def test_serve_returns_what_else_became_readable(broker, wake):
+    r, w = wake
+    w.send(b"\x0f")  # what signal.set_wakeup_fd writes
+    seen = broker.router.scale_inputs()
+    others = broker.serve(_items(broker, r.fileno()), time.monotonic() + 30, deque(), seen, True)
+    assert others == [r.fileno()]
