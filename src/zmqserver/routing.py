@@ -260,6 +260,9 @@ class Router:
         for name in self._configured:
             self._service(name)
         self.workers: dict[bytes, WorkerState] = {}
+        #: Registrations and removals so far: a change the autoscaler sees even when one worker
+        #: came and another went between two looks (the count alone would not move).
+        self.membership = 0
         self.jobs: dict[bytes, Job] = {}  # running jobs by address
         self.pending: dict[RequestKey, Job] = {}  # queued or running jobs with a request id
         self.replies: OrderedDict[RequestKey, list[Frame]] = OrderedDict()
@@ -289,13 +292,15 @@ class Router:
         return sum(s.waiting for s in self.services.values())
 
     def scale_inputs(self) -> tuple[int, int, int]:
-        """(workers registered, idle workers, queued jobs): what the autoscaler watches, read
-        on every turn of the event loop, so compiled here rather than summed in the loop."""
+        """(registrations and removals so far, idle workers, queued jobs): what the autoscaler
+        watches, read on every turn of the event loop, so compiled here rather than summed in
+        the loop. The first moves with every worker that comes or goes, which the count of
+        registered workers would not when one came and another went between two looks."""
         idle = waiting = 0
         for service in self.services.values():
             idle += len(service.idle)
             waiting += service.waiting
-        return (len(self.workers), idle, waiting)
+        return (self.membership, idle, waiting)
 
     def waiting(self, service: bytes | None = None) -> int:
         """Live jobs queued for ``service`` (default: the default service)."""
@@ -662,6 +667,7 @@ class Router:
         )
         worker.compact = msg.compact
         self.workers[identity] = worker
+        self.membership += 1
         service.workers += 1
         _place(worker)  # holding no job: the idle queue
         log.debug(
@@ -784,6 +790,7 @@ class Router:
         runs its jobs in the order they were sent), so they are handed back in any case.
         """
         del self.workers[worker.identity]
+        self.membership += 1
         service = worker.service
         service.workers -= 1
         _unplace(worker)

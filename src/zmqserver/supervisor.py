@@ -212,8 +212,8 @@ class Supervisor:
     def _scale_inputs(self) -> tuple[int, ...]:
         """A cheap summary of what the autoscalers see, compared each turn (see SCALE_CHECK).
 
-        A change in the first number (workers registered) is acted on at once; a change in the
-        others (idle workers, queued jobs) within SCALE_CHECK.
+        A change in the first number (a worker registered or left) is acted on at once; a change
+        in the others (idle workers, queued jobs) within SCALE_CHECK.
         """
         return ()
 

@@ -162,6 +162,7 @@ def test_serve_hands_back_at_once_for_signals_kills_and_new_workers(broker, ctx,
     assert broker.serve(items, far, deque(), seen, False) == []
     assert time.monotonic() - started < 10
     assert broker.router.scale_inputs()[0] == seen[0] + 1
+    assert len(broker.router.workers) == 1
     worker.close()
 
 

@@ -484,3 +484,16 @@ def test_a_worker_that_did_not_ask_gets_mdp_and_is_thrown_out_for_compact_answer
     # The worker broke the protocol: its job counts as lost (and is retryable here: requeued).
     assert not [peer for port, peer, _ in outbox if port is Port.FRONTEND]
     assert router.waiting(SERVICE) == 1
+
+
+def test_scale_inputs_move_when_one_worker_comes_and_another_goes():
+    """The autoscaler compares these between looks: a swap must not look like no change."""
+    router = make_router()
+    ready(router, b"W1")
+    before = router.scale_inputs()
+    ready(router, b"W2")
+    router.on_worker(b"W1", encode_disconnect(), 0.0)
+    after = router.scale_inputs()
+    assert len(router.workers) == 1
+    assert after[1:] == before[1:]  # one idle worker, nothing queued: as before
+    assert after[0] != before[0]
