@@ -105,8 +105,6 @@ def recv_batch_with_user_id(
     return messages
 
 
-#: The send errors that mean "this peer cannot take it now", not "the socket is broken":
-#: EHOSTUNREACH (an unknown peer, with ROUTER_MANDATORY) and EAGAIN (its pipe is full).
 def batch_receiver(
     sock: zmq.Socket[bytes], with_user_id: bool = False
 ) -> Callable[[int], list[Any]]:
@@ -122,6 +120,8 @@ def batch_receiver(
     return functools.partial(recv_batch, sock)
 
 
+#: The send errors that mean "this peer cannot take it now", not "the socket is broken":
+#: EHOSTUNREACH (an unknown peer, with ROUTER_MANDATORY) and EAGAIN (its pipe is full).
 UNDELIVERABLE = (errno.EHOSTUNREACH, errno.EAGAIN)
 
 
@@ -215,11 +215,10 @@ def sender(sock: zmq.Socket[bytes]) -> Callable[[list[bytes]], None]:
     """A function that sends one whole message on ``sock``, blocking as ``send_multipart`` does
     (so a reply waits out a full pipe rather than being dropped), at a fifth of its cost."""
     if _fast is not None:
-        handles = (sock.underlying,)
-        fast_send = _fast.send_batch
+        send_one = batch_sender((sock,))  # the C function itself, bound to this socket
 
         def send(frames: list[bytes]) -> None:
-            if fast_send(handles, ((0, frames[0], frames[1:]),)):
+            if send_one(((0, frames[0], frames[1:]),)):
                 # EAGAIN: the pipe is full, or (DEALER) not connected yet; nothing was sent, so
                 # the blocking send below sends it whole once the peer can take it.
                 sock.send_multipart(frames)

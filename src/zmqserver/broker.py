@@ -150,7 +150,7 @@ class Broker:
         ``items`` is the poll list: the frontend and the backend first, then the supervisor's
         own. The turns end when one of those is readable, ``interrupt`` (pending signals) is
         not empty, the router has workers to kill, ``until`` (the supervisor's next deadline)
-        has come, or the autoscaler's inputs moved: the count of registered workers at all,
+        has come, or the autoscaler's inputs moved: a worker registering or leaving at all,
         idle workers and queued jobs only while ``watch_load`` (the supervisor is not already
         due to look within SCALE_CHECK), compared with ``scale_seen``. Under load a turn is
         one or two messages: here each costs a compiled call or two, where the interpreted
@@ -185,8 +185,7 @@ class Broker:
             if backend_ready or frontend_ready:
                 self.drain(backend_ready, frontend_ready, time.monotonic(), interrupt)
             if others:
-                self.flush()
-                return others
+                return others  # drain has sent what it produced
 
     def drain(
         self, backend_ready: bool, frontend_ready: bool, now: float, interrupt: Sized

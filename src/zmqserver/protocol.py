@@ -675,12 +675,8 @@ def encode_job_request(
     for it) puts protocol, command and token in one frame; ``delimited`` and ``v1`` are then
     moot.
     """
-    if not (client_key or (body and is_header(body[0]))):
-        # The common job, built in one go.
-        if compact:
-            return [COMPACT_REQUEST + address, *body]
-        if not (delimited or v1):
-            return [MDPW02, W_REQUEST, address, b"", *body]
+    if not (client_key or delimited or v1 or compact or (body and is_header(body[0]))):
+        return [MDPW02, W_REQUEST, address, b"", *body]  # the common MDP job, built in one go
     body = _escaped(body)
     if client_key:
         body = [HEADER_MAGIC + client_key, *body]
@@ -706,12 +702,8 @@ def encode_worker_reply(
     answers each job in the framing it came in).
     """
     if status is STATUS_OK:
-        if final and not (body and is_header(body[0])):
-            # The common reply, in one go.
-            if compact:
-                return [COMPACT_FINAL + address, *body]
-            if not (delimited or v1):
-                return [MDPW02, W_FINAL, address, b"", *body]
+        if final and not (delimited or v1 or compact or (body and is_header(body[0]))):
+            return [MDPW02, W_FINAL, address, b"", *body]  # the common MDP reply, in one go
         if final:
             body = _escaped(body)
     else:
@@ -738,11 +730,8 @@ def parse_broker_message(frames: list[Frame]) -> BrokerMessage:
         head = bytes(frames[0])
         if len(head) <= _COMPACT_PREFIX or not head.startswith(COMPACT_REQUEST):
             raise ProtocolError("invalid compact message from the broker")
-        body = frames[1:]
-        if body and is_header(body[0]):
-            body, client_key = _job_body(body)
-            return JobRequest(head[_COMPACT_PREFIX:], body, client_key=client_key, compact=True)
-        return JobRequest(head[_COMPACT_PREFIX:], body, compact=True)
+        body, client_key = _job_body(frames[1:])
+        return JobRequest(head[_COMPACT_PREFIX:], body, client_key=client_key, compact=True)
     if len(frames) > 4 and frames[1] == W_REQUEST and frames[0] == MDPW02 and not len(frames[3]):
         body = frames[4:]
         if not is_header(body[0]):  # no key header, no escape: the common MDP job

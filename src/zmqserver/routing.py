@@ -663,9 +663,15 @@ class Router:
         expiry = now + self.heartbeat_interval * self.heartbeat_liveness
         credit = min(msg.credit, self._limits_of(service).worker_credit)
         worker = WorkerState(
-            identity, service, msg.delimited, expiry, msg.v1, msg.credit, max(1, credit)
+            identity,
+            service,
+            msg.delimited,
+            expiry,
+            msg.v1,
+            msg.credit,
+            max(1, credit),
+            compact=msg.compact,
         )
-        worker.compact = msg.compact
         self.workers[identity] = worker
         self.membership += 1
         service.workers += 1
