@@ -225,6 +225,13 @@ static PyObject *recv_one(void *sock, PyObject **user_id, size_t inline_max) {
         if (p_msg_recv(&msg, sock, frames == NULL ? ZMQ_DONTWAIT : 0) < 0) {
             int err = p_errno();
             p_msg_close(&msg);
+            if (err == EINTR) {
+                /* A signal came while libzmq read its command pipe: run the Python handlers
+                 * (ours only queue the signal) and read again, as pyzmq does. Not an error. */
+                if (PyErr_CheckSignals() == 0) continue;
+                Py_XDECREF(frames);
+                return NULL;
+            }
             if (frames == NULL && err == EAGAIN) Py_RETURN_NONE;
             Py_XDECREF(frames);
             return zmq_error();
@@ -354,9 +361,12 @@ static int send_part(void *sock, PyObject *item, int flags, int *err) {
         memcpy(p_msg_data(&msg), view.buf, (size_t)view.len);
         PyBuffer_Release(&view);
     }
-    if (p_msg_send(&msg, sock, flags) < 0) {
-        *err = p_errno();
+    while (p_msg_send(&msg, sock, flags) < 0) {
+        int e = p_errno();
+        if (e == EINTR && PyErr_CheckSignals() == 0) continue; /* as in recv_one: send again */
         p_msg_close(&msg);
+        if (e == EINTR) return -1; /* a signal handler raised */
+        *err = e;
         return -2;
     }
     return 0;

@@ -177,7 +177,7 @@ def test_term_leaves_no_process_behind(start_server):
     pids = server.wait_workers(3)
     server.wait_ready()
     server.signal(signal.SIGTERM)
-    assert server.wait(30) == 0
+    assert server.wait(30) == 0, server.log()[-4000:]
     wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "workers gone")
 
 

@@ -228,3 +228,30 @@ def test_batch_receiver_is_recv_batch_bound_to_its_socket(pair, with_user_id):
         assert [user_id for _, user_id in batch] == [None] * 3  # a NULL-mechanism connection
         batch = [frames for frames, _ in batch]
     assert batch == [[b"peer", b"m", b"%d" % i] for i in range(3)]
+
+
+def test_signals_during_socket_calls_are_not_errors(pair):
+    """A signal landing while libzmq reads its command pipe makes a call fail with EINTR; pyzmq
+    retries, and so must we: the broker's loop must not die of a SIGCHLD during a stop."""
+    import signal
+
+    router, dealer = pair
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+    try:
+        received = 0
+        for i in range(20_000):
+            dealer.send(b"%d" % i)
+            while True:
+                batch = _io.recv_batch(router, 10)
+                received += len(batch)
+                if received > i:
+                    break
+            assert _io.send_batch((router,), [(0, b"peer", [b"x"])]) == []
+            assert dealer.recv() == b"x"
+        assert received == 20_000
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert fired  # the signals did arrive during the calls
