@@ -171,7 +171,12 @@ class Broker:
                 watch_load or len(scale_seen) != len(seen) or seen[0] != scale_seen[0]
             ):
                 return []
-            deadline = min(router.next_deadline(), self.next_deadline(), until)
+            # Not min(): compiled, that boxes three floats and makes a generic call, every turn.
+            deadline = router.next_deadline()
+            if until < deadline:
+                deadline = until
+            if self._drops_unlogged and self._drop_log_at < deadline:
+                deadline = self._drop_log_at
             ready = zmq.zmq_poll(items, poll_timeout_ms(deadline - now))
             backend_ready = frontend_ready = False
             others: list[Any] = []

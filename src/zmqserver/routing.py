@@ -22,8 +22,14 @@ Rule 2: every job the router accepts ends in exactly one outcome (docs/reliabili
 an error reply, or a drop that the shell logs when the client is gone. All outcomes go through
 :meth:`Router._complete`, which marks the job done, so a second outcome is impossible by
 construction. Queued jobs that expire are marked done and left in the deque (lazy deletion, so
-expiry is O(1)); dispatch skips them. Finished jobs left in the deadline heap are dropped in bulk
-once they are half of it (:meth:`Router._compact_timers`), and lose their body at once.
+expiry is O(1)); dispatch skips them. Finished jobs left among the deadlines are dropped in bulk
+once they are half of them (:meth:`Router._compact_timers`), and lose their body at once.
+
+Deadlines: a job's first one (``now`` plus a timeout) is almost always the latest yet, since the
+clock only moves forward and most jobs share their service's job_timeout. Those go to the back of
+a FIFO list (an append, no tuple, nothing to sift); only a deadline earlier than the last one
+there (a client's shorter timeout) and the rare re-arms (a kill grace, a moved deadline) go to a
+heap. The next deadline is the earlier of the two heads.
 """
 
 from __future__ import annotations
@@ -77,8 +83,13 @@ _CACHEABLE: Final = frozenset({Status.OK, Status.APP_ERROR})
 #: and must not keep the request's bytes alive that long. Never mutated.
 _NO_BODY: Final[list[Frame]] = []
 
-#: Finished jobs the deadline heap may hold before it is compacted (and then only once they are
-#: half of it, so compaction is amortised O(1) per job).
+#: A job's PARTIAL bodies until the first one comes (most never get one): no list a job.
+#: Never mutated; the first PARTIAL replaces it.
+_NO_PARTS: Final[list[Frame]] = []
+
+#: Finished jobs the deadlines may hold before they are compacted (and then only once they are
+#: half of them, so compaction is amortised O(1) per job); also how many passed entries the
+#: FIFO keeps at its front before they are cut off.
 _COMPACT_AFTER: Final = 1024
 
 #: The weight of the newest reply in a service's moving average of job time: about the last
@@ -96,7 +107,7 @@ class Job:
     __slots__ = (
         "id", "address", "client", "form", "reply_service", "request_id", "body", "flags",
         "received", "service", "deadline", "attempts", "done", "worker", "started", "parts",
-        "streamed", "client_key",
+        "streamed", "client_key", "due_at",
     )  # fmt: skip
 
     def __init__(
@@ -129,9 +140,10 @@ class Job:
         self.worker: WorkerState | None = None
         #: When it became the oldest job of its worker (so, may have started).
         self.started = 0.0
-        self.parts: list[Frame] = []  # PARTIAL bodies, for clients without them
+        self.parts: list[Frame] = _NO_PARTS  # PARTIAL bodies, for clients without them
         self.streamed = False  # a PARTIAL already reached the client: the job cannot be rerun
         self.client_key = b""  # the client's CURVE key (Z85), passed to the worker if asked
+        self.due_at = deadline  # where it sits in the router's FIFO of deadlines, if there
 
     @property
     def key(self) -> RequestKey | None:
@@ -274,8 +286,12 @@ class Router:
         self.closing = False
         self._next_job = 0
         self._heartbeat_at = now + heartbeat_interval
-        self._timers: list[tuple[float, int, Job]] = []  # (when, job id, job): a min-heap
-        self._finished_timers = 0  # about how many heap entries belong to finished jobs
+        #: First deadlines in the order they come due (each ``job.due_at``), from ``_due_head``
+        #: on: the entries before it have fired.
+        self._due: list[Job] = []
+        self._due_head = 0
+        self._timers: list[tuple[float, int, Job]] = []  # the other deadlines: a min-heap
+        self._finished_timers = 0  # about how many entries of both belong to finished jobs
         #: The latest ``now`` seen: when a job becomes the oldest of its worker (worker_gone,
         #: which has no clock of its own, can make that happen).
         self._now = now
@@ -284,9 +300,12 @@ class Router:
 
     def next_deadline(self) -> float:
         """The monotonic time at which :meth:`on_tick` next has work to do."""
-        if self._timers:
-            return min(self._heartbeat_at, self._timers[0][0])
-        return self._heartbeat_at
+        when = self._heartbeat_at
+        if self._timers and self._timers[0][0] < when:
+            when = self._timers[0][0]
+        if self._due_head < len(self._due) and self._due[self._due_head].due_at < when:
+            when = self._due[self._due_head].due_at
+        return when
 
     def queued(self) -> int:
         return sum(s.waiting for s in self.services.values())
@@ -450,7 +469,11 @@ class Router:
         if key is not None:
             self.pending[key] = job
         if deadline != math.inf:
-            heapq.heappush(self._timers, (deadline, job.id, job))
+            due = self._due
+            if len(due) == self._due_head or deadline >= due[-1].due_at:
+                due.append(job)  # job.due_at is its deadline
+            else:
+                heapq.heappush(self._timers, (deadline, job.id, job))
         if not service.waiting:  # else no worker has credit left (dispatch would have used it)
             worker = _take(service, self._now)
             if worker is not None:
@@ -556,9 +579,12 @@ class Router:
         self.outbox.append((Port.FRONTEND, job.client, frames))
 
     def _compact_timers(self) -> None:
-        """Drop the heap entries of finished jobs that are off their workers (nothing to do)."""
+        """Drop the deadlines of finished jobs that are off their workers (nothing to do)."""
         self._timers = [t for t in self._timers if not t[2].done or t[2].worker is not None]
         heapq.heapify(self._timers)
+        live = self._due[self._due_head :]
+        self._due = [job for job in live if not job.done or job.worker is not None]
+        self._due_head = 0
         self._finished_timers = 0
 
     def _cache(self, key: RequestKey, frames: list[Frame]) -> None:
@@ -598,7 +624,7 @@ class Router:
         retry = bool(job.flags & FLAG_RETRYABLE) or limits.retry_jobs
         if self.closing:
             self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
-        elif not retry or job.streamed or job.parts:
+        elif not retry or job.streamed or job.parts is not _NO_PARTS:
             self._fail(job, Status.WORKER_LOST, f"the worker running the job was lost ({reason})")
         elif job.attempts >= limits.max_attempts:
             log.error("job %d lost %d workers; quarantined", job.id, job.attempts)
@@ -738,10 +764,13 @@ class Router:
                 )
                 self.outbox.append((Port.FRONTEND, job.client, partial))
             else:
-                job.parts.extend(msg.body)
+                if job.parts is _NO_PARTS:
+                    job.parts = list(msg.body)
+                else:
+                    job.parts.extend(msg.body)
             return
         if msg.status is STATUS_OK:
-            self._answer(job, [*job.parts, *msg.body] if job.parts else msg.body)
+            self._answer(job, msg.body if job.parts is _NO_PARTS else [*job.parts, *msg.body])
         else:
             text = b"".join(bytes(f) for f in msg.body).decode("utf-8", "replace")
             self._fail(job, msg.status, text)
@@ -811,7 +840,7 @@ class Router:
             job.attempts -= back  # a job handed back unread was never attempted
             if job.done:
                 pass  # expired while held: its client has had its answer
-            elif back and not self.closing and not job.parts and not job.streamed:
+            elif back and not self.closing and job.parts is _NO_PARTS and not job.streamed:
                 self._requeue(job)
             else:
                 self._lost(job, reason or "it disconnected")
@@ -826,9 +855,16 @@ class Router:
     def on_tick(self, now: float) -> None:
         """Expire jobs past their deadline; heartbeat idle workers; drop silent workers."""
         self._now = now
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, job = heapq.heappop(timers)
+        # Both read afresh each time: a deadline's outcome may compact them (_complete).
+        while self._due_head < len(self._due) and self._due[self._due_head].due_at <= now:
+            job = self._due[self._due_head]
+            self._due_head += 1
+            self._check_deadline(job, now)
+        if self._due_head > _COMPACT_AFTER and 2 * self._due_head > len(self._due):
+            del self._due[: self._due_head]
+            self._due_head = 0
+        while self._timers and self._timers[0][0] <= now:
+            _, _, job = heapq.heappop(self._timers)
             self._check_deadline(job, now)
         if now < self._heartbeat_at:
             return

@@ -230,6 +230,31 @@ def test_batch_receiver_is_recv_batch_bound_to_its_socket(pair, with_user_id):
     assert batch == [[b"peer", b"m", b"%d" % i] for i in range(3)]
 
 
+def test_compiled_recv_batch_checks_its_arguments(pair):
+    """The C function reads its (vectorcall) arguments by hand: a mistake must be a TypeError,
+    never a read of whatever is in memory."""
+    if not _io.COMPILED:
+        pytest.skip("the compiled path only")
+    router, dealer = pair
+    recv_batch = _io._fast.recv_batch
+    handle = router.underlying
+    dealer.send(b"m")
+    router.poll(5000)
+    assert recv_batch(max=5, handle=handle, with_user_id=True) == [([b"peer", b"m"], None)]
+    for args, kwargs in [
+        ((handle,), {}),
+        ((), {"max": 1}),
+        ((handle, 1), {"max": 1}),
+        ((handle, 1), {"nonsense": 1}),
+        ((handle, 1, False, 4), {}),
+        ((handle, "x"), {}),
+    ]:
+        with pytest.raises(TypeError):
+            recv_batch(*args, **kwargs)
+    with pytest.raises(TypeError):
+        _io._fast.send_batch([handle], [])  # handles must be a tuple
+
+
 def test_signals_during_socket_calls_are_not_errors(pair):
     """A signal landing while libzmq reads its command pipe makes a call fail with EINTR; pyzmq
     retries, and so must we: the broker's loop must not die of a SIGCHLD during a stop."""

@@ -100,6 +100,41 @@ def test_job_timeout_is_per_service_and_a_client_deadline_still_wins():
     assert replies(router) == {b"fast": Status.EXPIRED}
 
 
+def test_deadlines_fire_in_order_whether_they_came_in_order_or_not():
+    """Most first deadlines come in order and go to the router's FIFO; a client's shorter one
+    (and a resend that moves a deadline) must not be held up behind them, nor hold them up."""
+    router = make_router(limits=Limits(job_timeout=10.0), heartbeat_interval=1000.0)
+
+    def send(client: bytes, now: float, timeout_ms: int = 0, request_id: int | None = None) -> None:
+        frames = encode_client_request(FAST, [b"job"], request_id=request_id, timeout_ms=timeout_ms)
+        router.on_client(client, frames, now)
+
+    send(b"a", 0.0)  # due at 10
+    send(b"b", 1.0, request_id=1)  # due at 11
+    send(b"c", 2.0)  # due at 12
+    send(b"short", 3.0, timeout_ms=500, request_id=2)  # due at 3.5: before the FIFO's last
+    send(b"long", 4.0, timeout_ms=100_000, request_id=3)  # due at 104
+    assert router.next_deadline() == 3.5
+    send(b"b", 5.0, timeout_ms=20_000, request_id=1)  # a resend: b is now due at 25
+    router.on_tick(3.5)
+    assert replies(router) == {b"short": Status.EXPIRED}
+    assert router.next_deadline() == 10.0
+    router.on_tick(11.0)
+    assert replies(router) == {b"a": Status.EXPIRED}  # not b: its deadline moved
+    router.on_tick(12.0)
+    assert replies(router) == {b"c": Status.EXPIRED}  # not held up behind b
+    assert router.next_deadline() <= 25.0
+    router.on_tick(24.9)
+    assert replies(router) == {}
+    router.on_tick(25.0)
+    assert replies(router) == {b"b": Status.EXPIRED}
+    router.on_tick(103.9)
+    assert replies(router) == {}
+    router.on_tick(104.0)
+    assert replies(router) == {b"long": Status.EXPIRED}
+    assert router.next_deadline() == router._heartbeat_at
+
+
 def test_retries_and_max_attempts_follow_the_jobs_service():
     router = make_router(
         limits=Limits(retry_jobs=False),
