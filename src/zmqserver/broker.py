@@ -166,10 +166,7 @@ class Broker:
             self.flush()
             if len(interrupt) or router.kills or now >= until:
                 return []
-            seen = router.scale_inputs()
-            if seen != scale_seen and (
-                watch_load or len(scale_seen) != len(seen) or seen[0] != scale_seen[0]
-            ):
+            if router.scale_moved(scale_seen, watch_load):
                 return []
             # Not min(): compiled, that boxes three floats and makes a generic call, every turn.
             deadline = router.next_deadline()

@@ -333,6 +333,8 @@ def encode_credit_header(credit: int, features: int = 0) -> bytes:
 
 def is_header(frame: Frame) -> bool:
     """True if ``frame`` starts with the header magic (a header, or data that needs escaping)."""
+    if isinstance(frame, bytes):  # every frame but a large one: compiled, a native prefix test
+        return frame.startswith(HEADER_MAGIC)
     return bool(frame[:4] == HEADER_MAGIC)
 
 
@@ -573,8 +575,13 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
     broker answers a protocol error on the backend with DISCONNECT (RFC 18: "the broker SHOULD
     respond with DISCONNECT to any invalid message").
     """
-    if frames and is_header(frames[0]):
-        return _parse_compact_reply(bytes(frames[0]), frames[1:])
+    if frames:
+        head = frames[0]
+        if isinstance(head, bytes):  # a compact header is small, so bytes: no copy, no call
+            if head.startswith(HEADER_MAGIC):
+                return _parse_compact_reply(head, frames[1:])
+        elif is_header(head):
+            return _parse_compact_reply(bytes(head), frames[1:])
     if len(frames) > 4 and frames[1] == W_FINAL and frames[0] == MDPW02 and not len(frames[3]):
         # The common MDP message, a FINAL in MDP/0.2 without a delimiter, decoded in one go.
         body = frames[4:]

@@ -498,3 +498,16 @@ def test_scale_inputs_move_when_one_worker_comes_and_another_goes():
     assert len(router.workers) == 1
     assert after[1:] == before[1:]  # one idle worker, nothing queued: as before
     assert after[0] != before[0]
+    assert router.scale_moved(before, watch_load=False)
+
+
+def test_scale_moved_watches_load_only_when_asked():
+    router = make_router()
+    ready(router, b"W1")
+    seen = router.scale_inputs()
+    assert not router.scale_moved(seen, watch_load=True)
+    assert router.scale_moved((), watch_load=False)  # nothing seen yet
+    request(router, b"c1")  # the idle worker takes it: one idle fewer
+    assert not router.scale_moved(seen, watch_load=False)
+    assert router.scale_moved(seen, watch_load=True)
+    assert not router.scale_moved(router.scale_inputs(), watch_load=True)
