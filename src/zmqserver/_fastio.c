@@ -442,8 +442,7 @@ static PyObject *fastio_send_batch(PyObject *module, PyObject *const *args, Py_s
         if ((socks[i] = socket_handle(PyTuple_GET_ITEM(handles, i))) == NULL) return NULL;
     PyObject *seq = PySequence_Fast(outbox, "outbox must be a sequence");
     if (seq == NULL) return NULL;
-    PyObject *failed = PyList_New(0);
-    if (failed == NULL) goto error;
+    PyObject *failed = NULL; /* made at the first failure: most batches have none */
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
@@ -466,6 +465,7 @@ static PyObject *fastio_send_batch(PyObject *module, PyObject *const *args, Py_s
                 set_errno_error(err);
                 goto error;
             }
+            if (failed == NULL && (failed = PyList_New(0)) == NULL) goto error;
             PyObject *entry = Py_BuildValue("(ni)", i, err);
             if (entry == NULL || PyList_Append(failed, entry) < 0) {
                 Py_XDECREF(entry);
@@ -475,6 +475,7 @@ static PyObject *fastio_send_batch(PyObject *module, PyObject *const *args, Py_s
         }
     }
     Py_DECREF(seq);
+    if (failed == NULL) return PyTuple_New(0); /* the empty tuple: a shared object */
     return failed;
 error:
     Py_DECREF(seq);
@@ -493,7 +494,8 @@ static PyMethodDef fastio_methods[] = {
      "blocking; with_user_id makes each item a (frames, User-Id or None) pair."},
     {"send_batch", (PyCFunction)(void (*)(void))fastio_send_batch, METH_FASTCALL,
      "send_batch(handles, outbox) -> [(index, errno)] of the (port, identity, frames) items "
-     "that met EHOSTUNREACH or EAGAIN (not sent); the error type of load() on any other failure."},
+     "that met EHOSTUNREACH or EAGAIN (not sent), () if none; the error type of load() on any "
+     "other failure."},
     {NULL, NULL, 0, NULL},
 };
 

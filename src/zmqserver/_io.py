@@ -129,28 +129,32 @@ UNDELIVERABLE = (errno.EHOSTUNREACH, errno.EAGAIN)
 Outbox = Sequence[tuple[int, bytes, Sequence[Any]]]
 
 
-def send_batch(sockets: Sequence[zmq.Socket[bytes]], outbox: Outbox) -> list[tuple[int, int]]:
+def send_batch(sockets: Sequence[zmq.Socket[bytes]], outbox: Outbox) -> Sequence[tuple[int, int]]:
     """Send each ``(port, identity, frames)`` of ``outbox`` on ``sockets[port]``, without blocking.
 
     One call per loop turn rather than one per message. Returns ``(index, errno)`` for each
-    message that met an :data:`UNDELIVERABLE` error: nothing of it was sent, and the rest of the
-    batch went on. Any other error raises ``zmq.ZMQError`` at once (the messages before it were
-    sent, the ones after it were not).
+    message that met an :data:`UNDELIVERABLE` error (an empty sequence, not always a list, when
+    none did): nothing of it was sent, and the rest of the batch went on. Any other error
+    raises ``zmq.ZMQError`` at once (the messages before it were sent, the ones after it were
+    not).
     """
     return batch_sender(sockets)(outbox)
 
 
-def batch_sender(sockets: Sequence[zmq.Socket[bytes]]) -> Callable[[Outbox], list[tuple[int, int]]]:
+def batch_sender(
+    sockets: Sequence[zmq.Socket[bytes]],
+) -> Callable[[Outbox], Sequence[tuple[int, int]]]:
     """:func:`send_batch` bound to ``sockets``, for a caller that sends on the same ones every
     loop turn: the socket handles are looked up once, not per call (about a microsecond), and
     on the compiled path the result is the C function itself (a partial), no Python frame."""
     if _fast is not None:
         handles = tuple(sock.underlying for sock in sockets)
         return cast(
-            Callable[[Outbox], list[tuple[int, int]]], functools.partial(_fast.send_batch, handles)
+            Callable[[Outbox], Sequence[tuple[int, int]]],
+            functools.partial(_fast.send_batch, handles),
         )
 
-    def send_pure(outbox: Outbox) -> list[tuple[int, int]]:
+    def send_pure(outbox: Outbox) -> Sequence[tuple[int, int]]:
         failed = []
         for index, (port, identity, frames) in enumerate(outbox):
             try:

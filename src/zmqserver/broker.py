@@ -226,8 +226,14 @@ class Broker:
         """
         router = self.router
         while router.outbox:
-            outbox = router.take_outbox()
+            outbox = router.outbox
             failed = self._send_batch(outbox)
+            if not failed:
+                # Emptied in place: the list keeps its room, so the next turn's appends neither
+                # allocate a list nor grow one.
+                outbox.clear()
+                return
+            router.outbox = []  # what the failures below add goes out on the next round
             for index, err in failed:
                 port, identity, _ = outbox[index]
                 self._undeliverable(port, identity, err)
