@@ -35,6 +35,17 @@ typedef struct zmq_msg_t {
 
 #define ZMQ_DONTWAIT 1
 #define ZMQ_SNDMORE 2
+#define ZMQ_POLLIN 1 /* zmq.h's value; like zmq_pollitem_t below, part of libzmq's stable ABI */
+
+typedef struct {
+    void *socket;
+    int fd;
+    short events;
+    short revents;
+} zmq_pollitem_t;
+
+/* The most items poll() takes: the broker watches four (two ports, the signal pipe, ZAP). */
+#define POLL_MAX 16
 #define INLINE_MAX 1024
 
 static int (*p_msg_init)(zmq_msg_t *);
@@ -47,6 +58,7 @@ static int (*p_msg_send)(zmq_msg_t *, void *, int);
 static int (*p_msg_close)(zmq_msg_t *);
 static int (*p_msg_copy)(zmq_msg_t *, zmq_msg_t *);
 static const char *(*p_msg_gets)(const zmq_msg_t *, const char *);
+static int (*p_poll)(zmq_pollitem_t *, int, long);
 static int (*p_errno)(void);
 static const char *(*p_strerror)(int);
 static int loaded = 0;
@@ -206,6 +218,7 @@ static PyObject *fastio_load(PyObject *module, PyObject *args) {
     SYM(p_msg_close, "zmq_msg_close");
     SYM(p_msg_copy, "zmq_msg_copy");
     SYM(p_msg_gets, "zmq_msg_gets");
+    SYM(p_poll, "zmq_poll");
     SYM(p_errno, "zmq_errno");
     SYM(p_strerror, "zmq_strerror");
 #undef SYM
@@ -483,7 +496,62 @@ error:
     return NULL;
 }
 
+/* poll(sockets, fds, timeout_ms) -> a mask: bit i for sockets[i] (a handle) with a message to
+ * read, bit len(sockets) + j for fds[j] readable; 0 when the timeout passed (-1: no timeout) or a
+ * signal came (its Python handler has run by then).
+ *
+ * The broker's wait, once or twice a job at low concurrency: pyzmq's zmq_poll builds and walks
+ * Python lists and tuples on each call (about a microsecond a turn, measured in the broker's
+ * profile); this builds the items on the stack and answers with an int. */
+static PyObject *fastio_poll(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "poll(sockets: tuple, fds: tuple, timeout_ms: int)");
+        return NULL;
+    }
+    REQUIRE_LOADED();
+    Py_ssize_t nsocks = PyTuple_GET_SIZE(args[0]), nfds = PyTuple_GET_SIZE(args[1]);
+    if (nsocks + nfds > POLL_MAX) {
+        PyErr_Format(PyExc_ValueError, "poll() takes at most %d items", POLL_MAX);
+        return NULL;
+    }
+    long timeout = PyLong_AsLong(args[2]);
+    if (timeout == -1 && PyErr_Occurred()) return NULL;
+    zmq_pollitem_t items[POLL_MAX];
+    int n = 0;
+    for (Py_ssize_t i = 0; i < nsocks; i++, n++) {
+        if ((items[n].socket = socket_handle(PyTuple_GET_ITEM(args[0], i))) == NULL) return NULL;
+        items[n].fd = 0;
+        items[n].events = ZMQ_POLLIN;
+        items[n].revents = 0;
+    }
+    for (Py_ssize_t j = 0; j < nfds; j++, n++) {
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(args[1], j));
+        if (fd == -1 && PyErr_Occurred()) return NULL;
+        items[n].socket = NULL;
+        items[n].fd = (int)fd;
+        items[n].events = ZMQ_POLLIN;
+        items[n].revents = 0;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = p_poll(items, n, timeout);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        int e = p_errno();
+        if (e != EINTR) return set_errno_error(e);
+        if (PyErr_CheckSignals() < 0) return NULL; /* a handler raised */
+        return PyLong_FromLong(0);
+    }
+    long mask = 0;
+    for (int k = 0; k < n; k++)
+        if (items[k].revents & ZMQ_POLLIN) mask |= 1L << k;
+    return PyLong_FromLong(mask);
+}
+
 static PyMethodDef fastio_methods[] = {
+    {"poll", (PyCFunction)(void (*)(void))fastio_poll, METH_FASTCALL,
+     "poll(sockets, fds, timeout_ms) -> mask of the readable items (sockets first, then fds); "
+     "0 on timeout or a signal. Waits without the GIL."},
     {"load", fastio_load, METH_VARARGS,
      "load(path, error_type=None): bind to the libzmq already loaded from this path; libzmq "
      "failures raise error_type(errno) (OSError until given)."},

@@ -120,6 +120,35 @@ def batch_receiver(
     return functools.partial(recv_batch, sock)
 
 
+def poller(sockets: Sequence[zmq.Socket[bytes]], fds: Sequence[int]) -> Callable[[int], int]:
+    """A function that waits up to ``timeout_ms`` (-1: for ever) until one of ``sockets`` has a
+    message or one of ``fds`` is readable, and says which: bit ``i`` for ``sockets[i]``, bit
+    ``len(sockets) + j`` for ``fds[j]``; 0 when the time passed or a signal came.
+
+    The broker's wait. On the compiled path it is libzmq's zmq_poll called from C, the items on
+    the stack and an int back, where pyzmq's zmq_poll builds and walks Python lists and tuples
+    every call (about a microsecond of each turn, from the broker's profile).
+    """
+    if _fast is not None:
+        handles = tuple(sock.underlying for sock in sockets)
+        return cast(Callable[[int], int], functools.partial(_fast.poll, handles, tuple(fds)))
+    items: list[tuple[Any, int]] = [(sock, zmq.POLLIN) for sock in sockets]
+    items += [(fd, zmq.POLLIN) for fd in fds]
+    bits = {id(item): 1 << i for i, (item, _) in enumerate(items)}
+
+    def poll_pure(timeout_ms: int) -> int:
+        try:
+            ready = zmq.zmq_poll(items, timeout_ms)
+        except InterruptedError:
+            return 0  # a signal: its handler ran; the caller looks again
+        mask = 0
+        for item, _ in ready:
+            mask |= bits[id(item)]
+        return mask
+
+    return poll_pure
+
+
 #: The send errors that mean "this peer cannot take it now", not "the socket is broken":
 #: EHOSTUNREACH (an unknown peer, with ROUTER_MANDATORY) and EAGAIN (its pipe is full).
 UNDELIVERABLE = (errno.EHOSTUNREACH, errno.EAGAIN)

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import zmq
 
-from ._io import batch_receiver, batch_sender
+from ._io import batch_receiver, batch_sender, poller
 from .routing import Port, Router
 
 log = logging.getLogger("zmqserver.broker")
@@ -154,11 +154,16 @@ class Broker:
         idle workers and queued jobs only while ``watch_load`` (the supervisor is not already
         due to look within SCALE_CHECK), compared with ``scale_seen``. Under load a turn is
         one or two messages: here each costs a compiled call or two, where the interpreted
-        loop spent microseconds of bytecode and a zmq.Poller round trip a turn.
+        loop spent microseconds of bytecode and a zmq.Poller round trip a turn. The wait is
+        :func:`~zmqserver._io.poller`'s: zmq_poll from C, answered with a bit mask.
         """
         router = self.router
-        frontend = self.frontend
-        backend = self.backend
+        # Bits 0 and 1: the frontend and the backend; then the supervisor's sockets and fds.
+        sockets = [item for item, _ in items if isinstance(item, zmq.Socket)]
+        assert sockets[:2] == [self.frontend, self.backend]
+        fds = [item for item, _ in items if not isinstance(item, zmq.Socket)]
+        watched = sockets + fds
+        poll = poller(sockets, fds)
         while True:
             now = time.monotonic()
             router.on_tick(now)
@@ -174,20 +179,11 @@ class Broker:
                 deadline = until
             if self._drops_unlogged and self._drop_log_at < deadline:
                 deadline = self._drop_log_at
-            ready = zmq.zmq_poll(items, poll_timeout_ms(deadline - now))
-            backend_ready = frontend_ready = False
-            others: list[Any] = []
-            for item, _ in ready:
-                if item is backend:
-                    backend_ready = True
-                elif item is frontend:
-                    frontend_ready = True
-                else:
-                    others.append(item)
-            if backend_ready or frontend_ready:
-                self.drain(backend_ready, frontend_ready, time.monotonic(), interrupt)
-            if others:
-                return others  # drain has sent what it produced
+            ready = poll(poll_timeout_ms(deadline - now))
+            if ready & 3:
+                self.drain(ready & 2 != 0, ready & 1 != 0, time.monotonic(), interrupt)
+            if ready > 3:  # drain has sent what it produced
+                return [watched[i] for i in range(2, len(watched)) if ready >> i & 1]
 
     def drain(
         self, backend_ready: bool, frontend_ready: bool, now: float, interrupt: Sized

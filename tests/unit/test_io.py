@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import threading
+import time
 
 import pytest
 import zmq
@@ -258,8 +261,6 @@ def test_compiled_recv_batch_checks_its_arguments(pair):
 def test_signals_during_socket_calls_are_not_errors(pair):
     """A signal landing while libzmq reads its command pipe makes a call fail with EINTR; pyzmq
     retries, and so must we: the broker's loop must not die of a SIGCHLD during a stop."""
-    import signal
-
     router, dealer = pair
     fired = []
     previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
@@ -280,3 +281,61 @@ def test_signals_during_socket_calls_are_not_errors(pair):
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, previous)
     assert fired  # the signals did arrive during the calls
+
+
+def test_poller_names_what_is_readable_by_bit(pair):
+    router, dealer = pair
+    r, w = socket.socketpair()
+    try:
+        poll = _io.poller([router], [r.fileno()])
+        assert poll(0) == 0
+        started = time.monotonic()
+        assert poll(50) == 0  # the timeout passed
+        assert time.monotonic() - started >= 0.04
+        dealer.send(b"m")
+        assert poll(5000) == 0b01
+        w.send(b"x")
+        assert poll(5000) == 0b11
+        router.recv_multipart()
+        assert poll(5000) == 0b10
+    finally:
+        r.close()
+        w.close()
+
+
+def test_poller_returns_when_a_signal_comes(pair):
+    """As the broker waits: a signal's handler runs, and the wait ends (through EINTR, or the
+    wake-up fd the supervisor registers) instead of sleeping out its timeout."""
+    router, _ = pair
+    r, w = socket.socketpair()
+    r.setblocking(False)
+    w.setblocking(False)
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
+    old_fd = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+    try:
+        poll = _io.poller([router], [r.fileno()])
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        started = time.monotonic()
+        mask = poll(10_000)
+        assert time.monotonic() - started < 5
+        assert fired
+        assert mask in (0, 0b10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGALRM, previous)
+        r.close()
+        w.close()
+
+
+def test_compiled_poll_checks_its_arguments(pair):
+    if not _io.COMPILED:
+        pytest.skip("the compiled path only")
+    router, _ = pair
+    poll = _io._fast.poll
+    for args in [([router.underlying], (), 0), ((router.underlying,), (), "x"), ((), ())]:
+        with pytest.raises(TypeError):
+            poll(*args)
+    with pytest.raises(ValueError, match="at most"):
+        poll((router.underlying,) * 17, (), 0)
