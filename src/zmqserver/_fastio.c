@@ -11,17 +11,18 @@
  * the libzmq that pyzmq has already loaded (from /proc/self/maps) and passes its path to load();
  * dlopen(RTLD_NOLOAD) then hands back that same, already-loaded copy, so a socket pointer taken
  * from pyzmq (Socket.underlying) is only ever used with the library that created it. No zmq.h is
- * needed: the few prototypes and zmq_msg_t's layout (64 bytes, pointer-aligned) are stable ABI
- * since libzmq 4.0.
+ * needed: the few prototypes, zmq_msg_t's layout (64 bytes, pointer-aligned) and zmq_pollitem_t's
+ * are stable ABI since libzmq 4.0.
  *
  * Frames larger than INLINE_MAX come back as Frame objects that keep the zmq_msg_t (no copy) and
  * expose the buffer protocol; sending a Frame uses zmq_msg_copy, which shares the buffer. So a
  * 64 KiB payload crosses the broker without being copied. Smaller frames become bytes: copying a
  * few dozen bytes is cheaper than an object that must be converted for every comparison.
  *
- * Workers use the same two calls for their own socket (recv_batch with all_bytes, since the app
- * is promised bytes; send_batch for a reply): pyzmq's recv_multipart and a send per frame cost
- * 5.5 and 2-3 us for a six-frame MDP message, these 0.6 each.
+ * Workers use the same calls for their own socket (recv_message, every frame bytes, since the
+ * app is promised bytes; send_batch for a reply): pyzmq's recv_multipart and a send per frame
+ * cost 5.5 and 2-3 us for a six-frame MDP message, these 0.6 each. The broker also waits here
+ * (poll): pyzmq's zmq_poll builds Python lists and tuples on every call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -1,4 +1,4 @@
-"""Socket I/O for the broker's hot path: batched receive, and batched send by routing id.
+"""Socket I/O for the broker's hot path: batched receive, batched send by routing id, the wait.
 
 Two implementations with one behaviour. The compiled one (``_fastio``, built from _fastio.c when
 a C compiler is available) moves a batch of messages in one C call and passes large frames through
