@@ -84,7 +84,7 @@ _CACHEABLE: Final = frozenset({Status.OK, Status.APP_ERROR})
 _NO_BODY: Final[list[Frame]] = []
 
 #: A job's PARTIAL bodies until the first one comes (most never get one): no list a job.
-#: Never mutated; the first PARTIAL replaces it.
+#: Never mutated (the first PARTIAL replaces it); empty, so ``job.parts`` reads as before.
 _NO_PARTS: Final[list[Frame]] = []
 
 #: Finished jobs the deadlines may hold before they are compacted (and then only once they are
@@ -638,7 +638,7 @@ class Router:
         retry = bool(job.flags & FLAG_RETRYABLE) or limits.retry_jobs
         if self.closing:
             self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
-        elif not retry or job.streamed or job.parts is not _NO_PARTS:
+        elif not retry or job.streamed or job.parts:
             self._fail(job, Status.WORKER_LOST, f"the worker running the job was lost ({reason})")
         elif job.attempts >= limits.max_attempts:
             log.error("job %d lost %d workers; quarantined", job.id, job.attempts)
@@ -784,7 +784,7 @@ class Router:
                     job.parts.extend(msg.body)
             return
         if msg.status is STATUS_OK:
-            self._answer(job, msg.body if job.parts is _NO_PARTS else [*job.parts, *msg.body])
+            self._answer(job, [*job.parts, *msg.body] if job.parts else msg.body)
         else:
             text = b"".join(bytes(f) for f in msg.body).decode("utf-8", "replace")
             self._fail(job, msg.status, text)
@@ -854,7 +854,7 @@ class Router:
             job.attempts -= back  # a job handed back unread was never attempted
             if job.done:
                 pass  # expired while held: its client has had its answer
-            elif back and not self.closing and job.parts is _NO_PARTS and not job.streamed:
+            elif back and not self.closing and not job.parts and not job.streamed:
                 self._requeue(job)
             else:
                 self._lost(job, reason or "it disconnected")

@@ -683,6 +683,20 @@ def test_disconnect_after_partials_for_plain_client_is_worker_lost():
     assert frames[1].startswith(b"ERROR worker_lost: ")
 
 
+def test_disconnect_after_an_empty_partial_for_plain_client_reruns_the_job():
+    """Nothing was collected for the client, so the job is handed to another worker as if no
+    PARTIAL had come (an empty one adds nothing to the reply either)."""
+    router = make_router()
+    ready(router, b"A")
+    plain_request(router, b"c1", b"x")
+    worker, job = only_job(router)
+    router.on_worker(worker, encode_worker_reply(job.address, [], final=False), 0.0)
+    ready(router, b"B")
+    router.on_worker(worker, encode_disconnect(), 0.0)
+    worker, job = only_job(router)
+    assert (worker, job.body) == (b"B", [b"x"])
+
+
 def test_disconnect_after_partials_for_mdp02_client_is_not_rerun():
     """A job whose PARTIALs already reached an MDP/0.2 client must not run a second time.
 
