@@ -177,8 +177,9 @@ class Broker:
             deadline = router.next_deadline()
             if until < deadline:
                 deadline = until
-            if self._drops_unlogged and self._drop_log_at < deadline:
-                deadline = self._drop_log_at
+            mine = self.next_deadline()
+            if mine < deadline:
+                deadline = mine
             ready = poll(poll_timeout_ms(deadline - now))
             if ready & 3:
                 self.drain(ready & 2 != 0, ready & 1 != 0, time.monotonic(), interrupt)

@@ -575,13 +575,9 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
     broker answers a protocol error on the backend with DISCONNECT (RFC 18: "the broker SHOULD
     respond with DISCONNECT to any invalid message").
     """
-    if frames:
-        head = frames[0]
-        if isinstance(head, bytes):  # a compact header is small, so bytes: no copy, no call
-            if head.startswith(HEADER_MAGIC):
-                return _parse_compact_reply(head, frames[1:])
-        elif is_header(head):
-            return _parse_compact_reply(bytes(head), frames[1:])
+    if frames and is_header(frames[0]):
+        head = frames[0]  # a compact header is small, so bytes: no copy
+        return _parse_compact_reply(head if isinstance(head, bytes) else bytes(head), frames[1:])
     if len(frames) > 4 and frames[1] == W_FINAL and frames[0] == MDPW02 and not len(frames[3]):
         # The common MDP message, a FINAL in MDP/0.2 without a delimiter, decoded in one go.
         body = frames[4:]

@@ -324,16 +324,10 @@ class Router:
     def scale_moved(self, seen: tuple[int, ...], watch_load: bool) -> bool:
         """Whether :meth:`scale_inputs` moved from ``seen``: a registration or removal at all,
         idle workers or queued jobs only while ``watch_load``. The event loop asks on every turn,
-        so this compares in place: no tuple, and no look at the services unless watched."""
+        so the common answer needs no tuple and no look at the services."""
         if len(seen) != 3 or seen[0] != self.membership:
             return True
-        if not watch_load:
-            return False
-        idle = waiting = 0
-        for service in self.services.values():
-            idle += len(service.idle)
-            waiting += service.waiting
-        return idle != seen[1] or waiting != seen[2]
+        return watch_load and self.scale_inputs() != seen
 
     def waiting(self, service: bytes | None = None) -> int:
         """Live jobs queued for ``service`` (default: the default service)."""
