@@ -38,8 +38,8 @@ def set_title(title: str) -> None:
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies.
 
-    Workers also check ``os.getppid()`` on every wake-up that is not a job (at least once a
-    heartbeat interval under load) and before their final DISCONNECT; the signal is what makes
+    Workers also check :func:`parent_alive` on every wake-up that is not a job (at least once
+    a heartbeat interval under load) and before their final DISCONNECT; the signal is what makes
     the exit prompt even when a worker is stuck in a long job and SIGKILL took the master.
     """
     if not sys.platform.startswith("linux"):
@@ -52,6 +52,27 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - exotic libc
         log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
+def parent_alive(pid: int) -> bool:
+    """Whether ``pid`` is still this process's parent and is not on its way out.
+
+    ``getppid()`` alone is not enough: the parent-death signal fires when the parent's *thread*
+    that forked us exits, and when a multi-threaded master (libzmq's I/O threads, the ZAP
+    thread) is SIGKILLed its threads exit one by one. Until the last one has, Linux reparents
+    us to a surviving thread of the same process, so ``getppid()`` still names the master
+    while the signal is already here. Its main thread is a zombie by then, which
+    ``/proc/<pid>/stat`` shows (state ``Z``); without /proc, ``getppid()`` is the answer.
+    """
+    if os.getppid() != pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    # The state follows the command name, which may itself hold ") ".
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def endpoint_label(endpoint: str) -> str:

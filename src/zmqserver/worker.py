@@ -28,7 +28,7 @@ from typing import Any, cast
 import zmq
 
 from ._io import receiver, send_frames, sender
-from ._process import die_with_parent, endpoint_label, rss_bytes, set_title
+from ._process import die_with_parent, endpoint_label, parent_alive, rss_bytes, set_title
 from .config import App, Config
 from .errors import AppLoadError, BadReply, ProtocolError, Status
 from .hooks import WORKER_HOOKS, Hooks
@@ -362,14 +362,18 @@ class Worker:
         # A stop asked for during a job lands here without the check above. With the master gone
         # a DISCONNECT would wait out the exit linger in the socket, and keep this process, and
         # any listening socket it inherited from the master, alive that long for nothing.
-        if self._master_gone():
+        # Strict: die_with_parent's SIGTERM comes while the master's last threads still exit.
+        if self._master_gone(strict=True):
             return 0
         # Orderly exit between jobs: tell the broker, so it stops routing to us at once.
         sock.send_multipart(encode_disconnect(), zmq.NOBLOCK)
         return 0
 
-    def _master_gone(self) -> bool:
-        if os.getppid() == self.master_pid:
+    def _master_gone(self, strict: bool = False) -> bool:
+        """``strict`` also sees a master that is still exiting (see :func:`parent_alive`): dearer
+        than getppid() (a read of /proc), so only on the way out, where a mistake costs the
+        exit linger; the loop's next wake-up corrects a loose answer anyway."""
+        if os.getppid() == self.master_pid and (not strict or parent_alive(self.master_pid)):
             return False
         log.warning("worker %d: master %d is gone; exiting", os.getpid(), self.master_pid)
         return True
@@ -468,8 +472,8 @@ class Worker:
             # dead master (a local worker's master is its broker): whatever is queued (READY, a
             # heartbeat) has no reader, and lingering keeps this orphan alive, holding the
             # listening sockets it inherited, so a restarted master cannot bind its ports.
-            gone = os.getppid() != self.master_pid
-            self.sock.close(linger=0 if gone else EXIT_LINGER_MS)
+            alive = parent_alive(self.master_pid)
+            self.sock.close(linger=EXIT_LINGER_MS if alive else 0)
         self.ctx.term()
 
 
