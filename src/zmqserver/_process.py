@@ -38,9 +38,10 @@ def set_title(title: str) -> None:
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies.
 
-    Workers also check :func:`parent_alive` on every wake-up that is not a job (at least once
-    a heartbeat interval under load) and before their final DISCONNECT; the signal is what makes
-    the exit prompt even when a worker is stuck in a long job and SIGKILL took the master.
+    Workers also check ``os.getppid()`` on every wake-up that is not a job (at least once a
+    heartbeat interval under load), and :func:`parent_alive` before their final DISCONNECT and
+    when they choose the exit linger; the signal is what makes the exit prompt even when a
+    worker is stuck in a long job and SIGKILL took the master.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -72,7 +73,7 @@ def parent_alive(pid: int) -> bool:
     except OSError:
         return True
     # The state follows the command name, which may itself hold ") ".
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 def endpoint_label(endpoint: str) -> str:

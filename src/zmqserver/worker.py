@@ -373,7 +373,8 @@ class Worker:
         """``strict`` also sees a master that is still exiting (see :func:`parent_alive`): dearer
         than getppid() (a read of /proc), so only on the way out, where a mistake costs the
         exit linger; the loop's next wake-up corrects a loose answer anyway."""
-        if os.getppid() == self.master_pid and (not strict or parent_alive(self.master_pid)):
+        alive = parent_alive(self.master_pid) if strict else os.getppid() == self.master_pid
+        if alive:
             return False
         log.warning("worker %d: master %d is gone; exiting", os.getpid(), self.master_pid)
         return True
