@@ -448,7 +448,11 @@ class Router:
                     f"({limits.max_message_size} bytes)",
                 )
                 return
-        if limits.max_queue and service.waiting >= limits.max_queue and not service.placed:
+        # Only a job that would queue can be refused, and with jobs already waiting it would:
+        # no worker can take one now (else dispatch would have given it the head of the queue).
+        # Not "and no worker is placed": a busy worker with credit to spare is placed, yet
+        # while the prefetch gate is shut it is sent nothing more, and the limit never held.
+        if limits.max_queue and service.waiting >= limits.max_queue:
             self._refuse(
                 client,
                 request,

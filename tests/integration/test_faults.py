@@ -657,12 +657,15 @@ def test_retry_jobs_option_retries_plain_clients(
 # -- (f) bounds -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("credit", ["1", "16"])
 def test_queue_full_reaches_the_client_library(
-    start_server: StartServer, ctx: Context, runs: Runs
+    start_server: StartServer, ctx: Context, runs: Runs, credit: str
 ) -> None:
-    # Strict LRU: with credit, jobs sent ahead to the busy worker would not count as queued
-    # (docs/reliability.md), and wait_ready's echo job just opened the prefetch gate.
-    server = start_server(APP, "--max-queue", "2", "--worker-credit", "1", workers=1, env=runs.env)
+    """Strict LRU, and the default credit (16): wait_ready's echo job opens the prefetch gate,
+    but the worker busy with a long job is sent nothing more, so the fills queue and count."""
+    server = start_server(
+        APP, "--max-queue", "2", "--worker-credit", credit, workers=1, env=runs.env
+    )
     server.wait_ready()
     blocker = server.socket()
     blocker.send(b"sleep 3 blocker")

@@ -310,6 +310,22 @@ def test_max_queue_counts_only_jobs_no_worker_could_take():
     assert answers == {b"c4": Status.QUEUE_FULL}
 
 
+def test_max_queue_holds_while_the_prefetch_gate_keeps_spare_credit_unused():
+    """A busy worker with credit to spare is placed, but while jobs are long the gate gives it
+    nothing more, so new jobs queue: they count against max_queue like any others. (The limit
+    once applied only when no worker was placed, so it never held with the default credit while
+    jobs ran long: the broker's queue grew without bound.)"""
+    router = make_router(prefetch_below=0.001, max_queue=2)
+    ready(router, b"W", credit=4)
+    for client in (b"c1", b"c2", b"c3", b"c4", b"c5", b"c6"):
+        request(router, client)
+    jobs, answers = sent(router)
+    assert [j.body for _, j in jobs] == [[b"c1"]]
+    assert router.services[SERVICE].placed  # W could hold more, had the gate been open
+    assert router.waiting() == 2
+    assert answers == {c: Status.QUEUE_FULL for c in (b"c4", b"c5", b"c6")}
+
+
 def test_a_disconnecting_worker_is_not_sent_more_and_shutdown_fails_held_jobs_once():
     router = make_router()
     ready(router, b"W")
