@@ -426,12 +426,12 @@ def test_broker_survives_100k_hostile_messages_and_still_serves(
 
     # Hostile workers that are gone are forgotten within interval x (liveness + 1) = 1 s; their
     # jobs are retried (the checker's) or answered worker_lost. Then it is business as usual,
-    # once the backlog is worked off: the jobs hostile workers took go back to the head of the
-    # queue when those workers are forgotten (an accepted job is never dropped, max_queue or
-    # not), so the queue can hold thousands of the fuzz's jobs (8110 seen with the broker on one
-    # core), and until the two echo workers are through them a new job is refused with
-    # queue_full. That is a clear answer, so the client waits the backlog out, as a real one
-    # would, and only for a bounded time.
+    # once the backlog is worked off: up to max_queue of the fuzz's jobs, plus those requeued
+    # from hostile workers as they were forgotten (an accepted job is never dropped, max_queue
+    # or not), all for clients that are gone. Until the two echo workers are through them a
+    # new job may be refused with queue_full: a clear answer, so the client waits the backlog
+    # out, as a real one would, for a bounded time. (8110 queued were once seen here, with
+    # the broker on one core: max_queue did not hold while a busy worker had spare credit.)
     time.sleep(1.5)
     refused = 0
     with Client(server.frontend, timeout=10, retries=3, context=ctx) as client:
