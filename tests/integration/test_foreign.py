@@ -47,8 +47,10 @@ class RawWorker(threading.Thread):
                     address, empty, *body = frames[1:]
                     assert empty == b""
                     answer = [frame.upper() for frame in body]
-                    sock.send_multipart([*prefix, bytes([reply]), address, b"", *answer])
+                    # Counted before the reply goes: a test that has the reply must see the count
+                    # (counted after, the client could read both before this thread got there).
                     self.served += 1
+                    sock.send_multipart([*prefix, bytes([reply]), address, b"", *answer])
         finally:
             sock.close(linger=0)
 
