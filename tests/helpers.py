@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import zmq
 
+from zmqserver._process import proc_state
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -62,12 +64,8 @@ def cmdline(pid: int) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+    state = proc_state(pid)
+    return state is not None and state != b"Z"
 
 
 class ServerProcess:

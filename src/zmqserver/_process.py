@@ -67,13 +67,20 @@ def parent_alive(pid: int) -> bool:
     """
     if os.getppid() != pid:
         return False
+    state = proc_state(pid)
+    return state is None or state not in (b"Z", b"X")
+
+
+def proc_state(pid: int) -> bytes | None:
+    """The one-letter state of ``pid`` in ``/proc/<pid>/stat`` (``b"Z"``: a zombie), or None if
+    it cannot be read (no such process, or no /proc)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return True
+        return None
     # The state follows the command name, which may itself hold ") ".
-    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+    return stat[stat.rfind(b")") + 2 :][:1]
 
 
 def endpoint_label(endpoint: str) -> str:
