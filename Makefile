@@ -6,12 +6,32 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit integration bench clean
+.PHONY: serve test lint typecheck unit integration wheel-check bench clean
 
 # setup.py builds the optional compiled parts in place: the C extension (_fastio.c), and the
-# modules mypyc compiles (src/zmqserver/_compiled.py lists them), so an edit to one rebuilds.
-COMPILED_SRC := src/zmqserver/_fastio.c $(addprefix src/zmqserver/,broker.py protocol.py routing.py worker.py)
-$(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
+# modules mypyc compiles (MODULES in src/zmqserver/_compiled.py; a test checks this list), so an
+# edit to one rebuilds. The build also stamps their sources' hashes (src/zmqserver/_build.json):
+# an import that finds other sources runs them, with a warning, instead of stale compiled code.
+COMPILED_SRC := src/zmqserver/_fastio.c src/zmqserver/_compiled.py \
+	$(addprefix src/zmqserver/,broker.py protocol.py routing.py worker.py)
+
+# _fastio.c needs libzmq's header (pyzmq's wheels ship none): the Debian packages in
+# apt-packages.txt. Installed here when missing and we may (root, apt-get); otherwise the build
+# says so and the broker uses pyzmq's own socket calls.
+APT_PACKAGES := $(shell cat apt-packages.txt)
+define HAVE_ZMQ_H
+echo '#include <zmq.h>' | $${CC:-cc} -E - >/dev/null 2>&1
+endef
+
+$(STAMP): pyproject.toml setup.py apt-packages.txt $(COMPILED_SRC)
+	@if ! $(HAVE_ZMQ_H); then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(APT_PACKAGES) (zmq.h, for the compiled socket I/O)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else \
+	    echo "note: no zmq.h (Debian: apt-get install $(APT_PACKAGES)): _fastio is not built"; \
+	  fi; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -21,8 +41,8 @@ serve: $(STAMP)
 	$(BIN)/zmqserver serve examples.upper:app --port 6660 6661
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples bench
-	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/ruff check src tests examples bench setup.py
+	$(BIN)/ruff format --check src tests examples bench setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -33,13 +53,19 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
+# What a user gets from `pip install`: the wheel built with build isolation, installed into a
+# fresh venv outside the tree, imported under -W error, compiled, serving a job (about 40 s).
+wheel-check: $(STAMP)
+	$(BIN)/python tests/check_wheel.py
+
 # The whole suite, then again on the pure-Python path (the fallback where nothing could be
 # compiled: Python socket I/O, and the routing core and protocol run from source), so both
-# paths are held to the same tests.
+# paths are held to the same tests; then the wheel.
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest tests
 	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py tests/unit/test_broker.py \
 		tests/unit/test_compiled.py tests/unit/test_protocol.py tests/unit/test_routing*.py
+	$(MAKE) --no-print-directory wheel-check
 
 # The benchmark suite (bench/README.md): about 5 minutes; JSON and Markdown in bench/results/,
 # the plot in docs/bench.png. The bench extra adds matplotlib for the plot.
@@ -55,3 +81,4 @@ bench: $(BENCH_STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
 	find src -name '*.so' -delete
+	rm -f src/zmqserver/_build.json

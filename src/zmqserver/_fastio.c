@@ -5,14 +5,18 @@
  * message, and the broker does four of them per job. These functions do the same work in one C
  * call per message (or per batch), on the very socket objects pyzmq created.
  *
- * Rule 1: no routing decisions here. This file only moves frames; routing.py decides.
+ * Rule 1: no routing decisions here. This file only moves frames; the routing core decides.
  *
- * How it reaches libzmq: the extension is not linked against any libzmq. zmqserver/_io.py finds
- * the libzmq that pyzmq has already loaded (from /proc/self/maps) and passes its path to load();
- * dlopen(RTLD_NOLOAD) then hands back that same, already-loaded copy, so a socket pointer taken
- * from pyzmq (Socket.underlying) is only ever used with the library that created it. No zmq.h is
- * needed: the few prototypes, zmq_msg_t's layout (64 bytes, pointer-aligned) and zmq_pollitem_t's
- * are stable ABI since libzmq 4.0.
+ * How it reaches libzmq. The types and prototypes are libzmq's own, from zmq.h (Debian's
+ * libzmq3-dev; pyzmq's wheels ship no header). The functions must be those of the libzmq that
+ * pyzmq runs on, because the socket pointers come from pyzmq (Socket.underlying): a second copy
+ * of libzmq linked here would not know them. pyzmq's wheels bundle libzmq under a hashed file
+ * name, so the extension is not linked against any libzmq: load() is given the file of pyzmq's
+ * compiled backend (zmq.backend.cython._zmq), which the dynamic linker has already loaded, and
+ * dlsym() on that handle looks each function up through its dependencies, where pyzmq's own
+ * libzmq is. Every pointer is declared with the type of the function in zmq.h (typeof), so a
+ * change of signature is a compile error, and load() refuses a libzmq whose major version is not
+ * the header's (the ABI of one major version is stable: soname libzmq.so.5).
  *
  * Frames larger than INLINE_MAX come back as Frame objects that keep the zmq_msg_t (no copy) and
  * expose the buffer protocol; sending a Frame uses zmq_msg_copy, which shares the buffer. So a
@@ -29,39 +33,42 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
-
-typedef struct zmq_msg_t {
-    unsigned char _[64] __attribute__((aligned(sizeof(void *))));
-} zmq_msg_t;
-
-#define ZMQ_DONTWAIT 1
-#define ZMQ_SNDMORE 2
-#define ZMQ_POLLIN 1 /* zmq.h's value; like zmq_pollitem_t below, part of libzmq's stable ABI */
-
-typedef struct {
-    void *socket;
-    int fd;
-    short events;
-    short revents;
-} zmq_pollitem_t;
+#include <zmq.h>
 
 /* The most items poll() takes: the broker watches four (two ports, the signal pipe, ZAP). */
 #define POLL_MAX 16
 #define INLINE_MAX 1024
 
-static int (*p_msg_init)(zmq_msg_t *);
-static int (*p_msg_init_size)(zmq_msg_t *, size_t);
-static void *(*p_msg_data)(zmq_msg_t *);
-static size_t (*p_msg_size)(const zmq_msg_t *);
-static int (*p_msg_more)(const zmq_msg_t *);
-static int (*p_msg_recv)(zmq_msg_t *, void *, int);
-static int (*p_msg_send)(zmq_msg_t *, void *, int);
-static int (*p_msg_close)(zmq_msg_t *);
-static int (*p_msg_copy)(zmq_msg_t *, zmq_msg_t *);
-static const char *(*p_msg_gets)(const zmq_msg_t *, const char *);
-static int (*p_poll)(zmq_pollitem_t *, int, long);
-static int (*p_errno)(void);
-static const char *(*p_strerror)(int);
+/* libzmq's functions, typed by zmq.h; set by load(). */
+#define ZMQ_FN(name) static __typeof__(&name) p_##name
+ZMQ_FN(zmq_msg_init);
+ZMQ_FN(zmq_msg_init_size);
+ZMQ_FN(zmq_msg_data);
+ZMQ_FN(zmq_msg_size);
+ZMQ_FN(zmq_msg_more);
+ZMQ_FN(zmq_msg_recv);
+ZMQ_FN(zmq_msg_send);
+ZMQ_FN(zmq_msg_close);
+ZMQ_FN(zmq_msg_copy);
+ZMQ_FN(zmq_msg_gets);
+ZMQ_FN(zmq_poll);
+ZMQ_FN(zmq_errno);
+ZMQ_FN(zmq_strerror);
+ZMQ_FN(zmq_version);
+#undef ZMQ_FN
+#define p_msg_init p_zmq_msg_init
+#define p_msg_init_size p_zmq_msg_init_size
+#define p_msg_data p_zmq_msg_data
+#define p_msg_size p_zmq_msg_size
+#define p_msg_more p_zmq_msg_more
+#define p_msg_recv p_zmq_msg_recv
+#define p_msg_send p_zmq_msg_send
+#define p_msg_close p_zmq_msg_close
+#define p_msg_copy p_zmq_msg_copy
+#define p_msg_gets p_zmq_msg_gets
+#define p_poll p_zmq_poll
+#define p_errno p_zmq_errno
+#define p_strerror p_zmq_strerror
 static int loaded = 0;
 /* What a libzmq failure raises: the caller's class (zmq.ZMQError, given to load()), called with
  * the errno; OSError(errno, text) until then. */
@@ -196,33 +203,47 @@ static PyObject *fastio_load(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "the error type must be callable");
         return NULL;
     }
-    Py_XINCREF(errors);
-    Py_XSETREF(error_type, errors);
+    /* RTLD_NOLOAD: only a library that is already loaded (pyzmq's backend, imported first);
+     * never a second copy. */
     void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
     if (lib == NULL) {
-        PyErr_Format(PyExc_ImportError, "libzmq %s is not loaded: %s", path, dlerror());
+        PyErr_Format(PyExc_ImportError, "pyzmq's backend %s is not loaded: %s", path, dlerror());
         return NULL;
     }
-#define SYM(var, name)                                                                  \
-    *(void **)(&var) = dlsym(lib, name);                                                \
-    if (var == NULL) {                                                                  \
-        PyErr_Format(PyExc_ImportError, "libzmq %s lacks %s", path, name);              \
+#define SYM(name)                                                                       \
+    *(void **)(&p_##name) = dlsym(lib, #name);                                          \
+    if (p_##name == NULL) {                                                             \
+        PyErr_Format(PyExc_ImportError, "no %s in the libzmq of %s", #name, path);       \
+        dlclose(lib);                                                                   \
         return NULL;                                                                    \
     }
-    SYM(p_msg_init, "zmq_msg_init");
-    SYM(p_msg_init_size, "zmq_msg_init_size");
-    SYM(p_msg_data, "zmq_msg_data");
-    SYM(p_msg_size, "zmq_msg_size");
-    SYM(p_msg_more, "zmq_msg_more");
-    SYM(p_msg_recv, "zmq_msg_recv");
-    SYM(p_msg_send, "zmq_msg_send");
-    SYM(p_msg_close, "zmq_msg_close");
-    SYM(p_msg_copy, "zmq_msg_copy");
-    SYM(p_msg_gets, "zmq_msg_gets");
-    SYM(p_poll, "zmq_poll");
-    SYM(p_errno, "zmq_errno");
-    SYM(p_strerror, "zmq_strerror");
+    SYM(zmq_msg_init);
+    SYM(zmq_msg_init_size);
+    SYM(zmq_msg_data);
+    SYM(zmq_msg_size);
+    SYM(zmq_msg_more);
+    SYM(zmq_msg_recv);
+    SYM(zmq_msg_send);
+    SYM(zmq_msg_close);
+    SYM(zmq_msg_copy);
+    SYM(zmq_msg_gets);
+    SYM(zmq_poll);
+    SYM(zmq_errno);
+    SYM(zmq_strerror);
+    SYM(zmq_version);
 #undef SYM
+    /* The handle stays open: the functions must outlive this call (pyzmq keeps the library
+     * loaded anyway; this reference only makes that explicit). */
+    int major, minor, patch;
+    p_zmq_version(&major, &minor, &patch);
+    if (major != ZMQ_VERSION_MAJOR) {
+        PyErr_Format(PyExc_ImportError,
+                     "pyzmq runs libzmq %d.%d.%d; this extension was built for libzmq %d.x",
+                     major, minor, patch, ZMQ_VERSION_MAJOR);
+        return NULL;
+    }
+    Py_XINCREF(errors);
+    Py_XSETREF(error_type, errors);
     loaded = 1;
     Py_RETURN_NONE;
 }
@@ -554,8 +575,8 @@ static PyMethodDef fastio_methods[] = {
      "poll(sockets, fds, timeout_ms) -> mask of the readable items (sockets first, then fds); "
      "0 on timeout or a signal. Waits without the GIL."},
     {"load", fastio_load, METH_VARARGS,
-     "load(path, error_type=None): bind to the libzmq already loaded from this path; libzmq "
-     "failures raise error_type(errno) (OSError until given)."},
+     "load(path, error_type=None): bind to the libzmq of the already loaded pyzmq backend at "
+     "path; libzmq failures raise error_type(errno) (OSError until given)."},
     {"recv_message", fastio_recv_message, METH_O,
      "recv_message(handle) -> the next whole message, every frame bytes, or None (no wait)."},
     {"recv_batch", (PyCFunction)(void (*)(void))fastio_recv_batch, METH_FASTCALL | METH_KEYWORDS,
@@ -583,7 +604,10 @@ PyMODINIT_FUNC PyInit__fastio(void) {
         Py_DECREF(module);
         return NULL;
     }
-    if (PyModule_AddIntConstant(module, "INLINE_MAX", INLINE_MAX) < 0) {
+    if (PyModule_AddIntConstant(module, "INLINE_MAX", INLINE_MAX) < 0 ||
+        PyModule_AddStringConstant(module, "ZMQ_HEADER_VERSION",
+                                   Py_STRINGIFY(ZMQ_VERSION_MAJOR) "." Py_STRINGIFY(
+                                       ZMQ_VERSION_MINOR) "." Py_STRINGIFY(ZMQ_VERSION_PATCH)) < 0) {
         Py_DECREF(module);
         return NULL;
     }

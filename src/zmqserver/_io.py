@@ -26,39 +26,35 @@ log = logging.getLogger("zmqserver")
 Frames = list[Any]  # bytes, or _fastio.Frame for large frames on the compiled path
 
 
-def _libzmq_path() -> str | None:
-    """The file of the libzmq that pyzmq loaded into this process (Linux: from /proc)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rstrip("\n").split(maxsplit=5)[-1]
-                if "libzmq" in os.path.basename(path) and path.startswith("/"):
-                    return path
-    except OSError:
-        pass
-    return None
-
-
 def _load_fast() -> Any:
+    """The compiled I/O bound to pyzmq's libzmq, or None (with the reason in UNAVAILABLE)."""
+    global UNAVAILABLE
     if os.environ.get("ZMQSERVER_PURE_PYTHON"):
+        UNAVAILABLE = "ZMQSERVER_PURE_PYTHON is set"
         return None
     try:
         from . import _fastio  # type: ignore[attr-defined]
-    except ImportError:
+    except ImportError as exc:
+        UNAVAILABLE = f"not built ({exc})"
         return None
-    import zmq.backend  # noqa: F401 - make sure pyzmq's libzmq is mapped before we look
-
-    path = _libzmq_path()
-    if path is None:
+    # The libzmq whose functions _fastio calls is found through pyzmq's compiled backend (see
+    # _fastio.c): importing it first is what loads that libzmq.
+    try:
+        from zmq.backend.cython import _zmq as backend
+    except ImportError as exc:  # pyzmq's cffi backend (PyPy): no Cython backend to bind to
+        UNAVAILABLE = f"pyzmq has no Cython backend ({exc})"
         return None
     try:
-        _fastio.load(path, zmq.ZMQError)  # libzmq failures raise what pyzmq's would
+        _fastio.load(backend.__file__, zmq.ZMQError)  # libzmq failures raise what pyzmq's would
     except ImportError as exc:
+        UNAVAILABLE = str(exc)
         log.debug("compiled socket I/O unavailable: %s", exc)
         return None
     return _fastio
 
 
+#: Why the compiled socket I/O is not in use ("" when it is).
+UNAVAILABLE = ""
 _fast = _load_fast()
 
 #: True when the compiled path is in use.

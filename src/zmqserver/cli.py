@@ -83,6 +83,26 @@ class _AppsAction(argparse.Action):
             parser.error(f"give one APP (module:callable) or services as NAME=APP: {apps}")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: computed only when asked (it imports the compiled modules to see which
+    are in use)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        from ._version import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     #: The subcommands' parsers, by name (see :func:`parse`).
     commands: dict[str, argparse.ArgumentParser]
@@ -90,6 +110,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> _Parser:
     parser = _Parser(prog="zmqserver", description="A preforking ZeroMQ job server.")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version and which compiled parts are in use, then exit",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
