@@ -43,6 +43,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench setup.py
 	$(BIN)/ruff format --check src tests examples bench setup.py
+	$(BIN)/pre-commit validate-config .pre-commit-config.yaml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
