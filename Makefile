@@ -64,8 +64,7 @@ wheel-check: $(STAMP)
 # paths are held to the same tests; then the wheel.
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest tests
-	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py tests/unit/test_broker.py \
-		tests/unit/test_compiled.py tests/unit/test_protocol.py tests/unit/test_routing*.py
+	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit
 	$(MAKE) --no-print-directory wheel-check
 
 # The benchmark suite (bench/README.md): about 5 minutes; JSON and Markdown in bench/results/,
