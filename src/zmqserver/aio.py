@@ -23,7 +23,7 @@ from types import TracebackType
 import zmq
 import zmq.asyncio
 
-from .client import Payload, ReplyBody, encode_payload, encode_service, unwrap
+from .client.state import Payload, ReplyBody, encode_payload, encode_service, unwrap
 from .errors import Closed
 from .pipeline import Event, Pipeline
 from .protocol import FLAG_RETRYABLE

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .client import RequestIds, RequestState, Response
+from .client.state import RequestIds, RequestState, Response
 from .errors import ZmqServerError
 from .protocol import parse_client_reply
 

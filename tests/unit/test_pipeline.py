@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zmqserver.client import RequestIds
+from zmqserver.client.state import RequestIds
 from zmqserver.errors import AppError, RequestTimeout, Status
 from zmqserver.pipeline import Pipeline
 from zmqserver.protocol import Form, encode_client_reply, parse_client_request

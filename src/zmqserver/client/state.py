@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from .errors import Closed, RequestTimeout, Status, error_for
+from ..errors import Closed, RequestTimeout, Status, error_for
 
 if TYPE_CHECKING:
-    from .pipeline import Event, Pipeline
-from .protocol import (
+    from ..pipeline import Event, Pipeline
+from ..protocol import (
     FLAG_RETRYABLE,
     MAX_SERVICE_NAME,
     ClientReply,
@@ -45,7 +45,7 @@ from .protocol import (
     encode_request_header,
     parse_client_reply,
 )
-from .security import apply_client, client_credentials
+from ..security import apply_client, client_credentials
 
 __all__ = [
     "Client",
@@ -494,7 +494,7 @@ class Client:
 
     def _get_pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            from .pipeline import Pipeline  # pipeline.py builds on this module
+            from ..pipeline import Pipeline  # pipeline.py builds on this module
 
             self._pipeline = Pipeline(
                 service=self.service,
