@@ -1,8 +1,9 @@
 """The asyncio client: many concurrent requests over one DEALER socket, matched by request id.
 
 Only the waiting is asyncio here. Which reply belongs to which request, when to resend, when to
-give up and what an error status means are decided by :class:`~zmqserver.pipeline.Pipeline` and
-:class:`~zmqserver.client.RequestState`, shared with the blocking :class:`~zmqserver.Client`.
+give up and what an error status means are decided by
+:class:`~zmqserver.client.pipeline.Pipeline` and :class:`~zmqserver.client.state.RequestState`,
+shared with the blocking :class:`~zmqserver.Client`.
 
 One task (the pump) owns the socket's receive side: it reads replies and hands each to the
 request waiting for it, and on each request's deadline it resends or fails it. Requests send from
@@ -23,9 +24,9 @@ from types import TracebackType
 import zmq
 import zmq.asyncio
 
+from .client.pipeline import Event, Pipeline
 from .client.state import Payload, ReplyBody, encode_payload, encode_service, unwrap
 from .errors import Closed
-from .pipeline import Event, Pipeline
 from .protocol import FLAG_RETRYABLE
 from .security import apply_client, client_credentials
 

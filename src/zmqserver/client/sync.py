@@ -1,10 +1,11 @@
 """The blocking client: Lazy Pirate over a DEALER socket, waiting in ``zmq_poll``.
 
 This is a driver and nothing more (STYLE.md, "Policy vs driver"): which reply counts, when to
-resend and what an error status means are decided by :class:`~zmqserver.client.state.RequestState`
-(one request at a time) and :class:`~zmqserver.pipeline.Pipeline` (``submit``/``map``), shared
-with the asyncio client. It is a module of its own so that a blocking user imports neither asyncio
-nor ``zmq.asyncio``, and so that the retry policy can be read without the socket code around it.
+resend and what an error status means are decided by
+:class:`~zmqserver.client.state.RequestState` (one request at a time) and
+:class:`~zmqserver.client.pipeline.Pipeline` (``submit``/``map``), shared with the asyncio
+client. It is a module of its own so that a blocking user imports neither asyncio nor
+``zmq.asyncio``, and so that the retry policy can be read without the socket code around it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import zmq
 
 from ..errors import Closed
 from ..protocol import FLAG_RETRYABLE
 from ..security import apply_client, client_credentials
+from .pipeline import Event, Pipeline
 from .state import (
     Payload,
     ReplyBody,
@@ -34,9 +35,6 @@ from .state import (
     encode_service,
     unwrap,
 )
-
-if TYPE_CHECKING:
-    from ..pipeline import Event, Pipeline
 
 __all__ = ["Client", "PendingReply"]
 
@@ -194,8 +192,6 @@ class Client:
 
     def _get_pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            from ..pipeline import Pipeline  # pipeline.py builds on client.state
-
             self._pipeline = Pipeline(
                 service=self.service,
                 timeout=self.timeout,
