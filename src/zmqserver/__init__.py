@@ -8,8 +8,8 @@ from __future__ import annotations
 
 # First: importing it decides, for the compiled modules, between extension and source.
 from . import _compiled  # noqa: F401
-from .aio import AsyncClient
 from .client import Client
+from .client.aio import AsyncClient
 from .config import App, Config
 from .errors import (
     AppError,

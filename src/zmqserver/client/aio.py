@@ -9,6 +9,9 @@ One task (the pump) owns the socket's receive side: it reads replies and hands e
 request waiting for it, and on each request's deadline it resends or fails it. Requests send from
 their own tasks (a DEALER send does not block in practice, and pyzmq's asyncio sockets make it
 awaitable anyway).
+
+It is a module of its own, and the package imports it only when asked for ``AsyncClient``, so
+that a blocking user never loads asyncio or ``zmq.asyncio``.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from types import TracebackType
 import zmq
 import zmq.asyncio
 
-from .client.pipeline import Event, Pipeline
-from .client.state import Payload, ReplyBody, encode_payload, encode_service, unwrap
-from .errors import Closed
-from .protocol import FLAG_RETRYABLE
-from .security import apply_client, client_credentials
+from ..errors import Closed
+from ..protocol import FLAG_RETRYABLE
+from ..security import apply_client, client_credentials
+from .pipeline import Event, Pipeline
+from .state import Payload, ReplyBody, encode_payload, encode_service, unwrap
 
 __all__ = ["AsyncClient"]
 
