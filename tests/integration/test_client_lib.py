@@ -25,7 +25,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zmqserver.client import Client
-from zmqserver.client_cli import client_main
+from zmqserver.client.cli import client_main
 from zmqserver.errors import (
     AppError,
     Closed,
