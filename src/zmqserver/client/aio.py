@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
@@ -28,10 +27,9 @@ import zmq
 import zmq.asyncio
 
 from ..errors import Closed
-from ..protocol import FLAG_RETRYABLE
-from ..security import apply_client, client_credentials
-from .pipeline import Event, Pipeline
-from .state import Payload, ReplyBody, encode_payload, encode_service, unwrap
+from .options import ClientOptions
+from .pipeline import Event
+from .state import Payload, ReplyBody, encode_payload, unwrap
 
 __all__ = ["AsyncClient"]
 
@@ -59,33 +57,22 @@ class AsyncClient:
         client_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         """``server_key`` and ``client_key_file``: CURVE, as for :class:`~zmqserver.Client`."""
-        curve = client_credentials(server_key, client_key_file)
-        self.endpoint = endpoint
-        self.service = encode_service(service)
-        self.timeout = timeout
-        self.retries = retries
-        self.identity = b"zq" + secrets.token_bytes(14)
-        peer = endpoint
-        if self.service:
-            peer += f" (service {self.service.decode('utf-8', 'backslashreplace')!r})"
-        self._pipeline = Pipeline(
-            service=self.service,
+        options = ClientOptions.from_arguments(
+            endpoint,
+            service=service,
             timeout=timeout,
             retries=retries,
-            flags=FLAG_RETRYABLE if retries > 1 else 0,
-            peer=peer,
+            server_key=server_key,
+            client_key_file=client_key_file,
         )
+        self.endpoint = options.endpoint
+        self.service = options.service
+        self.timeout = options.timeout
+        self.retries = options.retries
+        self.identity = options.identity
+        self._pipeline = options.pipeline()
         self._context = context if context is not None else zmq.asyncio.Context.instance()
-        self._socket: zmq.asyncio.Socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.ROUTING_ID, self.identity)
-        if curve is not None:
-            apply_client(self._socket, curve)
-        try:
-            self._socket.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self._socket.close(linger=0)
-            raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from exc
+        self._socket: zmq.asyncio.Socket = options.setup(self._context.socket(zmq.DEALER))
         self._waiters: dict[int, asyncio.Queue[Event]] = {}
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None

@@ -5,7 +5,9 @@ Rule 1: nothing here touches a socket, a clock or an event loop, and nothing imp
 send, a deadline, a reply, or an exception. Everything that decides *whether* to retry, *which*
 reply counts and *what* an error reply means lives here, so the blocking client (sync.py) and the
 asyncio client (aio.py) differ only in how they wait (STYLE.md, "Policy vs driver"); circus shows
-what happens otherwise: two copies of the retry loop that drift apart.
+what happens otherwise: two copies of the retry loop that drift apart. The checks of a client's
+arguments that are policy (:func:`check_policy`, :func:`encode_service`) live here for the same
+reason; options.py applies them for both drivers.
 
 The reliability pattern is the ZeroMQ guide's Lazy Pirate (chapter 4): send, wait at most
 ``timeout`` seconds, and if nothing came back, throw the socket away and resend on a fresh one,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -21,8 +20,7 @@ from types import TracebackType
 import zmq
 
 from ..errors import Closed
-from ..protocol import FLAG_RETRYABLE
-from ..security import apply_client, client_credentials
+from .options import ClientOptions
 from .pipeline import Event, Pipeline
 from .state import (
     Payload,
@@ -30,9 +28,7 @@ from .state import (
     RequestIds,
     RequestState,
     Response,
-    check_policy,
     encode_payload,
-    encode_service,
     unwrap,
 )
 
@@ -70,23 +66,24 @@ class Client:
     ) -> None:
         """``server_key`` (the server's Z85 public key, or its ``.key`` file) makes the client
         speak CURVE; ``client_key_file`` is its own ``.key_secret`` (docs/security.md)."""
-        check_policy(timeout, retries)
-        self._curve = client_credentials(server_key, client_key_file)
-        self.endpoint = endpoint
-        self.service = encode_service(service)
-        self.timeout = timeout
-        self.retries = retries
+        options = ClientOptions.from_arguments(
+            endpoint,
+            service=service,
+            timeout=timeout,
+            retries=retries,
+            server_key=server_key,
+            client_key_file=client_key_file,
+        )
+        self._options = options
+        self.endpoint = options.endpoint
+        self.service = options.service
+        self.timeout = options.timeout
+        self.retries = options.retries
+        self.identity = options.identity
+        self._flags = options.flags
+        self._peer = options.peer
         self._context = context if context is not None else zmq.Context.instance()
         self._ids = RequestIds()
-        # One routing id for the client's whole life, kept across Lazy Pirate reconnects, so the
-        # broker can tell a resend from a new request and answer it from its reply cache instead
-        # of running the job twice. Random, so it is not guessable; never starting with a zero
-        # byte, which ZeroMQ reserves for the ids it makes up itself.
-        self.identity = b"zq" + secrets.token_bytes(14)
-        self._flags = FLAG_RETRYABLE if retries > 1 else 0
-        self._peer = endpoint
-        if self.service:
-            self._peer += f" (service {self.service.decode('utf-8', 'backslashreplace')!r})"
         self._socket: zmq.Socket[bytes] | None = None
         self._pipeline: Pipeline | None = None
         self._futures: dict[int, PendingReply] = {}
@@ -192,14 +189,7 @@ class Client:
 
     def _get_pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            self._pipeline = Pipeline(
-                service=self.service,
-                timeout=self.timeout,
-                retries=self.retries,
-                flags=self._flags,
-                peer=self._peer,
-                ids=self._ids,
-            )
+            self._pipeline = self._options.pipeline(self._ids)
         return self._pipeline
 
     def _drive(self, done: Callable[[], bool], timeout: float | None) -> None:
@@ -314,17 +304,7 @@ class Client:
     def _connect(self) -> zmq.Socket[bytes]:
         # socket_class forces a blocking socket even if the caller passed a zmq.asyncio.Context.
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
-        # Linger 0: closing must never block on, or later deliver, a request we gave up on.
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.ROUTING_ID, self.identity)
-        if self._curve is not None:
-            apply_client(socket, self._curve)
-        try:
-            socket.connect(self.endpoint)
-        except zmq.ZMQError as exc:
-            socket.close(linger=0)
-            raise ValueError(f"cannot connect to {self.endpoint!r}: {exc}") from exc
-        return socket
+        return self._options.setup(socket)
 
     def _ready_socket(self) -> zmq.Socket[bytes]:
         if self._socket is None:
