@@ -1,9 +1,10 @@
 """The client library, a package so that each part can be read (and imported) on its own.
 
 ``state`` is the sans-IO Lazy Pirate policy every driver shares, ``pipeline`` keeps many requests
-apart on one socket, ``sync`` is the blocking driver and ``aio`` the asyncio one. Importing this
-package loads no server code, and ``AsyncClient`` is imported only when first asked for (PEP 562)
-so that a blocking user does not pay for asyncio and ``zmq.asyncio``.
+apart on one socket, ``options`` checks a client's arguments and sets up its socket, ``sync`` is
+the blocking driver, ``aio`` the asyncio one and ``cli`` the ``zmq-client`` command. Importing
+this package loads no server code, and ``AsyncClient`` is imported only when first asked for
+(PEP 562) so that a blocking user does not pay for asyncio and ``zmq.asyncio``.
 """
 
 from __future__ import annotations
@@ -40,13 +41,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name == "AsyncClient":
-        from .aio import AsyncClient
+# Hidden from type checkers, which see the TYPE_CHECKING import above instead: a module
+# __getattr__ would make them accept any name imported from this package, typos included.
+if not TYPE_CHECKING:
 
-        globals()[name] = AsyncClient  # once imported, found like any other name
-        return AsyncClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> object:
+        if name == "AsyncClient":
+            from .aio import AsyncClient
+
+            globals()[name] = AsyncClient  # once imported, found like any other name
+            return AsyncClient
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
