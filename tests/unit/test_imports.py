@@ -9,6 +9,7 @@ when a module becomes a package (``zmqserver.broker`` -> ``zmqserver.broker.core
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -70,6 +71,35 @@ def test_the_prefix_match_does_not_take_a_neighbour_for_a_submodule() -> None:
         "zmqserver.broker.core",
         "zmqserver.cli",
     ]
+
+
+#: What client/ may import from the rest of the package: the wire format, the errors and the
+#: client half of security (credentials); the server side may import the client, never the reverse.
+CLIENT_MAY_IMPORT = ("zmqserver.errors", "zmqserver.protocol", "zmqserver.security")
+SERVER_SIDE = tuple(p for p in NOT_FOR_CLIENTS if p.startswith("zmqserver.") and "client" not in p)
+
+
+def test_the_client_package_imports_nothing_from_the_server_side() -> None:
+    package = REPO / "src" / "zmqserver" / "client"
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            assert node.level <= 2, f"{path.name}: {ast.unparse(node)}"
+            if node.level == 1:
+                continue  # a sibling inside client/
+            target = "zmqserver" + (f".{node.module}" if node.module else "")
+            names = [target] if node.module else [f"zmqserver.{a.name}" for a in node.names]
+            assert loaded(names, CLIENT_MAY_IMPORT) == names, f"{path.name}: {ast.unparse(node)}"
+
+
+def test_the_asyncio_client_and_the_command_load_no_server_code() -> None:
+    modules = fresh(
+        "import json, sys; import zmqserver.client.aio, zmqserver.client.cli; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    assert isinstance(modules, list)
+    assert loaded(modules, SERVER_SIDE) == []
 
 
 @pytest.mark.parametrize(
