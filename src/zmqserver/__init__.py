@@ -2,15 +2,21 @@
 
 A broker process with a ROUTER for clients and a ROUTER for workers, a supervised pool of forked
 worker processes running your callable, and Lazy Pirate clients. See README.md.
+
+``import zmqserver`` loads the blocking client and the errors, and nothing of the server: most
+processes that import this package are clients, and should not pay for (or be broken by) the
+broker, the supervisor or asyncio. ``run``, ``AsyncClient``, ``client_key``, ``Config`` and
+``App`` are imported on first use (PEP 562); tests/unit/test_imports.py holds that.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 # First: importing it decides, for the compiled modules, between extension and source.
 from . import _compiled  # noqa: F401
-from .aio import AsyncClient
 from .client import Client
-from .config import App, Config
 from .errors import (
     AppError,
     AppLoadError,
@@ -29,8 +35,12 @@ from .errors import (
     WorkerLost,
     ZmqServerError,
 )
-from .server import run
-from .worker import client_key
+
+if TYPE_CHECKING:
+    from .client.aio import AsyncClient
+    from .config import App, Config
+    from .server import run
+    from .worker import client_key
 
 __version__ = "0.1.0"
 
@@ -58,3 +68,29 @@ __all__ = [
     "ZmqServerError",
     "run",
 ]
+
+#: The public names imported on first use, and the module (relative to this package) of each.
+_LAZY = {
+    "App": ".config",
+    "AsyncClient": ".client.aio",
+    "Config": ".config",
+    "client_key": ".worker",
+    "run": ".server",
+}
+
+
+# Hidden from type checkers, which see the TYPE_CHECKING imports above instead: a module
+# __getattr__ would make them accept any name imported from this package, typos included.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value  # found directly from now on, without this function
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from .client_cli import client_main
+from .client.cli import client_main
 from .config import Config, show_default
 from .config_sources import CONFIG_ENV, text_parser
 from .config_sources import load as load_config

@@ -8,7 +8,7 @@ import pytest
 import zmq.asyncio
 
 import zmqserver
-from zmqserver.aio import AsyncClient
+from zmqserver.client.aio import AsyncClient
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,6 +12,7 @@ hanging the run.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import queue
 import sys
@@ -19,13 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import zmq
+import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
-from zmqserver.client import Client
-from zmqserver.client_cli import client_main
+from zmqserver.client import AsyncClient, Client
+from zmqserver.client.cli import client_main
 from zmqserver.errors import (
     AppError,
     Closed,
@@ -536,6 +539,63 @@ def test_malformed_endpoint_fails_at_construction(
 ) -> None:
     with pytest.raises(ValueError, match="cannot connect"):
         Client("no-such-transport://x", context=context)
+
+
+def _socket_of_each_client(
+    context: zmq.Context[zmq.Socket[bytes]], endpoint: str, **kwargs: object
+) -> dict[str, tuple[int, int, bool]]:
+    """(LINGER, MECHANISM, routing id is the client's identity) of a new Client's socket and a
+    new AsyncClient's socket; the AsyncClient is made in a running loop, as it asks."""
+
+    def read(socket: zmq.Socket[Any], identity: bytes) -> tuple[int, int, bool]:
+        linger, mechanism = socket.getsockopt(zmq.LINGER), socket.getsockopt(zmq.MECHANISM)
+        return linger, mechanism, socket.getsockopt(zmq.ROUTING_ID) == identity
+
+    seen = {}
+    client = Client(endpoint, context=context, **kwargs)  # type: ignore[arg-type]
+    try:
+        assert client._socket is not None
+        seen["Client"] = read(client._socket, client.identity)
+    finally:
+        client.close()
+
+    async def make_async() -> tuple[int, int, bool]:
+        async_client = AsyncClient(
+            endpoint,
+            context=zmq.asyncio.Context(context),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        try:
+            return read(async_client._socket, async_client.identity)
+        finally:
+            await async_client.close()
+
+    seen["AsyncClient"] = asyncio.run(make_async())
+    return seen
+
+
+@pytest.mark.timeout(30)
+def test_both_clients_set_up_their_sockets_alike(context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    public, _ = zmq.curve_keypair()
+    plain = _socket_of_each_client(context, "tcp://127.0.0.1:1")
+    assert plain["Client"] == plain["AsyncClient"] == (0, zmq.NULL, True)
+    curve = _socket_of_each_client(context, "tcp://127.0.0.1:1", server_key=public.decode())
+    assert curve["Client"] == curve["AsyncClient"] == (0, zmq.CURVE, True)
+
+
+@pytest.mark.timeout(30)
+def test_malformed_endpoint_fails_alike_in_both_clients(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    with pytest.raises(ValueError, match="cannot connect") as sync_error:
+        Client("no-such-transport://x", context=context)
+
+    async def make_async() -> None:
+        await AsyncClient("no-such-transport://x", context=zmq.asyncio.Context(context)).close()
+
+    with pytest.raises(ValueError, match="cannot connect") as async_error:
+        asyncio.run(make_async())
+    assert str(sync_error.value) == str(async_error.value)
 
 
 # -- zmq-client -----------------------------------------------------------------------------------

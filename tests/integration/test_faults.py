@@ -27,7 +27,7 @@ import zmq
 from tests.helpers import ServerProcess, pid_alive, wait_until
 
 from zmqserver import Client
-from zmqserver.client import RequestState, Response
+from zmqserver.client.state import RequestState, Response
 from zmqserver.errors import (
     AppError,
     DeadlineExpired,

@@ -125,7 +125,7 @@ def test_allowed_key_gets_replies_from_every_client_kind(start_server, keys):
 
     assert asyncio.run(async_request()) == b"ASYNC"
     cli = subprocess.run(
-        [sys.executable, "-m", "zmqserver.client_cli", "-e", server.frontend, "-t", "5",
+        [sys.executable, "-m", "zmqserver.client.cli", "-e", server.frontend, "-t", "5",
          "--server-key", str(keys.server_public), "--key-file", str(keys.alice_secret), "cli"],
         capture_output=True, cwd=REPO, timeout=30, check=False,
     )  # fmt: skip

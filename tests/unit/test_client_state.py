@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from zmqserver.client import (
+from zmqserver.client.state import (
     RequestIds,
     RequestState,
     Response,

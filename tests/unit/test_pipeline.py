@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zmqserver.client import RequestIds
+from zmqserver.client.pipeline import Pipeline
+from zmqserver.client.state import RequestIds
 from zmqserver.errors import AppError, RequestTimeout, Status
-from zmqserver.pipeline import Pipeline
 from zmqserver.protocol import Form, encode_client_reply, parse_client_request
 
 

@@ -1,6 +1,8 @@
 """The ``zmq-client`` command: send one job, print the reply. argparse -> Client -> stdout.
 
-Rule 1: no logic lives here that a library user would also need; that belongs in client.py.
+Rule 1: no logic lives here that a library user would also need; that belongs in the library
+(sync.py, state.py). It sits in the client package, not with the server's command line, because
+it is a client: ``zmq-client`` imports the client library and none of the server.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import os
 import sys
 from typing import BinaryIO, TextIO
 
-from .client import Client
-from .errors import ConfigError, ProtocolError, RequestTimeout, ServerError
+from ..errors import ConfigError, ProtocolError, RequestTimeout, ServerError
+from .sync import Client
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:6660"
 

@@ -1,13 +1,17 @@
 """The asyncio client: many concurrent requests over one DEALER socket, matched by request id.
 
 Only the waiting is asyncio here. Which reply belongs to which request, when to resend, when to
-give up and what an error status means are decided by :class:`~zmqserver.pipeline.Pipeline` and
-:class:`~zmqserver.client.RequestState`, shared with the blocking :class:`~zmqserver.Client`.
+give up and what an error status means are decided by
+:class:`~zmqserver.client.pipeline.Pipeline` and :class:`~zmqserver.client.state.RequestState`,
+shared with the blocking :class:`~zmqserver.Client`.
 
 One task (the pump) owns the socket's receive side: it reads replies and hands each to the
 request waiting for it, and on each request's deadline it resends or fails it. Requests send from
 their own tasks (a DEALER send does not block in practice, and pyzmq's asyncio sockets make it
 awaitable anyway).
+
+It is a module of its own, and the package imports it only when asked for ``AsyncClient``, so
+that a blocking user never loads asyncio or ``zmq.asyncio``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
@@ -23,11 +26,10 @@ from types import TracebackType
 import zmq
 import zmq.asyncio
 
-from .client import Payload, ReplyBody, encode_payload, encode_service, unwrap
-from .errors import Closed
-from .pipeline import Event, Pipeline
-from .protocol import FLAG_RETRYABLE
-from .security import apply_client, client_credentials
+from ..errors import Closed
+from .options import ClientOptions
+from .pipeline import Event
+from .state import Payload, ReplyBody, encode_payload, unwrap
 
 __all__ = ["AsyncClient"]
 
@@ -55,33 +57,22 @@ class AsyncClient:
         client_key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         """``server_key`` and ``client_key_file``: CURVE, as for :class:`~zmqserver.Client`."""
-        curve = client_credentials(server_key, client_key_file)
-        self.endpoint = endpoint
-        self.service = encode_service(service)
-        self.timeout = timeout
-        self.retries = retries
-        self.identity = b"zq" + secrets.token_bytes(14)
-        peer = endpoint
-        if self.service:
-            peer += f" (service {self.service.decode('utf-8', 'backslashreplace')!r})"
-        self._pipeline = Pipeline(
-            service=self.service,
+        options = ClientOptions.from_arguments(
+            endpoint,
+            service=service,
             timeout=timeout,
             retries=retries,
-            flags=FLAG_RETRYABLE if retries > 1 else 0,
-            peer=peer,
+            server_key=server_key,
+            client_key_file=client_key_file,
         )
+        self.endpoint = options.endpoint
+        self.service = options.service
+        self.timeout = options.timeout
+        self.retries = options.retries
+        self.identity = options.identity
+        self._pipeline = options.pipeline()
         self._context = context if context is not None else zmq.asyncio.Context.instance()
-        self._socket: zmq.asyncio.Socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.ROUTING_ID, self.identity)
-        if curve is not None:
-            apply_client(self._socket, curve)
-        try:
-            self._socket.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self._socket.close(linger=0)
-            raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from exc
+        self._socket: zmq.asyncio.Socket = options.setup(self._context.socket(zmq.DEALER))
         self._waiters: dict[int, asyncio.Queue[Event]] = {}
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None

@@ -1,11 +1,11 @@
 """Many requests in flight on one socket, matched by request id: the sans-IO core of pipelining.
 
-Rule 1: no sockets, no clocks, no event loop. Each request is a :class:`~zmqserver.client.
-RequestState` (the same Lazy Pirate policy the one-at-a-time client uses: attempts, deadlines,
-which replies count, what an error status means); this module only keeps many of them apart by
-request id and tells the driver what to send and when it next needs to be woken. The asyncio
-client (aio.py) and the blocking client's ``submit``/``map`` both drive it, so retry and matching
-logic exists once.
+Rule 1: no sockets, no clocks, no event loop. Each request is a
+:class:`~zmqserver.client.state.RequestState` (the same Lazy Pirate policy the one-at-a-time
+client uses: attempts, deadlines, which replies count, what an error status means); this module
+only keeps many of them apart by request id and tells the driver what to send and when it next
+needs to be woken. The asyncio client (aio.py) and the blocking client's ``submit``/``map``
+(sync.py) both drive it, so retry and matching logic exists once.
 
 One difference from the one-at-a-time Lazy Pirate client: a timed-out request is resent on the
 *same* socket, because closing it would abandon every other request in flight. That is safe with
@@ -19,9 +19,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .client import RequestIds, RequestState, Response
-from .errors import ZmqServerError
-from .protocol import parse_client_reply
+from ..errors import ZmqServerError
+from ..protocol import parse_client_reply
+from .state import RequestIds, RequestState, Response
 
 log = logging.getLogger("zmqserver.client")
 

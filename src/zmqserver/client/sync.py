@@ -1,0 +1,343 @@
+"""The blocking client: Lazy Pirate over a DEALER socket, waiting in ``zmq_poll``.
+
+This is a driver and nothing more (STYLE.md, "Policy vs driver"): which reply counts, when to
+resend and what an error status means are decided by
+:class:`~zmqserver.client.state.RequestState` (one request at a time) and
+:class:`~zmqserver.client.pipeline.Pipeline` (``submit``/``map``), shared with the asyncio
+client. It is a module of its own so that a blocking user imports neither asyncio nor
+``zmq.asyncio``, and so that the retry policy can be read without the socket code around it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from types import TracebackType
+
+import zmq
+
+from ..errors import Closed
+from .options import ClientOptions
+from .pipeline import Event, Pipeline
+from .state import (
+    Payload,
+    ReplyBody,
+    RequestIds,
+    RequestState,
+    Response,
+    encode_payload,
+    unwrap,
+)
+
+__all__ = ["Client", "PendingReply"]
+
+
+class Client:
+    """A blocking client for a zmqserver broker (or any MDP/0.2 broker): Lazy Pirate over DEALER.
+
+    ``endpoint`` is a ZeroMQ endpoint such as ``tcp://127.0.0.1:6660``. ``service`` names the
+    service the jobs go to; ``b""`` means the server's default service. Each attempt waits at most
+    ``timeout`` seconds for a reply, and a request is sent ``retries`` times in all before
+    :class:`~zmqserver.errors.RequestTimeout` is raised. Because a timed-out request is resent, the
+    client tells the broker (``FLAG_RETRYABLE``) that the job may also be rerun when its worker
+    dies, which answers sooner than waiting out our own timeout; with ``retries=1`` nothing is
+    resent and the flag is not set.
+
+    The socket is made from ``context``, or from the process-wide ``zmq.Context.instance()``
+    rather than a Context per client, which would cost I/O threads per object. :meth:`close`
+    closes the client's socket only, never the context: a context belongs to whoever created it.
+
+    A client is not thread-safe (neither is a ZeroMQ socket): use one per thread.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        service: str | bytes = b"",
+        timeout: float = 5.0,
+        retries: int = 3,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        server_key: str | bytes | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """``server_key`` (the server's Z85 public key, or its ``.key`` file) makes the client
+        speak CURVE; ``client_key_file`` is its own ``.key_secret`` (docs/security.md)."""
+        options = ClientOptions.from_arguments(
+            endpoint,
+            service=service,
+            timeout=timeout,
+            retries=retries,
+            server_key=server_key,
+            client_key_file=client_key_file,
+        )
+        self._options = options
+        self.endpoint = options.endpoint
+        self.service = options.service
+        self.timeout = options.timeout
+        self.retries = options.retries
+        self.identity = options.identity
+        self._flags = options.flags
+        self._peer = options.peer
+        self._context = context if context is not None else zmq.Context.instance()
+        self._ids = RequestIds()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._pipeline: Pipeline | None = None
+        self._futures: dict[int, PendingReply] = {}
+        self._closed = False
+        self._busy = False
+        # Connect now so that a malformed endpoint fails here, where the caller wrote it, and not
+        # at the first request.
+        self._socket = self._connect()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Client {self.endpoint!r} service={self.service!r} {state}>"
+
+    # -- public API --
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def request(self, payload: Payload) -> ReplyBody:
+        """Send ``payload`` as one job and return its reply.
+
+        Returns ``bytes`` for a one-frame reply and ``list[bytes]`` otherwise. A streamed reply
+        (PARTIALs, then a FINAL) is returned whole: the frames of every part, in order.
+
+        Raises :class:`~zmqserver.errors.RequestTimeout` if no attempt was answered,
+        :class:`~zmqserver.errors.AppError` if the app raised, another
+        :class:`~zmqserver.errors.ServerError` for other error replies, and
+        :class:`~zmqserver.errors.Closed` after :meth:`close`.
+        """
+        if self._futures:
+            # Submitted requests are in flight on this socket: wait alongside them rather than
+            # replace the socket under them, as a Lazy Pirate retry would.
+            return self.submit(payload).result()
+        body = encode_payload(payload)
+        self._check_open()
+        frames: list[bytes] = []
+        for response in self._exchange(body):
+            frames.extend(response.body)
+        return unwrap(frames)
+
+    def stream(self, payload: Payload) -> Iterator[ReplyBody]:
+        """Send ``payload`` and yield the reply as it arrives: each PARTIAL, then the FINAL.
+
+        The FINAL is yielded only if its body is not empty (a streaming worker often ends with an
+        empty FINAL). Errors are raised as for :meth:`request`, possibly after some parts were
+        yielded. Breaking out of the loop abandons the request: the client then replaces its socket
+        so the rest of the stream cannot be mistaken for the next reply.
+        """
+        # Checked here, not in the generator, so that a bad payload or a closed client is reported
+        # where stream() is called rather than at the first next().
+        body = encode_payload(payload)
+        self._check_open()
+        return self._stream(body)
+
+    def submit(self, payload: Payload) -> PendingReply:
+        """Send ``payload`` now and return a future for its reply, without waiting for it.
+
+        Submitted requests share the client's socket and are matched by request id, so many can
+        be in flight at once (pipelining); a timed-out one is resent on the same socket, which a
+        zmqserver broker recognises by routing id and request id. The client has no thread of its
+        own: the futures complete while it is driven, by any of their ``result()`` calls,
+        :meth:`map` or :meth:`request`.
+        """
+        body = encode_payload(payload)
+        self._check_open()
+        pipeline = self._get_pipeline()
+        request_id, frames = pipeline.submit(body, time.monotonic())
+        self._ready_socket().send_multipart(frames)
+        future = PendingReply(self, request_id)
+        self._futures[request_id] = future
+        return future
+
+    def map(self, payloads: Iterable[Payload], *, window: int = 16) -> list[ReplyBody]:
+        """Pipelined batch: the replies in the order of ``payloads``, ``window`` at most in flight.
+
+        Raises the first error in that order (requests after it may still be in flight).
+        """
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window!r}")
+        futures = []
+        for payload in payloads:
+            while len(self._futures) >= window:
+                self._drive(lambda: len(self._futures) < window, None)
+            futures.append(self.submit(payload))
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        """Close the socket (unsent requests are dropped: linger 0). Idempotent.
+
+        Futures from :meth:`submit` still pending fail with :class:`~zmqserver.errors.Closed`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._discard_socket()
+        futures, self._futures = self._futures, {}
+        for future in futures.values():
+            future.set_exception(Closed(f"client for {self.endpoint} closed while waiting"))
+
+    # -- pipelining (submit/map) --
+
+    def _get_pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            self._pipeline = self._options.pipeline(self._ids)
+        return self._pipeline
+
+    def _drive(self, done: Callable[[], bool], timeout: float | None) -> None:
+        """Receive, resend and settle pipelined requests until ``done()`` or ``timeout``."""
+        pipeline = self._get_pipeline()
+        socket = self._ready_socket()
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            now = time.monotonic()
+            resend, ended = pipeline.on_tick(now)
+            for frames in resend:
+                socket.send_multipart(frames)
+            for event in ended:
+                self._settle(event)
+            deadline = pipeline.next_deadline()
+            if done() or deadline is None:
+                return
+            if give_up is not None:
+                if now >= give_up:
+                    return
+                deadline = min(deadline, give_up)
+            if socket.poll(math.ceil(max(0.0, deadline - now) * 1000), zmq.POLLIN):
+                arrived = pipeline.on_frames(socket.recv_multipart(), time.monotonic())
+                if arrived is not None:
+                    self._settle(arrived)
+
+    def _settle(self, event: Event) -> None:
+        future = self._futures.get(event.request_id)
+        if future is None:
+            return
+        if event.error is not None:
+            del self._futures[event.request_id]
+            future.set_exception(event.error)
+            return
+        assert event.response is not None
+        future.frames.extend(event.response.body)
+        if event.response.final:
+            del self._futures[event.request_id]
+            future.set_result(unwrap(future.frames))
+
+    def __enter__(self) -> Client:
+        self._check_open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the Lazy Pirate loop --
+
+    def _stream(self, body: list[bytes]) -> Iterator[ReplyBody]:
+        for response in self._exchange(body):
+            if response.body or not response.final:
+                yield unwrap(response.body)
+
+    def _exchange(self, body: list[bytes]) -> Iterator[Response]:
+        self._check_open()
+        if self._busy:
+            # Only possible by starting a request while iterating over a stream() of the same
+            # client: the two would share one socket and one stream of replies.
+            raise RuntimeError("this client is already waiting for a reply; finish that first")
+        state = RequestState(
+            body,
+            request_id=next(self._ids),
+            service=self.service,
+            timeout=self.timeout,
+            retries=self.retries,
+            flags=self._flags,
+            peer=self._peer,
+        )
+        self._busy = True
+        try:
+            socket = self._ready_socket()
+            socket.send_multipart(state.start(time.monotonic()))
+            while True:
+                now = time.monotonic()
+                if state.expired(now):
+                    frames = state.on_timeout(now)  # raises RequestTimeout when out of attempts
+                    self._discard_socket()
+                    socket = self._ready_socket()
+                    socket.send_multipart(frames)
+                    continue
+                deadline = state.deadline
+                assert deadline is not None  # not done, so waiting
+                # Rounded up: waking a millisecond early would only cost another trip round.
+                if not socket.poll(math.ceil((deadline - now) * 1000), zmq.POLLIN):
+                    continue
+                response = state.on_frames(socket.recv_multipart(), time.monotonic())
+                if response is None:
+                    continue  # a late reply to an earlier request
+                yield response
+                if response.final:
+                    return
+        finally:
+            self._busy = False
+            if not state.complete:
+                # Timed out, broken reply, error mid-stream, KeyboardInterrupt, or a stream the
+                # caller stopped reading: replies to this request may still arrive, and the server
+                # may yet receive a queued copy of it. A fresh socket forgets both.
+                self._discard_socket()
+
+    # -- socket handling --
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(f"client for {self.endpoint} is closed")
+
+    def _connect(self) -> zmq.Socket[bytes]:
+        # socket_class forces a blocking socket even if the caller passed a zmq.asyncio.Context.
+        socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
+        return self._options.setup(socket)
+
+    def _ready_socket(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            self._socket = self._connect()
+        return self._socket
+
+    def _discard_socket(self) -> None:
+        if self._socket is not None:
+            socket, self._socket = self._socket, None
+            socket.close(linger=0)
+
+
+class PendingReply(Future[ReplyBody]):
+    """The future :meth:`Client.submit` returns; asking for its result drives the client.
+
+    A plain :class:`concurrent.futures.Future` completes only if some thread completes it; the
+    client has no thread, so ``result()`` and ``exception()`` receive on the client's socket
+    (settling other pending replies on the way) until this one is done. Like the client, it must
+    be used from the client's thread.
+    """
+
+    def __init__(self, client: Client, request_id: int) -> None:
+        super().__init__()
+        self.client = client
+        self.request_id = request_id
+        self.frames: list[bytes] = []
+
+    def result(self, timeout: float | None = None) -> ReplyBody:
+        if not self.done():
+            self.client._drive(self.done, timeout)
+        return super().result(timeout=0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            self.client._drive(self.done, timeout)
+        return super().exception(timeout=0)
