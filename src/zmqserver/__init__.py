@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from .server import run
     from .worker import client_key
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    __version__: str
 
 __all__ = [
     "App",
@@ -84,6 +85,11 @@ _LAZY = {
 if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> Any:
+        if name == "__version__":  # from the package metadata (importlib.metadata: on demand)
+            from ._version import version
+
+            globals()[name] = value = version()
+            return value
         module = _LAZY.get(name)
         if module is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

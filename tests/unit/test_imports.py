@@ -75,7 +75,12 @@ def test_the_prefix_match_does_not_take_a_neighbour_for_a_submodule() -> None:
 
 #: What client/ may import from the rest of the package: the wire format, the errors and the
 #: client half of security (credentials); the server side may import the client, never the reverse.
-CLIENT_MAY_IMPORT = ("zmqserver.errors", "zmqserver.protocol", "zmqserver.security")
+CLIENT_MAY_IMPORT = (
+    "zmqserver._version",
+    "zmqserver.errors",
+    "zmqserver.protocol",
+    "zmqserver.security",
+)
 SERVER_SIDE = tuple(p for p in NOT_FOR_CLIENTS if p.startswith("zmqserver.") and "client" not in p)
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import BinaryIO, TextIO
 
+from .._version import version
 from ..errors import ConfigError, ProtocolError, RequestTimeout, ServerError
 from .sync import Client
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"zmq-client {version()}")
     parser.add_argument(
         "-e", "--endpoint", default=DEFAULT_ENDPOINT,
         help=f"ZeroMQ endpoint of the broker's frontend (default: {DEFAULT_ENDPOINT})",
