@@ -77,8 +77,19 @@ class ServiceSpec:
         return dict(self.options)
 
 
+class _Checked:
+    """The one slot of a :class:`Config` that is not an option: its services, once validated.
+
+    Not a dataclass field, so it is in no generated flag, table, comparison or ``repr``, and a
+    changed copy (``replace``) starts without it: a new combination is checked anew.
+    """
+
+    __slots__ = ("_services",)
+    _services: dict[str, Config]
+
+
 @dataclass(frozen=True, slots=True)
-class Config:
+class Config(_Checked):
     """Every setting of a zmqserver server. Build with keywords; :meth:`validate` checks it."""
 
     app: str | App | None = option(
@@ -494,10 +505,20 @@ class Config:
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
 
-        What is checked, and how services are: config/validate.py.
+        What is checked, and how services are: config/validate.py. A config is checked once:
+        its builders (:meth:`from_mapping`, used by the sources and by ``zmqserver.run``)
+        return it checked, and the start-up's own calls then cost nothing.
         """
-        _validate.check(self)
+        self._checked_services()
         return self
+
+    def _checked_services(self) -> dict[str, Config]:
+        try:
+            return self._services
+        except AttributeError:
+            services = _validate.check(self)  # raises ConfigError: nothing is remembered
+            object.__setattr__(self, "_services", services)  # frozen, but not an option
+            return services
 
     # -- derived values ---------------------------------------------------------------------------
 
@@ -532,8 +553,9 @@ class Config:
 
         A server without ``services`` has one, ``service``, running ``app``. Each returned
         config has no ``services`` of its own, so a worker or a pool needs only its config.
+        Validates the config first, if that has not been done.
         """
-        return _validate.check(self)
+        return dict(self._checked_services())
 
     @property
     def log_level_number(self) -> int:
