@@ -8,6 +8,7 @@ loopback ports), and are stopped by signalling only the processes the test start
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,13 +16,30 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
 
 from zmqserver._process import proc_state
+from zmqserver.config import Config
+from zmqserver.routing import Limits
+from zmqserver.scaling import Policy
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def limits(**overrides: Any) -> Limits:
+    """The routing limits of a server with the default options, with ``overrides``.
+
+    Limits has no defaults of its own: a test states what it changes from the schema's.
+    """
+    return dataclasses.replace(Limits.from_config(Config()), **overrides)
+
+
+def scaling_policy(**overrides: Any) -> Policy:
+    """The autoscaling policy of a pool with the default options, with ``overrides``."""
+    return dataclasses.replace(Policy.from_config(Config()), **overrides)
 
 
 def wait_until(

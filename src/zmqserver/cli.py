@@ -2,7 +2,7 @@
 
 No logic lives here: flags are generated from the :class:`~zmqserver.config.Config` fields, the
 parsed values are layered over ``ZMQSERVER_*`` variables and the ``--config`` file
-(config_sources.py), and the result goes to :func:`zmqserver.server.serve`.
+(config/sources.py), and the result goes to :func:`zmqserver.server.serve`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 from .client.cli import client_main
 from .config import Config, show_default
-from .config_sources import CONFIG_ENV, text_parser
-from .config_sources import load as load_config
+from .config.sources import CONFIG_ENV, text_parser
+from .config.sources import load as load_config
 from .errors import AppLoadError, ConfigError
-from .security import write_key_pair
+from .security.keys import write_key_pair
 from .server import serve, serve_pool
 from .worker import BOOT_ERROR
 

@@ -41,7 +41,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .errors import ProtocolError, Status
 from .protocol import (
@@ -63,6 +63,9 @@ from .protocol import (
     parse_client_request,
     parse_worker_message,
 )
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger("zmqserver.broker")
 
@@ -213,32 +216,55 @@ class Stats:
     expired: int = 0
 
 
+#: The reply cache's bound in bytes: not an option (reply_cache bounds the count).
+REPLY_CACHE_BYTES: Final = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Reliability policy (docs/reliability.md). Zero means "no limit" throughout."""
+    """Reliability policy (docs/reliability.md). Zero means "no limit" throughout.
+
+    No defaults of its own: the defaults are the config schema's, through :meth:`from_config`.
+    """
 
     #: Deadline, in seconds, of a job whose request carries none.
-    job_timeout: float = 0.0
+    job_timeout: float
     #: Extra time a running job gets past its deadline before its worker is killed.
-    kill_grace: float = 5.0
+    kill_grace: float
     #: Retry a job whose worker died even if the request did not ask for it.
-    retry_jobs: bool = False
+    retry_jobs: bool
     #: Workers a job may be given to before it is quarantined with an error.
-    max_attempts: int = 3
+    max_attempts: int
     #: Live queued jobs per service beyond which new jobs are refused with queue_full.
-    max_queue: int = 0
+    max_queue: int
     #: Largest request body in bytes (all frames); larger ones are refused with too_large.
-    max_message_size: int = 0
+    max_message_size: int
     #: Replies kept for answering a resent request without running it again.
-    reply_cache: int = 1024
+    reply_cache: int
     #: ...and the bytes they may hold in all; a bigger reply is not kept.
-    reply_cache_bytes: int = 64 * 1024 * 1024
+    reply_cache_bytes: int
     #: Most jobs a worker may hold at once (it asks for its own in READY; 1 is strict LRU).
-    worker_credit: int = 16
+    worker_credit: int
     #: A busy worker is sent more jobs (up to its credit) only while the service's jobs take
     #: less than this many seconds on average; until the first reply, and with longer jobs,
     #: dispatch is strict LRU. 0: always (no measuring).
-    prefetch_below: float = 0.001
+    prefetch_below: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        """The limits ``config`` sets (a service's own config for its limits; again on HUP)."""
+        return cls(
+            job_timeout=config.job_timeout,
+            kill_grace=config.kill_grace,
+            retry_jobs=config.retry_jobs,
+            max_attempts=config.max_attempts,
+            max_queue=config.max_queue,
+            max_message_size=config.max_message_size,
+            reply_cache=config.reply_cache,
+            reply_cache_bytes=REPLY_CACHE_BYTES,
+            worker_credit=config.worker_credit,
+            prefetch_below=config.prefetch_below,
+        )
 
 
 class Router:
@@ -253,10 +279,10 @@ class Router:
         self,
         default_service: bytes,
         *,
+        limits: Limits,
         services: tuple[bytes, ...] = (),
         heartbeat_interval: float = 1.0,
         heartbeat_liveness: int = 3,
-        limits: Limits = Limits(),
         service_limits: Mapping[bytes, Limits] | None = None,
         now: float = 0.0,
     ) -> None:

@@ -73,14 +73,17 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    min_servers: int = 5
-    max_servers: int = 50
-    min_spare_servers: int = 2
-    max_spare_servers: int = 10
-    check_for_waiting: float = 10.0
-    check_for_spawn: float = 30.0
-    min_child_ttl: float = 10.0
-    queue_wait_threshold: float = 0.0  # 0 = do not scale on queue wait
+    """The autoscaling options of one pool. No defaults of its own: the config schema's, through
+    :meth:`from_config` (``min_spare_servers`` and ``max_spare_servers`` as worked out there)."""
+
+    min_servers: int
+    max_servers: int
+    min_spare_servers: int
+    max_spare_servers: int
+    check_for_waiting: float
+    check_for_spawn: float
+    min_child_ttl: float
+    queue_wait_threshold: float  # 0 = do not scale on queue wait
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:

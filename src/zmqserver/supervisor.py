@@ -1074,17 +1074,7 @@ def _reloaded_services(old: Config, fresh: Config) -> tuple[ServiceSpec, ...]:
 
 def _limits(config: Config) -> Limits:
     """The router's reliability policy, from the config (again on HUP)."""
-    return Limits(
-        job_timeout=config.job_timeout,
-        kill_grace=config.kill_grace,
-        retry_jobs=config.retry_jobs,
-        max_attempts=config.max_attempts,
-        max_queue=config.max_queue,
-        max_message_size=config.max_message_size,
-        reply_cache=config.reply_cache,
-        worker_credit=config.worker_credit,
-        prefetch_below=config.prefetch_below,
-    )
+    return Limits.from_config(config)
 
 
 def _state(identity: bytes, idle: set[bytes], registered: Mapping[bytes, object]) -> State:

@@ -44,7 +44,7 @@ from .protocol import (
     encode_worker_reply,
     parse_broker_message,
 )
-from .security import ClientCredentials, apply_client
+from .security.sockets import ClientCredentials, apply_client
 from .status import Report, StatusWriter
 
 log = logging.getLogger("zmqserver.worker")

@@ -10,6 +10,7 @@ from collections import deque
 
 import pytest
 import zmq
+from tests.helpers import limits
 
 from zmqserver import broker as broker_module
 from zmqserver.broker import DROP_LOG_INTERVAL, Broker
@@ -19,7 +20,9 @@ from zmqserver.routing import Port, Router
 @pytest.fixture
 def broker(ctx, request):
     name = request.node.name
-    shell = Broker(ctx, Router(b"echo"), f"inproc://{name}-front", f"inproc://{name}-back")
+    shell = Broker(
+        ctx, Router(b"echo", limits=limits()), f"inproc://{name}-front", f"inproc://{name}-back"
+    )
     shell.frontend.setsockopt(zmq.LINGER, 0)
     shell.backend.setsockopt(zmq.LINGER, 0)
     yield shell

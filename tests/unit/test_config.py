@@ -8,6 +8,8 @@ from tests.helpers import REPO
 from zmqserver.cli import build_parser
 from zmqserver.config import Config, options_table
 from zmqserver.errors import ConfigError
+from zmqserver.routing import REPLY_CACHE_BYTES, Limits
+from zmqserver.scaling import Policy
 
 
 def test_defaults_match_the_seed():
@@ -92,3 +94,38 @@ def test_worker_credit_and_the_prefetch_gate_have_defaults_and_may_differ_per_se
         "a": 4,
         "b": 2,
     }
+
+
+def test_limits_and_policy_take_the_schemas_defaults():
+    """Limits and Policy have no defaults of their own: a server's are the schema's."""
+    config = Config()
+    limits = Limits.from_config(config)
+    for name in (
+        "job_timeout",
+        "kill_grace",
+        "retry_jobs",
+        "max_attempts",
+        "max_queue",
+        "max_message_size",
+        "reply_cache",
+        "worker_credit",
+        "prefetch_below",
+    ):
+        assert getattr(limits, name) == getattr(config, name), name
+    assert limits.reply_cache_bytes == REPLY_CACHE_BYTES  # not an option
+    assert (limits.job_timeout, limits.max_queue) == (60.0, 10000)
+    policy = Policy.from_config(config)
+    assert (policy.min_spare_servers, policy.max_spare_servers) == config.spare_servers == (2, 10)
+    for name in (
+        "min_servers",
+        "max_servers",
+        "check_for_waiting",
+        "check_for_spawn",
+        "min_child_ttl",
+        "queue_wait_threshold",
+    ):
+        assert getattr(policy, name) == getattr(config, name), name
+    assert policy.queue_wait_threshold == 1.0
+    for kind in (Limits, Policy):
+        with pytest.raises(TypeError, match="missing"):
+            kind()  # type: ignore[call-arg]

@@ -8,7 +8,7 @@ import pytest
 
 from zmqserver.cli import parse
 from zmqserver.config import Config, ServiceSpec, options_table, parse_services
-from zmqserver.config_sources import load
+from zmqserver.config.sources import load
 from zmqserver.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from zmqserver.cli import build_parser
 from zmqserver.config import Config
-from zmqserver.config_sources import env_name, from_env, from_file, load
+from zmqserver.config.sources import env_name, from_env, from_file, load
 from zmqserver.errors import ConfigError
 
 

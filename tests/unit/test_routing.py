@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from tests.helpers import limits
 
 from zmqserver.errors import Status
 from zmqserver.protocol import (
@@ -41,7 +42,7 @@ from zmqserver.protocol import (
     parse_broker_message,
     parse_client_reply,
 )
-from zmqserver.routing import Limits, Port, Router
+from zmqserver.routing import Port, Router
 
 DEFAULT = b"default"
 
@@ -51,6 +52,7 @@ DEFAULT = b"default"
 
 def make_router(**kwargs) -> Router:
     kwargs.setdefault("now", 0.0)
+    kwargs.setdefault("limits", limits())
     return Router(DEFAULT, **kwargs)
 
 
@@ -1042,7 +1044,7 @@ class RouterMachine(RuleBasedStateMachine):
             DEFAULT,
             heartbeat_interval=1.0,
             heartbeat_liveness=3,
-            limits=Limits(worker_credit=cap, prefetch_below=prefetch_below),
+            limits=limits(worker_credit=cap, prefetch_below=prefetch_below),
             now=0.0,
         )
         self.n_clients = 0
@@ -1319,7 +1321,7 @@ def test_long_random_run_with_echo_workers(seed):
     stream, fail, die, leave and misbehave; then drain everything and check the books balance
     and that every reply went to the client whose job it answers."""
     rng = random.Random(seed)
-    router = Router(DEFAULT, heartbeat_interval=1.0, heartbeat_liveness=3, now=0.0)
+    router = Router(DEFAULT, heartbeat_interval=1.0, heartbeat_liveness=3, limits=limits(), now=0.0)
     now = 0.0
     finals: dict[bytes, int] = {}
     requests: dict[bytes, tuple[bool, bytes]] = {}  # client -> (is MDP/0.2, body)

@@ -9,6 +9,8 @@ clocks: frames and ``now`` in, the outbox out.
 
 from __future__ import annotations
 
+from tests.helpers import limits
+
 from zmqserver.errors import Status
 from zmqserver.protocol import (
     FLAG_RETRYABLE,
@@ -21,19 +23,19 @@ from zmqserver.protocol import (
     parse_broker_message,
     parse_client_reply,
 )
-from zmqserver.routing import Limits, Port, Router
+from zmqserver.routing import Port, Router
 
 SERVICE = b"default"
 
 
-def make_router(credit: int = 4, heartbeat_interval: float = 1.0, **limits: object) -> Router:
+def make_router(credit: int = 4, heartbeat_interval: float = 1.0, **options: object) -> Router:
     """Without the prefetch gate unless asked (these tests are about what credit allows; the
     gate's own tests are at the end)."""
-    limits.setdefault("prefetch_below", 0.0)
+    options.setdefault("prefetch_below", 0.0)
     return Router(
         SERVICE,
         heartbeat_interval=heartbeat_interval,
-        limits=Limits(worker_credit=credit, **limits),  # type: ignore[arg-type]
+        limits=limits(worker_credit=credit, **options),
         now=0.0,
     )
 
@@ -95,7 +97,8 @@ def test_the_broker_caps_the_credit_and_a_plain_ready_means_one():
     router.on_worker(b"plain", encode_ready(SERVICE), 0.0)
     assert router.workers[b"greedy"].credit == 2
     assert router.workers[b"plain"].credit == 1
-    default = Router(SERVICE, now=0.0)  # Limits() grants up to 16, behind the prefetch gate
+    # The defaults grant up to 16, behind the prefetch gate.
+    default = Router(SERVICE, limits=limits(), now=0.0)
     ready(default, b"W", credit=64)
     assert default.workers[b"W"].credit == 16
 
@@ -222,7 +225,7 @@ def test_an_unreachable_worker_holding_several_that_dies_loses_only_the_oldest()
     request(router, b"c2")
     sent(router)
     router.worker_gone(b"B", "unreachable", undelivered=True)
-    router.set_limits(Limits(worker_credit=4), {})  # a reload must not make it reachable again
+    router.set_limits(limits(worker_credit=4), {})  # a reload must not make it reachable again
     request(router, b"c3")
     assert sent(router) == ([], {})
     router.worker_gone(b"B", "process exited with signal SIGKILL")
@@ -289,7 +292,7 @@ def test_lowering_the_cap_on_reload_applies_as_jobs_finish():
     for client in (b"c1", b"c2", b"c3"):
         request(router, client)
     jobs, _ = sent(router)
-    router.set_limits(Limits(worker_credit=1), {})
+    router.set_limits(limits(worker_credit=1), {})
     assert router.workers[b"W"].credit == 1
     request(router, b"c4")
     finish(router, b"W", jobs[0][1])
@@ -352,7 +355,7 @@ def test_fail_running_answers_every_held_job_and_frees_the_worker():
 
 
 def test_the_deadlines_forget_finished_jobs_and_their_bodies():
-    router = Router(SERVICE, limits=Limits(job_timeout=60.0), now=0.0)
+    router = Router(SERVICE, limits=limits(job_timeout=60.0), now=0.0)
     ready(router, b"W", credit=1)
     sent(router)
     for n in range(10_000):
@@ -434,7 +437,7 @@ def test_a_reload_that_lifts_the_limit_opens_the_gate_and_dispatches():
     request(router, b"c1")
     request(router, b"c2")
     assert len(sent(router)[0]) == 1
-    router.set_limits(Limits(worker_credit=4, prefetch_below=0.0), {})
+    router.set_limits(limits(worker_credit=4, prefetch_below=0.0), {})
     jobs, _ = sent(router)
     assert [j.body for _, j in jobs] == [[b"c2"]]
 

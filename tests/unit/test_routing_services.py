@@ -7,6 +7,8 @@ the router's. No sockets, no clocks: frames and ``now`` in, the outbox out.
 
 from __future__ import annotations
 
+from tests.helpers import limits
+
 from zmqserver.errors import Status
 from zmqserver.protocol import (
     JobRequest,
@@ -15,7 +17,7 @@ from zmqserver.protocol import (
     parse_broker_message,
     parse_client_reply,
 )
-from zmqserver.routing import Limits, Port, Router
+from zmqserver.routing import Port, Router
 
 FAST = b"fast"
 SLOW = b"slow"
@@ -23,6 +25,7 @@ SLOW = b"slow"
 
 def make_router(**kwargs: object) -> Router:
     kwargs.setdefault("now", 0.0)
+    kwargs.setdefault("limits", limits())
     return Router(FAST, services=(SLOW,), **kwargs)  # type: ignore[arg-type]
 
 
@@ -64,17 +67,17 @@ def jobs(router: Router) -> list[tuple[bytes, JobRequest]]:
 
 def test_each_service_gets_its_own_limits_and_others_the_routers():
     router = make_router(
-        limits=Limits(job_timeout=60.0),
-        service_limits={SLOW: Limits(job_timeout=5.0, max_queue=1)},
+        limits=limits(job_timeout=60.0),
+        service_limits={SLOW: limits(job_timeout=5.0, max_queue=1)},
     )
-    assert router.services[SLOW].limits == Limits(job_timeout=5.0, max_queue=1)
+    assert router.services[SLOW].limits == limits(job_timeout=5.0, max_queue=1)
     assert router.services[FAST].limits is None  # the router's
     ready(router, b"w-foreign", b"other")
     assert router.services[b"other"].limits is None
 
 
 def test_max_queue_is_per_service():
-    router = make_router(service_limits={SLOW: Limits(max_queue=1)})
+    router = make_router(service_limits={SLOW: limits(max_queue=1)})
     request(router, b"s1", SLOW)
     request(router, b"s2", SLOW)  # the second queued job: over SLOW's limit
     for i in range(5):  # FAST has no limit
@@ -86,7 +89,7 @@ def test_max_queue_is_per_service():
 
 def test_job_timeout_is_per_service_and_a_client_deadline_still_wins():
     router = make_router(
-        limits=Limits(job_timeout=10.0), service_limits={SLOW: Limits(job_timeout=2.0)}
+        limits=limits(job_timeout=10.0), service_limits={SLOW: limits(job_timeout=2.0)}
     )
     request(router, b"slow", SLOW, now=0.0)
     request(router, b"fast", FAST, now=0.0)
@@ -103,7 +106,7 @@ def test_job_timeout_is_per_service_and_a_client_deadline_still_wins():
 def test_deadlines_fire_in_order_whether_they_came_in_order_or_not():
     """Most first deadlines come in order and go to the router's FIFO; a client's shorter one
     (and a resend that moves a deadline) must not be held up behind them, nor hold them up."""
-    router = make_router(limits=Limits(job_timeout=10.0), heartbeat_interval=1000.0)
+    router = make_router(limits=limits(job_timeout=10.0), heartbeat_interval=1000.0)
 
     def send(client: bytes, now: float, timeout_ms: int = 0, request_id: int | None = None) -> None:
         frames = encode_client_request(FAST, [b"job"], request_id=request_id, timeout_ms=timeout_ms)
@@ -137,8 +140,8 @@ def test_deadlines_fire_in_order_whether_they_came_in_order_or_not():
 
 def test_retries_and_max_attempts_follow_the_jobs_service():
     router = make_router(
-        limits=Limits(retry_jobs=False),
-        service_limits={SLOW: Limits(retry_jobs=True, max_attempts=2)},
+        limits=limits(retry_jobs=False),
+        service_limits={SLOW: limits(retry_jobs=True, max_attempts=2)},
     )
     ready(router, b"w1", SLOW)
     ready(router, b"w2", FAST)
@@ -158,8 +161,8 @@ def test_retries_and_max_attempts_follow_the_jobs_service():
 
 def test_kill_grace_is_per_service():
     router = make_router(
-        limits=Limits(kill_grace=5.0),
-        service_limits={SLOW: Limits(kill_grace=0.5)},
+        limits=limits(kill_grace=5.0),
+        service_limits={SLOW: limits(kill_grace=0.5)},
         heartbeat_interval=100.0,  # no heartbeat expiry in the way
     )
     ready(router, b"ws", SLOW)
@@ -181,8 +184,8 @@ def test_kill_grace_is_per_service():
 
 
 def test_set_limits_replaces_both_policies_for_new_jobs():
-    router = make_router(service_limits={SLOW: Limits(max_queue=1)})
-    router.set_limits(Limits(max_queue=1), {SLOW: Limits(max_queue=3)})
+    router = make_router(service_limits={SLOW: limits(max_queue=1)})
+    router.set_limits(limits(max_queue=1), {SLOW: limits(max_queue=3)})
     assert router.services[FAST].limits is None
     for i in range(4):
         request(router, b"s%d" % i, SLOW)
@@ -193,7 +196,7 @@ def test_set_limits_replaces_both_policies_for_new_jobs():
 
 def test_a_service_without_limits_uses_the_routers_after_it_comes_back():
     # A foreign service is forgotten with its last worker and created afresh by the next READY.
-    router = make_router(limits=Limits(job_timeout=3.0), service_limits={SLOW: Limits()})
+    router = make_router(limits=limits(job_timeout=3.0), service_limits={SLOW: limits()})
     ready(router, b"w", b"other")
     router.worker_gone(b"w", "gone")
     assert b"other" not in router.services
@@ -202,10 +205,10 @@ def test_a_service_without_limits_uses_the_routers_after_it_comes_back():
     router.on_client(b"c", encode_client_request(b"other", [b"x"]), 0.0)
     ((_, job),) = jobs(router)
     assert router.jobs[job.address].deadline == 3.0
-    assert router.services[SLOW].limits == Limits()
+    assert router.services[SLOW].limits == limits()
 
 
 def test_unknown_service_still_refused_with_the_routers_limits():
-    router = make_router(limits=Limits(job_timeout=1.0), service_limits={SLOW: Limits()})
+    router = make_router(limits=limits(job_timeout=1.0), service_limits={SLOW: limits()})
     request(router, b"c", b"nope")
     assert replies(router) == {b"c": Status.UNKNOWN_SERVICE}

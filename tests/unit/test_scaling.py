@@ -7,13 +7,14 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.helpers import scaling_policy
 
 from zmqserver.config import Config
 from zmqserver.scaling import Member, Plan, Policy, Scaler, State
 
 BOOTING, IDLE, BUSY = State.BOOTING, State.IDLE, State.BUSY
 
-POLICY = Policy(
+POLICY = scaling_policy(
     min_servers=2,
     max_servers=6,
     min_spare_servers=1,
@@ -74,12 +75,12 @@ def test_never_retires_below_min_servers():
     members = pool(IDLE, IDLE, IDLE)  # one above max_spare, one above min_servers
     scaler.plan(members, now=100.0)
     assert scaler.plan(members, now=110.0).retire == (1,)
-    policy = Policy(min_servers=3, max_servers=6, min_spare_servers=0, max_spare_servers=0)
+    policy = scaling_policy(min_servers=3, max_servers=6, min_spare_servers=0, max_spare_servers=0)
     assert Scaler(policy).plan(pool(IDLE, IDLE, IDLE), now=100.0) == Plan()
 
 
 def test_no_retirement_within_min_child_ttl_of_a_start():
-    policy = Policy(
+    policy = scaling_policy(
         min_servers=1,
         max_servers=6,
         min_spare_servers=1,
@@ -106,7 +107,13 @@ def test_queue_wait_starts_one_worker_per_uncovered_job():
 
 
 def test_queue_wait_off_when_threshold_is_zero():
-    policy = Policy(min_servers=1, max_servers=6, min_spare_servers=0, max_spare_servers=0)
+    policy = scaling_policy(
+        min_servers=1,
+        max_servers=6,
+        min_spare_servers=0,
+        max_spare_servers=0,
+        queue_wait_threshold=0.0,
+    )
     assert Scaler(policy).plan(pool(BUSY), now=100.0, backlog=9, oldest=0.0) == Plan()
 
 
@@ -194,7 +201,7 @@ def test_plans_stay_in_bounds_and_never_ask_to_spin(members, now, backlog, oldes
 
 @pytest.mark.parametrize("count", [0, 1, 5])
 def test_an_empty_policy_range_still_starts_one(count):
-    policy = Policy(min_servers=1, max_servers=1, min_spare_servers=0, max_spare_servers=0)
+    policy = scaling_policy(min_servers=1, max_servers=1, min_spare_servers=0, max_spare_servers=0)
     plan = Scaler(policy).plan(pool(*[IDLE] * count), now=0.0)
     assert plan.spawn == (1 if count == 0 else 0)
     assert len(plan.retire) == max(0, count - 1)

@@ -34,7 +34,6 @@ from zmqserver.security import (
     load_secret_key,
     parse_networks,
     peer_ip,
-    public_backend,
     remove_stale_dirs,
     write_key_pair,
     zap_decide,
@@ -433,9 +432,9 @@ def test_allow_lists_from_toml_list_or_env_string():
 
 
 def test_backend_is_private_unless_opened():
-    assert public_backend(Config()) is None
-    assert public_backend(Config(remote_workers=True)) == "tcp://*:6661"
-    assert public_backend(Config(backend="ipc:///tmp/b")) == "ipc:///tmp/b"
+    assert Config().public_backend is None
+    assert Config(remote_workers=True).public_backend == "tcp://*:6661"
+    assert Config(backend="ipc:///tmp/b").public_backend == "ipc:///tmp/b"
 
 
 def test_public_deployment_defaults():
@@ -552,3 +551,30 @@ def test_private_dir_is_named_after_the_master(tmp_path, monkeypatch):
     finally:
         security.close()
     assert not list(tmp_path.iterdir())
+
+
+# -- the policy is pure ---------------------------------------------------------------------------
+
+
+def test_policy_encodes_keys_as_pyzmq_does():
+    from zmq.utils import z85
+
+    for _ in range(20):
+        raw = os.urandom(32)
+        assert encode_key(raw) == bytes(z85.encode(raw)).decode("ascii")
+
+
+def test_policy_imports_neither_zmq_nor_the_config():
+    import ast
+
+    import zmqserver.security.policy as policy
+
+    tree = ast.parse(Path(policy.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+    assert not {name for name in imported if name.startswith("zmq") or "config" in name}
+    assert {name for name in imported if name.startswith(".")} == {"..errors"}

@@ -1,10 +1,10 @@
 """Where options come from: a TOML file, ``ZMQSERVER_*`` environment variables, CLI flags.
 
-The schema (names, types, defaults, help) lives in config.py; this module only reads sources
+The schema (names, types, defaults, help) lives in schema.py; this module only reads sources
 and layers them, with the precedence flags > environment > file > defaults. Each source is
 checked on its own, so an error names the source as well as the key
 (``zmqserver.toml: min_servers: expected an integer, got '5'``); the combination is checked
-once, by :meth:`Config.validate`, after layering.
+once, by validate.py, as :func:`load` builds the config from the layers.
 
 Unknown keys in a file are errors (a file is written for zmqserver, so a stray key is a typo).
 The environment is shared with everything else in the process, so an unknown ``ZMQSERVER_``
@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config, _coerce
-from .errors import ConfigError
+from ..errors import ConfigError
+from .schema import Config, _coerce
 
 ENV_PREFIX = "ZMQSERVER_"
 #: Names the config file, like ``--config`` (which wins over it).

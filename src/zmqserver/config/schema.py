@@ -3,6 +3,10 @@
 Each option is one field; its ``metadata`` carries the help text and CLI details, and the command
 line parser (cli.py) and the README's options table are generated from these fields, so the three
 cannot drift apart. Names follow Net::Server::ZMQ / Net::Server::PreFork where they have one.
+
+This module is the schema: the fields, the values derived from them, and the type coercion each
+source goes through (:func:`_coerce`). Whether a combination is valid is validate.py's question;
+where values come from is sources.py's.
 """
 
 from __future__ import annotations
@@ -13,16 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .protocol import MAX_CREDIT
-from .security import check_config as check_security
+from ..errors import ConfigError
+from . import validate as _validate
+from .validate import check_service_name
 
 #: What a worker runs: payload (bytes, or list[bytes] for a multi-frame payload) -> reply.
 App = Callable[..., Any]
 #: A hook named in the config: see the hook options for what each one is called with.
 Hook = Callable[..., Any]
-
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 #: The hook options, in the order a server's life calls them (hooks.py calls them).
 HOOKS = ("on_starting", "post_fork", "pre_request", "post_request", "worker_exit", "on_exit")
@@ -59,10 +61,6 @@ def option(
     return field(default=default, metadata=meta)
 
 
-#: Longest service name: MDP carries it in one frame, which RFC 7 and 18 bound to 255 bytes.
-MAX_SERVICE_NAME = 255
-
-
 @dataclass(frozen=True, slots=True)
 class ServiceSpec:
     """One service of a server with several: its name and the options it sets for itself.
@@ -79,8 +77,19 @@ class ServiceSpec:
         return dict(self.options)
 
 
+class _Checked:
+    """The one slot of a :class:`Config` that is not an option: its services, once validated.
+
+    Not a dataclass field, so it is in no generated flag, table, comparison or ``repr``, and a
+    changed copy (``replace``) starts without it: a new combination is checked anew.
+    """
+
+    __slots__ = ("_services",)
+    _services: dict[str, Config]
+
+
 @dataclass(frozen=True, slots=True)
-class Config:
+class Config(_Checked):
     """Every setting of a zmqserver server. Build with keywords; :meth:`validate` checks it."""
 
     app: str | App | None = option(
@@ -311,7 +320,7 @@ class Config:
         "it again; 0 = off.",
         command="serve",
     )
-    # -- security (security.py, docs/security.md) --
+    # -- security (security/, config/validate.py, docs/security.md) --
     curve_secret_key_file: str | None = option(
         None,
         "Secret key file (from `zmqserver keygen`) of the frontend: clients must then use CURVE, "
@@ -496,16 +505,20 @@ class Config:
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
 
-        The options a service may set are checked as each service runs with them (its own
-        values over the top level's), so a top-level default that every service overrides
-        cannot make a valid config fail; an error in one names the service.
+        What is checked, and how services are: config/validate.py. A config is checked once:
+        its builders (:meth:`from_mapping`, used by the sources and by ``zmqserver.run``)
+        return it checked, and the start-up's own calls then cost nothing.
         """
-        _check_server(self)
-        if self.services:
-            self.service_configs()
-        else:
-            _check_service(self)
+        self._checked_services()
         return self
+
+    def _checked_services(self) -> dict[str, Config]:
+        try:
+            return self._services
+        except AttributeError:
+            services = _validate.check(self)  # raises ConfigError: nothing is remembered
+            object.__setattr__(self, "_services", services)  # frozen, but not an option
+            return services
 
     # -- derived values ---------------------------------------------------------------------------
 
@@ -516,6 +529,17 @@ class Config:
     @property
     def backend_endpoint(self) -> str:
         return self.backend or f"tcp://{self.host}:{self.port[1]}"
+
+    @property
+    def public_backend(self) -> str | None:
+        """The backend endpoint opened to remote worker pools, or None if the backend is private.
+
+        An explicit ``backend`` endpoint is opened as given; the ``port``-derived TCP endpoint only
+        with ``remote_workers``. Local workers always use a private ipc:// socket instead.
+        """
+        if self.backend is not None or self.remote_workers:
+            return self.backend_endpoint
+        return None
 
     @property
     def default_service_name(self) -> str:
@@ -529,18 +553,9 @@ class Config:
 
         A server without ``services`` has one, ``service``, running ``app``. Each returned
         config has no ``services`` of its own, so a worker or a pool needs only its config.
+        Validates the config first, if that has not been done.
         """
-        if not self.services:
-            return {self.service: self}
-        configs = {}
-        for spec in self.services:
-            try:
-                configs[spec.name] = dataclasses.replace(
-                    self, services=(), service=spec.name, **spec.settings
-                ).validate()
-            except ConfigError as exc:
-                raise ConfigError(f"services.{spec.name}: {exc}") from None
-        return configs
+        return dict(self._checked_services())
 
     @property
     def log_level_number(self) -> int:
@@ -636,7 +651,7 @@ def parse_services(value: Any) -> tuple[ServiceSpec, ...]:
     for name, settings in items:
         if not isinstance(name, str):
             raise ConfigError(f"services: a service name must be a string, got {name!r}")
-        _check_service_name(f"services.{name}", name)
+        check_service_name(f"services.{name}", name)
         if name in specs:
             raise ConfigError(f"services: {name!r} is given twice")
         if not isinstance(settings, Mapping):
@@ -655,161 +670,10 @@ def parse_services(value: Any) -> tuple[ServiceSpec, ...]:
     return tuple(specs.values())
 
 
-def _check_service_name(what: str, name: object) -> None:
-    if not isinstance(name, str) or not name or name.startswith("mmi."):
-        raise ConfigError(f"{what}: {name!r} is empty or reserved (mmi.*)")
-    if len(name.encode()) > MAX_SERVICE_NAME or not name.isprintable() or " " in name:
-        raise ConfigError(
-            f"{what}: {name!r} is not a service name (printable, no spaces, at most "
-            f"{MAX_SERVICE_NAME} bytes)"
-        )
-
-
-def _check_pool(config: Config) -> None:
-    """The remote pool's options (``zmqserver worker``)."""
-    connect = config.connect
-    if connect is not None:
-        # Checked here, in the master: an endpoint libzmq refuses would make every worker fail
-        # in connect() and be replaced, over and over.
-        transport, sep, address = connect.partition("://")
-        host, colon, port = address.rpartition(":")
-        if not sep or (
-            transport == "tcp" and not (host and colon and port.isdigit() and 0 < int(port) < 65536)
-        ):
-            raise ConfigError(
-                f"connect: {connect!r} is not a ZeroMQ endpoint (expected tcp://host:port)"
-            )
-    if config.key_file is not None and config.server_key is None:
-        raise ConfigError("key_file needs server_key (the broker backend's public key)")
-
-
 def _type_name(expected: type | tuple[type, ...]) -> str:
     if isinstance(expected, tuple):
         return "a number"
     return {bool: "true or false", int: "an integer", str: "a string"}.get(expected, "a value")
-
-
-def _positive_int(config: Config, name: str) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
-
-
-def _nonnegative_int(config: Config, name: str) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{name}: expected an integer >= 0, got {value!r}")
-
-
-def _check_server(config: Config) -> None:
-    """The options that apply to the whole server (or pool), whatever its services."""
-    port = config.port
-    if (
-        not isinstance(port, tuple)
-        or len(port) != 2
-        or not all(isinstance(p, int) and not isinstance(p, bool) for p in port)
-    ):
-        raise ConfigError(f"port: expected two port numbers (frontend, backend), got {port!r}")
-    for p in port:
-        if not 0 < p < 65536:
-            raise ConfigError(f"port: {p} is not a TCP port number (1-65535)")
-    if port[0] == port[1] and config.frontend is None and config.backend is None:
-        raise ConfigError("port: frontend and backend ports must differ")
-    _positive_int(config, "heartbeat_liveness")
-    for name in ("max_message_size", "reply_cache"):
-        _nonnegative_int(config, name)
-    for name in ("heartbeat_interval", "graceful_timeout"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
-    if config.log_level.lower() not in LOG_LEVELS:
-        raise ConfigError(
-            f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
-        )
-    _check_service_name("service", config.service)
-    if config.default_service is not None:
-        _check_service_name("default_service", config.default_service)
-    for name in ("frontend", "backend"):
-        endpoint = getattr(config, name)
-        if endpoint is not None and "://" not in endpoint:
-            raise ConfigError(
-                f"{name}: {endpoint!r} is not a ZeroMQ endpoint "
-                "(expected tcp://host:port or ipc:///path)"
-            )
-    check_security(config)
-    if config.umask is not None:
-        _nonnegative_int(config, "umask")
-        if config.umask > 0o777:
-            raise ConfigError(f"umask: {config.umask:o} is not a file mode mask (000-777)")
-    _check_hooks(config, ("on_starting", "on_exit"))
-    _check_pool(config)
-
-
-def _check_service(config: Config) -> None:
-    """The options of one service's pool: its app, scaling bounds, timers, reliability limits.
-
-    Scaling bounds follow Net::Server::PreFork's rules, by name.
-    """
-    if config.app is not None and not isinstance(config.app, str) and not callable(config.app):
-        raise ConfigError(f"app: expected 'module:callable' or a callable, got {config.app!r}")
-    _positive_int(config, "min_servers")
-    _positive_int(config, "max_servers")
-    _nonnegative_int(config, "max_requests")
-    _positive_int(config, "max_attempts")
-    _positive_int(config, "worker_credit")
-    if config.worker_credit > MAX_CREDIT:
-        raise ConfigError(f"worker_credit: at most {MAX_CREDIT}, got {config.worker_credit}")
-    _nonnegative_int(config, "max_queue")
-    for name in ("job_timeout", "kill_grace", "prefetch_below"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
-    if not isinstance(config.retry_jobs, bool):
-        raise ConfigError(f"retry_jobs: expected true or false, got {config.retry_jobs!r}")
-    _nonnegative_int(config, "max_requests_jitter")
-    if config.max_servers < config.min_servers:
-        raise ConfigError(
-            f"max_servers ({config.max_servers}) must be >= min_servers ({config.min_servers})"
-        )
-    for name in ("min_spare_servers", "max_spare_servers"):
-        if getattr(config, name) is not None:
-            _nonnegative_int(config, name)
-    _nonnegative_int(config, "max_worker_memory")
-    for name in ("check_for_waiting", "check_for_spawn"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
-    for name in ("min_child_ttl", "queue_wait_threshold"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
-    min_spare, max_spare = config.spare_servers
-    if config.min_spare_servers is not None and min_spare > config.min_servers:
-        raise ConfigError(
-            f"min_spare_servers ({min_spare}) must be <= min_servers ({config.min_servers})"
-        )
-    if config.max_spare_servers is not None and max_spare >= config.max_servers:
-        raise ConfigError(
-            f"max_spare_servers ({max_spare}) must be < max_servers ({config.max_servers}): "
-            "more idle workers than that can never be retired"
-        )
-    if min_spare > max_spare:
-        raise ConfigError(
-            f"min_spare_servers ({min_spare}) must be <= max_spare_servers ({max_spare}), or "
-            "the pool would start and retire workers in turn"
-        )
-    _check_hooks(config, ("post_fork", "pre_request", "post_request", "worker_exit"))
-
-
-def _check_hooks(config: Config, names: tuple[str, ...]) -> None:
-    for name in names:
-        spec = getattr(config, name)
-        if isinstance(spec, str):
-            module, _, attr = spec.partition(":")
-            if not module or not attr or not all(p.isidentifier() for p in attr.split(".")):
-                raise ConfigError(f"{name}: expected 'module:callable', got {spec!r}")
-        elif spec is not None and not callable(spec):
-            raise ConfigError(f"{name}: expected 'module:callable' or a callable, got {spec!r}")
 
 
 def show_default(f: dataclasses.Field[Any]) -> str:
