@@ -38,6 +38,8 @@ NOT_FOR_CLIENTS = (
     "zmqserver._process",
     "zmqserver._io",
     "zmqserver._fastio",
+    "zmqserver.security.zap",
+    "zmqserver._version",
     "zmqserver.client.aio",
     "zmq.asyncio",
     "asyncio",

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import zmq
 
 from ..protocol import FLAG_RETRYABLE
-from ..security import ClientCredentials, apply_client, client_credentials
+from ..security.sockets import ClientCredentials, apply_client, client_credentials
 from .pipeline import Pipeline
 from .state import RequestIds, check_policy, encode_service
 

@@ -9,10 +9,13 @@ One concern per module, policy apart from driver (as in pyzmq's ``zmq.auth``):
 
 The checks of the security options' combination belong to the config
 (zmqserver.config.validate), which uses policy.py's parsers; nothing here imports the config.
-The names below are re-exported so that ``from zmqserver.security import X`` keeps working.
+The names below are re-exported so that ``from zmqserver.security import X`` keeps working;
+the driver's only on first use.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .keys import (
     KEY_BYTES,
@@ -41,15 +44,41 @@ from .policy import (
     zap_decide,
 )
 from .sockets import ClientCredentials, apply_client, apply_server, client_credentials
-from .zap import (
-    DENIAL_LOG_INTERVAL,
-    LOCAL_SOCKET,
-    ZAP_BATCH,
-    ZAP_ENDPOINT,
-    SecurityOptions,
-    ServerSecurity,
-    remove_stale_dirs,
+
+if TYPE_CHECKING:
+    from .zap import (
+        DENIAL_LOG_INTERVAL,
+        LOCAL_SOCKET,
+        ZAP_BATCH,
+        ZAP_ENDPOINT,
+        SecurityOptions,
+        ServerSecurity,
+        remove_stale_dirs,
+    )
+
+#: The driver's names: the server's, imported on first use so that a client, which imports
+#: this package for its key files and socket options, loads no ZAP handler.
+_ZAP = frozenset(
+    {
+        "DENIAL_LOG_INTERVAL",
+        "LOCAL_SOCKET",
+        "ZAP_BATCH",
+        "ZAP_ENDPOINT",
+        "SecurityOptions",
+        "ServerSecurity",
+        "remove_stale_dirs",
+    }
 )
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        if name not in _ZAP:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from . import zap
+
+        return getattr(zap, name)
+
 
 __all__ = [
     "DENIAL_LOG_INTERVAL",
