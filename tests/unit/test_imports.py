@@ -77,6 +77,7 @@ def test_the_prefix_match_does_not_take_a_neighbour_for_a_submodule() -> None:
 #: What client/ may import from the rest of the package: the wire format, the errors and the
 #: client half of security (credentials); the server side may import the client, never the reverse.
 CLIENT_MAY_IMPORT = (
+    "zmqserver._version",
     "zmqserver.errors",
     "zmqserver.protocol",
     "zmqserver.security",
