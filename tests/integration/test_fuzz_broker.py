@@ -349,6 +349,34 @@ class Checker(threading.Thread):
             self.crash = exc
 
 
+def wait_hostile_workers_forgotten(ctx: Context, backend: str) -> None:
+    """Return once the broker has forgotten every worker that fell silent before this call.
+
+    A sentinel registers for the default service after the hostile sockets are closed, then
+    says nothing more. The broker checks every registered worker against its expiry at each
+    heartbeat tick and drops all that are past it at once, sending each a DISCONNECT; the
+    hostile workers' last words came before the sentinel's READY, so their expiries are no
+    later than its own. Its DISCONNECT is the observable event: by then they are gone too (the
+    promise, docs/reliability.md section 2: within interval x (liveness + 1), 1 s here).
+    """
+    sentinel = ctx.socket(zmq.DEALER)
+    sentinel.setsockopt(zmq.LINGER, 0)
+    sentinel.setsockopt(zmq.ROUTING_ID, b"fuzz-sentinel")
+    sentinel.connect(backend)
+    try:
+        sentinel.send_multipart(encode_ready(b"default"))
+        deadline = time.monotonic() + 30  # a hang bound on a loaded box, not a speed claim
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sentinel.poll(left * 1000):
+                pytest.fail("the broker never dropped a silent worker (no DISCONNECT)")
+            # HEARTBEATs, or a backlog job the sentinel never answers; it stays silent.
+            if sentinel.recv_multipart() == [MDPW02, b"\x06"]:
+                return
+    finally:
+        sentinel.close(linger=0)
+
+
 @pytest.mark.skipif(
     not os.environ.get("ZMQSERVER_PURE_PYTHON"), reason="only in the pure-Python pass of make test"
 )
@@ -432,7 +460,7 @@ def test_broker_survives_100k_hostile_messages_and_still_serves(
     # new job may be refused with queue_full: a clear answer, so the client waits the backlog
     # out, as a real one would, for a bounded time. (8110 queued were once seen here, with
     # the broker on one core: max_queue did not hold while a busy worker had spare credit.)
-    time.sleep(1.5)
+    wait_hostile_workers_forgotten(ctx, server.backend)
     refused = 0
     with Client(server.frontend, timeout=10, retries=3, context=ctx) as client:
         for i in range(200):
