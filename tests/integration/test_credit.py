@@ -88,7 +88,11 @@ def test_worker_killed_holding_several_jobs_each_gets_one_outcome(
     """One worker holds a running job and three queued behind it; it is SIGKILLed. The running
     job (not retryable) is answered worker_lost; the three never started, so they run on the
     replacement worker without counting an attempt, and succeed although not retryable."""
-    server = start_server(APP, "--worker-credit", "4", workers=1, env=runs.env)
+    # --prefetch-below 0: the worker is sent jobs up to its credit even while it runs a long
+    # one (by default the gate keeps them in the broker's queue, and nothing would be held).
+    server = start_server(
+        APP, "--worker-credit", "4", "--prefetch-below", "0", workers=1, env=runs.env
+    )
     (pid,) = server.wait_workers(1)
     server.wait_ready()
     sock = dealer(ctx, server.frontend)
@@ -99,9 +103,12 @@ def test_worker_killed_holding_several_jobs_each_gets_one_outcome(
     wait_until(lambda: runs.of(head), 10, "the first job to start")
     for i, payload in enumerate(behind, 1):
         sock.send_multipart(mdp_request(payload, i))
-    # The three go to the worker at once (credit 4) and must wait there: nothing may run them
-    # while the head job runs (a bounded look, not a wait for something to happen).
-    time.sleep(0.3)
+    # The three go to the worker at once (credit 4) and must wait there. The broker reads one
+    # client's messages in order, so its answer to an MMI query sent after them means it has
+    # accepted them and handed them to the worker: no window to guess.
+    sock.send_multipart(mdp_request(b"default", 99, service=b"mmi.service"))
+    known = parse_client_reply(recv_within(sock, 10, "the MMI answer"))
+    assert known.body == [b"200"]
     assert runs.of(head) == [pid]
     assert not any(runs.of(p) for p in behind), "a job ran while the head one was running"
     os.kill(pid, signal.SIGKILL)
@@ -114,6 +121,7 @@ def test_worker_killed_holding_several_jobs_each_gets_one_outcome(
     assert Counter(counts[p] for p in behind) == Counter({1: 3})
     (new,) = server.wait_workers(1)
     assert new != pid
+    # Each ran on the replacement only: none ran on the killed worker while it ran the head.
     assert all(runs.of(p) == [new] for p in behind)
     wait_until(lambda: not pid_alive(pid), 10, "the killed worker to be reaped")
 
@@ -145,27 +153,33 @@ def test_graceful_exit_after_max_requests_hands_back_held_jobs(
 
 
 def test_with_default_credit_short_jobs_do_not_wait_behind_a_long_one(
-    start_server: StartServer, ctx: Context
+    start_server: StartServer,
+    ctx: Context,
+    runs: Runs,  # noqa: F811
 ) -> None:
     """The prefetch gate, with real processes and the default credit (16): once a job has run
     longer than prefetch_below, its worker gets nothing more, so a burst of short jobs all go
     to the other worker and are answered while the long job still runs."""
-    server = start_server("tests.apps:sleep_then_pid", workers=2)
+    server = start_server(APP, workers=2, env=runs.env)
     server.wait_workers(2)
     server.wait_ready()
     short = dealer(ctx, server.frontend)
     for _ in range(20):  # short jobs, a burst: both workers serve some, and the gate opens
-        short.send_multipart([b"", b"0"])
+        short.send_multipart([b"", b"sleep 0 short"])
     pids = {recv_within(short, 10)[2] for _ in range(20)}
     assert len(pids) == 2
     long = dealer(ctx, server.frontend)
-    long.send_multipart([b"", b"3"])
-    time.sleep(0.2)  # the long job is running, far past prefetch_below (1 ms)
+    long.send_multipart([b"", b"sleep 3 long"])
+    wait_until(lambda: runs.of(b"sleep 3 long"), 10, "the long job to start")
+    # The gate's condition is a duration: the running job must have outlasted prefetch_below
+    # (1 ms). The job has started (above); this makes sure it has run ten times that long.
+    time.sleep(0.01)
     for _ in range(30):
-        short.send_multipart([b"", b"0"])
+        short.send_multipart([b"", b"sleep 0 short"])
     served_by = Counter(recv_within(short, 10)[2] for _ in range(30))
     assert not long.poll(0), "short jobs waited behind the long one"
     (long_pid,) = pids - set(served_by)
-    assert recv_within(long, 10)[1:] == [b"3", long_pid]
+    assert recv_within(long, 10)[1:] == [b"sleep 3 long", long_pid]
+    assert runs.of(b"sleep 3 long") == [int(long_pid)]
     short.close()
     long.close()
