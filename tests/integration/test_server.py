@@ -81,16 +81,17 @@ def test_fifty_concurrent_clients_get_their_own_replies(start_server, ctx):
         sock.close()
 
 
-def test_lru_dispatch_sends_new_job_to_idle_worker(start_server, ctx):
+def test_lru_dispatch_sends_new_job_to_idle_worker(start_server, ctx, short_tmp):
     """Two workers; one is busy with a slow job: every fast job goes to the idle one."""
-    server = start_server("tests.apps:sleep_then_pid", workers=2)
+    server = start_server("tests.apps:mark_then_sleep", workers=2)
     server.wait_workers(2)
-    server.request(b"0")  # both workers up and registered
+    server.request(b"0 %s" % bytes(short_tmp / "ping"))  # both workers up and registered
     wait_until(lambda: _both_registered(server), 10, "both workers registered")
     slow = server.socket()
-    slow.send(b"3")
-    time.sleep(0.2)  # let the slow job reach a worker (not a readiness wait)
-    fast_pids = {server.request(b"0")[1] for _ in range(10)}
+    running = short_tmp / "slow-running"
+    slow.send(b"3 %s" % bytes(running))
+    wait_until(running.exists, 10, "the slow job to start")  # the app's marker
+    fast_pids = {server.request(b"0 %s" % bytes(short_tmp / "fast"))[1] for _ in range(10)}
     assert slow.poll(10_000)
     slow_pid = slow.recv_multipart()[1]
     slow.close()
@@ -100,9 +101,10 @@ def test_lru_dispatch_sends_new_job_to_idle_worker(start_server, ctx):
 
 def _both_registered(server) -> bool:
     # Each worker answers a job with its pid; two concurrent slow-ish jobs need two workers.
+    # (tests.apps:mark_then_sleep: seconds, then the marker file it creates.)
     socks = [server.socket() for _ in range(2)]
     for sock in socks:
-        sock.send(b"0.2")
+        sock.send(b"0.2 %s" % bytes(server.workdir / "probe"))
     pids = set()
     for sock in socks:
         if sock.poll(5000):
@@ -127,13 +129,14 @@ def test_bad_return_type_is_an_app_error(start_server):
     assert reply.startswith(b"ERROR app_error: BadReply: app returned int")
 
 
-def test_killed_worker_is_replaced_and_its_job_answered(start_server):
-    server = start_server("tests.apps:sleep_then_pid", workers=2)
+def test_killed_worker_is_replaced_and_its_job_answered(start_server, short_tmp):
+    server = start_server("tests.apps:mark_then_sleep", workers=2)
     before = server.wait_workers(2)
-    server.wait_ready()
+    server.request(b"0 %s" % bytes(short_tmp / "ping"))
     sock = server.socket()
-    sock.send(b"5")
-    time.sleep(0.3)  # the job is now running on one of the workers
+    running = short_tmp / "running"
+    sock.send(b"5 %s" % bytes(running))
+    wait_until(running.exists, 10, "the job to start")  # running on one of the workers
     for pid in before:
         os.kill(pid, signal.SIGKILL)
     assert sock.poll(10_000)
@@ -145,7 +148,8 @@ def test_killed_worker_is_replaced_and_its_job_answered(start_server):
         15,
         "replacement workers",
     )
-    assert server.request(b"0")[0] == b"0"
+    ping = b"0 %s" % bytes(short_tmp / "ping")
+    assert server.request(ping)[0] == ping
 
 
 def test_worker_exiting_mid_job_answers_client(start_server):
@@ -191,15 +195,17 @@ def test_int_and_quit_stop_everything(start_server, sig):
     wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "workers gone")
 
 
-def test_term_lets_running_job_finish(start_server):
-    server = start_server("tests.apps:sleep_then_pid", workers=1)
-    server.wait_ready()
+def test_term_lets_running_job_finish(start_server, short_tmp):
+    server = start_server("tests.apps:mark_then_sleep", workers=1)
+    server.request(b"0 %s" % bytes(short_tmp / "ping"))
     sock = server.socket()
-    sock.send(b"1.5")
-    time.sleep(0.3)  # the job is running
+    running = short_tmp / "running"
+    job = b"1.5 %s" % bytes(running)
+    sock.send(job)
+    wait_until(running.exists, 10, "the job to start")  # the app's marker
     server.signal(signal.SIGTERM)
     assert sock.poll(10_000)
-    assert sock.recv_multipart()[0] == b"1.5"
+    assert sock.recv_multipart()[0] == job
     sock.close()
     assert server.wait(30) == 0
 
