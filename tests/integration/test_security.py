@@ -153,8 +153,9 @@ def test_unknown_key_and_null_client_get_nothing_and_cost_nothing(start_server, 
     with alice(server, keys) as client:
         for i in range(50):
             assert client.request(b"job %d" % i) == b"JOB %d" % i
-    elapsed = time.monotonic() - started
-    assert elapsed < 10, f"50 jobs took {elapsed:.1f}s while intruders knocked"
+    # No speed bound (bench/README.md): each request had the client's own timeout, so a broker
+    # stalled by the intruders fails above; the time is printed for the record.
+    print(f"\nmeasured: 50 jobs in {time.monotonic() - started:.2f}s while intruders knocked")
     for sock in intruders:
         assert not sock.poll(0), "a refused client received something"
         sock.close()

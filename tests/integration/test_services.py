@@ -100,12 +100,13 @@ def test_max_queue_and_job_timeout_are_per_service(start_server, short_tmp):
     _mdp(hasty, b"hasty", b"0.1", request_id=3)  # refused at once: queue_full
     _mdp(patient, b"patient", b"1.25", request_id=4)  # the default 60 s deadline: it finishes
     full = _reply(hasty)
+    # Refused at once: the first reply, before 1 and 2 reach their 0.75 s deadline.
     assert (full.request_id, full.status) == (3, Status.QUEUE_FULL)
-    assert time.monotonic() - started < 0.75
     expired = {reply.request_id: reply.status for reply in (_reply(hasty), _reply(hasty))}
     assert expired == {1: Status.EXPIRED, 2: Status.EXPIRED}  # running and queued alike
     expired_after = time.monotonic() - started
-    assert 0.7 <= expired_after < 2.0
+    # hasty's own job_timeout (0.75 s), not the default 60 s: the upper bound tells them apart.
+    assert 0.7 <= expired_after < 10.0
     done = _reply(patient)
     assert (done.status, done.body[0]) == (Status.OK, b"1.25")
     # The hung hasty worker is killed after its grace and replaced; the service serves again.

@@ -161,9 +161,8 @@ def test_serve_hands_back_at_once_for_signals_kills_and_new_workers(broker, ctx,
     worker.setsockopt(zmq.LINGER, 0)
     worker.connect(broker.backend.getsockopt_string(zmq.LAST_ENDPOINT))
     worker.send_multipart([b"MDPW02", b"\x01", b"echo"])
-    started = time.monotonic()
     assert broker.serve(items, far, deque(), seen, False) == []
-    assert time.monotonic() - started < 10
+    assert time.monotonic() < far  # it returned for the registration, not at the end of its wait
     assert broker.router.scale_inputs()[0] == seen[0] + 1
     assert len(broker.router.workers) == 1
     worker.close()
