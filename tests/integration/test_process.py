@@ -145,7 +145,8 @@ def test_queue_wait_starts_a_worker_per_waiting_job(start_server, short_tmp):
     total = time.monotonic() - started
     assert all(not r[0].startswith(b"ERROR") for r in replies)
     print(f"queue wait: 1 -> 5 workers in {grown:.2f}s; 5 one-second jobs done in {total:.2f}s")
-    assert total < 4.0  # one worker alone would take 5 s
+    # In parallel: the started workers took queued jobs (one worker alone would run all five).
+    assert len({r[1] for r in replies}) >= 2
     assert "jobs queued, the oldest for" in server.log()
     server.wait_workers(1, timeout=15)
 
