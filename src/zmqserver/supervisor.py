@@ -59,6 +59,7 @@ from ._process import (
     set_title,
     write_pid_file,
 )
+from ._wakeup import Wake
 from .broker import Broker, poll_timeout_ms
 from .config import App, Config, ServiceSpec
 from .errors import ConfigError, Status
@@ -183,6 +184,8 @@ class Supervisor:
         self.stop_deadline = 0.0
         self.killed = False
         self._signals: deque[int] = deque()
+        #: Set with each signal: the broker's inner loop returns when it sees it.
+        self._wake = Wake()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         #: Where workers connect, and their CURVE keys if the backend wants them.
@@ -308,6 +311,7 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)
+        self._wake.pending = True
 
     def _loop(self) -> None:
         """Wait for sockets, signals and deadlines; handle them; repeat.
@@ -336,6 +340,7 @@ class Supervisor:
                     return
                 deadline = min(deadline, self.stop_deadline)
             self._wait(poller, wake_fd, deadline, now)
+            self._wake.pending = False
             while signals:
                 self._handle_signal(signals.popleft())
                 self._scale_now = True  # TTIN/TTOU/HUP act at once; so does a reaped child
@@ -839,15 +844,14 @@ class Arbiter(Supervisor):
         broker = self.broker
         assert broker is not None
         zap = self.security.zap_socket
-        items: list[tuple[Any, int]] = [
-            (broker.frontend, zmq.POLLIN),
-            (broker.backend, zmq.POLLIN),
-            (wake_fd, zmq.POLLIN),
-        ]
+        items: list[tuple[Any, int]] = [(wake_fd, zmq.POLLIN)]
         if zap is not None:
             items.append((zap, zmq.POLLIN))
-        watch_load = self._scale_check_at == math.inf
-        others = broker.serve(items, deadline, self._signals, self._scale_seen, watch_load)
+        router = broker.router
+        # The routing core flags when the autoscaler's inputs move from its last look.
+        router.scale_seen = self._scale_seen
+        router.watch_load = self._scale_check_at == math.inf
+        others = broker.serve(items, deadline, self._wake)
         if zap is not None and zap in others:
             self.security.handle_zap()  # handshakes waiting for a yes or no
         if wake_fd in others:
