@@ -110,6 +110,7 @@ class Master:
             view,
             self.pid,
             on_config=self._on_config,
+            on_boot_error=lambda: self.stop(graceful=False, exit_code=BOOT_ERROR),
             reset_child=self.signals.reset_in_child,
         )
         #: Something changed that the autoscaler must see at once (see SCALE_CHECK).
@@ -229,8 +230,7 @@ class Master:
                 self._scale_now = True  # TTIN/TTOU/HUP act at once; so does a reaped child
             if self._reap_due:
                 self._reap_due = False
-                if flock.reap():
-                    self.stop(graceful=False, exit_code=BOOT_ERROR)
+                flock.reap()
             now = monotonic()
             if flock.departed:
                 flock.settle_departures(now)

@@ -78,7 +78,9 @@ class Flock:
     """The pools and their worker processes, kept at each autoscaler's size.
 
     ``on_config`` is called when a failed reload puts a pool's previous config back;
-    ``reset_child`` runs first thing in each forked child (drops the master's signal set-up).
+    ``on_boot_error`` when a worker could not load its app and there is no previous generation
+    to fall back on (the server must stop); ``reset_child`` runs first thing in each forked
+    child (drops the master's signal set-up).
     """
 
     def __init__(
@@ -88,12 +90,14 @@ class Flock:
         master_pid: int,
         *,
         on_config: Callable[[], None] = lambda: None,
+        on_boot_error: Callable[[], None] = lambda: None,
         reset_child: Callable[[], None] = lambda: None,
     ) -> None:
         self.pools = pools
         self.view = view
         self.master_pid = master_pid
         self.on_config = on_config
+        self.on_boot_error = on_boot_error
         self.reset_child = reset_child
         self.workers: dict[int, WorkerProcess] = {}
         #: Workers that exited in an orderly way, by identity: when the view stops waiting.
@@ -136,21 +140,16 @@ class Flock:
 
     # -- reaping ----------------------------------------------------------------------------------
 
-    def reap(self, block: bool = False) -> bool:
-        """Collect every exited child and tell the view about the workers among them.
-
-        True if the server must stop: a worker could not load its app, and there is no
-        previous generation to fall back on.
-        """
-        halt = False
+    def reap(self, block: bool = False) -> None:
+        """Collect every exited child and tell the view about the workers among them."""
         while self.workers:
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 self.workers.clear()
-                return halt
+                return
             if pid == 0:
-                return halt
+                return
             proc = self.workers.pop(pid, None)
             if proc is None:
                 continue
@@ -171,7 +170,7 @@ class Flock:
                         proc.pool.config.app,
                         self.of(proc.pool),
                     )
-                    halt = True
+                    self.on_boot_error()  # stops the server: the rest exit as stopping
             elif self.stopping or proc.retiring:
                 log.debug("worker %d exited (%s)", pid, how)
             elif code != 0:
@@ -179,8 +178,7 @@ class Flock:
             else:
                 log.info("worker %d exited; starting a new one", pid)
             if block:
-                return halt
-        return halt
+                return
 
     def settle_departures(self, now: float) -> None:
         """Tell the view about orderly exits whose goodbye never came (see :meth:`reap`)."""
