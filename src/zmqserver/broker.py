@@ -2,7 +2,7 @@
 
 All decisions live in routing.py; this module only moves frames between sockets and the
 :class:`~zmqserver.routing.Router`, and turns send failures into events the router understands.
-The event loop that calls it belongs to the supervisor (one loop, one thread, one poller).
+The event loop that calls it belongs to the master (one loop, one thread, one poller).
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sized
+from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
 
 from ._io import batch_receiver, batch_sender, poller
+from ._wakeup import Wake
 from .routing import Port, Router
 
 log = logging.getLogger("zmqserver.broker")
@@ -136,32 +137,25 @@ class Broker:
             router.on_worker(frames[0], frames[1:], now)
         return len(messages)
 
-    def serve(
-        self,
-        items: list[tuple[Any, int]],
-        until: float,
-        interrupt: Sized,
-        scale_seen: tuple[int, ...],
-        watch_load: bool,
-    ) -> list[Any]:
-        """Turns of the event loop that only move messages, run here until the supervisor has
-        something to do; what else became readable (the ZAP socket, the signal pipe).
+    def serve(self, others: list[tuple[Any, int]], until: float, wake: Wake) -> list[Any]:
+        """Turns of the event loop that only move messages, run here until the master has
+        something to do; which of ``others`` became readable.
 
-        ``items`` is the poll list: the frontend and the backend first, then the supervisor's
-        own. The turns end when one of those is readable, ``interrupt`` (pending signals) is
-        not empty, the router has workers to kill, ``until`` (the supervisor's next deadline)
-        has come, or the autoscaler's inputs moved: a worker registering or leaving at all,
-        idle workers and queued jobs only while ``watch_load`` (the supervisor is not already
-        due to look within SCALE_CHECK), compared with ``scale_seen``. Under load a turn is
-        one or two messages: here each costs a compiled call or two, where the interpreted
-        loop spent microseconds of bytecode and a zmq.Poller round trip a turn. The wait is
+        ``others`` are the master's other sockets and fds (the signal wake-up fd, the ZAP
+        socket...), polled after the frontend and the backend. The turns end when one of those
+        is readable, ``wake.pending`` is set (a signal came), the router has workers to kill,
+        ``until`` (the master's next deadline) has come, or the router flags that the
+        autoscaler's inputs moved (:meth:`~zmqserver.routing.Router.scale_moved`). Under load
+        a turn is one or two messages: here each costs a compiled call or two, where the
+        interpreted loop spent microseconds of bytecode and a zmq.Poller round trip a turn.
+        ``wake`` is an attribute read a turn, not a callback. The wait is
         :func:`~zmqserver._io.poller`'s: zmq_poll from C, answered with a bit mask.
         """
         router = self.router
-        # Bits 0 and 1: the frontend and the backend; then the supervisor's sockets and fds.
-        sockets = [item for item, _ in items if isinstance(item, zmq.Socket)]
-        assert sockets[:2] == [self.frontend, self.backend]
-        fds = [item for item, _ in items if not isinstance(item, zmq.Socket)]
+        # Bits 0 and 1: the frontend and the backend; then the master's sockets and fds.
+        sockets = [self.frontend, self.backend]
+        sockets += [item for item, _ in others if isinstance(item, zmq.Socket)]
+        fds = [item for item, _ in others if not isinstance(item, zmq.Socket)]
         watched = sockets + fds
         poll = poller(sockets, fds)
         while True:
@@ -169,9 +163,9 @@ class Broker:
             router.on_tick(now)
             self.on_tick(now)
             self.flush()
-            if len(interrupt) or router.kills or now >= until:
+            if wake.pending or router.kills or now >= until:
                 return []
-            if router.scale_moved(scale_seen, watch_load):
+            if router.scale_moved():
                 return []
             # Not min(): compiled, that boxes three floats and makes a generic call, every turn.
             deadline = router.next_deadline()
@@ -182,15 +176,13 @@ class Broker:
                 deadline = mine
             ready = poll(poll_timeout_ms(deadline - now))
             if ready & 3:
-                self.drain(ready & 2 != 0, ready & 1 != 0, time.monotonic(), interrupt)
+                self.drain(ready & 2 != 0, ready & 1 != 0, time.monotonic(), wake)
             if ready > 3:  # drain has sent what it produced
                 return [watched[i] for i in range(2, len(watched)) if ready >> i & 1]
 
-    def drain(
-        self, backend_ready: bool, frontend_ready: bool, now: float, interrupt: Sized
-    ) -> None:
+    def drain(self, backend_ready: bool, frontend_ready: bool, now: float, wake: Wake) -> None:
         """Read and answer until both ports are empty, the budget is spent, a router deadline
-        is due or ``interrupt`` (the event loop's pending signals) is not empty.
+        is due or ``wake.pending`` (the master has work: a signal came).
 
         Under load, replies and requests keep arriving while a round is handled: reading on
         costs a failed recv per port, where going back to zmq_poll would cost a turn of the
@@ -208,7 +200,7 @@ class Broker:
             budget -= count
             # A round of one message is a light load: more is unlikely to be waiting, and the
             # failed reads that would say so cost a system call each. zmq_poll will see it.
-            if count < 2 or budget <= 0 or len(interrupt) or router.kills:
+            if count < 2 or budget <= 0 or wake.pending or router.kills:
                 return
             now = time.monotonic()
             if now >= router.next_deadline():

@@ -301,6 +301,10 @@ class Router:
         #: Registrations and removals so far: a change the autoscaler sees even when one worker
         #: came and another went between two looks (the count alone would not move).
         self.membership = 0
+        #: The autoscaler's last look (scale_inputs) and whether load changes matter to it yet:
+        #: set by the master, compared by scale_moved.
+        self.scale_seen: tuple[int, ...] = ()
+        self.watch_load = True
         self.jobs: dict[bytes, Job] = {}  # running jobs by address
         self.pending: dict[RequestKey, Job] = {}  # queued or running jobs with a request id
         self.replies: OrderedDict[RequestKey, list[Frame]] = OrderedDict()
@@ -347,13 +351,15 @@ class Router:
             waiting += service.waiting
         return (self.membership, idle, waiting)
 
-    def scale_moved(self, seen: tuple[int, ...], watch_load: bool) -> bool:
-        """Whether :meth:`scale_inputs` moved from ``seen``: a registration or removal at all,
-        idle workers or queued jobs only while ``watch_load``. The event loop asks on every turn,
-        so the common answer needs no tuple and no look at the services."""
+    def scale_moved(self) -> bool:
+        """Whether :meth:`scale_inputs` moved from :attr:`scale_seen` (what the autoscaler last
+        planned on): a registration or removal at all, idle workers or queued jobs only while
+        :attr:`watch_load`. The broker's loop asks on every turn, so the common answer needs no
+        tuple and no look at the services."""
+        seen = self.scale_seen
         if len(seen) != 3 or seen[0] != self.membership:
             return True
-        return watch_load and self.scale_inputs() != seen
+        return self.watch_load and self.scale_inputs() != seen
 
     def waiting(self, service: bytes | None = None) -> int:
         """Live jobs queued for ``service`` (default: the default service)."""

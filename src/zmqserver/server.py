@@ -25,7 +25,7 @@ from .config import App, Config
 from .errors import ConfigError
 from .hooks import MASTER_HOOKS, Hooks
 from .loader import load_app
-from .supervisor import Arbiter, PoolSupervisor, Supervisor
+from .supervisor import Master, arbiter, pool_supervisor
 
 LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
@@ -98,7 +98,7 @@ def serve(config: Config, *, reload: Callable[[], Config] | None = None) -> int:
     Problems found before anything binds raise :class:`~zmqserver.errors.ConfigError` or
     :class:`~zmqserver.errors.AppLoadError`, in the caller's process, even in background mode.
     """
-    return _start(Arbiter, config, reload)
+    return _start(arbiter, config, reload)
 
 
 def serve_pool(config: Config, *, reload: Callable[[], Config] | None = None) -> int:
@@ -106,10 +106,10 @@ def serve_pool(config: Config, *, reload: Callable[[], Config] | None = None) ->
 
     The same start-up sequence, signals and process options as :func:`serve`, without a broker.
     """
-    return _start(PoolSupervisor, config, reload)
+    return _start(pool_supervisor, config, reload)
 
 
-def _start(kind: type[Supervisor], config: Config, reload: Callable[[], Config] | None) -> int:
+def _start(kind: Callable[..., Master], config: Config, reload: Callable[[], Config] | None) -> int:
     config = config.validate()
     # Directory and umask first: every relative path below, the app import and every file and
     # ipc:// socket created from here on depend on them.

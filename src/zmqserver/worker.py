@@ -19,7 +19,6 @@ import os
 import random
 import select
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +28,7 @@ import zmq
 
 from ._io import receiver, send_frames, sender
 from ._process import die_with_parent, endpoint_label, parent_alive, rss_bytes, set_title
+from ._wakeup import WakeupSocketpair
 from .config import App, Config
 from .errors import AppLoadError, BadReply, ProtocolError, Status
 from .hooks import WORKER_HOOKS, Hooks
@@ -225,7 +225,7 @@ class Worker:
         self._send: Callable[[list[bytes]], None]
         #: ``sock``'s ZMQ_FD, which run() polls (see the comment at its poll).
         self._sock_fd = -1
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wakeup = WakeupSocketpair()
         self._busy = BusyHeartbeat(encode_heartbeat(), config.heartbeat_interval)
         # Looked up once: most servers set no per-job hook, and then a job calls none.
         self._pre_request = self.hooks.get("pre_request")
@@ -236,9 +236,7 @@ class Worker:
     def _install_signals(self) -> None:
         # Handlers only set a flag; the write to the wakeup fd (done by CPython's C-level handler)
         # is what breaks zmq_poll out of its wait, so a stop request never waits for a timeout.
-        for sock in (self._wake_r, self._wake_w):
-            sock.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self._wakeup.install()
         signal.signal(signal.SIGTERM, self._graceful)
         signal.signal(signal.SIGQUIT, self._graceful)
         signal.signal(signal.SIGINT, self._immediate)
@@ -281,7 +279,7 @@ class Worker:
         # the comment at the poll below for why that is a complete wait, and what it saves.
         poller = select.poll()
         poller.register(self._sock_fd, select.POLLIN)
-        wake_fd = self._wake_r.fileno()
+        wake_fd = self._wakeup.fileno()
         poller.register(wake_fd, select.POLLIN)
         interval = self.config.heartbeat_interval
         silence_limit = interval * self.config.heartbeat_liveness
@@ -310,7 +308,7 @@ class Worker:
                 now = time.monotonic()
                 for ready, _ in events:
                     if ready == wake_fd:
-                        self._drain_wakeup()
+                        self._wakeup.drain()
                     elif not self.stopping:
                         # A stop signal that arrived with a message leaves it unread. With
                         # worker_credit > 1 it may be a job held for us, which the broker hands
@@ -378,13 +376,6 @@ class Worker:
             return False
         log.warning("worker %d: master %d is gone; exiting", os.getpid(), self.master_pid)
         return True
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wake_r.recv(64):
-                pass
-        except BlockingIOError:
-            pass
 
     def _on_message(self, frames: list[bytes]) -> bool:
         """Handle one broker message; return False when the broker told us to go."""
@@ -468,6 +459,7 @@ class Worker:
 
     def close(self) -> None:
         self._busy.close()
+        self._wakeup.close()  # puts back the wake-up fd the worker had before (none)
         if self.sock is not None:
             # Let the last reply and DISCONNECT leave before the process goes; but not for a
             # dead master (a local worker's master is its broker): whatever is queued (READY, a

@@ -13,6 +13,7 @@ import zmq
 from tests.helpers import limits
 
 from zmqserver import broker as broker_module
+from zmqserver._wakeup import Wake
 from zmqserver.broker import DROP_LOG_INTERVAL, Broker
 from zmqserver.routing import Port, Router
 
@@ -125,7 +126,17 @@ def wake():
 
 
 def _items(broker, fd):
-    return [(broker.frontend, zmq.POLLIN), (broker.backend, zmq.POLLIN), (fd, zmq.POLLIN)]
+    """The master's other items: here, the signal wake-up fd."""
+    return [(fd, zmq.POLLIN)]
+
+
+def _serve(broker, items, until, pending, seen, watch_load):
+    """Broker.serve with ``pending`` signals (the Wake flag) and the autoscaler's last look
+    ``seen`` (watching idle/queued changes too if ``watch_load``), as the master sets them."""
+    wake = Wake()
+    wake.pending = bool(pending)
+    broker.router.scale_seen, broker.router.watch_load = seen, watch_load
+    return broker.serve(items, until, wake)
 
 
 def test_serve_answers_requests_and_returns_at_its_deadline(broker, ctx, wake):
@@ -138,7 +149,7 @@ def test_serve_answers_requests_and_returns_at_its_deadline(broker, ctx, wake):
     client.send(b"hi")
     seen = broker.router.scale_inputs()
     started = time.monotonic()
-    assert broker.serve(_items(broker, r.fileno()), started + 0.2, deque(), seen, False) == []
+    assert _serve(broker, _items(broker, r.fileno()), started + 0.2, deque(), seen, False) == []
     assert time.monotonic() - started >= 0.2
     assert broker.router.waiting() == 1  # read and queued while serve ran
     client.close()
@@ -150,18 +161,18 @@ def test_serve_hands_back_at_once_for_signals_kills_and_new_workers(broker, ctx,
     seen = broker.router.scale_inputs()
     far = time.monotonic() + 30
     # A signal already pending (its handler ran between two turns).
-    assert broker.serve(items, far, deque([15]), seen, True) == []
+    assert _serve(broker, items, far, deque([15]), seen, True) == []
     # The autoscaler's last look saw another worker count.
-    assert broker.serve(items, far, deque(), (seen[0] + 1, *seen[1:]), False) == []
+    assert _serve(broker, items, far, deque(), (seen[0] + 1, *seen[1:]), False) == []
     # Idle/queued changes only while the autoscaler is not already due to look (watch_load).
     other = (seen[0], seen[1] + 1, seen[2])
-    assert broker.serve(items, far, deque(), other, True) == []
+    assert _serve(broker, items, far, deque(), other, True) == []
     # A worker registers while serve runs: it returns for the autoscaler.
     worker = ctx.socket(zmq.DEALER)
     worker.setsockopt(zmq.LINGER, 0)
     worker.connect(broker.backend.getsockopt_string(zmq.LAST_ENDPOINT))
     worker.send_multipart([b"MDPW02", b"\x01", b"echo"])
-    assert broker.serve(items, far, deque(), seen, False) == []
+    assert _serve(broker, items, far, deque(), seen, False) == []
     assert time.monotonic() < far  # it returned for the registration, not at the end of its wait
     assert broker.router.scale_inputs()[0] == seen[0] + 1
     assert len(broker.router.workers) == 1
@@ -172,5 +183,5 @@ def test_serve_returns_what_else_became_readable(broker, wake):
     r, w = wake
     w.send(b"\x0f")  # what signal.set_wakeup_fd writes
     seen = broker.router.scale_inputs()
-    others = broker.serve(_items(broker, r.fileno()), time.monotonic() + 30, deque(), seen, True)
+    others = _serve(broker, _items(broker, r.fileno()), time.monotonic() + 30, deque(), seen, True)
     assert others == [r.fileno()]

@@ -32,7 +32,7 @@ def checked(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
 
 @pytest.fixture
 def no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server.Arbiter, "run", lambda self: 0)
+    monkeypatch.setattr(server.Master, "run", lambda self: 0)
     monkeypatch.setattr(server, "configure_logging", lambda config: None)
 
 

@@ -506,6 +506,12 @@ def test_a_worker_that_did_not_ask_gets_mdp_and_is_thrown_out_for_compact_answer
     assert router.waiting(SERVICE) == 1
 
 
+def moved(router: Router, seen: tuple[int, ...], watch_load: bool) -> bool:
+    """scale_moved, against ``seen`` as the master's last look, watching load or not."""
+    router.scale_seen, router.watch_load = seen, watch_load
+    return router.scale_moved()
+
+
 def test_scale_inputs_move_when_one_worker_comes_and_another_goes():
     """The autoscaler compares these between looks: a swap must not look like no change."""
     router = make_router()
@@ -517,16 +523,16 @@ def test_scale_inputs_move_when_one_worker_comes_and_another_goes():
     assert len(router.workers) == 1
     assert after[1:] == before[1:]  # one idle worker, nothing queued: as before
     assert after[0] != before[0]
-    assert router.scale_moved(before, watch_load=False)
+    assert moved(router, before, watch_load=False)
 
 
 def test_scale_moved_watches_load_only_when_asked():
     router = make_router()
     ready(router, b"W1")
     seen = router.scale_inputs()
-    assert not router.scale_moved(seen, watch_load=True)
-    assert router.scale_moved((), watch_load=False)  # nothing seen yet
+    assert not moved(router, seen, watch_load=True)
+    assert moved(router, (), watch_load=False)  # nothing seen yet
     request(router, b"c1")  # the idle worker takes it: one idle fewer
-    assert not router.scale_moved(seen, watch_load=False)
-    assert router.scale_moved(seen, watch_load=True)
-    assert not router.scale_moved(router.scale_inputs(), watch_load=True)
+    assert not moved(router, seen, watch_load=False)
+    assert moved(router, seen, watch_load=True)
+    assert not moved(router, router.scale_inputs(), watch_load=True)

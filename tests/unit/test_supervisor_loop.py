@@ -6,32 +6,61 @@ import math
 
 from zmqserver.config import Config
 from zmqserver.scaling import State
-from zmqserver.supervisor import SCALE_CHECK, Pool, StateOf, Supervisor, WorkerProcess
+from zmqserver.supervisor import SCALE_CHECK, Flock, Master, Pool, StateOf, WorkerProcess
+
+from .fake_components import FakeView
 
 
-class Counting(Supervisor):
-    """A supervisor whose pools' state is set by the test, and which counts its plans."""
+class CountingFlock(Flock):
+    """Workers that are only records: spawn forks nothing."""
 
-    def __init__(self) -> None:
-        super().__init__(Config(app="examples.echo:app", min_servers=1))
-        self.inputs: tuple[int, ...] = (0, 0, 0)
-        self.plans = 0
-        self.spawned = 0
-
-    def _scale_inputs(self) -> tuple[int, ...]:
-        return self.inputs
-
-    def _state_of(self, pool: Pool) -> StateOf:
-        return lambda proc: State.IDLE
-
-    def manage_workers(self) -> None:
-        self.plans += 1
-        super().manage_workers()
+    spawned = 0
 
     def spawn(self, pool: Pool) -> None:
         self.spawned += 1
         pid = 1000 + self.spawned
         self.workers[pid] = WorkerProcess(pid, b"w", pool, pool.generation, 0.0)
+
+
+class CountingView(FakeView):
+    """A view whose pools' state is set by the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: tuple[int, ...] = (0, 0, 0)
+
+    def scale_inputs(self) -> tuple[int, ...]:
+        return self.inputs
+
+    def state_of(self, pool: Pool) -> StateOf:
+        return lambda proc: State.IDLE
+
+
+class Counting(Master):
+    """A master whose pools' state is set by the test, and which counts its plans."""
+
+    def __init__(self) -> None:
+        self.view_ = CountingView()
+        super().__init__(Config(app="examples.echo:app", min_servers=1), self.view_, [])
+        self.flock = CountingFlock(self.pools, self.view_, self.pid)
+        self.plans = 0
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return self.view_.inputs
+
+    @inputs.setter
+    def inputs(self, inputs: tuple[int, ...]) -> None:
+        self.view_.inputs = inputs
+
+    @property
+    def spawned(self) -> int:
+        assert isinstance(self.flock, CountingFlock)
+        return self.flock.spawned
+
+    def manage_workers(self) -> None:
+        self.plans += 1
+        super().manage_workers()
 
 
 def test_the_autoscaler_runs_at_first_and_then_only_when_something_changed():

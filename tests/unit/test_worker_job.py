@@ -57,9 +57,7 @@ def make_worker() -> Iterator[Any]:
     yield make
     for worker, router in made:
         router.close(linger=0)
-        worker.close()
-        worker._wake_r.close()  # a worker process leaves these to its exit
-        worker._wake_w.close()
+        worker.close()  # closes the wake-up socketpair too
 
 
 def test_the_client_key_is_seen_only_by_the_job_that_carries_it(make_worker: Any) -> None:

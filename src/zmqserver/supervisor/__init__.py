@@ -1,0 +1,92 @@
+"""The master process: the loop, the signals, the workers, and the components it composes.
+
+* master.py: :class:`Master`, the loop (waits on every component's sockets and the signal
+  wake-up fd, with the timeout from the next deadline) and the ``handle_<signal>`` methods.
+* signals.py: the trivial handler, the queue, and the dispatch.
+* workers.py: the pools and the worker processes (fork, reap, scale, retire, roll back).
+* reload.py: what HUP takes on from a reloaded config.
+* component.py: the contracts (:class:`Component`, :class:`WorkerView`, :class:`Waiter`).
+* broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's
+  status pipe as a component (``zmqserver worker``).
+
+:func:`arbiter` and :func:`pool_supervisor` compose the two kinds of master the CLI runs.
+docs/architecture.md draws them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from .._process import Credentials
+from ..config import App, Config
+from .broker_side import BrokerComponent
+from .component import Component, Host, StartError, StateOf, Waiter, WorkerView
+from .master import SCALE_CHECK, Master
+from .remote_pool import StatusComponent, check_connect
+from .workers import Flock, Pool, WorkerProcess
+
+__all__ = [
+    "SCALE_CHECK",
+    "BrokerComponent",
+    "Component",
+    "Flock",
+    "Host",
+    "Master",
+    "Pool",
+    "StartError",
+    "StateOf",
+    "StatusComponent",
+    "Waiter",
+    "WorkerProcess",
+    "WorkerView",
+    "arbiter",
+    "pool_supervisor",
+]
+
+
+def arbiter(
+    config: Config,
+    apps: Mapping[str, App] | None = None,
+    *,
+    reload: Callable[[], Config] | None = None,
+    credentials: Credentials | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> Master:
+    """The broker's master: the broker component (both ROUTERs, the routing core, ZAP), which
+    also tells the master about its workers and runs the loop's wait, and the local pools."""
+    config = config.validate()
+    broker = BrokerComponent(config)
+    return Master(
+        config,
+        broker,
+        [broker],
+        apps,
+        waiter=broker,
+        reload=reload,
+        credentials=credentials,
+        on_ready=on_ready,
+    )
+
+
+def pool_supervisor(
+    config: Config,
+    apps: Mapping[str, App] | None = None,
+    *,
+    reload: Callable[[], Config] | None = None,
+    credentials: Credentials | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> Master:
+    """A remote pool's master: no broker; its workers connect to ``config.connect`` and report
+    their states through the status component's pipe."""
+    check_connect(config)
+    config = config.validate()
+    status = StatusComponent(config)
+    return Master(
+        config,
+        status,
+        [status],
+        apps,
+        reload=reload,
+        credentials=credentials,
+        on_ready=on_ready,
+    )

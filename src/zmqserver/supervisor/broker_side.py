@@ -1,0 +1,244 @@
+"""The broker as a component of the master: both ROUTER sockets, the routing core, ZAP.
+
+Rule 1: this is glue between the master's contracts (component.py) and the broker (broker.py,
+routing.py, security.py); it decides nothing about routing or security itself.
+
+It plays three roles. As a :class:`~.component.Component` it binds the frontend, the backend and
+the private ipc:// socket local workers connect to, starts the ZAP handler, and kills the
+workers the routing core gave up on. As the :class:`~.component.WorkerView` it tells the master
+which workers are idle, busy or registered, from the routing core. As the
+:class:`~.component.Waiter` it runs the master's wait inside the compiled broker
+(:meth:`Broker.serve <zmqserver.broker.Broker.serve>`), which returns only when the master has
+work: the wake flag set by a signal, a readable socket of another component, a deadline, hung
+workers to kill, or the autoscaler's inputs moving (the routing core flags that itself, against
+the snapshot the master last planned on: :meth:`watch_scale`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+
+import zmq
+
+from .._process import Credentials, endpoint_label, ipc_path, set_title
+from .._wakeup import Wake
+from ..broker import Broker
+from ..config import Config
+from ..errors import Status
+from ..routing import Limits, Router
+from ..scaling import State
+from ..security import ClientCredentials, ServerSecurity
+from ..status import StatusWriter
+from .component import Handle, Host, StartError, StateOf, WatchItem
+from .workers import Pool, WorkerProcess
+
+log = logging.getLogger("zmqserver")
+
+
+class BrokerComponent:
+    """The broker's master side: both ROUTER sockets, the routing core, ZAP, hung-worker kills."""
+
+    def __init__(self, config: Config) -> None:
+        """``config`` is validated. Key files are read and checked here, so a bad one stops the
+        server before anything binds."""
+        self.security = ServerSecurity.load(config)
+        self.ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self.broker: Broker | None = None
+        self.router: Router | None = None
+        self.host: Host | None = None
+        self._bound: list[str] = []
+        #: Where workers connect (the private ipc:// socket), and their CURVE keys.
+        self.endpoint = ""
+        self.credentials: ClientCredentials | None = None
+        #: For :meth:`handle` outside :meth:`wait` (never set: nothing to interrupt there).
+        self._no_wake = Wake()
+
+    # -- Component --------------------------------------------------------------------------------
+
+    def open(self, host: Host) -> None:
+        self.host = host
+        config = host.config
+        self.ctx = zmq.Context()
+        self.router = Router(
+            config.default_service_name.encode(),
+            services=tuple(name.encode() for name in host.pools),
+            heartbeat_interval=config.heartbeat_interval,
+            heartbeat_liveness=config.heartbeat_liveness,
+            limits=Limits.from_config(config),
+            service_limits=self._service_limits(),
+            now=time.monotonic(),
+        )
+        # Local workers always connect to a private ipc:// socket (docs/security.md); the
+        # configured backend endpoint is bound as well only when it is open to remote pools.
+        security = self.security
+        try:
+            security.start(self.ctx)  # the ZAP handler, before any socket binds
+            local = security.local_endpoint()
+            self.broker = Broker(
+                self.ctx,
+                self.router,
+                config.frontend_endpoint,
+                security.public_backend or local,
+                max_message_size=config.max_message_size,
+                secure=security.apply,
+                pass_client_key=config.pass_client_key,
+            )
+            front, back = self.broker.endpoints()
+            if security.public_backend is not None:
+                security.bind_local(self.broker.backend)
+        except OSError as exc:
+            raise StartError(exc.strerror or str(exc)) from exc
+        self.endpoint = local
+        self.credentials = security.worker_credentials
+        self._bound = [front, back, local]
+        back_label = endpoint_label(back) if security.public_backend is not None else "local"
+        set_title(f"{config.proc_name} broker {endpoint_label(front)}-{back_label}")
+        pools = host.pools
+        if len(pools) == 1 and config.default_service is None:
+            services = f"service {next(iter(pools))!r}"
+        else:
+            names = ", ".join(repr(name) for name in pools)
+            services = f"services {names} (plain clients: {config.default_service_name!r})"
+        log.info("zmqserver %d: clients on %s, workers on %s, %s", host.pid, front, back, services)
+
+    def watch(self) -> list[WatchItem]:
+        assert self.broker is not None
+        items: list[WatchItem] = [
+            (self.broker.frontend, zmq.POLLIN),
+            (self.broker.backend, zmq.POLLIN),
+        ]
+        zap = self.security.zap_socket
+        if zap is not None:
+            items.append((zap, zmq.POLLIN))
+        return items
+
+    def next_deadline(self) -> float:
+        assert self.router is not None
+        assert self.broker is not None
+        return min(self.router.next_deadline(), self.broker.next_deadline())
+
+    def handle(self, ready: Collection[Handle], now: float) -> None:
+        router, broker = self.router, self.broker
+        assert router is not None
+        assert broker is not None
+        zap = self.security.zap_socket
+        if zap is not None and zap in ready:
+            self.security.handle_zap()  # handshakes waiting for a yes or no
+        # Only without the waiter (wait() drains them itself and never reports them).
+        backend, frontend = broker.backend in ready, broker.frontend in ready
+        if backend or frontend:
+            broker.drain(backend, frontend, now, self._no_wake)
+        router.on_tick(now)
+        broker.on_tick(now)
+        broker.flush()
+        self._kill_hung(router.take_kills())
+
+    def on_stop(self, graceful: bool) -> None:
+        assert self.router is not None
+        assert self.broker is not None
+        self.router.shutdown()
+        if not graceful:
+            self.router.fail_running(Status.SHUTTING_DOWN, "server stopped before the job ended")
+        self.broker.flush()
+
+    def on_reload(self) -> None:
+        self.security.reload()
+
+    def on_config(self, config: Config) -> None:
+        if self.router is not None and self.broker is not None:
+            self.router.set_limits(Limits.from_config(config), self._service_limits())
+            self.broker.flush()
+
+    def owned_paths(self) -> list[str]:
+        return [path for path in map(ipc_path, self._bound) if path is not None]
+
+    def admit_user(self, creds: Credentials) -> None:
+        self.security.admit_local_user(creds.uid, creds.gid)
+
+    def close(self) -> None:
+        if self.router is not None and self.broker is not None:
+            self.router.shutdown()
+            self.router.fail_running(Status.SHUTTING_DOWN, "server stopped")
+            self.broker.flush()
+            self.broker.close()
+        self.security.close()
+        if self.ctx is not None:
+            self.ctx.term()
+
+    # -- Waiter -----------------------------------------------------------------------------------
+
+    def wait(self, items: list[WatchItem], until: float, wake: Wake) -> list[Handle]:
+        broker = self.broker
+        assert broker is not None
+        front, back = broker.frontend, broker.backend
+        # The broker polls its own two sockets first; the others are what it hands back.
+        others = [(handle, events) for handle, events in items if handle not in (front, back)]
+        return broker.serve(others, until, wake)
+
+    # -- WorkerView -------------------------------------------------------------------------------
+
+    def service_configs(self, config: Config) -> dict[str, Config]:
+        return config.service_configs()
+
+    def identity(self, pid: int) -> bytes:
+        return b"pid:%d" % pid
+
+    def child_status(self) -> StatusWriter | None:
+        return None
+
+    def state_of(self, pool: Pool) -> StateOf:
+        assert self.router is not None
+        idle = set(self.router.idle_workers(pool.name.encode()))
+        registered = self.router.workers
+
+        def state(proc: WorkerProcess) -> State:
+            if proc.identity in idle:
+                return State.IDLE
+            if proc.identity in registered:
+                return State.BUSY
+            return State.BOOTING
+
+        return state
+
+    def backlog(self, pool: Pool) -> tuple[int, float | None]:
+        assert self.router is not None
+        name = pool.name.encode()
+        return self.router.waiting(name), self.router.oldest_queued(name)
+
+    def registered(self, identity: bytes) -> bool:
+        return self.router is not None and identity in self.router.workers
+
+    def gone(self, identity: bytes, reason: str) -> None:
+        assert self.router is not None
+        assert self.broker is not None
+        self.router.worker_gone(identity, reason)
+        self.broker.flush()  # its jobs may have gone to other workers
+
+    def scale_inputs(self) -> tuple[int, ...]:
+        return () if self.router is None else self.router.scale_inputs()
+
+    def watch_scale(self, seen: tuple[int, ...], load: bool) -> None:
+        router = self.router
+        assert router is not None
+        router.scale_seen = seen
+        router.watch_load = load
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _service_limits(self) -> dict[bytes, Limits]:
+        assert self.host is not None
+        return {
+            name.encode(): Limits.from_config(pool.config) for name, pool in self.host.pools.items()
+        }
+
+    def _kill_hung(self, identities: list[bytes]) -> None:
+        """SIGKILL the local workers the router gave up on (silent, or past a job's deadline).
+
+        The router has already answered or rerouted their jobs; reaping starts a replacement.
+        Workers that are not ours (remote pools) were sent DISCONNECT, which is all we can do.
+        """
+        assert self.host is not None
+        for identity in identities:
+            self.host.kill_worker(identity, "hung")

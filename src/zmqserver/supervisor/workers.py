@@ -1,0 +1,348 @@
+"""The worker processes: fork, reap, scale, retire, and roll back a failed reload.
+
+Rule 1: everything here is about processes the master forked; what they do once they run (their
+states, their goodbyes) comes from the :class:`~.component.WorkerView`, and when to act is the
+loop's business (master.py).
+
+* Children are reaped with ``waitpid(-1, WNOHANG)`` until there are none left to reap.
+* A worker that exits with :data:`~zmqserver.worker.BOOT_ERROR` (the app failed to import) halts
+  the server instead of feeding a fork loop, unless a reload is under way: then the old
+  generation keeps serving (a bad deploy is not an outage).
+* One :meth:`Flock.manage_workers` converges each pool on what its autoscaler (scaling.py,
+  sans-IO) plans, and retires an old generation once the new one is ready.
+* A worker that exits in an orderly way (recycled, retired) may have its last reply and its
+  DISCONNECT still in flight when SIGCHLD arrives; the view hears of its death only after those
+  messages, or a short grace, so a job it finished is never reported lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config import App, Config
+from ..scaling import Member, Policy, Scaler, State
+from ..worker import BOOT_ERROR, worker_main
+from .component import StateOf, WorkerView
+from .signals import HANDLED_SIGNALS
+
+log = logging.getLogger("zmqserver")
+
+#: After SIGKILL, how long the master waits for the kernel to hand back its children.
+KILL_WAIT = 5.0
+#: How long the view waits for the last messages of a worker that exited in an orderly way,
+#: after its exit is known. They were sent before it exited, so they are in the kernel or in
+#: libzmq's I/O thread already: this only bounds the wait if one was lost.
+DEPARTURE_GRACE = 1.0
+#: How soon to try forking again after fork() failed (out of memory or processes).
+SPAWN_RETRY = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class Pool:
+    """One service's workers: its options and app, its autoscaler, its generation number."""
+
+    name: str
+    config: Config
+    app: App | None  # loaded in the master (a callable, or preload_app); None: workers import it
+    scaler: Scaler
+    generation: int = 0
+    #: During a reload, the new generation grows to at least the old one's size.
+    reload_floor: int = 0
+    #: What to go back to if the new generation cannot load its app: (config, app).
+    previous: tuple[Config, App | None] | None = None
+
+    def use(self, config: Config, app: App | None) -> None:
+        """Run with ``config`` from now on (HUP, or going back on a failed one)."""
+        self.config, self.app = config, app
+        self.scaler.reset(Policy.from_config(config))
+
+
+@dataclass(slots=True, eq=False)
+class WorkerProcess:
+    pid: int
+    identity: bytes
+    pool: Pool
+    generation: int
+    started: float
+    retiring: bool = False
+
+
+class Flock:
+    """The pools and their worker processes, kept at each autoscaler's size.
+
+    ``on_config`` is called when a failed reload puts a pool's previous config back;
+    ``on_boot_error`` when a worker could not load its app and there is no previous generation
+    to fall back on (the server must stop); ``reset_child`` runs first thing in each forked
+    child (drops the master's signal set-up).
+    """
+
+    def __init__(
+        self,
+        pools: dict[str, Pool],
+        view: WorkerView,
+        master_pid: int,
+        *,
+        on_config: Callable[[], None] = lambda: None,
+        on_boot_error: Callable[[], None] = lambda: None,
+        reset_child: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.pools = pools
+        self.view = view
+        self.master_pid = master_pid
+        self.on_config = on_config
+        self.on_boot_error = on_boot_error
+        self.reset_child = reset_child
+        self.workers: dict[int, WorkerProcess] = {}
+        #: Workers that exited in an orderly way, by identity: when the view stops waiting.
+        self.departed: dict[bytes, float] = {}
+        #: When the last plan asked to be looked at again (infinity: not before a change).
+        self.scale_deadline = math.inf
+        self.stopping = False
+        self.killed = False
+
+    def of(self, pool: Pool) -> str:
+        """`` for service 'name'`` in log lines, when there is more than one pool."""
+        return f" for service {pool.name!r}" if len(self.pools) > 1 else ""
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def signal_all(self, sig: int) -> None:
+        for proc in self.workers.values():
+            send_signal(proc.pid, sig)
+
+    def kill_all(self) -> None:
+        """SIGKILL every remaining worker and wait (bounded) until the kernel reaps them."""
+        if not self.workers:
+            return
+        if not self.killed:
+            log.warning("killing %d worker(s) that did not stop in time", len(self.workers))
+            self.killed = True
+        self.signal_all(signal.SIGKILL)
+        deadline = time.monotonic() + KILL_WAIT
+        while self.workers and time.monotonic() < deadline:
+            self.reap(block=True)
+
+    def kill(self, identity: bytes, why: str) -> bool:
+        """SIGKILL the worker with routing id ``identity``, if it is ours."""
+        for proc in self.workers.values():
+            if proc.identity == identity:
+                log.warning("killing %s worker %d", why, proc.pid)
+                send_signal(proc.pid, signal.SIGKILL)
+                return True
+        return False
+
+    # -- reaping ----------------------------------------------------------------------------------
+
+    def reap(self, block: bool = False) -> None:
+        """Collect every exited child and tell the view about the workers among them."""
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            proc = self.workers.pop(pid, None)
+            if proc is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+            if code == 0 and self.view.registered(proc.identity):
+                # An orderly exit (recycled, retired, stopped) happens between jobs, after the
+                # last reply and a DISCONNECT were sent; SIGCHLD can overtake them. Declaring
+                # the worker dead now would report a finished job as lost.
+                self.departed[proc.identity] = time.monotonic() + DEPARTURE_GRACE
+            else:
+                self.view.gone(proc.identity, f"process {pid} ended with {how}")
+            if code == BOOT_ERROR and not self.stopping and not proc.retiring:
+                if not self._roll_back(proc):
+                    log.error(
+                        "worker %d could not load the app %r%s (see above); stopping the server",
+                        pid,
+                        proc.pool.config.app,
+                        self.of(proc.pool),
+                    )
+                    self.on_boot_error()  # stops the server: the rest exit as stopping
+            elif self.stopping or proc.retiring:
+                log.debug("worker %d exited (%s)", pid, how)
+            elif code != 0:
+                log.warning("worker %d died (%s); starting a new one", pid, how)
+            else:
+                log.info("worker %d exited; starting a new one", pid)
+            if block:
+                return
+
+    def settle_departures(self, now: float) -> None:
+        """Tell the view about orderly exits whose goodbye never came (see :meth:`reap`)."""
+        for identity, due in list(self.departed.items()):
+            if not self.view.registered(identity):
+                del self.departed[identity]  # its DISCONNECT arrived: the view knows
+            elif now >= due:
+                del self.departed[identity]
+                self.view.gone(identity, "it exited without a DISCONNECT")
+
+    def _roll_back(self, failed: WorkerProcess) -> bool:
+        """A worker of a new generation could not load its app: keep the old generation.
+
+        Returns False when there is nothing to go back to (no reload in progress), and the
+        server must stop instead. The old workers join a fresh generation number, so the failed
+        one's workers, retired here, are the only "old" ones left. Only the failed worker's
+        pool goes back; other services keep their new generation.
+        """
+        pool = failed.pool
+        old = [
+            p
+            for p in self.workers.values()
+            if p.pool is pool and p.generation != pool.generation and not p.retiring
+        ]
+        if failed.generation != pool.generation or not old:
+            return False
+        log.error(
+            "HUP: worker generation %d%s could not load the app %r (see above); the %d "
+            "worker(s) of the previous generation keep serving",
+            pool.generation,
+            self.of(pool),
+            pool.config.app,
+            len(old),
+        )
+        if pool.previous is not None:
+            pool.use(*pool.previous)
+            pool.previous = None
+            self.on_config()
+        for proc in self.current(pool):
+            proc.retiring = True
+            send_signal(proc.pid, signal.SIGTERM)
+        pool.generation += 1
+        for proc in old:
+            proc.generation = pool.generation
+        pool.reload_floor = 0
+        return True
+
+    # -- scaling ----------------------------------------------------------------------------------
+
+    def current(self, pool: Pool) -> list[WorkerProcess]:
+        """Workers of the pool's current generation that are not on their way out."""
+        return [
+            p
+            for p in self.workers.values()
+            if p.pool is pool and p.generation == pool.generation and not p.retiring
+        ]
+
+    def manage_workers(self, now: float) -> None:
+        """Carry out each autoscaler's plan; retire an old generation once the new one is ready."""
+        self.scale_deadline = math.inf
+        # Grouped once: this runs on every loop turn, and a scan of every worker per pool would
+        # cost pools x workers each time.
+        groups: dict[str, list[WorkerProcess]] = {name: [] for name in self.pools}
+        for proc in self.workers.values():
+            if not proc.retiring:
+                groups[proc.pool.name].append(proc)
+        for name, pool in self.pools.items():
+            self._manage(pool, groups[name], now)
+
+    def _manage(self, pool: Pool, running: list[WorkerProcess], now: float) -> None:
+        """``running``: the pool's workers that are not retiring, of every generation."""
+        old = [p for p in running if p.generation != pool.generation]
+        if not old:
+            pool.reload_floor = 0
+        state_of = self.view.state_of(pool)
+        current = [p for p in running if p.generation == pool.generation]
+        members = [Member(p.pid, p.started, state_of(p)) for p in current]
+        backlog, oldest = self.view.backlog(pool)
+        plan = pool.scaler.plan(
+            members, now, backlog=backlog, oldest=oldest, floor=pool.reload_floor
+        )
+        self.scale_deadline = min(self.scale_deadline, plan.deadline)
+        if plan.spawn:
+            # Replacing exited workers is logged where they exit; growth is news.
+            level = logging.DEBUG if plan.reason.startswith("below") else logging.INFO
+            log.log(level, "starting %d worker(s)%s: %s", plan.spawn, self.of(pool), plan.reason)
+            for _ in range(plan.spawn):
+                self.spawn(pool)
+        if plan.retire:
+            log.info("retiring %d worker(s)%s: %s", len(plan.retire), self.of(pool), plan.reason)
+            self.retire([self.workers[pid] for pid in plan.retire], len(plan.retire), state_of)
+        # The new generation is ready once every one of its workers has registered (one just
+        # started has not: a plan that spawned means not yet).
+        ready = (State.IDLE, State.BUSY)
+        if old and not plan.spawn and all(state_of(p) in ready for p in current if not p.retiring):
+            log.info(
+                "generation %d%s ready; retiring %d old worker(s)",
+                pool.generation,
+                self.of(pool),
+                len(old),
+            )
+            self.retire(old, len(old), state_of)
+            pool.previous = None  # the reload is done: nothing to roll back to any more
+
+    def retire(self, candidates: list[WorkerProcess], count: int, state_of: StateOf) -> None:
+        """Gracefully stop ``count`` workers: idle ones first, then the oldest.
+
+        SIGTERM lets a worker finish its job; one that was idle sends DISCONNECT, and a job the
+        broker handed it meanwhile goes back to the queue unread.
+        """
+        ranked = sorted(candidates, key=lambda p: (state_of(p) is not State.IDLE, p.started))
+        for proc in ranked[:count]:
+            proc.retiring = True
+            send_signal(proc.pid, signal.SIGTERM)
+
+    # -- forking ----------------------------------------------------------------------------------
+
+    def spawn(self, pool: Pool) -> None:
+        now = time.monotonic()
+        # Our signals stay blocked across the fork until the child has dropped the master's
+        # handlers: a SIGTERM from stop() that reached the child before that would be swallowed
+        # by the master's handler (copied into the child), and the worker would run on until
+        # killed. Blocked, it stays pending and the default action takes it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as exc:  # EAGAIN, ENOMEM: the next loop turn plans again
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            log.error("cannot start a worker: %s", exc.strerror)
+            self.scale_deadline = min(self.scale_deadline, now + SPAWN_RETRY)
+            return
+        view = self.view
+        if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            identity = view.identity(pid)
+            if self.departed.pop(identity, None) is not None:
+                # The pid was reused within the grace: the old worker's goodbye will not come.
+                view.gone(identity, "its pid was reused")
+            self.workers[pid] = WorkerProcess(pid, identity, pool, pool.generation, now)
+            log.debug("spawned worker %d (generation %d)%s", pid, pool.generation, self.of(pool))
+            return
+        # In the child. Nothing here may return into the master's loop: always os._exit.
+        code = 1
+        try:
+            self.reset_child()
+            self.workers.clear()
+            self.departed.clear()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            code = worker_main(
+                pool.config,
+                pool.app,
+                view.identity(os.getpid()),
+                view.endpoint,
+                self.master_pid,
+                credentials=view.credentials,
+                status=view.child_status(),
+            )
+        except BaseException:
+            log.exception("worker %d crashed", os.getpid())
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+
+def send_signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
