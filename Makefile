@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 # setup.py builds the optional compiled parts in place: the C extension (_fastio.c), and the
 # modules mypyc compiles (src/zmqserver/_compiled.py lists them), so an edit to one rebuilds.
-COMPILED_SRC := src/zmqserver/_fastio.c $(addprefix src/zmqserver/,broker.py protocol.py routing.py worker.py)
+COMPILED_SRC := src/zmqserver/_fastio.c $(addprefix src/zmqserver/,broker/dispatch.py broker/shell.py protocol.py worker.py)
 $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -38,8 +38,8 @@ integration: $(STAMP)
 # paths are held to the same tests.
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest tests
-	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py tests/unit/test_broker.py \
-		tests/unit/test_compiled.py tests/unit/test_protocol.py tests/unit/test_routing*.py
+	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py tests/unit/test_shell.py \
+		tests/unit/test_compiled.py tests/unit/test_protocol.py tests/unit/test_dispatch*.py
 
 # The benchmark suite (bench/README.md): about 5 minutes; JSON and Markdown in bench/results/,
 # the plot in docs/bench.png. The bench extra adds matplotlib for the plot.

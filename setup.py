@@ -16,7 +16,7 @@ from setuptools import Extension, setup
 C_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
            "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 # Keep in step with zmqserver._compiled.MODULES (a test checks) and COMPILED_SRC in the Makefile.
-COMPILED = ["broker", "protocol", "routing", "worker"]
+COMPILED = ["broker.dispatch", "broker.shell", "protocol", "worker"]
 
 
 def compiled_modules():
@@ -26,7 +26,7 @@ def compiled_modules():
         return []
     try:
         extensions = mypycify(
-            [f"src/zmqserver/{name}.py" for name in COMPILED],
+            [f"src/zmqserver/{name.replace('.', '/')}.py" for name in COMPILED],
             opt_level="3",
             # The shared library of the group lives inside the package, not at the top level.
             group_name="zmqserver._core",

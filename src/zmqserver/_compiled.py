@@ -1,7 +1,7 @@
 """Which modules are compiled (mypyc), and the switch back to their Python source.
 
-The code every job runs through (routing.py, protocol.py, broker.py, worker.py) is compiled by
-mypyc when the package is built (setup.py): the same source, type-checked, turned into C
+The code every job runs through (broker/dispatch.py, broker/shell.py, protocol.py, worker.py) is
+compiled by mypyc when the package is built (setup.py): the same source, type-checked, turned into C
 extensions that sit beside the .py files and win the import. There is one implementation of
 every routing decision; compiling it only takes the interpreter out of the per-job path.
 
@@ -30,7 +30,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from types import ModuleType
 
 #: The modules setup.py compiles, by name within the package (a test checks the two agree).
-MODULES = ("broker", "protocol", "routing", "worker")
+MODULES = ("broker.dispatch", "broker.shell", "protocol", "worker")
 #: The name of their group: setup.py builds them into one shared library, ``GROUP__mypyc``.
 GROUP = "_core"
 
@@ -38,14 +38,19 @@ _PACKAGE = __name__.rpartition(".")[0]
 _HERE = os.path.dirname(__file__)
 
 
+def _path(name: str) -> str:
+    """The file path of ``name`` (dotted within the package: "broker.dispatch"), no suffix."""
+    return os.path.join(_HERE, *name.split("."))
+
+
 def _source(name: str) -> str:
-    return os.path.join(_HERE, name + ".py")
+    return _path(name) + ".py"
 
 
 def _extension(name: str) -> str | None:
     """The built extension for ``name``, if there is one."""
     for suffix in EXTENSION_SUFFIXES:
-        path = os.path.join(_HERE, name + suffix)
+        path = _path(name) + suffix
         if os.path.exists(path):
             return path
     return None
@@ -74,7 +79,7 @@ def _missing() -> list[str]:
     except ImportError:
         return list(MODULES)
     prefix = "init_" + _PACKAGE.replace(".", "___") + "___"
-    return [name for name in MODULES if not hasattr(group, prefix + name)]
+    return [name for name in MODULES if not hasattr(group, prefix + name.replace(".", "___"))]
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder):
@@ -104,7 +109,7 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in self.names:
             return None
-        source = _source(fullname.rpartition(".")[2])
+        source = _source(fullname[len(_PACKAGE) + 1 :])
         if not self.pure:
             if not self.unusable:
                 return None  # the normal finders: the extension if built, else the source

@@ -59,10 +59,9 @@ from ._process import (
     set_title,
     write_pid_file,
 )
-from .broker import Broker, poll_timeout_ms
+from .broker import Broker, Dispatcher, Limits, poll_timeout_ms
 from .config import App, Config, ServiceSpec
 from .errors import ConfigError, Status
-from .routing import Limits, Router
 from .scaling import Member, Policy, Scaler, State
 from .security import ClientCredentials, ServerSecurity
 from .status import Report, StatusChannel, StatusWriter
@@ -771,13 +770,13 @@ class Arbiter(Supervisor):
         self.security = ServerSecurity.load(self.config)
         self.ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self.broker: Broker | None = None
-        self.router: Router | None = None
+        self.router: Dispatcher | None = None
         self._bound: list[str] = []
 
     def _open(self) -> bool:
         config = self.config
         self.ctx = zmq.Context()
-        self.router = Router(
+        self.router = Dispatcher(
             config.default_service_name.encode(),
             services=tuple(name.encode() for name in self.pools),
             heartbeat_interval=config.heartbeat_interval,

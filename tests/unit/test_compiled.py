@@ -1,4 +1,4 @@
-"""The compiled routing core and protocol (mypyc): in use where built, and never stale."""
+"""The compiled dispatch core and protocol (mypyc): in use where built, and never stale."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_the_pure_python_switch_runs_the_source():
 def _import_in_copy(
     tmp_path: Path, touch: str | None, drop: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Import the routing core from a copy of the package, after touching one of its files
+    """Import the dispatch core from a copy of the package, after touching one of its files
     (or dropping those that match a pattern)."""
     package = Path(zmqserver.__file__).parent
     copy = tmp_path / "zmqserver"
@@ -57,8 +57,8 @@ def _import_in_copy(
         later = time.time() + 10
         os.utime(copy / touch, (later, later))
     code = (
-        "import zmqserver._compiled as c, zmqserver.routing as r; "
-        "print(c.compiled()['routing'], r.__file__.endswith('.py'))"
+        "import zmqserver._compiled as c, zmqserver.broker.dispatch as r; "
+        "print(c.compiled()['broker.dispatch'], r.__file__.endswith('.py'))"
     )
     env = {k: v for k, v in os.environ.items() if k != "ZMQSERVER_PURE_PYTHON"}
     env["PYTHONPATH"] = str(tmp_path)
@@ -70,17 +70,17 @@ def _import_in_copy(
 def test_a_stale_extension_gives_way_to_its_source(tmp_path):
     """An edit after the last build must run, not the code compiled before it."""
     package = Path(zmqserver.__file__).parent
-    if not any((package / f"routing{suffix}").exists() for suffix in EXTENSION_SUFFIXES):
-        pytest.skip("the routing core is not compiled here")
+    if not any((package / f"broker/dispatch{suffix}").exists() for suffix in EXTENSION_SUFFIXES):
+        pytest.skip("the dispatch core is not compiled here")
     fresh = _import_in_copy(tmp_path / "fresh", None)
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.split() == ["True", "False"]
     assert "older than" not in fresh.stderr
 
-    stale = _import_in_copy(tmp_path / "stale", "routing.py")
+    stale = _import_in_copy(tmp_path / "stale", "broker/dispatch.py")
     assert stale.returncode == 0, stale.stderr
     assert stale.stdout.split() == ["False", "True"]
-    assert "as the compiled routing is older than its .py file" in stale.stderr
+    assert "as the compiled broker.dispatch is older than its .py file" in stale.stderr
 
 
 def test_one_stale_module_sends_all_of_them_to_source(tmp_path):

@@ -16,8 +16,8 @@ from typing import Any, Final
 
 import zmq
 
-from ._io import batch_receiver, batch_sender, poller
-from .routing import Port, Router
+from .._io import batch_receiver, batch_sender, poller
+from .dispatch import Dispatcher, Port
 
 log = logging.getLogger("zmqserver.broker")
 
@@ -41,12 +41,12 @@ DROP_LOG_INTERVAL: Final = 10.0
 
 
 class Broker:
-    """Binds the frontend and backend ROUTERs and shuttles frames to and from ``router``."""
+    """Binds the frontend and backend ROUTERs and shuttles frames to and from ``dispatcher``."""
 
     def __init__(
         self,
         ctx: zmq.Context[zmq.Socket[bytes]],
-        router: Router,
+        dispatcher: Dispatcher,
         frontend: str,
         backend: str,
         *,
@@ -55,8 +55,11 @@ class Broker:
         pass_client_key: bool = False,
     ) -> None:
         """``secure(socket, "frontend" | "backend")`` sets security options before each bind."""
-        self.router = router
-        #: Read each request's ZAP User-Id (the client's CURVE key) and hand it to the router.
+        self.dispatcher = dispatcher
+        #: The same object, under the name :meth:`serve` reads it by (serve's contract with the
+        #: supervisor is being reworked on its own; it keeps its body until then).
+        self.router = dispatcher
+        #: Read each request's ZAP User-Id (the client's CURVE key) and hand it to the dispatcher.
         self.pass_client_key = pass_client_key
         self.frontend = self._router_socket(ctx, frontend, "frontend", max_message_size, secure)
         try:
@@ -114,26 +117,26 @@ class Broker:
         )
 
     def read_frontend(self, now: float) -> int:
-        """Feed the router what clients sent (up to :data:`BATCH` messages); how many."""
-        # router.on_client(...) each time, not a bound method kept in a local: compiled, that
+        """Feed the dispatcher what clients sent (up to :data:`BATCH` messages); how many."""
+        # dispatcher.on_client(...) each time, not a bound method kept in a local: compiled, that
         # is a direct native call, where the local would be a generic Python call.
-        router = self.router
+        dispatcher = self.dispatcher
         if self.pass_client_key:
             batch = self._recv_frontend(BATCH)
             for frames, user_id in batch:
-                router.on_client(frames[0], frames[1:], now, user_id)
+                dispatcher.on_client(frames[0], frames[1:], now, user_id)
             return len(batch)
         messages = self._recv_frontend(BATCH)
         for frames in messages:
-            router.on_client(frames[0], frames[1:], now)
+            dispatcher.on_client(frames[0], frames[1:], now)
         return len(messages)
 
     def read_backend(self, now: float) -> int:
-        """Feed the router what workers sent (up to :data:`BATCH` messages); how many."""
-        router = self.router
+        """Feed the dispatcher what workers sent (up to :data:`BATCH` messages); how many."""
+        dispatcher = self.dispatcher
         messages = self._recv_backend(BATCH)
         for frames in messages:
-            router.on_worker(frames[0], frames[1:], now)
+            dispatcher.on_worker(frames[0], frames[1:], now)
         return len(messages)
 
     def serve(
@@ -198,7 +201,7 @@ class Broker:
         ports zmq_poll named (a failed read is system calls too). Here rather than in the event
         loop because this module is compiled: the loop's per-turn work runs native.
         """
-        router = self.router
+        dispatcher = self.dispatcher
         budget = DRAIN_BUDGET
         count = (self.read_backend(now) if backend_ready else 0) + (
             self.read_frontend(now) if frontend_ready else 0
@@ -208,10 +211,10 @@ class Broker:
             budget -= count
             # A round of one message is a light load: more is unlikely to be waiting, and the
             # failed reads that would say so cost a system call each. zmq_poll will see it.
-            if count < 2 or budget <= 0 or len(interrupt) or router.kills:
+            if count < 2 or budget <= 0 or len(interrupt) or dispatcher.kills:
                 return
             now = time.monotonic()
-            if now >= router.next_deadline():
+            if now >= dispatcher.next_deadline():
                 return  # a job's deadline or the heartbeat is due: on_tick first
             count = self.read_backend(now) + self.read_frontend(now)
 
@@ -221,16 +224,16 @@ class Broker:
         One send_batch call per round. A worker that is gone hands its job back to the router,
         which may queue more to send: hence the loop.
         """
-        router = self.router
-        while router.outbox:
-            outbox = router.outbox
+        dispatcher = self.dispatcher
+        while dispatcher.outbox:
+            outbox = dispatcher.outbox
             failed = self._send_batch(outbox)
             if not failed:
                 # Emptied in place: the list keeps its room, so the next turn's appends neither
                 # allocate a list nor grow one.
                 outbox.clear()
                 return
-            router.outbox = []  # what the failures below add goes out on the next round
+            dispatcher.outbox = []  # what the failures below add goes out on the next round
             for index, err in failed:
                 port, identity, _ = outbox[index]
                 self._undeliverable(port, identity, err)
@@ -250,7 +253,7 @@ class Broker:
         else:
             # The worker vanished before taking the message: whatever job it carried was never
             # delivered, so it can go to another worker.
-            self.router.worker_gone(identity, f"unreachable: {reason}", undelivered=True)
+            self.dispatcher.worker_gone(identity, f"unreachable: {reason}", undelivered=True)
 
     def next_deadline(self) -> float:
         """When :meth:`on_tick` has a log line to write (infinity: nothing pending)."""

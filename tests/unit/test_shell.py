@@ -1,4 +1,4 @@
-"""The broker's I/O shell on real inproc sockets: sending the router's outbox, logging drops."""
+"""The broker's I/O shell on real inproc sockets: sending the dispatcher's outbox, logging drops."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from collections import deque
 import pytest
 import zmq
 
-from zmqserver import broker as broker_module
-from zmqserver.broker import DROP_LOG_INTERVAL, Broker
-from zmqserver.routing import Port, Router
+from zmqserver.broker import Dispatcher, Port
+from zmqserver.broker import shell as broker_module
+from zmqserver.broker.shell import DROP_LOG_INTERVAL, Broker
 
 
 @pytest.fixture
 def broker(ctx, request):
     name = request.node.name
-    shell = Broker(ctx, Router(b"echo"), f"inproc://{name}-front", f"inproc://{name}-back")
+    shell = Broker(ctx, Dispatcher(b"echo"), f"inproc://{name}-front", f"inproc://{name}-back")
     shell.frontend.setsockopt(zmq.LINGER, 0)
     shell.backend.setsockopt(zmq.LINGER, 0)
     yield shell
@@ -36,7 +36,7 @@ def test_replies_to_vanished_clients_are_logged_once_then_counted(broker, caplog
     caplog.set_level(logging.INFO, logger="zmqserver.broker")
     assert broker.next_deadline() == math.inf
     for i in range(3):
-        broker.router.outbox.append((Port.FRONTEND, b"gone%d" % i, [b"", b"reply"]))
+        broker.dispatcher.outbox.append((Port.FRONTEND, b"gone%d" % i, [b"", b"reply"]))
     broker.flush()
     assert broker.dropped_replies == 3
     assert drop_lines(caplog) == [f"reply to client {b'gone0'.hex()} dropped: No route to host"]
@@ -53,7 +53,7 @@ def test_replies_to_vanished_clients_are_logged_once_then_counted(broker, caplog
     assert broker.next_deadline() == math.inf
 
     # Within the next interval, drops are still counted, and what is left is logged on close.
-    broker.router.outbox.append((Port.FRONTEND, b"gone3", [b"", b"reply"]))
+    broker.dispatcher.outbox.append((Port.FRONTEND, b"gone3", [b"", b"reply"]))
     broker.flush()
     assert len(drop_lines(caplog)) == 2
     assert broker.next_deadline() == pytest.approx(due + DROP_LOG_INTERVAL, abs=1.0)
@@ -65,10 +65,10 @@ def test_a_drop_after_a_quiet_interval_is_logged_at_once(broker, caplog, monkeyp
     caplog.set_level(logging.INFO, logger="zmqserver.broker")
     clock = [1000.0]
     monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock[0])
-    broker.router.outbox.append((Port.FRONTEND, b"a", [b"", b"reply"]))
+    broker.dispatcher.outbox.append((Port.FRONTEND, b"a", [b"", b"reply"]))
     broker.flush()
     clock[0] += DROP_LOG_INTERVAL
-    broker.router.outbox.append((Port.FRONTEND, b"b", [b"", b"reply"]))
+    broker.dispatcher.outbox.append((Port.FRONTEND, b"b", [b"", b"reply"]))
     broker.flush()
     assert [line.split(" dropped")[0] for line in drop_lines(caplog)] == [
         f"reply to client {b'a'.hex()}",
@@ -133,18 +133,18 @@ def test_serve_answers_requests_and_returns_at_its_deadline(broker, ctx, wake):
     client.setsockopt(zmq.LINGER, 0)
     client.connect(broker.frontend.getsockopt_string(zmq.LAST_ENDPOINT))
     client.send(b"hi")
-    seen = broker.router.scale_inputs()
+    seen = broker.dispatcher.scale_inputs()
     started = time.monotonic()
     assert broker.serve(_items(broker, r.fileno()), started + 0.2, deque(), seen, False) == []
     assert time.monotonic() - started >= 0.2
-    assert broker.router.waiting() == 1  # read and queued while serve ran
+    assert broker.dispatcher.waiting() == 1  # read and queued while serve ran
     client.close()
 
 
 def test_serve_hands_back_at_once_for_signals_kills_and_new_workers(broker, ctx, wake):
     r, _ = wake
     items = _items(broker, r.fileno())
-    seen = broker.router.scale_inputs()
+    seen = broker.dispatcher.scale_inputs()
     far = time.monotonic() + 30
     # A signal already pending (its handler ran between two turns).
     assert broker.serve(items, far, deque([15]), seen, True) == []
@@ -161,14 +161,14 @@ def test_serve_hands_back_at_once_for_signals_kills_and_new_workers(broker, ctx,
     started = time.monotonic()
     assert broker.serve(items, far, deque(), seen, False) == []
     assert time.monotonic() - started < 10
-    assert broker.router.scale_inputs()[0] == seen[0] + 1
-    assert len(broker.router.workers) == 1
+    assert broker.dispatcher.scale_inputs()[0] == seen[0] + 1
+    assert len(broker.dispatcher.workers) == 1
     worker.close()
 
 
 def test_serve_returns_what_else_became_readable(broker, wake):
     r, w = wake
     w.send(b"\x0f")  # what signal.set_wakeup_fd writes
-    seen = broker.router.scale_inputs()
+    seen = broker.dispatcher.scale_inputs()
     others = broker.serve(_items(broker, r.fileno()), time.monotonic() + 30, deque(), seen, True)
     assert others == [r.fileno()]

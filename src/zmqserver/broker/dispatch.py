@@ -1,9 +1,10 @@
 """The broker's brain: services, least-recently-used workers, queued jobs, deadlines, heartbeats.
 
 Rule 1: no sockets, no clocks, no processes. Frames and ``now`` come in through the ``on_*``
-methods; frames to send accumulate in :attr:`Router.outbox` as ``(port, routing id, frames)`` for
-the I/O shell (broker.py) to send, workers that must be killed accumulate in :attr:`Router.kills`,
-and :meth:`Router.next_deadline` tells the shell how long it may sleep. Everything here can be
+methods; frames to send accumulate in :attr:`Dispatcher.outbox` as ``(port, routing id, frames)``
+for the I/O shell (shell.py) to send, workers that must be killed accumulate in
+:attr:`Dispatcher.kills`, and :meth:`Dispatcher.next_deadline` tells the shell how long it may
+sleep. Everything here can be
 driven, and is tested, without ZeroMQ.
 
 Dispatch is least-recently-used per service: a worker that becomes free goes to the back of its
@@ -20,10 +21,10 @@ lowest non-empty level: an idle worker if there is one, else the least loaded, L
 
 Rule 2: every job the router accepts ends in exactly one outcome (docs/reliability.md): a reply,
 an error reply, or a drop that the shell logs when the client is gone. All outcomes go through
-:meth:`Router._complete`, which marks the job done, so a second outcome is impossible by
+:meth:`Dispatcher._complete`, which marks the job done, so a second outcome is impossible by
 construction. Queued jobs that expire are marked done and left in the deque (lazy deletion, so
 expiry is O(1)); dispatch skips them. Finished jobs left among the deadlines are dropped in bulk
-once they are half of them (:meth:`Router._compact_timers`), and lose their body at once.
+once they are half of them (:meth:`Dispatcher._compact_timers`), and lose their body at once.
 
 Deadlines: a job's first one (``now`` plus a timeout) is almost always the latest yet, since the
 clock only moves forward and most jobs share their service's job_timeout. Those go to the back of
@@ -43,8 +44,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from .errors import ProtocolError, Status
-from .protocol import (
+from ..errors import ProtocolError, Status
+from ..protocol import (
     FLAG_RETRYABLE,
     MDPW01,
     MDPW02,
@@ -179,7 +180,7 @@ class Service:
     # and stored natively, where an OrderedDict's go through generic calls (about 0.4 us a job).
     idle: dict[bytes, WorkerState] = field(default_factory=dict)
     workers: int = 0
-    #: This service's reliability policy; None: the router's (:attr:`Router.limits`).
+    #: This service's reliability policy; None: the router's (:attr:`Dispatcher.limits`).
     limits: Limits | None = None
     #: levels[k]: the workers holding k jobs that may take another, LRU first; levels[0] is idle.
     levels: list[dict[bytes, WorkerState]] = field(default_factory=list)
@@ -241,7 +242,7 @@ class Limits:
     prefetch_below: float = 0.001
 
 
-class Router:
+class Dispatcher:
     """Routing state for one broker. Not thread-safe; one event loop owns it.
 
     ``services`` names the services this broker always knows (the ones it runs workers for);
