@@ -16,7 +16,15 @@ from setuptools import Extension, setup
 C_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
            "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 # Keep in step with zmqserver._compiled.MODULES (a test checks) and COMPILED_SRC in the Makefile.
-COMPILED = ["broker.dispatch", "broker.shell", "protocol", "worker"]
+COMPILED = [
+    "broker.deadlines",
+    "broker.dispatch",
+    "broker.replycache",
+    "broker.shell",
+    "broker.state",
+    "protocol",
+    "worker",
+]
 
 
 def compiled_modules():

@@ -30,7 +30,15 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from types import ModuleType
 
 #: The modules setup.py compiles, by name within the package (a test checks the two agree).
-MODULES = ("broker.dispatch", "broker.shell", "protocol", "worker")
+MODULES = (
+    "broker.deadlines",
+    "broker.dispatch",
+    "broker.replycache",
+    "broker.shell",
+    "broker.state",
+    "protocol",
+    "worker",
+)
 #: The name of their group: setup.py builds them into one shared library, ``GROUP__mypyc``.
 GROUP = "_core"
 

@@ -364,7 +364,7 @@ def test_the_deadlines_forget_finished_jobs_and_their_bodies():
         ((_, _, frames),) = dispatcher.take_outbox()
         finish(dispatcher, b"W", parse_broker_message(frames), now=n * 0.001)  # type: ignore[arg-type]
         dispatcher.take_outbox()
-    held = [t[2] for t in dispatcher._timers] + dispatcher._due[dispatcher._due_head :]
+    held = dispatcher.deadlines.jobs()
     assert len(held) <= 2 * 1024 + 2
     assert all(not job.body for job in held)
 

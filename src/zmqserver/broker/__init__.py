@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from .dispatch import Dispatcher, Limits, Port
+from .dispatch import Dispatcher
 from .shell import Broker, poll_timeout_ms
+from .state import Limits, Port
 
 __all__ = ["Broker", "Dispatcher", "Limits", "Port", "poll_timeout_ms"]

@@ -17,7 +17,8 @@ from typing import Any, Final
 import zmq
 
 from .._io import batch_receiver, batch_sender, poller
-from .dispatch import Dispatcher, Port
+from .dispatch import Dispatcher
+from .state import Port
 
 log = logging.getLogger("zmqserver.broker")
 
