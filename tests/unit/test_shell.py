@@ -13,7 +13,7 @@ import zmq
 
 from zmqserver.broker import Dispatcher, Port
 from zmqserver.broker import shell as broker_module
-from zmqserver.broker.shell import DROP_LOG_INTERVAL, Broker
+from zmqserver.broker.shell import REPEAT_LOG_INTERVAL, Broker
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_replies_to_vanished_clients_are_logged_once_then_counted(broker, caplog
     assert len(drop_lines(caplog)) == 1
     broker.on_tick(due)
     assert drop_lines(caplog)[1:] == [
-        f"2 more replies to vanished clients dropped in the last {DROP_LOG_INTERVAL:.0f}s "
+        f"2 more replies to vanished clients dropped in the last {REPEAT_LOG_INTERVAL:.0f}s "
         "(3 in all)"
     ]
     assert broker.next_deadline() == math.inf
@@ -56,7 +56,7 @@ def test_replies_to_vanished_clients_are_logged_once_then_counted(broker, caplog
     broker.dispatcher.outbox.append((Port.FRONTEND, b"gone3", [b"", b"reply"]))
     broker.flush()
     assert len(drop_lines(caplog)) == 2
-    assert broker.next_deadline() == pytest.approx(due + DROP_LOG_INTERVAL, abs=1.0)
+    assert broker.next_deadline() == pytest.approx(due + REPEAT_LOG_INTERVAL, abs=1.0)
     broker.close()
     assert drop_lines(caplog)[2].startswith("1 more replies to vanished clients dropped")
 
@@ -67,7 +67,7 @@ def test_a_drop_after_a_quiet_interval_is_logged_at_once(broker, caplog, monkeyp
     monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock[0])
     broker.dispatcher.outbox.append((Port.FRONTEND, b"a", [b"", b"reply"]))
     broker.flush()
-    clock[0] += DROP_LOG_INTERVAL
+    clock[0] += REPEAT_LOG_INTERVAL
     broker.dispatcher.outbox.append((Port.FRONTEND, b"b", [b"", b"reply"]))
     broker.flush()
     assert [line.split(" dropped")[0] for line in drop_lines(caplog)] == [
@@ -172,3 +172,58 @@ def test_serve_returns_what_else_became_readable(broker, wake):
     seen = broker.dispatcher.scale_inputs()
     others = broker.serve(_items(broker, r.fileno()), time.monotonic() + 30, deque(), seen, True)
     assert others == [r.fileno()]
+
+
+# -- the dispatcher's events: logged by the shell, repeats throttled -----------------------------
+
+
+def bad_request_lines(caplog):
+    return [r.getMessage() for r in caplog.records if "bad request" in r.getMessage()]
+
+
+def test_the_dispatchers_events_are_logged_by_the_shell(broker, caplog):
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    broker.dispatcher.on_client(b"bad", [b"", b"MDPC02", b"\x09"], 0.0)  # not a request
+    assert broker.dispatcher.events  # reported, not logged, by the core
+    assert not caplog.records
+    broker.flush()
+    assert broker.dispatcher.events == []
+    (line,) = bad_request_lines(caplog)  # and its error reply's drop: the client is not there
+    assert line.startswith(f"bad request from client {b'bad'.hex()}: ")
+
+
+def test_repeats_about_one_peer_are_counted_others_logged(broker, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    clock = [1000.0]
+    monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock[0])
+    for _ in range(5):
+        broker.dispatcher.on_client(b"noisy", [b"", b"MDPC02", b"\x09"], 0.0)
+        broker.flush()
+    broker.dispatcher.on_client(b"other", [b"", b"MDPC02", b"\x09"], 0.0)
+    broker.flush()
+    assert [line.split(":")[0] for line in bad_request_lines(caplog)] == [
+        f"bad request from client {b'noisy'.hex()}",
+        f"bad request from client {b'other'.hex()}",
+    ]
+    assert broker.next_deadline() == 1000.0 + REPEAT_LOG_INTERVAL
+    clock[0] += REPEAT_LOG_INTERVAL
+    broker.on_tick(clock[0])
+    assert bad_request_lines(caplog)[-1].startswith(
+        f"4 more in the last {REPEAT_LOG_INTERVAL:.0f}s like: bad request from client "
+    )
+    assert broker.next_deadline() == math.inf
+
+
+def test_a_jobs_own_events_are_never_throttled(caplog):
+    from zmqserver.broker.events import JobRetried
+    from zmqserver.broker.shell import EventLog
+
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    events = EventLog(logging.getLogger("zmqserver.broker"))
+    for attempt in (2, 3):
+        events.record(JobRetried(7, "it disconnected", attempt), 0.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "job 7: worker lost (it disconnected); retrying (attempt 2)",
+        "job 7: worker lost (it disconnected); retrying (attempt 3)",
+    ]
+    assert events.next_deadline() == math.inf

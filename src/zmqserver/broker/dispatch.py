@@ -24,7 +24,6 @@ the reply cache (replycache.py).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from typing import Final
@@ -50,6 +49,21 @@ from ..protocol import (
     parse_worker_message,
 )
 from .deadlines import Deadlines
+from .events import (
+    BadRequest,
+    Event,
+    JobQuarantined,
+    JobRetried,
+    ReservedService,
+    UnregisteredWorker,
+    WorkerBrokeProtocol,
+    WorkerExpired,
+    WorkerGone,
+    WorkerMisbehaved,
+    WorkerOverran,
+    WorkerReady,
+    WorkerUnreachable,
+)
 from .replycache import ReplyCache
 from .state import (
     JOB_TIME_WEIGHT,
@@ -67,9 +81,6 @@ from .state import (
     take,
     unplace,
 )
-
-log = logging.getLogger("zmqserver.broker")
-
 
 #: Outcomes worth replaying to a client that resends the same request: running it again would
 #: give the same answer (or run the app twice). Lost/expired/refused jobs may be tried again.
@@ -123,6 +134,8 @@ class Dispatcher:
         self.replies = ReplyCache(limits.reply_cache, limits.reply_cache_bytes)
         self.outbox: list[Outgoing] = []
         self.kills: list[bytes] = []  # workers the shell must kill (hung, or past a deadline)
+        #: What an operator should hear of, for the shell to log (events.py), oldest first.
+        self.events: list[Event] = []
         self.stats = Stats()
         self.closing = False
         self._next_job = 0
@@ -223,6 +236,10 @@ class Dispatcher:
         out, self.kills = self.kills, []
         return out
 
+    def take_events(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
+
     # -- frontend ---------------------------------------------------------------------------------
 
     def on_client(
@@ -233,7 +250,7 @@ class Dispatcher:
         try:
             request = parse_client_request(frames)
         except ProtocolError as exc:
-            log.warning("bad request from client %s: %s", client.hex(), exc)
+            self.events.append(BadRequest(client, str(exc)))
             if exc.reply is not None:
                 self.outbox.append((Port.FRONTEND, client, exc.reply))
             return
@@ -442,7 +459,7 @@ class Dispatcher:
         elif not retry or job.streamed or job.parts:
             self._fail(job, Status.WORKER_LOST, f"the worker running the job was lost ({reason})")
         elif job.attempts >= limits.max_attempts:
-            log.error("job %d lost %d workers; quarantined", job.id, job.attempts)
+            self.events.append(JobQuarantined(job.id, job.attempts))
             self._fail(
                 job,
                 Status.WORKER_LOST,
@@ -451,9 +468,7 @@ class Dispatcher:
             )
         else:
             self.stats.retried += 1
-            log.warning(
-                "job %d: worker lost (%s); retrying (attempt %d)", job.id, reason, job.attempts + 1
-            )
+            self.events.append(JobRetried(job.id, reason, job.attempts + 1))
             self._requeue(job)  # the caller dispatches
 
     # -- backend ----------------------------------------------------------------------------------
@@ -465,7 +480,7 @@ class Dispatcher:
         try:
             msg = parse_worker_message(frames)
         except ProtocolError as exc:
-            log.warning("worker %r broke the protocol (%s); disconnecting it", identity, exc)
+            self.events.append(WorkerBrokeProtocol(identity, str(exc)))
             if worker is not None:
                 self._disconnect(identity, worker, worker.delimited, worker.v1)
             else:
@@ -478,7 +493,7 @@ class Dispatcher:
         elif worker is None:
             # RFC 18: any message but READY from a worker the broker does not know is an error.
             if not isinstance(msg, Disconnect):
-                log.info("message from unregistered worker %r; disconnecting it", identity)
+                self.events.append(UnregisteredWorker(identity))
                 self.outbox.append(
                     (Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1))
                 )
@@ -493,11 +508,11 @@ class Dispatcher:
         self, identity: bytes, worker: WorkerState | None, msg: Ready, now: float
     ) -> None:
         if worker is not None:
-            log.warning("worker %r sent READY twice; disconnecting it", identity)
+            self.events.append(WorkerMisbehaved(identity, "sent READY twice"))
             self._disconnect(identity, worker, worker.delimited, worker.v1)
             return
         if msg.service.startswith(b"mmi."):
-            log.warning("worker %r tried to register reserved service %r", identity, msg.service)
+            self.events.append(ReservedService(identity, msg.service))
             self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1)))
             return
         service = self._service(msg.service)
@@ -517,13 +532,7 @@ class Dispatcher:
         self.membership += 1
         service.workers += 1
         place(worker)  # holding no job: the idle queue
-        log.debug(
-            "worker %r ready for service %r, credit %d%s",
-            identity,
-            msg.service,
-            credit,
-            ", compact framing" if msg.compact else "",
-        )
+        self.events.append(WorkerReady(identity, msg.service, credit, msg.compact))
         self._dispatch(service)
 
     def _release(self, worker: WorkerState, job: Job) -> None:
@@ -552,17 +561,14 @@ class Dispatcher:
 
     def _on_reply(self, worker: WorkerState, msg: WorkerReply) -> None:
         if msg.compact and not worker.compact:
-            log.warning(
-                "worker %r sent compact framing it did not ask for; disconnecting it",
-                worker.identity,
-            )
+            what = "sent compact framing it did not ask for"
+            self.events.append(WorkerMisbehaved(worker.identity, what))
             self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             return
         job = self.jobs.get(msg.address)
         if job is None or job.worker is not worker:
-            log.warning(
-                "worker %r replied to a job it does not hold; disconnecting it", worker.identity
-            )
+            what = "replied to a job it does not hold"
+            self.events.append(WorkerMisbehaved(worker.identity, what))
             self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             return
         if job.done:
@@ -619,14 +625,12 @@ class Dispatcher:
         if worker is None:
             return
         if undelivered and len(worker.jobs) > 1:
-            log.debug(
-                "worker %r unreachable (%s); holding its jobs until it is gone", identity, reason
-            )
+            self.events.append(WorkerUnreachable(identity, reason))
             worker.reachable = False
             worker.credit = 0
             unplace(worker)
             return
-        log.debug("worker %r gone: %s", identity, reason)
+        self.events.append(WorkerGone(identity, reason))
         self._remove(worker, handed_back=undelivered, reason=reason)
 
     def _remove(self, worker: WorkerState, *, handed_back: bool = False, reason: str = "") -> None:
@@ -688,11 +692,7 @@ class Dispatcher:
         for worker in silent:
             # Busy workers heartbeat too (ours from a thread), so a silent one is dead,
             # hung (SIGSTOP, a deadlock in C code) or cut off: kill it, reroute its jobs.
-            log.warning(
-                "worker %r missed %d heartbeats; dropping it",
-                worker.identity,
-                self.heartbeat_liveness,
-            )
+            self.events.append(WorkerExpired(worker.identity, self.heartbeat_liveness))
             self.kills.append(worker.identity)
             self._disconnect(
                 worker.identity,
@@ -725,12 +725,7 @@ class Dispatcher:
             if now < kill_at:
                 self.deadlines.rearm(kill_at, job)
                 return
-            log.warning(
-                "job %d ran %.1fs past its deadline on worker %r; killing the worker",
-                job.id,
-                now - job.deadline,
-                worker.identity,
-            )
+            self.events.append(WorkerOverran(job.id, now - job.deadline, worker.identity))
             self.kills.append(worker.identity)
             self._disconnect(
                 worker.identity, worker, worker.delimited, worker.v1, reason="past its deadline"

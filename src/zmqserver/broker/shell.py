@@ -1,8 +1,9 @@
-"""The broker's I/O shell: two ROUTER sockets feeding the routing core.
+"""The broker's I/O shell: two ROUTER sockets feeding the dispatch core.
 
-All decisions live in routing.py; this module only moves frames between sockets and the
-:class:`~zmqserver.routing.Router`, and turns send failures into events the router understands.
-The event loop that calls it belongs to the supervisor (one loop, one thread, one poller).
+All decisions live in dispatch.py; this module only moves frames between sockets and the
+:class:`~.dispatch.Dispatcher`, turns send failures into calls the dispatcher understands, and
+logs the events it reports (:class:`EventLog`: the core itself has no logger). The event loop
+that calls it belongs to the supervisor (one loop, one thread, one poller).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import zmq
 
 from .._io import batch_receiver, batch_sender, poller
 from .dispatch import Dispatcher
+from .events import Event, ReplyDropped
 from .state import Port
 
 log = logging.getLogger("zmqserver.broker")
@@ -29,16 +31,109 @@ BATCH: Final = 256
 #: Messages the broker may read in one :meth:`Broker.drain`, from both ports, before the event
 #: loop looks at signals and the autoscaler again. While messages keep coming it reads on without
 #: asking zmq_poll (a recv that finds nothing is cheaper than a poll); this bounds the wait for
-#: the rest. A due router deadline also ends the drain.
+#: the rest. A due dispatcher deadline also ends the drain.
 DRAIN_BUDGET: Final = 1024
 
 #: How long queued replies may take to leave when the broker closes.
 CLOSE_LINGER_MS: Final = 1000
 
-#: Replies to vanished clients are logged one line per this many seconds at most: the first drop
-#: at once, with its client, then a count. A crowd of clients that time out and go away (or one
-#: that stops reading) must not turn every reply into a log line on the broker's hot path.
-DROP_LOG_INTERVAL: Final = 10.0
+#: Repeated events are logged one line per this many seconds at most (see :class:`EventLog`):
+#: the first at once, then a count. A crowd of clients that time out and go away (or one that
+#: stops reading, or sends garbage in a loop) must not turn every message into a log line on the
+#: broker's hot path.
+REPEAT_LOG_INTERVAL: Final = 10.0
+
+#: Throttled subjects the event log may remember before it forgets those whose interval is over.
+_WINDOWS_SWEEP: Final = 1024
+
+
+class _Window:
+    """One throttled (kind, subject): until when repeats are counted, and how many were."""
+
+    __slots__ = ("until", "unlogged", "last")
+
+    def __init__(self, until: float, last: Event) -> None:
+        self.until = until
+        self.unlogged = 0
+        self.last = last
+
+
+class EventLog:
+    """Logs events (the dispatcher's, and the shell's own reply drops), throttling repeats.
+
+    An event about a subject (:meth:`.events.Event.subject`: a worker, a client) is logged at once
+    unless one of its kind about the same subject was logged less than ``interval`` ago; then it
+    is only counted, and when the interval is over the count is logged as one line (which starts
+    another interval: a flood that goes on costs a line per interval). Events about no subject
+    (a job's retry or quarantine) are always logged. Events whose level is off cost a count.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = REPEAT_LOG_INTERVAL) -> None:
+        self._log = logger
+        self.interval = interval
+        self._windows: dict[tuple[type, bytes], _Window] = {}
+        self._sweep_above = _WINDOWS_SWEEP
+        #: Events of each kind, since the start (logged or not).
+        self.totals: dict[type, int] = {}
+        self._due = math.inf  # the earliest end of a window with repeats to report
+
+    def record(self, event: Event, now: float) -> None:
+        kind = type(event)
+        self.totals[kind] = self.totals.get(kind, 0) + 1
+        level = event.level
+        if not self._log.isEnabledFor(level):
+            return
+        subject = event.subject()
+        if subject is None:
+            self._log.log(level, "%s", event.message())
+            return
+        key = (kind, subject)
+        window = self._windows.get(key)
+        if window is not None and (now < window.until or window.unlogged):
+            window.unlogged += 1
+            window.last = event
+            if window.until < self._due:
+                self._due = window.until
+            return
+        self._log.log(level, "%s", event.message())
+        if window is not None:
+            window.until = now + self.interval
+            return
+        self._windows[key] = _Window(now + self.interval, event)
+        if len(self._windows) > self._sweep_above:
+            self._report(now, everything=False)
+            self._sweep_above = max(_WINDOWS_SWEEP, 2 * len(self._windows))
+
+    def next_deadline(self) -> float:
+        """When :meth:`on_tick` has a count to log (infinity: none)."""
+        return self._due
+
+    def on_tick(self, now: float) -> None:
+        if now >= self._due:
+            self._report(now, everything=False)
+
+    def close(self, now: float) -> None:
+        """Log every count not logged yet."""
+        self._report(now, everything=True)
+
+    def _report(self, now: float, *, everything: bool) -> None:
+        """Log the counts of the intervals that are over (all of them, if ``everything``);
+        forget the subjects that were quiet through theirs."""
+        due = math.inf
+        interval = self.interval
+        for key, window in list(self._windows.items()):
+            if window.unlogged and (everything or now >= window.until):
+                last = window.last
+                since = now - window.until + interval
+                total = self.totals.get(key[0], 0)
+                self._log.log(last.level, "%s", last.repeated(window.unlogged, since, total))
+                window.unlogged = 0
+                window.until = now + interval
+            elif not window.unlogged and now >= window.until:
+                del self._windows[key]
+            elif window.unlogged and window.until < due:
+                due = window.until
+        self._due = due
 
 
 class Broker:
@@ -76,9 +171,8 @@ class Broker:
         self._recv_backend = batch_receiver(self.backend)
         #: Replies dropped because their client was gone, since the start.
         self.dropped_replies = 0
-        #: ...of which not logged yet, and when the next log line about them is due.
-        self._drops_unlogged = 0
-        self._drop_log_at = -math.inf
+        #: Where the dispatcher's events and the reply drops are logged.
+        self.events = EventLog(log)
 
     @staticmethod
     def _router_socket(
@@ -220,12 +314,15 @@ class Broker:
             count = self.read_backend(now) + self.read_frontend(now)
 
     def flush(self) -> None:
-        """Send everything the router wants sent; route around peers that are gone.
+        """Send everything the dispatcher wants sent; route around peers that are gone; log
+        what it reported.
 
-        One send_batch call per round. A worker that is gone hands its job back to the router,
-        which may queue more to send: hence the loop.
+        One send_batch call per round. A worker that is gone hands its job back to the
+        dispatcher, which may queue more to send: hence the loop.
         """
         dispatcher = self.dispatcher
+        if dispatcher.events:
+            self._log_events()
         while dispatcher.outbox:
             outbox = dispatcher.outbox
             failed = self._send_batch(outbox)
@@ -233,24 +330,26 @@ class Broker:
                 # Emptied in place: the list keeps its room, so the next turn's appends neither
                 # allocate a list nor grow one.
                 outbox.clear()
-                return
+                break
             dispatcher.outbox = []  # what the failures below add goes out on the next round
             for index, err in failed:
                 port, identity, _ = outbox[index]
                 self._undeliverable(port, identity, err)
+        if dispatcher.events:  # from the failures: workers gone
+            self._log_events()
+
+    def _log_events(self) -> None:
+        now = time.monotonic()
+        for event in self.dispatcher.take_events():
+            self.events.record(event, now)
 
     def _undeliverable(self, port: Port, identity: bytes, err: int) -> None:
         reason = os.strerror(err)
         if port is Port.FRONTEND:
             # The client disconnected (or stopped reading) before its reply: the job's one
-            # outcome is this logged drop (counted here; see DROP_LOG_INTERVAL).
+            # outcome is this logged drop (counted here; see REPEAT_LOG_INTERVAL).
             self.dropped_replies += 1
-            now = time.monotonic()
-            if now >= self._drop_log_at and not self._drops_unlogged:
-                log.info("reply to client %s dropped: %s", identity.hex(), reason)
-                self._drop_log_at = now + DROP_LOG_INTERVAL
-            else:
-                self._drops_unlogged += 1
+            self.events.record(ReplyDropped(identity, reason), time.monotonic())
         else:
             # The worker vanished before taking the message: whatever job it carried was never
             # delivered, so it can go to another worker.
@@ -258,27 +357,16 @@ class Broker:
 
     def next_deadline(self) -> float:
         """When :meth:`on_tick` has a log line to write (infinity: nothing pending)."""
-        return self._drop_log_at if self._drops_unlogged else math.inf
+        return self.events.next_deadline()
 
     def on_tick(self, now: float) -> None:
-        """Log the replies dropped since the last line, once its interval is over."""
-        if self._drops_unlogged and now >= self._drop_log_at:
-            self._log_drops(now)
-
-    def _log_drops(self, now: float) -> None:
-        since = now - self._drop_log_at + DROP_LOG_INTERVAL
-        log.info(
-            "%d more replies to vanished clients dropped in the last %.0fs (%d in all)",
-            self._drops_unlogged,
-            since,
-            self.dropped_replies,
-        )
-        self._drops_unlogged = 0
-        self._drop_log_at = now + DROP_LOG_INTERVAL
+        """Log the counts of repeated events, once their interval is over."""
+        self.events.on_tick(now)
 
     def close(self) -> None:
-        if self._drops_unlogged:
-            self._log_drops(time.monotonic())
+        if self.dispatcher.events:
+            self._log_events()
+        self.events.close(time.monotonic())
         self.frontend.close()
         self.backend.close()
 
