@@ -31,7 +31,6 @@ from zmqserver.protocol import (
     JobRequest,
     decode_status_header,
     encode_client_reply,
-    encode_client_request,
     encode_disconnect,
     encode_heartbeat,
     encode_ready,
@@ -43,84 +42,19 @@ from zmqserver.protocol import (
     parse_client_reply,
 )
 
-DEFAULT = b"default"
-
-
-# -- helpers --------------------------------------------------------------------------------------
-
-
-def make_dispatcher(**kwargs) -> Dispatcher:
-    kwargs.setdefault("now", 0.0)
-    return Dispatcher(DEFAULT, **kwargs)
-
-
-def ready(
-    dispatcher: Dispatcher, worker: bytes, now: float = 0.0, *, service=DEFAULT, delimited=False
-):
-    """Make ``worker`` a registered, idle worker of ``service``."""
-    dispatcher.on_worker(worker, encode_ready(service, delimited), now)
-
-
-def plain_request(dispatcher: Dispatcher, client: bytes, body: bytes = b"job", now: float = 0.0):
-    """A REQ client's request: empty delimiter, then the payload."""
-    dispatcher.on_client(client, [b"", body], now)
-
-
-def mdp_request(
-    dispatcher: Dispatcher,
-    client: bytes,
-    body: bytes = b"job",
-    now: float = 0.0,
-    *,
-    service: bytes = DEFAULT,
-    request_id: int | None = None,
-    flags: int = 0,
-):
-    """An MDP/0.2 DEALER client's request, with a zmqserver header if ``request_id`` is given."""
-    frames = encode_client_request(service, [body], request_id=request_id, flags=flags)
-    dispatcher.on_client(client, frames, now)
-
-
-def jobs_sent(out) -> list[tuple[bytes, JobRequest]]:
-    """The (worker, JobRequest) pairs in an outbox, in order."""
-    result = []
-    for port, peer, frames in out:
-        if port is Port.BACKEND:
-            msg = parse_broker_message(frames)
-            if isinstance(msg, JobRequest):
-                result.append((peer, msg))
-    return result
-
-
-def backend(out) -> list[tuple[bytes, object]]:
-    return [
-        (peer, parse_broker_message(frames)) for port, peer, frames in out if port is Port.BACKEND
-    ]
-
-
-def frontend(out) -> list[tuple[bytes, list[bytes]]]:
-    return [(peer, frames) for port, peer, frames in out if port is Port.FRONTEND]
-
-
-def finish(
-    dispatcher: Dispatcher, worker: bytes, job: JobRequest, body=None, now: float = 0.0, **kw
-):
-    """``worker`` answers ``job`` with a FINAL (``kw``: status, final, delimited)."""
-    frames = encode_worker_reply(
-        job.address, [b"re:" + job.body[0]] if body is None else body, **kw
-    )
-    dispatcher.on_worker(worker, frames, now)
-
-
-def only_job(dispatcher: Dispatcher) -> tuple[bytes, JobRequest]:
-    (sent,) = jobs_sent(dispatcher.take_outbox())
-    return sent
-
-
-def only_reply(dispatcher: Dispatcher) -> tuple[bytes, list[bytes]]:
-    (reply,) = frontend(dispatcher.take_outbox())
-    return reply
-
+from .dispatch_helpers import (
+    DEFAULT,
+    backend,
+    finish,
+    frontend,
+    jobs_sent,
+    make_dispatcher,
+    mdp_request,
+    only_job,
+    only_reply,
+    plain_request,
+    ready,
+)
 
 # -- dispatch -------------------------------------------------------------------------------------
 

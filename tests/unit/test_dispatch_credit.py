@@ -9,13 +9,13 @@ clocks: frames and ``now`` in, the outbox out.
 
 from __future__ import annotations
 
+from functools import partial
+
 from zmqserver.broker import Dispatcher, Limits, Port
 from zmqserver.errors import Status
 from zmqserver.protocol import (
     FLAG_RETRYABLE,
     Disconnect,
-    JobRequest,
-    encode_client_request,
     encode_disconnect,
     encode_ready,
     encode_worker_reply,
@@ -23,7 +23,14 @@ from zmqserver.protocol import (
     parse_client_reply,
 )
 
-SERVICE = b"default"
+from . import dispatch_helpers as helpers
+from .dispatch_helpers import DEFAULT, mdp_request, sent
+
+SERVICE = DEFAULT
+
+#: Workers here ask for 4 jobs unless told otherwise; replies are b"ok".
+ready = partial(helpers.ready, credit=4)
+finish = partial(helpers.finish, body=[b"ok"])
 
 
 def make_dispatcher(
@@ -32,47 +39,17 @@ def make_dispatcher(
     """Without the prefetch gate unless asked (these tests are about what credit allows; the
     gate's own tests are at the end)."""
     limits.setdefault("prefetch_below", 0.0)
-    return Dispatcher(
-        SERVICE,
+    return helpers.make_dispatcher(
         heartbeat_interval=heartbeat_interval,
         limits=Limits(worker_credit=credit, **limits),  # type: ignore[arg-type]
-        now=0.0,
     )
-
-
-def ready(dispatcher: Dispatcher, worker: bytes, credit: int = 4, now: float = 0.0) -> None:
-    dispatcher.on_worker(worker, encode_ready(SERVICE, credit=credit), now)
 
 
 def request(
-    dispatcher: Dispatcher,
-    client: bytes,
-    now: float = 0.0,
-    *,
-    timeout_ms: int = 0,
-    flags: int = 0,
+    dispatcher: Dispatcher, client: bytes, now: float = 0.0, *, timeout_ms: int = 0, flags: int = 0
 ) -> None:
-    frames = encode_client_request(
-        SERVICE, [client], request_id=1, timeout_ms=timeout_ms, flags=flags
-    )
-    dispatcher.on_client(client, frames, now)
-
-
-def sent(dispatcher: Dispatcher) -> tuple[list[tuple[bytes, JobRequest]], dict[bytes, Status]]:
-    """The jobs sent to workers (in order) and each answered client's status."""
-    jobs, answers = [], {}
-    for port, peer, frames in dispatcher.take_outbox():
-        if port is Port.FRONTEND:
-            answers[peer] = parse_client_reply(frames).status
-        else:
-            msg = parse_broker_message(frames)
-            if isinstance(msg, JobRequest):
-                jobs.append((peer, msg))
-    return jobs, answers
-
-
-def finish(dispatcher: Dispatcher, worker: bytes, job: JobRequest, now: float = 0.0) -> None:
-    dispatcher.on_worker(worker, encode_worker_reply(job.address, [b"ok"]), now)
+    """Request 1 of ``client``, whose body is the client's name."""
+    mdp_request(dispatcher, client, client, now, request_id=1, timeout_ms=timeout_ms, flags=flags)
 
 
 def test_a_worker_takes_up_to_its_credit_then_jobs_queue():
@@ -404,20 +381,20 @@ def test_short_jobs_open_the_gate_and_long_ones_close_it():
     # 0.5 ms a job: the first reply opens the gate, and W is sent all it may hold
     (_, first), *_ = sent(dispatcher)[0]
     now += 0.0005
-    finish(dispatcher, b"W", first, now)
+    finish(dispatcher, b"W", first, now=now)
     jobs, _ = sent(dispatcher)
     assert [j.body for _, j in jobs] == [[b"c1"], [b"c2"], [b"c3"]]
     assert dispatcher.services[SERVICE].prefetch
     # one 20 ms job lifts the average over the limit: the gate closes
     now += 0.020
-    finish(dispatcher, b"W", jobs[0][1], now)
+    finish(dispatcher, b"W", jobs[0][1], now=now)
     assert not dispatcher.services[SERVICE].prefetch
     request(dispatcher, b"c4", now)
     request(dispatcher, b"c5", now)
     assert sent(dispatcher)[0] == []  # W still holds c2 and c3: nothing more is sent to it
     for job in (jobs[1][1], jobs[2][1]):
         now += 0.020
-        finish(dispatcher, b"W", job, now)
+        finish(dispatcher, b"W", job, now=now)
     jobs, _ = sent(dispatcher)
     assert [j.body for _, j in jobs] == [[b"c4"]]  # idle again: one job, not two
 
@@ -450,13 +427,13 @@ def test_a_worker_busy_with_a_long_job_gets_no_more_even_while_the_gate_is_open(
     ready(dispatcher, b"B")
     request(dispatcher, b"c0")
     [(worker, first)], _ = sent(dispatcher)
-    finish(dispatcher, worker, first, 0.0005)  # one short job: the gate opens
+    finish(dispatcher, worker, first, now=0.0005)  # one short job: the gate opens
     assert dispatcher.services[SERVICE].prefetch
     request(dispatcher, b"long", 0.001)
     request(dispatcher, b"s1", 0.001)
     jobs, _ = sent(dispatcher)
     owner = {j.body[0]: w for w, j in jobs}
-    finish(dispatcher, owner[b"s1"], jobs[1][1], 0.0012)  # the other worker is idle again
+    finish(dispatcher, owner[b"s1"], jobs[1][1], now=0.0012)  # the other worker is idle again
     request(dispatcher, b"x", 0.0025)  # to the idle worker
     request(dispatcher, b"y", 0.0025)  # no one idle: to a busy one, but not the one on "long"
     jobs, _ = sent(dispatcher)

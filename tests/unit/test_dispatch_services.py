@@ -7,59 +7,28 @@ the dispatcher's. No sockets, no clocks: frames and ``now`` in, the outbox out.
 
 from __future__ import annotations
 
-from zmqserver.broker import Dispatcher, Limits, Port
+from zmqserver.broker import Dispatcher, Limits
 from zmqserver.errors import Status
-from zmqserver.protocol import (
-    JobRequest,
-    encode_client_request,
-    encode_ready,
-    parse_broker_message,
-    parse_client_reply,
-)
+from zmqserver.protocol import JobRequest, encode_client_request
+
+from . import dispatch_helpers as helpers
+from .dispatch_helpers import jobs_sent, mdp_request, ready, statuses
 
 FAST = b"fast"
 SLOW = b"slow"
 
 
 def make_dispatcher(**kwargs: object) -> Dispatcher:
-    kwargs.setdefault("now", 0.0)
-    return Dispatcher(FAST, services=(SLOW,), **kwargs)  # type: ignore[arg-type]
-
-
-def ready(dispatcher: Dispatcher, worker: bytes, service: bytes, now: float = 0.0) -> None:
-    dispatcher.on_worker(worker, encode_ready(service), now)
-
-
-def request(
-    dispatcher: Dispatcher,
-    client: bytes,
-    service: bytes,
-    now: float = 0.0,
-    *,
-    request_id: int | None = None,
-    flags: int = 0,
-) -> None:
-    frames = encode_client_request(service, [b"job"], request_id=request_id, flags=flags)
-    dispatcher.on_client(client, frames, now)
+    """FAST is the default service; SLOW is known from the start too."""
+    return helpers.make_dispatcher(FAST, services=(SLOW,), **kwargs)
 
 
 def replies(dispatcher: Dispatcher) -> dict[bytes, Status]:
-    """Client -> status of each frontend message in the outbox."""
-    out = {}
-    for port, peer, frames in dispatcher.take_outbox():
-        if port is Port.FRONTEND:
-            out[peer] = parse_client_reply(frames).status
-    return out
+    return statuses(dispatcher.take_outbox())
 
 
 def jobs(dispatcher: Dispatcher) -> list[tuple[bytes, JobRequest]]:
-    sent = []
-    for port, peer, frames in dispatcher.take_outbox():
-        if port is Port.BACKEND:
-            msg = parse_broker_message(frames)
-            if isinstance(msg, JobRequest):
-                sent.append((peer, msg))
-    return sent
+    return jobs_sent(dispatcher.take_outbox())
 
 
 def test_each_service_gets_its_own_limits_and_others_the_routers():
@@ -69,16 +38,16 @@ def test_each_service_gets_its_own_limits_and_others_the_routers():
     )
     assert dispatcher.services[SLOW].limits == Limits(job_timeout=5.0, max_queue=1)
     assert dispatcher.services[FAST].limits is None  # the dispatcher's
-    ready(dispatcher, b"w-foreign", b"other")
+    ready(dispatcher, b"w-foreign", service=b"other")
     assert dispatcher.services[b"other"].limits is None
 
 
 def test_max_queue_is_per_service():
     dispatcher = make_dispatcher(service_limits={SLOW: Limits(max_queue=1)})
-    request(dispatcher, b"s1", SLOW)
-    request(dispatcher, b"s2", SLOW)  # the second queued job: over SLOW's limit
+    mdp_request(dispatcher, b"s1", service=SLOW)
+    mdp_request(dispatcher, b"s2", service=SLOW)  # the second queued job: over SLOW's limit
     for i in range(5):  # FAST has no limit
-        request(dispatcher, b"f%d" % i, FAST)
+        mdp_request(dispatcher, b"f%d" % i, service=FAST)
     assert replies(dispatcher) == {b"s2": Status.QUEUE_FULL}
     assert dispatcher.waiting(SLOW) == 1
     assert dispatcher.waiting(FAST) == 5
@@ -88,9 +57,11 @@ def test_job_timeout_is_per_service_and_a_client_deadline_still_wins():
     dispatcher = make_dispatcher(
         limits=Limits(job_timeout=10.0), service_limits={SLOW: Limits(job_timeout=2.0)}
     )
-    request(dispatcher, b"slow", SLOW, now=0.0)
-    request(dispatcher, b"fast", FAST, now=0.0)
-    request(dispatcher, b"own", SLOW, now=0.0, request_id=7)  # no timeout in its header: 2 s
+    mdp_request(dispatcher, b"slow", service=SLOW, now=0.0)
+    mdp_request(dispatcher, b"fast", service=FAST, now=0.0)
+    mdp_request(
+        dispatcher, b"own", service=SLOW, now=0.0, request_id=7
+    )  # no timeout in its header: 2 s
     dispatcher.on_tick(1.9)
     assert replies(dispatcher) == {}
     dispatcher.on_tick(2.0)
@@ -140,16 +111,16 @@ def test_retries_and_max_attempts_follow_the_jobs_service():
         limits=Limits(retry_jobs=False),
         service_limits={SLOW: Limits(retry_jobs=True, max_attempts=2)},
     )
-    ready(dispatcher, b"w1", SLOW)
-    ready(dispatcher, b"w2", FAST)
-    request(dispatcher, b"s", SLOW)
-    request(dispatcher, b"f", FAST)
+    ready(dispatcher, b"w1", service=SLOW)
+    ready(dispatcher, b"w2", service=FAST)
+    mdp_request(dispatcher, b"s", service=SLOW)
+    mdp_request(dispatcher, b"f", service=FAST)
     assert len(jobs(dispatcher)) == 2
     dispatcher.worker_gone(b"w1", "killed")  # SLOW retries plain jobs: requeued
     dispatcher.worker_gone(b"w2", "killed")  # FAST does not: worker_lost
     assert replies(dispatcher) == {b"f": Status.WORKER_LOST}
     assert dispatcher.waiting(SLOW) == 1
-    ready(dispatcher, b"w3", SLOW)
+    ready(dispatcher, b"w3", service=SLOW)
     ((peer, _),) = jobs(dispatcher)
     assert peer == b"w3"
     dispatcher.worker_gone(b"w3", "killed again")  # the second attempt was the last
@@ -162,8 +133,8 @@ def test_kill_grace_is_per_service():
         service_limits={SLOW: Limits(kill_grace=0.5)},
         heartbeat_interval=100.0,  # no heartbeat expiry in the way
     )
-    ready(dispatcher, b"ws", SLOW)
-    ready(dispatcher, b"wf", FAST)
+    ready(dispatcher, b"ws", service=SLOW)
+    ready(dispatcher, b"wf", service=FAST)
     for client, service in ((b"s", SLOW), (b"f", FAST)):
         frames = encode_client_request(service, [b"x"], request_id=1, timeout_ms=1000)
         dispatcher.on_client(client, frames, 0.0)
@@ -185,20 +156,20 @@ def test_set_limits_replaces_both_policies_for_new_jobs():
     dispatcher.set_limits(Limits(max_queue=1), {SLOW: Limits(max_queue=3)})
     assert dispatcher.services[FAST].limits is None
     for i in range(4):
-        request(dispatcher, b"s%d" % i, SLOW)
-    request(dispatcher, b"f0", FAST)
-    request(dispatcher, b"f1", FAST)
+        mdp_request(dispatcher, b"s%d" % i, service=SLOW)
+    mdp_request(dispatcher, b"f0", service=FAST)
+    mdp_request(dispatcher, b"f1", service=FAST)
     assert replies(dispatcher) == {b"s3": Status.QUEUE_FULL, b"f1": Status.QUEUE_FULL}
 
 
 def test_a_service_without_limits_uses_the_routers_after_it_comes_back():
     # A foreign service is forgotten with its last worker and created afresh by the next READY.
     dispatcher = make_dispatcher(limits=Limits(job_timeout=3.0), service_limits={SLOW: Limits()})
-    ready(dispatcher, b"w", b"other")
+    ready(dispatcher, b"w", service=b"other")
     dispatcher.worker_gone(b"w", "gone")
     assert b"other" not in dispatcher.services
-    ready(dispatcher, b"w2", b"other")
-    ready(dispatcher, b"w3", b"other")
+    ready(dispatcher, b"w2", service=b"other")
+    ready(dispatcher, b"w3", service=b"other")
     dispatcher.on_client(b"c", encode_client_request(b"other", [b"x"]), 0.0)
     ((_, job),) = jobs(dispatcher)
     assert dispatcher.jobs[job.address].deadline == 3.0
@@ -207,5 +178,5 @@ def test_a_service_without_limits_uses_the_routers_after_it_comes_back():
 
 def test_unknown_service_still_refused_with_the_routers_limits():
     dispatcher = make_dispatcher(limits=Limits(job_timeout=1.0), service_limits={SLOW: Limits()})
-    request(dispatcher, b"c", b"nope")
+    mdp_request(dispatcher, b"c", service=b"nope")
     assert replies(dispatcher) == {b"c": Status.UNKNOWN_SERVICE}
