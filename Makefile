@@ -34,12 +34,13 @@ integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
 # The whole suite, then again on the pure-Python path (the fallback where nothing could be
-# compiled: Python socket I/O, and the routing core and protocol run from source), so both
+# compiled: Python socket I/O, and the dispatch core and protocol run from source), so both
 # paths are held to the same tests.
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest tests
 	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit/test_io.py tests/unit/test_shell.py \
-		tests/unit/test_compiled.py tests/unit/test_protocol.py tests/unit/test_dispatch*.py
+		tests/unit/test_compiled.py tests/unit/test_protocol.py tests/unit/test_dispatch*.py \
+		tests/unit/test_deadlines.py tests/unit/test_replycache.py tests/unit/test_pair.py
 
 # The benchmark suite (bench/README.md): about 5 minutes; JSON and Markdown in bench/results/,
 # the plot in docs/bench.png. The bench extra adds matplotlib for the plot.

@@ -1,4 +1,4 @@
-"""Credit-based flow in the routing core: a worker may hold up to ``credit`` jobs at once.
+"""Credit-based flow in the dispatch core: a worker may hold up to ``credit`` jobs at once.
 
 A worker asks for its credit in READY (a credit header after the service frame); the service's
 ``Limits.worker_credit`` caps it, and a READY without one (any foreign MDP worker) means 1, which

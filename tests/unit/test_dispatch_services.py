@@ -1,4 +1,4 @@
-"""Per-service reliability limits in the routing core (several services on one broker).
+"""Per-service reliability limits in the dispatch core (several services on one broker).
 
 Each service the broker runs a pool for may have its own ``Limits`` (job_timeout, max_queue,
 retries, kill_grace); a service without one, and every service a foreign worker registers, uses

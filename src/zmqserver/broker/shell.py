@@ -190,7 +190,7 @@ class Broker:
         # does) take over from its dead connection, so a resend reaches the same pending job.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if max_message_size:
-            # The router answers a request over max_message_size with a clear too_large error.
+            # The dispatcher answers a request over max_message_size with a clear too_large error.
             # libzmq's own limit, per frame, is a backstop four times higher: a peer that sends a
             # frame that big is disconnected before the broker buffers all of it.
             sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
@@ -287,7 +287,7 @@ class Broker:
     def drain(
         self, backend_ready: bool, frontend_ready: bool, now: float, interrupt: Sized
     ) -> None:
-        """Read and answer until both ports are empty, the budget is spent, a router deadline
+        """Read and answer until both ports are empty, the budget is spent, a dispatcher deadline
         is due or ``interrupt`` (the event loop's pending signals) is not empty.
 
         Under load, replies and requests keep arriving while a round is handled: reading on
