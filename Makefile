@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 # setup.py builds the optional compiled parts in place: the C extension (_fastio.c), and the
 # modules mypyc compiles (src/zmqserver/_compiled.py lists them), so an edit to one rebuilds.
-COMPILED_SRC := src/zmqserver/_fastio.c $(addprefix src/zmqserver/,$(addprefix broker/,deadlines.py dispatch.py replycache.py shell.py state.py) protocol.py worker.py)
+COMPILED_SRC := src/zmqserver/_fastio.c $(addprefix src/zmqserver/,$(addprefix broker/,admission.py deadlines.py dispatch.py replycache.py shell.py state.py) protocol.py worker.py)
 $(STAMP): pyproject.toml setup.py $(COMPILED_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

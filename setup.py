@@ -17,6 +17,7 @@ C_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
            "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
 # Keep in step with zmqserver._compiled.MODULES (a test checks) and COMPILED_SRC in the Makefile.
 COMPILED = [
+    "broker.admission",
     "broker.deadlines",
     "broker.dispatch",
     "broker.replycache",

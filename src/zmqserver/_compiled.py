@@ -31,6 +31,7 @@ from types import ModuleType
 
 #: The modules setup.py compiles, by name within the package (a test checks the two agree).
 MODULES = (
+    "broker.admission",
     "broker.deadlines",
     "broker.dispatch",
     "broker.replycache",

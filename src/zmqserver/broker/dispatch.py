@@ -48,25 +48,12 @@ from ..protocol import (
     parse_client_request,
     parse_worker_message,
 )
+from . import events
+from .admission import mmi_body, refusal
 from .deadlines import Deadlines
-from .events import (
-    BadRequest,
-    Event,
-    JobQuarantined,
-    JobRetried,
-    ReservedService,
-    UnregisteredWorker,
-    WorkerBrokeProtocol,
-    WorkerExpired,
-    WorkerGone,
-    WorkerMisbehaved,
-    WorkerOverran,
-    WorkerReady,
-    WorkerUnreachable,
-)
+from .events import Event
 from .replycache import ReplyCache
 from .state import (
-    JOB_TIME_WEIGHT,
     NO_PARTS,
     Job,
     Limits,
@@ -76,7 +63,6 @@ from .state import (
     Service,
     Stats,
     WorkerState,
-    frames_size,
     place,
     take,
     unplace,
@@ -250,7 +236,7 @@ class Dispatcher:
         try:
             request = parse_client_request(frames)
         except ProtocolError as exc:
-            self.events.append(BadRequest(client, str(exc)))
+            self.events.append(events.BadRequest(client, str(exc)))
             if exc.reply is not None:
                 self.outbox.append((Port.FRONTEND, client, exc.reply))
             return
@@ -280,38 +266,17 @@ class Dispatcher:
         if key is not None and self._duplicate(key, deadline):
             return
         if name.startswith(b"mmi."):
-            self._mmi(client, request, name)
-            return
-        if self.closing:
-            self._refuse(client, request, Status.SHUTTING_DOWN, "server is shutting down")
-            return
-        if service is None:
-            shown = name.decode("utf-8", "replace")
-            self._refuse(client, request, Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
-            return
-        if limits.max_message_size:
-            size = frames_size(request.body)
-            if size > limits.max_message_size:
-                self._refuse(
-                    client,
-                    request,
-                    Status.TOO_LARGE,
-                    f"request of {size} bytes exceeds max_message_size "
-                    f"({limits.max_message_size} bytes)",
-                )
-                return
-        # Only a job that would queue can be refused, and with jobs already waiting it would:
-        # no worker can take one now (else dispatch would have given it the head of the queue).
-        # Not "and no worker is placed": a busy worker with credit to spare is placed, yet
-        # while the prefetch gate is shut it is sent nothing more, and the limit never held.
-        if limits.max_queue and service.waiting >= limits.max_queue:
-            self._refuse(
-                client,
-                request,
-                Status.QUEUE_FULL,
-                f"{service.waiting} jobs already queued for this service (max_queue)",
+            body = mmi_body(name, request, self.services)
+            reply = encode_client_reply(
+                request.form, request.service, body, request_id=request.request_id
             )
+            self.outbox.append((Port.FRONTEND, client, reply))
             return
+        refused = refusal(request, name, service, limits, self.closing)
+        if refused is not None:
+            self._refuse(client, request, refused[0], refused[1])
+            return
+        assert service is not None  # refused otherwise
         self._next_job = job_id = self._next_job + 1
         # Positional: this runs once a job, and keywords cost a dataclass __init__ twice as much.
         job = Job(
@@ -341,26 +306,6 @@ class Dispatcher:
                 return
         service.queue.append(job)
         service.waiting += 1
-
-    def _mmi(self, client: bytes, request: ClientRequest, name: bytes) -> None:
-        """Answer a Majordomo Management Interface query (RFC 8/MMI) from the broker itself.
-
-        ``mmi.service``: ``200`` if the service named in the body is known (it has workers, or
-        is one this broker runs workers for, so a request would be queued), else ``404``.
-        ``mmi.services`` (our extension): one frame per known service, sorted.
-        Any other ``mmi.*``: ``501``.
-        """
-        if name == b"mmi.service":
-            asked = bytes(request.body[0]) if request.body else b""
-            body = [b"200" if asked in self.services else b"404"]
-        elif name == b"mmi.services":
-            body = sorted(self.services)
-        else:
-            body = [b"501"]
-        reply = encode_client_reply(
-            request.form, request.service, body, request_id=request.request_id
-        )
-        self.outbox.append((Port.FRONTEND, client, reply))
 
     def _duplicate(self, key: RequestKey, deadline: float) -> bool:
         """Handle a resend (Lazy Pirate) of a request the broker has seen; True if it was one.
@@ -459,7 +404,7 @@ class Dispatcher:
         elif not retry or job.streamed or job.parts:
             self._fail(job, Status.WORKER_LOST, f"the worker running the job was lost ({reason})")
         elif job.attempts >= limits.max_attempts:
-            self.events.append(JobQuarantined(job.id, job.attempts))
+            self.events.append(events.JobQuarantined(job.id, job.attempts))
             self._fail(
                 job,
                 Status.WORKER_LOST,
@@ -468,7 +413,7 @@ class Dispatcher:
             )
         else:
             self.stats.retried += 1
-            self.events.append(JobRetried(job.id, reason, job.attempts + 1))
+            self.events.append(events.JobRetried(job.id, reason, job.attempts + 1))
             self._requeue(job)  # the caller dispatches
 
     # -- backend ----------------------------------------------------------------------------------
@@ -480,7 +425,7 @@ class Dispatcher:
         try:
             msg = parse_worker_message(frames)
         except ProtocolError as exc:
-            self.events.append(WorkerBrokeProtocol(identity, str(exc)))
+            self.events.append(events.WorkerBrokeProtocol(identity, str(exc)))
             if worker is not None:
                 self._disconnect(identity, worker, worker.delimited, worker.v1)
             else:
@@ -493,7 +438,7 @@ class Dispatcher:
         elif worker is None:
             # RFC 18: any message but READY from a worker the broker does not know is an error.
             if not isinstance(msg, Disconnect):
-                self.events.append(UnregisteredWorker(identity))
+                self.events.append(events.UnregisteredWorker(identity))
                 self.outbox.append(
                     (Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1))
                 )
@@ -508,11 +453,11 @@ class Dispatcher:
         self, identity: bytes, worker: WorkerState | None, msg: Ready, now: float
     ) -> None:
         if worker is not None:
-            self.events.append(WorkerMisbehaved(identity, "sent READY twice"))
+            self.events.append(events.WorkerMisbehaved(identity, "sent READY twice"))
             self._disconnect(identity, worker, worker.delimited, worker.v1)
             return
         if msg.service.startswith(b"mmi."):
-            self.events.append(ReservedService(identity, msg.service))
+            self.events.append(events.ReservedService(identity, msg.service))
             self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1)))
             return
         service = self._service(msg.service)
@@ -532,7 +477,7 @@ class Dispatcher:
         self.membership += 1
         service.workers += 1
         place(worker)  # holding no job: the idle queue
-        self.events.append(WorkerReady(identity, msg.service, credit, msg.compact))
+        self.events.append(events.WorkerReady(identity, msg.service, credit, msg.compact))
         self._dispatch(service)
 
     def _release(self, worker: WorkerState, job: Job) -> None:
@@ -540,12 +485,7 @@ class Dispatcher:
         jobs = worker.jobs
         if jobs[0] is job:
             del jobs[0]
-            service = worker.service
-            took = self._now - job.started
-            average = service.job_time
-            service.job_time = (
-                took if average == math.inf else average + (took - average) * JOB_TIME_WEIGHT
-            )
+            worker.service.timed(self._now - job.started)
             if jobs:  # the next one starts now
                 head = jobs[0]
                 head.started = self._now
@@ -562,13 +502,13 @@ class Dispatcher:
     def _on_reply(self, worker: WorkerState, msg: WorkerReply) -> None:
         if msg.compact and not worker.compact:
             what = "sent compact framing it did not ask for"
-            self.events.append(WorkerMisbehaved(worker.identity, what))
+            self.events.append(events.WorkerMisbehaved(worker.identity, what))
             self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             return
         job = self.jobs.get(msg.address)
         if job is None or job.worker is not worker:
             what = "replied to a job it does not hold"
-            self.events.append(WorkerMisbehaved(worker.identity, what))
+            self.events.append(events.WorkerMisbehaved(worker.identity, what))
             self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             return
         if job.done:
@@ -625,12 +565,12 @@ class Dispatcher:
         if worker is None:
             return
         if undelivered and len(worker.jobs) > 1:
-            self.events.append(WorkerUnreachable(identity, reason))
+            self.events.append(events.WorkerUnreachable(identity, reason))
             worker.reachable = False
             worker.credit = 0
             unplace(worker)
             return
-        self.events.append(WorkerGone(identity, reason))
+        self.events.append(events.WorkerGone(identity, reason))
         self._remove(worker, handed_back=undelivered, reason=reason)
 
     def _remove(self, worker: WorkerState, *, handed_back: bool = False, reason: str = "") -> None:
@@ -692,7 +632,7 @@ class Dispatcher:
         for worker in silent:
             # Busy workers heartbeat too (ours from a thread), so a silent one is dead,
             # hung (SIGSTOP, a deadlock in C code) or cut off: kill it, reroute its jobs.
-            self.events.append(WorkerExpired(worker.identity, self.heartbeat_liveness))
+            self.events.append(events.WorkerExpired(worker.identity, self.heartbeat_liveness))
             self.kills.append(worker.identity)
             self._disconnect(
                 worker.identity,
@@ -725,7 +665,7 @@ class Dispatcher:
             if now < kill_at:
                 self.deadlines.rearm(kill_at, job)
                 return
-            self.events.append(WorkerOverran(job.id, now - job.deadline, worker.identity))
+            self.events.append(events.WorkerOverran(job.id, now - job.deadline, worker.identity))
             self.kills.append(worker.identity)
             self._disconnect(
                 worker.identity, worker, worker.delimited, worker.v1, reason="past its deadline"

@@ -147,6 +147,13 @@ class Service:
         limit = self.prefetch_below
         return not limit or self.job_time < limit
 
+    def timed(self, took: float) -> None:
+        """A job took ``took`` seconds on its worker: fold it into :attr:`job_time`."""
+        average = self.job_time
+        self.job_time = (
+            took if average == math.inf else average + (took - average) * JOB_TIME_WEIGHT
+        )
+
 
 @dataclass
 class Stats:
