@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,22 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def _copy_source(target: Path) -> Path:
+    """The files a release would hold: those git tracks or would track (not ignored), as they
+    are in the working tree. Not the tree itself: its build/ directory keeps what earlier builds
+    made, modules since moved included, and setuptools would put them in the wheel."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True, timeout=STEP_TIMEOUT,
+    ).stdout.split(b"\0")  # fmt: skip
+    for name in filter(None, listed):
+        path = ROOT / os.fsdecode(name)
+        if path.is_file():  # a tracked file deleted in the working tree is not copied
+            (target / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / path.relative_to(ROOT))
+    return target
+
+
 def _tree_has_fastio() -> bool:
     """Did the editable build compile _fastio? (It needs zmq.h; where the tree has it, the
     wheel, built on the same machine, must have it too.)"""
@@ -70,6 +87,19 @@ def _clean_env() -> dict[str, str]:
     """The environment without what would make the installed copy run another way."""
     drop = ("ZMQSERVER_PURE_PYTHON", "PYTHONPATH", "VIRTUAL_ENV")
     return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("ZMQSERVER_")}
+
+
+def _check_contents(wheel: Path) -> None:
+    """Every module in the wheel has its source in the tree: nothing stale came along."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    for name in names:
+        if (
+            name.startswith("zmqserver/")
+            and name.endswith(".py")
+            and not (ROOT / "src" / name).exists()
+        ):
+            raise SystemExit(f"wheel check: {name} is in the wheel but not in src/")
 
 
 def _serve_one_job(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
@@ -111,10 +141,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="zmqserver-wheel-"))
     try:
         env = _clean_env()
+        source = _copy_source(work / "source")
         dist = work / "dist"
         _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist),
-              str(ROOT)], cwd=work, timeout=BUILD_TIMEOUT, env=env)  # fmt: skip
+              str(source)], cwd=work, timeout=BUILD_TIMEOUT, env=env)  # fmt: skip
         (wheel,) = dist.glob("zmqserver-*.whl")
+        _check_contents(wheel)
         venv = work / "venv"
         _run([sys.executable, "-m", "venv", str(venv)], cwd=work)
         bin_dir = venv / "bin"
@@ -128,7 +160,7 @@ def main() -> int:
         ).split()  # fmt: skip
         version = _run([str(bin_dir / "zmqserver"), "--version"], cwd=work, env=env).strip()
         print(version)
-        expected = [name.rpartition(".")[2] for name in modules]
+        expected = list(dict.fromkeys(name.partition(".")[0] for name in modules))
         if _tree_has_fastio():
             expected.append("_fastio")
         if f"(compiled: {', '.join(expected)})" not in version:

@@ -22,8 +22,8 @@ import pytest
 import zmq
 
 from zmqserver._process import proc_state
+from zmqserver.broker import Limits
 from zmqserver.config import Config
-from zmqserver.routing import Limits
 from zmqserver.scaling import Policy
 
 REPO = Path(__file__).resolve().parent.parent

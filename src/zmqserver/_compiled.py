@@ -40,7 +40,16 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from types import ModuleType
 
 #: The modules setup.py compiles, by dotted name within the package (setup.py reads this tuple).
-MODULES = ("broker", "protocol", "routing", "worker")
+MODULES = (
+    "broker.admission",
+    "broker.deadlines",
+    "broker.dispatch",
+    "broker.replycache",
+    "broker.shell",
+    "broker.state",
+    "protocol",
+    "worker",
+)
 #: The name of their group: setup.py builds them into one shared library, ``GROUP__mypyc``.
 GROUP = "_core"
 #: What setup.py writes beside the extensions: what it compiled, from which sources.
@@ -103,9 +112,9 @@ def unusable() -> str:
         except OSError:
             continue  # no source beside the extension: nothing it could be stale against
         if sources.get(name) != current:
-            stale.append(name)
+            stale.append(name.replace(".", "/") + ".py")
     if len(stale) == 1:
-        return f"{stale[0]}.py changed after the build"
+        return f"{stale[0]} changed after the build"
     if stale:
         return f"{', '.join(stale)} changed after the build"
     return ""
@@ -165,14 +174,24 @@ def compiled() -> dict[str, bool]:
     return found
 
 
+def parts(modules: dict[str, bool]) -> list[str]:
+    """The compiled parts, as ``--version`` names them: a package when all of its compiled
+    modules are (``broker`` for ``broker.*``), else the module."""
+    named: dict[str, bool] = {}
+    for name, done in modules.items():
+        part = name.partition(".")[0]
+        named[part] = named.get(part, True) and done
+    return [part for part, done in named.items() if done]
+
+
 def describe() -> str:
     """The compiled parts in use, for ``zmqserver --version``: "compiled: a, b" or "pure Python"."""
     from . import _io
 
-    parts = [name.rpartition(".")[2] for name, done in compiled().items() if done]
+    found = parts(compiled())
     if _io.COMPILED:
-        parts.append("_fastio")
-    return f"compiled: {', '.join(parts)}" if parts else "pure Python"
+        found.append("_fastio")
+    return f"compiled: {', '.join(found)}" if found else "pure Python"
 
 
 install()

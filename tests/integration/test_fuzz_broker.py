@@ -1,9 +1,10 @@
 """Socket-level fuzzing of a live broker: 100,000+ hostile messages on both ports, then business
 as usual.
 
-The property-based fuzzing of the parser and the routing core is in tests/unit/test_routing.py
-(hypothesis, no sockets). This file throws real multipart messages at a real ``zmqserver serve``
-(through libzmq, the compiled I/O path or, with ZMQSERVER_PURE_PYTHON=1, the pure-Python one):
+The property-based fuzzing of the parser and the dispatch core is in
+tests/unit/test_dispatch_random.py (hypothesis, no sockets). This file throws real multipart
+messages at a real ``zmqserver serve`` (through libzmq, the compiled I/O path or, with
+ZMQSERVER_PURE_PYTHON=1, the pure-Python one):
 
 * random messages: random frame counts and sizes, from empty frames to frames past the
   ``MAXMSGSIZE`` backstop (which makes libzmq drop that connection), built from protocol tokens

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from tests.helpers import REPO
 
+from zmqserver.broker.state import REPLY_CACHE_BYTES, Limits
 from zmqserver.cli import build_parser
 from zmqserver.config import Config, options_table
 from zmqserver.errors import ConfigError
-from zmqserver.routing import REPLY_CACHE_BYTES, Limits
 from zmqserver.scaling import Policy
 
 

@@ -29,7 +29,6 @@ NOT_FOR_CLIENTS = (
     "zmqserver.broker",
     "zmqserver.worker",
     "zmqserver.config",
-    "zmqserver.config_sources",
     "zmqserver.scaling",
     "zmqserver.loader",
     "zmqserver.hooks",

@@ -411,7 +411,7 @@ class Config(_Checked):
     proc_name: str = option(
         "zmq", "Prefix of process titles (`zmq broker 6660-local`, `zmq worker 6661`).", reload=True
     )
-    # -- process management (supervisor.py, server.py, _process.py) --
+    # -- process management (supervisor/, server.py, _process.py) --
     log_file: str | None = option(
         None,
         "Append the log to this file instead of stderr; USR1 reopens it (for logrotate).",

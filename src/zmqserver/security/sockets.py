@@ -1,6 +1,6 @@
 """CURVE options on sockets: what a client (or a forked worker) and a server socket set.
 
-The clients (client.py, aio.py), the workers and the broker's ROUTERs all secure their sockets
+The clients (client/), the workers and the broker's ROUTERs all secure their sockets
 through these few functions, so the order libzmq needs (options before ``connect``/``bind``) and
 the key checks are written once. Nothing here decides who may connect: that is policy.py.
 """

@@ -1,7 +1,7 @@
 """The broker as a component of the master: both ROUTER sockets, the routing core, ZAP.
 
-Rule 1: this is glue between the master's contracts (component.py) and the broker (broker.py,
-routing.py, security.py); it decides nothing about routing or security itself.
+Rule 1: this is glue between the master's contracts (component.py) and the broker (broker/shell.py,
+broker/dispatch.py, security/); it decides nothing about routing or security itself.
 
 It plays three roles. As a :class:`~.component.Component` it binds the frontend, the backend and
 the private ipc:// socket local workers connect to, starts the ZAP handler, and kills the
@@ -24,10 +24,9 @@ import zmq
 
 from .._process import Credentials, endpoint_label, ipc_path, set_title
 from .._wakeup import Wake
-from ..broker import Broker
+from ..broker import Broker, Dispatcher, Limits
 from ..config import Config
 from ..errors import Status
-from ..routing import Limits, Router
 from ..scaling import State
 from ..security import ClientCredentials, ServerSecurity
 from ..status import StatusWriter
@@ -46,7 +45,7 @@ class BrokerComponent:
         self.security = ServerSecurity.load(config)
         self.ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self.broker: Broker | None = None
-        self.router: Router | None = None
+        self.dispatcher: Dispatcher | None = None
         self.host: Host | None = None
         self._bound: list[str] = []
         #: Where workers connect (the private ipc:// socket), and their CURVE keys.
@@ -61,7 +60,7 @@ class BrokerComponent:
         self.host = host
         config = host.config
         self.ctx = zmq.Context()
-        self.router = Router(
+        self.dispatcher = Dispatcher(
             config.default_service_name.encode(),
             services=tuple(name.encode() for name in host.pools),
             heartbeat_interval=config.heartbeat_interval,
@@ -78,7 +77,7 @@ class BrokerComponent:
             local = security.local_endpoint()
             self.broker = Broker(
                 self.ctx,
-                self.router,
+                self.dispatcher,
                 config.frontend_endpoint,
                 security.public_backend or local,
                 max_message_size=config.max_message_size,
@@ -115,13 +114,13 @@ class BrokerComponent:
         return items
 
     def next_deadline(self) -> float:
-        assert self.router is not None
+        assert self.dispatcher is not None
         assert self.broker is not None
-        return min(self.router.next_deadline(), self.broker.next_deadline())
+        return min(self.dispatcher.next_deadline(), self.broker.next_deadline())
 
     def handle(self, ready: Collection[Handle], now: float) -> None:
-        router, broker = self.router, self.broker
-        assert router is not None
+        dispatcher, broker = self.dispatcher, self.broker
+        assert dispatcher is not None
         assert broker is not None
         zap = self.security.zap_socket
         if zap is not None and zap in ready:
@@ -130,25 +129,27 @@ class BrokerComponent:
         backend, frontend = broker.backend in ready, broker.frontend in ready
         if backend or frontend:
             broker.drain(backend, frontend, now, self._no_wake)
-        router.on_tick(now)
+        dispatcher.on_tick(now)
         broker.on_tick(now)
         broker.flush()
-        self._kill_hung(router.take_kills())
+        self._kill_hung(dispatcher.take_kills())
 
     def on_stop(self, graceful: bool) -> None:
-        assert self.router is not None
+        assert self.dispatcher is not None
         assert self.broker is not None
-        self.router.shutdown()
+        self.dispatcher.shutdown()
         if not graceful:
-            self.router.fail_running(Status.SHUTTING_DOWN, "server stopped before the job ended")
+            self.dispatcher.fail_running(
+                Status.SHUTTING_DOWN, "server stopped before the job ended"
+            )
         self.broker.flush()
 
     def on_reload(self) -> None:
         self.security.reload()
 
     def on_config(self, config: Config) -> None:
-        if self.router is not None and self.broker is not None:
-            self.router.set_limits(Limits.from_config(config), self._service_limits())
+        if self.dispatcher is not None and self.broker is not None:
+            self.dispatcher.set_limits(Limits.from_config(config), self._service_limits())
             self.broker.flush()
 
     def owned_paths(self) -> list[str]:
@@ -158,9 +159,9 @@ class BrokerComponent:
         self.security.admit_local_user(creds.uid, creds.gid)
 
     def close(self) -> None:
-        if self.router is not None and self.broker is not None:
-            self.router.shutdown()
-            self.router.fail_running(Status.SHUTTING_DOWN, "server stopped")
+        if self.dispatcher is not None and self.broker is not None:
+            self.dispatcher.shutdown()
+            self.dispatcher.fail_running(Status.SHUTTING_DOWN, "server stopped")
             self.broker.flush()
             self.broker.close()
         self.security.close()
@@ -189,9 +190,9 @@ class BrokerComponent:
         return None
 
     def state_of(self, pool: Pool) -> StateOf:
-        assert self.router is not None
-        idle = set(self.router.idle_workers(pool.name.encode()))
-        registered = self.router.workers
+        assert self.dispatcher is not None
+        idle = set(self.dispatcher.idle_workers(pool.name.encode()))
+        registered = self.dispatcher.workers
 
         def state(proc: WorkerProcess) -> State:
             if proc.identity in idle:
@@ -203,27 +204,27 @@ class BrokerComponent:
         return state
 
     def backlog(self, pool: Pool) -> tuple[int, float | None]:
-        assert self.router is not None
+        assert self.dispatcher is not None
         name = pool.name.encode()
-        return self.router.waiting(name), self.router.oldest_queued(name)
+        return self.dispatcher.waiting(name), self.dispatcher.oldest_queued(name)
 
     def registered(self, identity: bytes) -> bool:
-        return self.router is not None and identity in self.router.workers
+        return self.dispatcher is not None and identity in self.dispatcher.workers
 
     def gone(self, identity: bytes, reason: str) -> None:
-        assert self.router is not None
+        assert self.dispatcher is not None
         assert self.broker is not None
-        self.router.worker_gone(identity, reason)
+        self.dispatcher.worker_gone(identity, reason)
         self.broker.flush()  # its jobs may have gone to other workers
 
     def scale_inputs(self) -> tuple[int, ...]:
-        return () if self.router is None else self.router.scale_inputs()
+        return () if self.dispatcher is None else self.dispatcher.scale_inputs()
 
     def watch_scale(self, seen: tuple[int, ...], load: bool) -> None:
-        router = self.router
-        assert router is not None
-        router.scale_seen = seen
-        router.watch_load = load
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        dispatcher.scale_seen = seen
+        dispatcher.watch_load = load
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -234,9 +235,9 @@ class BrokerComponent:
         }
 
     def _kill_hung(self, identities: list[bytes]) -> None:
-        """SIGKILL the local workers the router gave up on (silent, or past a job's deadline).
+        """SIGKILL the local workers the dispatcher gave up on (silent, or past a job's deadline).
 
-        The router has already answered or rerouted their jobs; reaping starts a replacement.
+        The dispatcher has already answered or rerouted their jobs; reaping starts a replacement.
         Workers that are not ours (remote pools) were sent DISCONNECT, which is all we can do.
         """
         assert self.host is not None

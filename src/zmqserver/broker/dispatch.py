@@ -1,50 +1,35 @@
 """The broker's brain: services, least-recently-used workers, queued jobs, deadlines, heartbeats.
 
-Rule 1: no sockets, no clocks, no processes. Frames and ``now`` come in through the ``on_*``
-methods; frames to send accumulate in :attr:`Router.outbox` as ``(port, routing id, frames)`` for
-the I/O shell (broker.py) to send, workers that must be killed accumulate in :attr:`Router.kills`,
-and :meth:`Router.next_deadline` tells the shell how long it may sleep. Everything here can be
-driven, and is tested, without ZeroMQ.
+Rule 1: no sockets, no clocks, no processes, no logging. Frames and ``now`` come in through the
+``on_*`` methods; frames to send accumulate in :attr:`Dispatcher.outbox` as ``(port, routing id,
+frames)`` for the I/O shell (shell.py) to send, workers that must be killed in
+:attr:`Dispatcher.kills`, and what happened that an operator should hear of in
+:attr:`Dispatcher.events` (events.py; the shell logs them). :meth:`Dispatcher.next_deadline` tells
+the shell how long it may sleep. Everything here can be driven, and is tested, without ZeroMQ.
 
 Dispatch is least-recently-used per service: a worker that becomes free goes to the back of its
 service's idle queue and a job goes to the worker at the front, the one that has waited longest.
 (The seed kept a stack and so always chose the most recently freed worker: LIFO.) Jobs wait in a
-FIFO queue per service while no worker is free.
+FIFO queue per service while no worker is free. With credit, a worker may hold several jobs; the
+levels that keep workers by load are state.py's.
 
-Credit (docs/protocol.md §6.3): a worker may hold up to ``credit`` jobs (its READY asks, the
-service's ``worker_credit`` caps; 1 is strict LRU). It runs them in the order they were sent, so
-of the jobs it holds only the oldest may have started. Workers sit in ``Service.levels`` by how
-many jobs they hold: ``levels[k]`` is an LRU-ordered dict of the workers holding ``k`` jobs with
-credit to spare, and ``levels[0]`` is the idle queue. A job goes to the first worker of the
-lowest non-empty level: an idle worker if there is one, else the least loaded, LRU among equals.
-
-Rule 2: every job the router accepts ends in exactly one outcome (docs/reliability.md): a reply,
-an error reply, or a drop that the shell logs when the client is gone. All outcomes go through
-:meth:`Router._complete`, which marks the job done, so a second outcome is impossible by
-construction. Queued jobs that expire are marked done and left in the deque (lazy deletion, so
-expiry is O(1)); dispatch skips them. Finished jobs left among the deadlines are dropped in bulk
-once they are half of them (:meth:`Router._compact_timers`), and lose their body at once.
-
-Deadlines: a job's first one (``now`` plus a timeout) is almost always the latest yet, since the
-clock only moves forward and most jobs share their service's job_timeout. Those go to the back of
-a FIFO list (an append, no tuple, nothing to sift); only a deadline earlier than the last one
-there (a client's shorter timeout) and the rare re-arms (a kill grace, a moved deadline) go to a
-heap. The next deadline is the earlier of the two heads.
+Rule 2: every job the dispatcher accepts ends in exactly one outcome (docs/reliability.md): a
+reply, an error reply, or a drop that the shell logs when the client is gone. All outcomes go
+through :meth:`Dispatcher._complete`, which marks the job done, so a second outcome is impossible
+by construction. Queued jobs that expire are marked done and left in the deque (lazy deletion, so
+expiry is O(1)); dispatch skips them. Finished jobs left among the deadlines (deadlines.py) are
+dropped in bulk, and lose their body at once. Replies that a resend may ask for again are kept in
+the reply cache (replycache.py).
 """
 
 from __future__ import annotations
 
-import heapq
-import logging
 import math
-from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from .errors import ProtocolError, Status
-from .protocol import (
+from ..errors import ProtocolError, Status
+from ..protocol import (
     FLAG_RETRYABLE,
     MDPW01,
     MDPW02,
@@ -63,20 +48,25 @@ from .protocol import (
     parse_client_request,
     parse_worker_message,
 )
-
-if TYPE_CHECKING:
-    from .config import Config
-
-log = logging.getLogger("zmqserver.broker")
-
-
-class Port(IntEnum):
-    FRONTEND = 0
-    BACKEND = 1
-
-
-Outgoing = tuple[Port, bytes, list[Frame]]
-RequestKey = tuple[bytes, int]
+from . import events
+from .admission import mmi_body, refusal
+from .deadlines import Deadlines
+from .events import Event
+from .replycache import ReplyCache
+from .state import (
+    NO_PARTS,
+    Job,
+    Limits,
+    Outgoing,
+    Port,
+    RequestKey,
+    Service,
+    Stats,
+    WorkerState,
+    place,
+    take,
+    unplace,
+)
 
 #: Outcomes worth replaying to a client that resends the same request: running it again would
 #: give the same answer (or run the app twice). Lost/expired/refused jobs may be tried again.
@@ -86,188 +76,8 @@ _CACHEABLE: Final = frozenset({Status.OK, Status.APP_ERROR})
 #: and must not keep the request's bytes alive that long. Never mutated.
 _NO_BODY: Final[list[Frame]] = []
 
-#: A job's PARTIAL bodies until the first one comes (most never get one): no list a job.
-#: Never mutated (the first PARTIAL replaces it); empty, so ``job.parts`` reads as before.
-_NO_PARTS: Final[list[Frame]] = []
 
-#: Finished jobs the deadlines may hold before they are compacted (and then only once they are
-#: half of them, so compaction is amortised O(1) per job); also how many passed entries the
-#: FIFO keeps at its front before they are cut off.
-_COMPACT_AFTER: Final = 1024
-
-#: The weight of the newest reply in a service's moving average of job time: about the last
-#: eight jobs count, so one long job among short ones closes the prefetch gate for a while.
-JOB_TIME_WEIGHT: Final = 0.125
-
-
-class Job:
-    """A request the broker accepted, from arrival to its one outcome.
-
-    A plain class with ``__slots__`` and its own ``__init__``, made once a job: compiled, that
-    is a native constructor; a dataclass's generated one costs 0.7 us (see protocol.py).
-    """
-
-    __slots__ = (
-        "id", "address", "client", "form", "reply_service", "request_id", "body", "flags",
-        "received", "service", "deadline", "attempts", "done", "worker", "started", "parts",
-        "streamed", "client_key", "due_at",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        id: int,
-        address: bytes,
-        client: bytes,
-        form: Form,
-        reply_service: bytes | None,
-        request_id: int | None,
-        body: list[Frame],
-        flags: int,
-        received: float,
-        service: Service,
-        deadline: float = math.inf,
-    ) -> None:
-        self.id = id
-        self.address = address  # the "client address" frame the worker echoes (RFC 18)
-        self.client = client  # the client's routing id on the frontend
-        self.form = form
-        self.reply_service = reply_service  # echoed in the reply's service frame; None: plain
-        self.request_id = request_id
-        self.body = body
-        self.flags = flags
-        self.received = received
-        self.service = service
-        self.deadline = deadline
-        self.attempts = 0  # how many workers the job was given to
-        self.done = False
-        self.worker: WorkerState | None = None
-        #: When it became the oldest job of its worker (so, may have started).
-        self.started = 0.0
-        self.parts: list[Frame] = _NO_PARTS  # PARTIAL bodies, for clients without them
-        self.streamed = False  # a PARTIAL already reached the client: the job cannot be rerun
-        self.client_key = b""  # the client's CURVE key (Z85), passed to the worker if asked
-        self.due_at = deadline  # where it sits in the router's FIFO of deadlines, if there
-
-    @property
-    def key(self) -> RequestKey | None:
-        return None if self.request_id is None else (self.client, self.request_id)
-
-    def __repr__(self) -> str:
-        return f"Job({self.id}, client={self.client!r}, service={self.service.name!r})"
-
-
-@dataclass(eq=False)
-class WorkerState:
-    identity: bytes
-    service: Service
-    delimited: bool
-    expiry: float
-    v1: bool = False  # speaks MDP/0.1: no PARTIAL, RFC 7 command numbers
-    asked: int = 1  # the credit its READY asked for
-    credit: int = 1  # jobs it may hold: ``asked``, capped by the service's worker_credit
-    #: The jobs it holds, in the order they were sent; only ``jobs[0]`` may have started.
-    jobs: list[Job] = field(default_factory=list)  # a few (credit): a list, not a deque
-    level: int = -1  # the ``Service.levels`` index it sits in (len(jobs)); -1: no credit left
-    reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
-    compact: bool = False  # its READY asked for jobs in compact framing (protocol.md §6.1a)
-
-
-@dataclass(eq=False)
-class Service:
-    name: bytes
-    queue: deque[Job] = field(default_factory=deque)  # may hold done (expired) jobs: skip them
-    waiting: int = 0  # live jobs in ``queue``
-    # Insertion order is LRU order: the first idle worker has waited longest. Plain dicts keep
-    # insertion order too, and the levels need nothing else: compiled, a dict's items are walked
-    # and stored natively, where an OrderedDict's go through generic calls (about 0.4 us a job).
-    idle: dict[bytes, WorkerState] = field(default_factory=dict)
-    workers: int = 0
-    #: This service's reliability policy; None: the router's (:attr:`Router.limits`).
-    limits: Limits | None = None
-    #: levels[k]: the workers holding k jobs that may take another, LRU first; levels[0] is idle.
-    levels: list[dict[bytes, WorkerState]] = field(default_factory=list)
-    #: Workers in any level (with credit to spare): dispatch asks after every reply, and the
-    #: answer is usually "none", which this gives without looking through the levels.
-    placed: int = 0
-    #: How long a worker takes over a job, in seconds: a moving average over the service's
-    #: replies, from when the job became its worker's oldest to its FINAL (inf: none yet).
-    job_time: float = math.inf
-    #: Its :attr:`Limits.prefetch_below`, kept here because dispatch reads it for every job.
-    prefetch_below: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.levels.append(self.idle)
-
-    @property
-    def prefetch(self) -> bool:
-        """May a busy worker be sent more jobs (up to its credit)? Only while the service's
-        jobs are short on average (an idle worker may always take one)."""
-        limit = self.prefetch_below
-        return not limit or self.job_time < limit
-
-
-@dataclass
-class Stats:
-    accepted: int = 0
-    replied: int = 0
-    errors: int = 0
-    retried: int = 0
-    duplicates: int = 0
-    expired: int = 0
-
-
-#: The reply cache's bound in bytes: not an option (reply_cache bounds the count).
-REPLY_CACHE_BYTES: Final = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Reliability policy (docs/reliability.md). Zero means "no limit" throughout.
-
-    No defaults of its own: the defaults are the config schema's, through :meth:`from_config`.
-    """
-
-    #: Deadline, in seconds, of a job whose request carries none.
-    job_timeout: float
-    #: Extra time a running job gets past its deadline before its worker is killed.
-    kill_grace: float
-    #: Retry a job whose worker died even if the request did not ask for it.
-    retry_jobs: bool
-    #: Workers a job may be given to before it is quarantined with an error.
-    max_attempts: int
-    #: Live queued jobs per service beyond which new jobs are refused with queue_full.
-    max_queue: int
-    #: Largest request body in bytes (all frames); larger ones are refused with too_large.
-    max_message_size: int
-    #: Replies kept for answering a resent request without running it again.
-    reply_cache: int
-    #: ...and the bytes they may hold in all; a bigger reply is not kept.
-    reply_cache_bytes: int
-    #: Most jobs a worker may hold at once (it asks for its own in READY; 1 is strict LRU).
-    worker_credit: int
-    #: A busy worker is sent more jobs (up to its credit) only while the service's jobs take
-    #: less than this many seconds on average; until the first reply, and with longer jobs,
-    #: dispatch is strict LRU. 0: always (no measuring).
-    prefetch_below: float
-
-    @classmethod
-    def from_config(cls, config: Config) -> Limits:
-        """The limits ``config`` sets (a service's own config for its limits; again on HUP)."""
-        return cls(
-            job_timeout=config.job_timeout,
-            kill_grace=config.kill_grace,
-            retry_jobs=config.retry_jobs,
-            max_attempts=config.max_attempts,
-            max_queue=config.max_queue,
-            max_message_size=config.max_message_size,
-            reply_cache=config.reply_cache,
-            reply_cache_bytes=REPLY_CACHE_BYTES,
-            worker_credit=config.worker_credit,
-            prefetch_below=config.prefetch_below,
-        )
-
-
-class Router:
+class Dispatcher:
     """Routing state for one broker. Not thread-safe; one event loop owns it.
 
     ``services`` names the services this broker always knows (the ones it runs workers for);
@@ -291,7 +101,7 @@ class Router:
         self.heartbeat_liveness = heartbeat_liveness
         self.limits = limits
         #: Per-service overrides of ``limits`` (job_timeout, max_queue, retries, kill_grace...);
-        #: the reply cache is the router's alone.
+        #: the reply cache is the dispatcher's alone.
         self.service_limits: dict[bytes, Limits] = dict(service_limits or {})
         self.services: dict[bytes, Service] = {}
         self._configured = frozenset((default_service, *services))
@@ -307,21 +117,18 @@ class Router:
         self.watch_load = True
         self.jobs: dict[bytes, Job] = {}  # running jobs by address
         self.pending: dict[RequestKey, Job] = {}  # queued or running jobs with a request id
-        self.replies: OrderedDict[RequestKey, list[Frame]] = OrderedDict()
-        self._reply_sizes: dict[RequestKey, int] = {}
-        self._reply_bytes = 0
+        #: Replies to answer resends with (Lazy Pirate), bounded by the dispatcher's limits.
+        self.replies = ReplyCache(limits.reply_cache, limits.reply_cache_bytes)
         self.outbox: list[Outgoing] = []
         self.kills: list[bytes] = []  # workers the shell must kill (hung, or past a deadline)
+        #: What an operator should hear of, for the shell to log (events.py), oldest first.
+        self.events: list[Event] = []
         self.stats = Stats()
         self.closing = False
         self._next_job = 0
         self._heartbeat_at = now + heartbeat_interval
-        #: First deadlines in the order they come due (each ``job.due_at``), from ``_due_head``
-        #: on: the entries before it have fired.
-        self._due: list[Job] = []
-        self._due_head = 0
-        self._timers: list[tuple[float, int, Job]] = []  # the other deadlines: a min-heap
-        self._finished_timers = 0  # about how many entries of both belong to finished jobs
+        #: Job deadlines and kill graces, in the order they come due.
+        self.deadlines = Deadlines()
         #: The latest ``now`` seen: when a job becomes the oldest of its worker (worker_gone,
         #: which has no clock of its own, can make that happen).
         self._now = now
@@ -330,12 +137,8 @@ class Router:
 
     def next_deadline(self) -> float:
         """The monotonic time at which :meth:`on_tick` next has work to do."""
-        when = self._heartbeat_at
-        if self._timers and self._timers[0][0] < when:
-            when = self._timers[0][0]
-        if self._due_head < len(self._due) and self._due[self._due_head].due_at < when:
-            when = self._due[self._due_head].due_at
-        return when
+        when = self.deadlines.next_deadline()
+        return when if when < self._heartbeat_at else self._heartbeat_at
 
     def queued(self) -> int:
         return sum(s.waiting for s in self.services.values())
@@ -389,9 +192,11 @@ class Router:
         return list(found.idle) if found is not None else []
 
     def set_limits(self, limits: Limits, service_limits: Mapping[bytes, Limits]) -> None:
-        """New reliability policies (HUP): the router's, and each named service's."""
+        """New reliability policies (HUP): the dispatcher's, and each named service's."""
         self.limits = limits
         self.service_limits = dict(service_limits)
+        self.replies.entries = limits.reply_cache
+        self.replies.max_bytes = limits.reply_cache_bytes
         for name, service in self.services.items():
             service.limits = self.service_limits.get(name)
             self._set_prefetch(service)
@@ -400,8 +205,8 @@ class Router:
         for worker in self.workers.values():
             if worker.reachable:
                 worker.credit = min(worker.asked, self._limits_of(worker.service).worker_credit)
-                _unplace(worker)
-                _place(worker)
+                unplace(worker)
+                place(worker)
         for service in list(self.services.values()):
             self._dispatch(service)
 
@@ -409,7 +214,7 @@ class Router:
         return service.limits or self.limits
 
     def _set_prefetch(self, service: Service) -> None:
-        """Give the service its prefetch gate's limit (from its limits, or the router's)."""
+        """Give the service its prefetch gate's limit (from its limits, or the dispatcher's)."""
         service.prefetch_below = self._limits_of(service).prefetch_below
 
     def take_outbox(self) -> list[Outgoing]:
@@ -418,6 +223,10 @@ class Router:
 
     def take_kills(self) -> list[bytes]:
         out, self.kills = self.kills, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        out, self.events = self.events, []
         return out
 
     # -- frontend ---------------------------------------------------------------------------------
@@ -430,7 +239,7 @@ class Router:
         try:
             request = parse_client_request(frames)
         except ProtocolError as exc:
-            log.warning("bad request from client %s: %s", client.hex(), exc)
+            self.events.append(events.BadRequest(client, str(exc)))
             if exc.reply is not None:
                 self.outbox.append((Port.FRONTEND, client, exc.reply))
             return
@@ -460,38 +269,17 @@ class Router:
         if key is not None and self._duplicate(key, deadline):
             return
         if name.startswith(b"mmi."):
-            self._mmi(client, request, name)
-            return
-        if self.closing:
-            self._refuse(client, request, Status.SHUTTING_DOWN, "server is shutting down")
-            return
-        if service is None:
-            shown = name.decode("utf-8", "replace")
-            self._refuse(client, request, Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
-            return
-        if limits.max_message_size:
-            size = _size(request.body)
-            if size > limits.max_message_size:
-                self._refuse(
-                    client,
-                    request,
-                    Status.TOO_LARGE,
-                    f"request of {size} bytes exceeds max_message_size "
-                    f"({limits.max_message_size} bytes)",
-                )
-                return
-        # Only a job that would queue can be refused, and with jobs already waiting it would:
-        # no worker can take one now (else dispatch would have given it the head of the queue).
-        # Not "and no worker is placed": a busy worker with credit to spare is placed, yet
-        # while the prefetch gate is shut it is sent nothing more, and the limit never held.
-        if limits.max_queue and service.waiting >= limits.max_queue:
-            self._refuse(
-                client,
-                request,
-                Status.QUEUE_FULL,
-                f"{service.waiting} jobs already queued for this service (max_queue)",
+            body = mmi_body(name, request, self.services)
+            reply = encode_client_reply(
+                request.form, request.service, body, request_id=request.request_id
             )
+            self.outbox.append((Port.FRONTEND, client, reply))
             return
+        refused = refusal(request, name, service, limits, self.closing)
+        if refused is not None:
+            self._refuse(client, request, refused[0], refused[1])
+            return
+        assert service is not None  # refused otherwise
         self._next_job = job_id = self._next_job + 1
         # Positional: this runs once a job, and keywords cost a dataclass __init__ twice as much.
         job = Job(
@@ -513,38 +301,14 @@ class Router:
         if key is not None:
             self.pending[key] = job
         if deadline != math.inf:
-            due = self._due
-            if len(due) == self._due_head or deadline >= due[-1].due_at:
-                due.append(job)  # job.due_at is its deadline
-            else:
-                heapq.heappush(self._timers, (deadline, job.id, job))
+            self.deadlines.add(job)  # job.due_at is its deadline
         if not service.waiting:  # else no worker has credit left (dispatch would have used it)
-            worker = _take(service, self._now)
+            worker = take(service, self._now)
             if worker is not None:
                 self._assign(worker, job)
                 return
         service.queue.append(job)
         service.waiting += 1
-
-    def _mmi(self, client: bytes, request: ClientRequest, name: bytes) -> None:
-        """Answer a Majordomo Management Interface query (RFC 8/MMI) from the broker itself.
-
-        ``mmi.service``: ``200`` if the service named in the body is known (it has workers, or
-        is one this broker runs workers for, so a request would be queued), else ``404``.
-        ``mmi.services`` (our extension): one frame per known service, sorted.
-        Any other ``mmi.*``: ``501``.
-        """
-        if name == b"mmi.service":
-            asked = bytes(request.body[0]) if request.body else b""
-            body = [b"200" if asked in self.services else b"404"]
-        elif name == b"mmi.services":
-            body = sorted(self.services)
-        else:
-            body = [b"501"]
-        reply = encode_client_reply(
-            request.form, request.service, body, request_id=request.request_id
-        )
-        self.outbox.append((Port.FRONTEND, client, reply))
 
     def _duplicate(self, key: RequestKey, deadline: float) -> bool:
         """Handle a resend (Lazy Pirate) of a request the broker has seen; True if it was one.
@@ -555,7 +319,6 @@ class Router:
         """
         cached = self.replies.get(key)
         if cached is not None:
-            self.replies.move_to_end(key)
             self.stats.duplicates += 1
             self.outbox.append((Port.FRONTEND, key[0], cached))
             return True
@@ -580,7 +343,7 @@ class Router:
             job.address, job.body, worker.delimited, worker.v1, job.client_key, worker.compact
         )
         self.outbox.append((Port.BACKEND, worker.identity, request))
-        _place(worker)  # back in a level if it has credit left
+        place(worker)  # back in a level if it has credit left
 
     def _dispatch(self, service: Service) -> None:
         queue = service.queue
@@ -589,7 +352,7 @@ class Router:
             if job.done:
                 queue.popleft()
                 continue
-            worker = _take(service, self._now)
+            worker = take(service, self._now)
             if worker is None:
                 return
             queue.popleft()
@@ -610,40 +373,13 @@ class Router:
         job.done = True
         job.body = _NO_BODY  # its timer may outlive it by up to job_timeout
         if job.deadline != math.inf:
-            self._finished_timers += 1
-            if self._finished_timers > _COMPACT_AFTER and 2 * self._finished_timers > len(
-                self._timers
-            ):
-                self._compact_timers()
+            self.deadlines.finished()
         key = job.key
         if key is not None:
             self.pending.pop(key, None)
-            if cache and self.limits.reply_cache:
-                self._cache(key, frames)
+            if cache:
+                self.replies.put(key, frames)
         self.outbox.append((Port.FRONTEND, job.client, frames))
-
-    def _compact_timers(self) -> None:
-        """Drop the deadlines of finished jobs that are off their workers (nothing to do)."""
-        self._timers = [t for t in self._timers if not t[2].done or t[2].worker is not None]
-        heapq.heapify(self._timers)
-        live = self._due[self._due_head :]
-        self._due = [job for job in live if not job.done or job.worker is not None]
-        self._due_head = 0
-        self._finished_timers = 0
-
-    def _cache(self, key: RequestKey, frames: list[Frame]) -> None:
-        """Keep a reply for resends, within both the entry and the byte budget (oldest go)."""
-        size = _size(frames)
-        budget = self.limits.reply_cache_bytes
-        if size > budget:
-            return
-        replies, sizes = self.replies, self._reply_sizes
-        replies[key] = frames
-        sizes[key] = size
-        self._reply_bytes += size
-        while len(replies) > self.limits.reply_cache or self._reply_bytes > budget:
-            old, _ = replies.popitem(last=False)
-            self._reply_bytes -= sizes.pop(old)
 
     def _answer(self, job: Job, body: list[Frame]) -> None:
         self.stats.replied += 1
@@ -671,7 +407,7 @@ class Router:
         elif not retry or job.streamed or job.parts:
             self._fail(job, Status.WORKER_LOST, f"the worker running the job was lost ({reason})")
         elif job.attempts >= limits.max_attempts:
-            log.error("job %d lost %d workers; quarantined", job.id, job.attempts)
+            self.events.append(events.JobQuarantined(job.id, job.attempts))
             self._fail(
                 job,
                 Status.WORKER_LOST,
@@ -680,9 +416,7 @@ class Router:
             )
         else:
             self.stats.retried += 1
-            log.warning(
-                "job %d: worker lost (%s); retrying (attempt %d)", job.id, reason, job.attempts + 1
-            )
+            self.events.append(events.JobRetried(job.id, reason, job.attempts + 1))
             self._requeue(job)  # the caller dispatches
 
     # -- backend ----------------------------------------------------------------------------------
@@ -694,7 +428,7 @@ class Router:
         try:
             msg = parse_worker_message(frames)
         except ProtocolError as exc:
-            log.warning("worker %r broke the protocol (%s); disconnecting it", identity, exc)
+            self.events.append(events.WorkerBrokeProtocol(identity, str(exc)))
             if worker is not None:
                 self._disconnect(identity, worker, worker.delimited, worker.v1)
             else:
@@ -707,7 +441,7 @@ class Router:
         elif worker is None:
             # RFC 18: any message but READY from a worker the broker does not know is an error.
             if not isinstance(msg, Disconnect):
-                log.info("message from unregistered worker %r; disconnecting it", identity)
+                self.events.append(events.UnregisteredWorker(identity))
                 self.outbox.append(
                     (Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1))
                 )
@@ -722,11 +456,11 @@ class Router:
         self, identity: bytes, worker: WorkerState | None, msg: Ready, now: float
     ) -> None:
         if worker is not None:
-            log.warning("worker %r sent READY twice; disconnecting it", identity)
+            self.events.append(events.WorkerMisbehaved(identity, "sent READY twice"))
             self._disconnect(identity, worker, worker.delimited, worker.v1)
             return
         if msg.service.startswith(b"mmi."):
-            log.warning("worker %r tried to register reserved service %r", identity, msg.service)
+            self.events.append(events.ReservedService(identity, msg.service))
             self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1)))
             return
         service = self._service(msg.service)
@@ -745,14 +479,8 @@ class Router:
         self.workers[identity] = worker
         self.membership += 1
         service.workers += 1
-        _place(worker)  # holding no job: the idle queue
-        log.debug(
-            "worker %r ready for service %r, credit %d%s",
-            identity,
-            msg.service,
-            credit,
-            ", compact framing" if msg.compact else "",
-        )
+        place(worker)  # holding no job: the idle queue
+        self.events.append(events.WorkerReady(identity, msg.service, credit, msg.compact))
         self._dispatch(service)
 
     def _release(self, worker: WorkerState, job: Job) -> None:
@@ -760,38 +488,30 @@ class Router:
         jobs = worker.jobs
         if jobs[0] is job:
             del jobs[0]
-            service = worker.service
-            took = self._now - job.started
-            average = service.job_time
-            service.job_time = (
-                took if average == math.inf else average + (took - average) * JOB_TIME_WEIGHT
-            )
+            worker.service.timed(self._now - job.started)
             if jobs:  # the next one starts now
                 head = jobs[0]
                 head.started = self._now
                 if head.done:  # it expired while waiting behind: it gets kill_grace to run
                     kill_at = self._now + self._limits_of(head.service).kill_grace
-                    heapq.heappush(self._timers, (kill_at, head.id, head))
+                    self.deadlines.rearm(kill_at, head)
         else:
             jobs.remove(job)  # a foreign worker answering out of order; ours never do
         del self.jobs[job.address]
         job.worker = None
-        _unplace(worker)
-        _place(worker)
+        unplace(worker)
+        place(worker)
 
     def _on_reply(self, worker: WorkerState, msg: WorkerReply) -> None:
         if msg.compact and not worker.compact:
-            log.warning(
-                "worker %r sent compact framing it did not ask for; disconnecting it",
-                worker.identity,
-            )
+            what = "sent compact framing it did not ask for"
+            self.events.append(events.WorkerMisbehaved(worker.identity, what))
             self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             return
         job = self.jobs.get(msg.address)
         if job is None or job.worker is not worker:
-            log.warning(
-                "worker %r replied to a job it does not hold; disconnecting it", worker.identity
-            )
+            what = "replied to a job it does not hold"
+            self.events.append(events.WorkerMisbehaved(worker.identity, what))
             self._disconnect(worker.identity, worker, worker.delimited, worker.v1)
             return
         if job.done:
@@ -808,7 +528,7 @@ class Router:
                 )
                 self.outbox.append((Port.FRONTEND, job.client, partial))
             else:
-                if job.parts is _NO_PARTS:
+                if job.parts is NO_PARTS:
                     job.parts = list(msg.body)
                 else:
                     job.parts.extend(msg.body)
@@ -840,7 +560,7 @@ class Router:
         are sent to a worker that holds any, so a worker holding one job never got it, and it
         can safely go to another worker. One holding more may have got and started the oldest
         before the failed send (which was for a later one), or may have left in an orderly way
-        with a DISCONNECT that is still unread (a worker recycled by max_requests): the router
+        with a DISCONNECT that is still unread (a worker recycled by max_requests): the dispatcher
         cannot tell yet, so it sends that worker nothing more and waits for the DISCONNECT, the
         process's exit (another call here) or its heartbeats to run out, which settle it.
         """
@@ -848,14 +568,12 @@ class Router:
         if worker is None:
             return
         if undelivered and len(worker.jobs) > 1:
-            log.debug(
-                "worker %r unreachable (%s); holding its jobs until it is gone", identity, reason
-            )
+            self.events.append(events.WorkerUnreachable(identity, reason))
             worker.reachable = False
             worker.credit = 0
-            _unplace(worker)
+            unplace(worker)
             return
-        log.debug("worker %r gone: %s", identity, reason)
+        self.events.append(events.WorkerGone(identity, reason))
         self._remove(worker, handed_back=undelivered, reason=reason)
 
     def _remove(self, worker: WorkerState, *, handed_back: bool = False, reason: str = "") -> None:
@@ -872,7 +590,7 @@ class Router:
         self.membership += 1
         service = worker.service
         service.workers -= 1
-        _unplace(worker)
+        unplace(worker)
         held = list(worker.jobs)
         worker.jobs.clear()
         # Newest first: each requeue goes to the head, so they end up in the order they came.
@@ -899,16 +617,11 @@ class Router:
     def on_tick(self, now: float) -> None:
         """Expire jobs past their deadline; heartbeat idle workers; drop silent workers."""
         self._now = now
-        # Both read afresh each time: a deadline's outcome may compact them (_complete).
-        while self._due_head < len(self._due) and self._due[self._due_head].due_at <= now:
-            job = self._due[self._due_head]
-            self._due_head += 1
-            self._check_deadline(job, now)
-        if self._due_head > _COMPACT_AFTER and 2 * self._due_head > len(self._due):
-            del self._due[: self._due_head]
-            self._due_head = 0
-        while self._timers and self._timers[0][0] <= now:
-            _, _, job = heapq.heappop(self._timers)
+        deadlines = self.deadlines
+        while True:
+            job = deadlines.pop_due(now)
+            if job is None:
+                break
             self._check_deadline(job, now)
         if now < self._heartbeat_at:
             return
@@ -917,16 +630,12 @@ class Router:
         for worker in silent:
             # Out of dispatch first: the jobs of one silent worker must not be handed to
             # another that is about to be dropped too.
-            _unplace(worker)
+            unplace(worker)
             worker.credit = 0
         for worker in silent:
             # Busy workers heartbeat too (ours from a thread), so a silent one is dead,
             # hung (SIGSTOP, a deadlock in C code) or cut off: kill it, reroute its jobs.
-            log.warning(
-                "worker %r missed %d heartbeats; dropping it",
-                worker.identity,
-                self.heartbeat_liveness,
-            )
+            self.events.append(events.WorkerExpired(worker.identity, self.heartbeat_liveness))
             self.kills.append(worker.identity)
             self._disconnect(
                 worker.identity,
@@ -957,21 +666,16 @@ class Router:
             start = max(job.deadline, job.started)
             kill_at = start + self._limits_of(job.service).kill_grace
             if now < kill_at:
-                heapq.heappush(self._timers, (kill_at, job.id, job))
+                self.deadlines.rearm(kill_at, job)
                 return
-            log.warning(
-                "job %d ran %.1fs past its deadline on worker %r; killing the worker",
-                job.id,
-                now - job.deadline,
-                worker.identity,
-            )
+            self.events.append(events.WorkerOverran(job.id, now - job.deadline, worker.identity))
             self.kills.append(worker.identity)
             self._disconnect(
                 worker.identity, worker, worker.delimited, worker.v1, reason="past its deadline"
             )
             return
         if now < job.deadline:  # a resend moved the deadline: check again then
-            heapq.heappush(self._timers, (job.deadline, job.id, job))
+            self.deadlines.rearm(job.deadline, job)
             return
         self.stats.expired += 1
         if worker is None:  # queued: it stays in the deque, marked done
@@ -985,7 +689,7 @@ class Router:
             return
         self._fail(job, Status.EXPIRED, "the job's deadline passed while it was running")
         kill_grace = self._limits_of(job.service).kill_grace
-        heapq.heappush(self._timers, (max(job.deadline, job.started) + kill_grace, job.id, job))
+        self.deadlines.rearm(max(job.deadline, job.started) + kill_grace, job)
 
     def shutdown(self) -> None:
         """Stop taking jobs: answer every queued job and every new request with shutting_down.
@@ -1006,8 +710,8 @@ class Router:
             worker = job.worker
             if worker is not None and worker.jobs:
                 worker.jobs.clear()
-                _unplace(worker)
-                _place(worker)
+                unplace(worker)
+                place(worker)
             job.worker = None
             if not job.done:
                 self._fail(job, status, message)
@@ -1019,67 +723,6 @@ class Router:
             service = self.services[name] = Service(name, limits=self.service_limits.get(name))
             self._set_prefetch(service)
         return service
-
-
-def _take(service: Service, now: float) -> WorkerState | None:
-    """The worker the next job of ``service`` goes to, out of its level; None if all are full.
-
-    The lowest level first: an idle worker if any (LRU), else the one holding the fewest jobs
-    (LRU among equals), so credit fills workers evenly and an idle one is never passed over. A
-    busy worker only while the service's prefetch gate is open (its jobs are short), and never
-    one whose running job has already outlasted ``prefetch_below``: the average learns of a long
-    job only when it ends, and no job should queue behind it meanwhile.
-    """
-    if not service.placed:
-        return None
-    idle = service.idle
-    for identity, worker in idle.items():  # the first: the one idle longest
-        del idle[identity]
-        worker.level = -1
-        service.placed -= 1
-        return worker
-    if not service.prefetch:
-        return None
-    limit = service.prefetch_below
-    for level in service.levels:
-        if not level:
-            continue
-        for identity, worker in level.items():
-            if limit and now - worker.jobs[0].started >= limit:
-                continue  # busy with a long one
-            del level[identity]
-            worker.level = -1
-            service.placed -= 1
-            return worker
-    return None
-
-
-def _place(worker: WorkerState) -> None:
-    """File ``worker`` (in no level) under the level of its load, if it has credit left."""
-    held = len(worker.jobs)
-    if held < worker.credit:
-        levels = worker.service.levels
-        while len(levels) <= held:
-            levels.append({})
-        levels[held][worker.identity] = worker
-        worker.level = held
-        worker.service.placed += 1
-
-
-def _unplace(worker: WorkerState) -> None:
-    if worker.level >= 0:
-        service = worker.service
-        del service.levels[worker.level][worker.identity]
-        service.placed -= 1
-        worker.level = -1
-
-
-def _size(frames: list[Frame]) -> int:
-    """Bytes in all of ``frames``. A loop: compiled, it costs a third of sum(map(len, ...))."""
-    size = 0
-    for frame in frames:
-        size += len(frame)
-    return size
 
 
 def _disconnect_like(frames: list[Frame]) -> list[Frame]:

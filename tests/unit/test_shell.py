@@ -1,4 +1,4 @@
-"""The broker's I/O shell on real inproc sockets: sending the router's outbox, logging drops."""
+"""The broker's I/O shell on real inproc sockets: sending the dispatcher's outbox, logging drops."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ import pytest
 import zmq
 from tests.helpers import limits
 
-from zmqserver import broker as broker_module
 from zmqserver._wakeup import Wake
-from zmqserver.broker import DROP_LOG_INTERVAL, Broker
-from zmqserver.routing import Port, Router
+from zmqserver.broker import Dispatcher, Port
+from zmqserver.broker import shell as broker_module
+from zmqserver.broker.shell import REPEAT_LOG_INTERVAL, Broker
 
 
 @pytest.fixture
 def broker(ctx, request):
     name = request.node.name
     shell = Broker(
-        ctx, Router(b"echo", limits=limits()), f"inproc://{name}-front", f"inproc://{name}-back"
+        ctx, Dispatcher(b"echo", limits=limits()), f"inproc://{name}-front", f"inproc://{name}-back"
     )
     shell.frontend.setsockopt(zmq.LINGER, 0)
     shell.backend.setsockopt(zmq.LINGER, 0)
@@ -40,7 +40,7 @@ def test_replies_to_vanished_clients_are_logged_once_then_counted(broker, caplog
     caplog.set_level(logging.INFO, logger="zmqserver.broker")
     assert broker.next_deadline() == math.inf
     for i in range(3):
-        broker.router.outbox.append((Port.FRONTEND, b"gone%d" % i, [b"", b"reply"]))
+        broker.dispatcher.outbox.append((Port.FRONTEND, b"gone%d" % i, [b"", b"reply"]))
     broker.flush()
     assert broker.dropped_replies == 3
     assert drop_lines(caplog) == [f"reply to client {b'gone0'.hex()} dropped: No route to host"]
@@ -51,16 +51,16 @@ def test_replies_to_vanished_clients_are_logged_once_then_counted(broker, caplog
     assert len(drop_lines(caplog)) == 1
     broker.on_tick(due)
     assert drop_lines(caplog)[1:] == [
-        f"2 more replies to vanished clients dropped in the last {DROP_LOG_INTERVAL:.0f}s "
+        f"2 more replies to vanished clients dropped in the last {REPEAT_LOG_INTERVAL:.0f}s "
         "(3 in all)"
     ]
     assert broker.next_deadline() == math.inf
 
     # Within the next interval, drops are still counted, and what is left is logged on close.
-    broker.router.outbox.append((Port.FRONTEND, b"gone3", [b"", b"reply"]))
+    broker.dispatcher.outbox.append((Port.FRONTEND, b"gone3", [b"", b"reply"]))
     broker.flush()
     assert len(drop_lines(caplog)) == 2
-    assert broker.next_deadline() == pytest.approx(due + DROP_LOG_INTERVAL, abs=1.0)
+    assert broker.next_deadline() == pytest.approx(due + REPEAT_LOG_INTERVAL, abs=1.0)
     broker.close()
     assert drop_lines(caplog)[2].startswith("1 more replies to vanished clients dropped")
 
@@ -69,10 +69,10 @@ def test_a_drop_after_a_quiet_interval_is_logged_at_once(broker, caplog, monkeyp
     caplog.set_level(logging.INFO, logger="zmqserver.broker")
     clock = [1000.0]
     monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock[0])
-    broker.router.outbox.append((Port.FRONTEND, b"a", [b"", b"reply"]))
+    broker.dispatcher.outbox.append((Port.FRONTEND, b"a", [b"", b"reply"]))
     broker.flush()
-    clock[0] += DROP_LOG_INTERVAL
-    broker.router.outbox.append((Port.FRONTEND, b"b", [b"", b"reply"]))
+    clock[0] += REPEAT_LOG_INTERVAL
+    broker.dispatcher.outbox.append((Port.FRONTEND, b"b", [b"", b"reply"]))
     broker.flush()
     assert [line.split(" dropped")[0] for line in drop_lines(caplog)] == [
         f"reply to client {b'a'.hex()}",
@@ -135,7 +135,7 @@ def _serve(broker, items, until, pending, seen, watch_load):
     ``seen`` (watching idle/queued changes too if ``watch_load``), as the master sets them."""
     wake = Wake()
     wake.pending = bool(pending)
-    broker.router.scale_seen, broker.router.watch_load = seen, watch_load
+    broker.dispatcher.scale_seen, broker.dispatcher.watch_load = seen, watch_load
     return broker.serve(items, until, wake)
 
 
@@ -147,18 +147,18 @@ def test_serve_answers_requests_and_returns_at_its_deadline(broker, ctx, wake):
     client.setsockopt(zmq.LINGER, 0)
     client.connect(broker.frontend.getsockopt_string(zmq.LAST_ENDPOINT))
     client.send(b"hi")
-    seen = broker.router.scale_inputs()
+    seen = broker.dispatcher.scale_inputs()
     started = time.monotonic()
     assert _serve(broker, _items(broker, r.fileno()), started + 0.2, deque(), seen, False) == []
     assert time.monotonic() - started >= 0.2
-    assert broker.router.waiting() == 1  # read and queued while serve ran
+    assert broker.dispatcher.waiting() == 1  # read and queued while serve ran
     client.close()
 
 
 def test_serve_hands_back_at_once_for_signals_kills_and_new_workers(broker, ctx, wake):
     r, _ = wake
     items = _items(broker, r.fileno())
-    seen = broker.router.scale_inputs()
+    seen = broker.dispatcher.scale_inputs()
     far = time.monotonic() + 30
     # A signal already pending (its handler ran between two turns).
     assert _serve(broker, items, far, deque([15]), seen, True) == []
@@ -174,14 +174,69 @@ def test_serve_hands_back_at_once_for_signals_kills_and_new_workers(broker, ctx,
     worker.send_multipart([b"MDPW02", b"\x01", b"echo"])
     assert _serve(broker, items, far, deque(), seen, False) == []
     assert time.monotonic() < far  # it returned for the registration, not at the end of its wait
-    assert broker.router.scale_inputs()[0] == seen[0] + 1
-    assert len(broker.router.workers) == 1
+    assert broker.dispatcher.scale_inputs()[0] == seen[0] + 1
+    assert len(broker.dispatcher.workers) == 1
     worker.close()
 
 
 def test_serve_returns_what_else_became_readable(broker, wake):
     r, w = wake
     w.send(b"\x0f")  # what signal.set_wakeup_fd writes
-    seen = broker.router.scale_inputs()
+    seen = broker.dispatcher.scale_inputs()
     others = _serve(broker, _items(broker, r.fileno()), time.monotonic() + 30, deque(), seen, True)
     assert others == [r.fileno()]
+
+
+# -- the dispatcher's events: logged by the shell, repeats throttled -----------------------------
+
+
+def bad_request_lines(caplog):
+    return [r.getMessage() for r in caplog.records if "bad request" in r.getMessage()]
+
+
+def test_the_dispatchers_events_are_logged_by_the_shell(broker, caplog):
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    broker.dispatcher.on_client(b"bad", [b"", b"MDPC02", b"\x09"], 0.0)  # not a request
+    assert broker.dispatcher.events  # reported, not logged, by the core
+    assert not caplog.records
+    broker.flush()
+    assert broker.dispatcher.events == []
+    (line,) = bad_request_lines(caplog)  # and its error reply's drop: the client is not there
+    assert line.startswith(f"bad request from client {b'bad'.hex()}: ")
+
+
+def test_repeats_about_one_peer_are_counted_others_logged(broker, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    clock = [1000.0]
+    monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock[0])
+    for _ in range(5):
+        broker.dispatcher.on_client(b"noisy", [b"", b"MDPC02", b"\x09"], 0.0)
+        broker.flush()
+    broker.dispatcher.on_client(b"other", [b"", b"MDPC02", b"\x09"], 0.0)
+    broker.flush()
+    assert [line.split(":")[0] for line in bad_request_lines(caplog)] == [
+        f"bad request from client {b'noisy'.hex()}",
+        f"bad request from client {b'other'.hex()}",
+    ]
+    assert broker.next_deadline() == 1000.0 + REPEAT_LOG_INTERVAL
+    clock[0] += REPEAT_LOG_INTERVAL
+    broker.on_tick(clock[0])
+    assert bad_request_lines(caplog)[-1].startswith(
+        f"4 more in the last {REPEAT_LOG_INTERVAL:.0f}s like: bad request from client "
+    )
+    assert broker.next_deadline() == math.inf
+
+
+def test_a_jobs_own_events_are_never_throttled(caplog):
+    from zmqserver.broker.events import JobRetried
+    from zmqserver.broker.shell import EventLog
+
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    events = EventLog(logging.getLogger("zmqserver.broker"))
+    for attempt in (2, 3):
+        events.record(JobRetried(7, "it disconnected", attempt), 0.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "job 7: worker lost (it disconnected); retrying (attempt 2)",
+        "job 7: worker lost (it disconnected); retrying (attempt 3)",
+    ]
+    assert events.next_deadline() == math.inf

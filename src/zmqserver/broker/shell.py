@@ -1,8 +1,9 @@
-"""The broker's I/O shell: two ROUTER sockets feeding the routing core.
+"""The broker's I/O shell: two ROUTER sockets feeding the dispatch core.
 
-All decisions live in routing.py; this module only moves frames between sockets and the
-:class:`~zmqserver.routing.Router`, and turns send failures into events the router understands.
-The event loop that calls it belongs to the master (one loop, one thread, one poller).
+All decisions live in dispatch.py; this module only moves frames between sockets and the
+:class:`~.dispatch.Dispatcher`, turns send failures into calls the dispatcher understands, and
+logs the events it reports (:class:`EventLog`: the core itself has no logger). The event loop
+that calls it belongs to the master (one loop, one thread, one poller).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any, Final
 
 import zmq
 
-from ._io import batch_receiver, batch_sender, poller
-from ._wakeup import Wake
-from .routing import Port, Router
+from .._io import batch_receiver, batch_sender, poller
+from .._wakeup import Wake
+from .dispatch import Dispatcher
+from .events import Event, ReplyDropped
+from .state import Port
 
 log = logging.getLogger("zmqserver.broker")
 
@@ -29,25 +32,118 @@ BATCH: Final = 256
 #: Messages the broker may read in one :meth:`Broker.drain`, from both ports, before the event
 #: loop looks at signals and the autoscaler again. While messages keep coming it reads on without
 #: asking zmq_poll (a recv that finds nothing is cheaper than a poll); this bounds the wait for
-#: the rest. A due router deadline also ends the drain.
+#: the rest. A due dispatcher deadline also ends the drain.
 DRAIN_BUDGET: Final = 1024
 
 #: How long queued replies may take to leave when the broker closes.
 CLOSE_LINGER_MS: Final = 1000
 
-#: Replies to vanished clients are logged one line per this many seconds at most: the first drop
-#: at once, with its client, then a count. A crowd of clients that time out and go away (or one
-#: that stops reading) must not turn every reply into a log line on the broker's hot path.
-DROP_LOG_INTERVAL: Final = 10.0
+#: Repeated events are logged one line per this many seconds at most (see :class:`EventLog`):
+#: the first at once, then a count. A crowd of clients that time out and go away (or one that
+#: stops reading, or sends garbage in a loop) must not turn every message into a log line on the
+#: broker's hot path.
+REPEAT_LOG_INTERVAL: Final = 10.0
+
+#: Throttled subjects the event log may remember before it forgets those whose interval is over.
+_WINDOWS_SWEEP: Final = 1024
+
+
+class _Window:
+    """One throttled (kind, subject): until when repeats are counted, and how many were."""
+
+    __slots__ = ("until", "unlogged", "last")
+
+    def __init__(self, until: float, last: Event) -> None:
+        self.until = until
+        self.unlogged = 0
+        self.last = last
+
+
+class EventLog:
+    """Logs events (the dispatcher's, and the shell's own reply drops), throttling repeats.
+
+    An event about a subject (:meth:`.events.Event.subject`: a worker, a client) is logged at once
+    unless one of its kind about the same subject was logged less than ``interval`` ago; then it
+    is only counted, and when the interval is over the count is logged as one line (which starts
+    another interval: a flood that goes on costs a line per interval). Events about no subject
+    (a job's retry or quarantine) are always logged. Events whose level is off cost a count.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = REPEAT_LOG_INTERVAL) -> None:
+        self._log = logger
+        self.interval = interval
+        self._windows: dict[tuple[type, bytes], _Window] = {}
+        self._sweep_above = _WINDOWS_SWEEP
+        #: Events of each kind, since the start (logged or not).
+        self.totals: dict[type, int] = {}
+        self._due = math.inf  # the earliest end of a window with repeats to report
+
+    def record(self, event: Event, now: float) -> None:
+        kind = type(event)
+        self.totals[kind] = self.totals.get(kind, 0) + 1
+        level = event.level
+        if not self._log.isEnabledFor(level):
+            return
+        subject = event.subject()
+        if subject is None:
+            self._log.log(level, "%s", event.message())
+            return
+        key = (kind, subject)
+        window = self._windows.get(key)
+        if window is not None and (now < window.until or window.unlogged):
+            window.unlogged += 1
+            window.last = event
+            if window.until < self._due:
+                self._due = window.until
+            return
+        self._log.log(level, "%s", event.message())
+        if window is not None:
+            window.until = now + self.interval
+            return
+        self._windows[key] = _Window(now + self.interval, event)
+        if len(self._windows) > self._sweep_above:
+            self._report(now, everything=False)
+            self._sweep_above = max(_WINDOWS_SWEEP, 2 * len(self._windows))
+
+    def next_deadline(self) -> float:
+        """When :meth:`on_tick` has a count to log (infinity: none)."""
+        return self._due
+
+    def on_tick(self, now: float) -> None:
+        if now >= self._due:
+            self._report(now, everything=False)
+
+    def close(self, now: float) -> None:
+        """Log every count not logged yet."""
+        self._report(now, everything=True)
+
+    def _report(self, now: float, *, everything: bool) -> None:
+        """Log the counts of the intervals that are over (all of them, if ``everything``);
+        forget the subjects that were quiet through theirs."""
+        due = math.inf
+        interval = self.interval
+        for key, window in list(self._windows.items()):
+            if window.unlogged and (everything or now >= window.until):
+                last = window.last
+                since = now - window.until + interval
+                total = self.totals.get(key[0], 0)
+                self._log.log(last.level, "%s", last.repeated(window.unlogged, since, total))
+                window.unlogged = 0
+                window.until = now + interval
+            elif not window.unlogged and now >= window.until:
+                del self._windows[key]
+            elif window.unlogged and window.until < due:
+                due = window.until
+        self._due = due
 
 
 class Broker:
-    """Binds the frontend and backend ROUTERs and shuttles frames to and from ``router``."""
+    """Binds the frontend and backend ROUTERs and shuttles frames to and from ``dispatcher``."""
 
     def __init__(
         self,
         ctx: zmq.Context[zmq.Socket[bytes]],
-        router: Router,
+        dispatcher: Dispatcher,
         frontend: str,
         backend: str,
         *,
@@ -56,8 +152,8 @@ class Broker:
         pass_client_key: bool = False,
     ) -> None:
         """``secure(socket, "frontend" | "backend")`` sets security options before each bind."""
-        self.router = router
-        #: Read each request's ZAP User-Id (the client's CURVE key) and hand it to the router.
+        self.dispatcher = dispatcher
+        #: Read each request's ZAP User-Id (the client's CURVE key) and hand it to the dispatcher.
         self.pass_client_key = pass_client_key
         self.frontend = self._router_socket(ctx, frontend, "frontend", max_message_size, secure)
         try:
@@ -73,9 +169,8 @@ class Broker:
         self._recv_backend = batch_receiver(self.backend)
         #: Replies dropped because their client was gone, since the start.
         self.dropped_replies = 0
-        #: ...of which not logged yet, and when the next log line about them is due.
-        self._drops_unlogged = 0
-        self._drop_log_at = -math.inf
+        #: Where the dispatcher's events and the reply drops are logged.
+        self.events = EventLog(log)
 
     @staticmethod
     def _router_socket(
@@ -93,7 +188,7 @@ class Broker:
         # does) take over from its dead connection, so a resend reaches the same pending job.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if max_message_size:
-            # The router answers a request over max_message_size with a clear too_large error.
+            # The dispatcher answers a request over max_message_size with a clear too_large error.
             # libzmq's own limit, per frame, is a backstop four times higher: a peer that sends a
             # frame that big is disconnected before the broker buffers all of it.
             sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
@@ -115,26 +210,26 @@ class Broker:
         )
 
     def read_frontend(self, now: float) -> int:
-        """Feed the router what clients sent (up to :data:`BATCH` messages); how many."""
-        # router.on_client(...) each time, not a bound method kept in a local: compiled, that
+        """Feed the dispatcher what clients sent (up to :data:`BATCH` messages); how many."""
+        # dispatcher.on_client(...) each time, not a bound method kept in a local: compiled, that
         # is a direct native call, where the local would be a generic Python call.
-        router = self.router
+        dispatcher = self.dispatcher
         if self.pass_client_key:
             batch = self._recv_frontend(BATCH)
             for frames, user_id in batch:
-                router.on_client(frames[0], frames[1:], now, user_id)
+                dispatcher.on_client(frames[0], frames[1:], now, user_id)
             return len(batch)
         messages = self._recv_frontend(BATCH)
         for frames in messages:
-            router.on_client(frames[0], frames[1:], now)
+            dispatcher.on_client(frames[0], frames[1:], now)
         return len(messages)
 
     def read_backend(self, now: float) -> int:
-        """Feed the router what workers sent (up to :data:`BATCH` messages); how many."""
-        router = self.router
+        """Feed the dispatcher what workers sent (up to :data:`BATCH` messages); how many."""
+        dispatcher = self.dispatcher
         messages = self._recv_backend(BATCH)
         for frames in messages:
-            router.on_worker(frames[0], frames[1:], now)
+            dispatcher.on_worker(frames[0], frames[1:], now)
         return len(messages)
 
     def serve(self, others: list[tuple[Any, int]], until: float, wake: Wake) -> list[Any]:
@@ -143,15 +238,15 @@ class Broker:
 
         ``others`` are the master's other sockets and fds (the signal wake-up fd, the ZAP
         socket...), polled after the frontend and the backend. The turns end when one of those
-        is readable, ``wake.pending`` is set (a signal came), the router has workers to kill,
-        ``until`` (the master's next deadline) has come, or the router flags that the
-        autoscaler's inputs moved (:meth:`~zmqserver.routing.Router.scale_moved`). Under load
-        a turn is one or two messages: here each costs a compiled call or two, where the
-        interpreted loop spent microseconds of bytecode and a zmq.Poller round trip a turn.
+        is readable, ``wake.pending`` is set (a signal came), the dispatcher has workers to
+        kill, ``until`` (the master's next deadline) has come, or the dispatcher flags that the
+        autoscaler's inputs moved (:meth:`~zmqserver.broker.dispatch.Dispatcher.scale_moved`).
+        Under load a turn is one or two messages: here each costs a compiled call or two, where
+        the interpreted loop spent microseconds of bytecode and a zmq.Poller round trip a turn.
         ``wake`` is an attribute read a turn, not a callback. The wait is
         :func:`~zmqserver._io.poller`'s: zmq_poll from C, answered with a bit mask.
         """
-        router = self.router
+        dispatcher = self.dispatcher
         # Bits 0 and 1: the frontend and the backend; then the master's sockets and fds.
         sockets = [self.frontend, self.backend]
         sockets += [item for item, _ in others if isinstance(item, zmq.Socket)]
@@ -160,15 +255,15 @@ class Broker:
         poll = poller(sockets, fds)
         while True:
             now = time.monotonic()
-            router.on_tick(now)
+            dispatcher.on_tick(now)
             self.on_tick(now)
             self.flush()
-            if wake.pending or router.kills or now >= until:
+            if wake.pending or dispatcher.kills or now >= until:
                 return []
-            if router.scale_moved():
+            if dispatcher.scale_moved():
                 return []
             # Not min(): compiled, that boxes three floats and makes a generic call, every turn.
-            deadline = router.next_deadline()
+            deadline = dispatcher.next_deadline()
             if until < deadline:
                 deadline = until
             mine = self.next_deadline()
@@ -181,7 +276,7 @@ class Broker:
                 return [watched[i] for i in range(2, len(watched)) if ready >> i & 1]
 
     def drain(self, backend_ready: bool, frontend_ready: bool, now: float, wake: Wake) -> None:
-        """Read and answer until both ports are empty, the budget is spent, a router deadline
+        """Read and answer until both ports are empty, the budget is spent, a dispatcher deadline
         is due or ``wake.pending`` (the master has work: a signal came).
 
         Under load, replies and requests keep arriving while a round is handled: reading on
@@ -190,7 +285,7 @@ class Broker:
         ports zmq_poll named (a failed read is system calls too). Here rather than in the event
         loop because this module is compiled: the loop's per-turn work runs native.
         """
-        router = self.router
+        dispatcher = self.dispatcher
         budget = DRAIN_BUDGET
         count = (self.read_backend(now) if backend_ready else 0) + (
             self.read_frontend(now) if frontend_ready else 0
@@ -200,73 +295,67 @@ class Broker:
             budget -= count
             # A round of one message is a light load: more is unlikely to be waiting, and the
             # failed reads that would say so cost a system call each. zmq_poll will see it.
-            if count < 2 or budget <= 0 or wake.pending or router.kills:
+            if count < 2 or budget <= 0 or wake.pending or dispatcher.kills:
                 return
             now = time.monotonic()
-            if now >= router.next_deadline():
+            if now >= dispatcher.next_deadline():
                 return  # a job's deadline or the heartbeat is due: on_tick first
             count = self.read_backend(now) + self.read_frontend(now)
 
     def flush(self) -> None:
-        """Send everything the router wants sent; route around peers that are gone.
+        """Send everything the dispatcher wants sent; route around peers that are gone; log
+        what it reported.
 
-        One send_batch call per round. A worker that is gone hands its job back to the router,
-        which may queue more to send: hence the loop.
+        One send_batch call per round. A worker that is gone hands its job back to the
+        dispatcher, which may queue more to send: hence the loop.
         """
-        router = self.router
-        while router.outbox:
-            outbox = router.outbox
+        dispatcher = self.dispatcher
+        if dispatcher.events:
+            self._log_events()
+        while dispatcher.outbox:
+            outbox = dispatcher.outbox
             failed = self._send_batch(outbox)
             if not failed:
                 # Emptied in place: the list keeps its room, so the next turn's appends neither
                 # allocate a list nor grow one.
                 outbox.clear()
-                return
-            router.outbox = []  # what the failures below add goes out on the next round
+                break
+            dispatcher.outbox = []  # what the failures below add goes out on the next round
             for index, err in failed:
                 port, identity, _ = outbox[index]
                 self._undeliverable(port, identity, err)
+        if dispatcher.events:  # from the failures: workers gone
+            self._log_events()
+
+    def _log_events(self) -> None:
+        now = time.monotonic()
+        for event in self.dispatcher.take_events():
+            self.events.record(event, now)
 
     def _undeliverable(self, port: Port, identity: bytes, err: int) -> None:
         reason = os.strerror(err)
         if port is Port.FRONTEND:
             # The client disconnected (or stopped reading) before its reply: the job's one
-            # outcome is this logged drop (counted here; see DROP_LOG_INTERVAL).
+            # outcome is this logged drop (counted here; see REPEAT_LOG_INTERVAL).
             self.dropped_replies += 1
-            now = time.monotonic()
-            if now >= self._drop_log_at and not self._drops_unlogged:
-                log.info("reply to client %s dropped: %s", identity.hex(), reason)
-                self._drop_log_at = now + DROP_LOG_INTERVAL
-            else:
-                self._drops_unlogged += 1
+            self.events.record(ReplyDropped(identity, reason), time.monotonic())
         else:
             # The worker vanished before taking the message: whatever job it carried was never
             # delivered, so it can go to another worker.
-            self.router.worker_gone(identity, f"unreachable: {reason}", undelivered=True)
+            self.dispatcher.worker_gone(identity, f"unreachable: {reason}", undelivered=True)
 
     def next_deadline(self) -> float:
         """When :meth:`on_tick` has a log line to write (infinity: nothing pending)."""
-        return self._drop_log_at if self._drops_unlogged else math.inf
+        return self.events.next_deadline()
 
     def on_tick(self, now: float) -> None:
-        """Log the replies dropped since the last line, once its interval is over."""
-        if self._drops_unlogged and now >= self._drop_log_at:
-            self._log_drops(now)
-
-    def _log_drops(self, now: float) -> None:
-        since = now - self._drop_log_at + DROP_LOG_INTERVAL
-        log.info(
-            "%d more replies to vanished clients dropped in the last %.0fs (%d in all)",
-            self._drops_unlogged,
-            since,
-            self.dropped_replies,
-        )
-        self._drops_unlogged = 0
-        self._drop_log_at = now + DROP_LOG_INTERVAL
+        """Log the counts of repeated events, once their interval is over."""
+        self.events.on_tick(now)
 
     def close(self) -> None:
-        if self._drops_unlogged:
-            self._log_drops(time.monotonic())
+        if self.dispatcher.events:
+            self._log_events()
+        self.events.close(time.monotonic())
         self.frontend.close()
         self.backend.close()
 

@@ -1,0 +1,61 @@
+"""The requests the broker answers itself instead of making them jobs: refusals, and MMI.
+
+Rule 1: pure functions of a request and what the dispatcher knows about its service; they say
+what to answer (None: accept the request as a job), and the dispatcher sends it. The order of
+the checks is the order in which a request meets them: a resend of a known request (answered by
+the dispatcher from its pending jobs and reply cache) first, then MMI, then these refusals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from ..errors import Status
+from ..protocol import ClientRequest, Frame
+from .state import Limits, Service, frames_size
+
+
+def refusal(
+    request: ClientRequest, name: bytes, service: Service | None, limits: Limits, closing: bool
+) -> tuple[Status, str] | None:
+    """Why the request for service ``name`` (known as ``service``, None if it is not known) is
+    refused, as the status and message of its error reply; None if it becomes a job."""
+    if closing:
+        return (Status.SHUTTING_DOWN, "server is shutting down")
+    if service is None:
+        shown = name.decode("utf-8", "replace")
+        return (Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
+    if limits.max_message_size:
+        size = frames_size(request.body)
+        if size > limits.max_message_size:
+            return (
+                Status.TOO_LARGE,
+                f"request of {size} bytes exceeds max_message_size "
+                f"({limits.max_message_size} bytes)",
+            )
+    # Only a job that would queue can be refused, and with jobs already waiting it would: no
+    # worker can take one now (else dispatch would have given it the head of the queue). Not
+    # "and no worker is placed": a busy worker with credit to spare is placed, yet while the
+    # prefetch gate is shut it is sent nothing more, and the limit never held.
+    if limits.max_queue and service.waiting >= limits.max_queue:
+        return (
+            Status.QUEUE_FULL,
+            f"{service.waiting} jobs already queued for this service (max_queue)",
+        )
+    return None
+
+
+def mmi_body(name: bytes, request: ClientRequest, known: Collection[bytes]) -> list[Frame]:
+    """The body of the broker's answer to a Majordomo Management Interface query (RFC 8/MMI).
+
+    ``mmi.service``: ``200`` if the service named in the body is ``known`` (it has workers, or
+    is one this broker runs workers for, so a request would be queued), else ``404``.
+    ``mmi.services`` (our extension): one frame per known service, sorted.
+    Any other ``mmi.*``: ``501``.
+    """
+    if name == b"mmi.service":
+        asked = bytes(request.body[0]) if request.body else b""
+        return [b"200" if asked in known else b"404"]
+    if name == b"mmi.services":
+        return sorted(known)
+    return [b"501"]

@@ -1,0 +1,280 @@
+"""What the dispatcher keeps: jobs, workers, services, their limits, and the levels of credit.
+
+Rule 1: data and the few functions that keep its invariants (a worker sits in the level of the
+jobs it holds); no decisions. Which job goes where, and what happens to it, is dispatch.py's.
+
+Credit (docs/protocol.md §6.3): a worker may hold up to ``credit`` jobs (its READY asks, the
+service's ``worker_credit`` caps; 1 is strict LRU). It runs them in the order they were sent, so
+of the jobs it holds only the oldest may have started. Workers sit in ``Service.levels`` by how
+many jobs they hold: ``levels[k]`` is an LRU-ordered dict of the workers holding ``k`` jobs with
+credit to spare, and ``levels[0]`` is the idle queue. A job goes to the first worker of the
+lowest non-empty level (:func:`take`): an idle worker if there is one, else the least loaded,
+LRU among equals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Final
+
+from ..protocol import Form, Frame
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+class Port(IntEnum):
+    FRONTEND = 0
+    BACKEND = 1
+
+
+Outgoing = tuple[Port, bytes, list[Frame]]
+RequestKey = tuple[bytes, int]
+
+#: A job's PARTIAL bodies until the first one comes (most never get one): no list a job.
+#: Never mutated (the first PARTIAL replaces it); empty, so ``job.parts`` reads as before.
+NO_PARTS: Final[list[Frame]] = []
+
+#: The weight of the newest reply in a service's moving average of job time: about the last
+#: eight jobs count, so one long job among short ones closes the prefetch gate for a while.
+JOB_TIME_WEIGHT: Final = 0.125
+
+
+class Job:
+    """A request the broker accepted, from arrival to its one outcome.
+
+    A plain class with ``__slots__`` and its own ``__init__``, made once a job: compiled, that
+    is a native constructor; a dataclass's generated one costs 0.7 us (see protocol.py).
+    """
+
+    __slots__ = (
+        "id", "address", "client", "form", "reply_service", "request_id", "body", "flags",
+        "received", "service", "deadline", "attempts", "done", "worker", "started", "parts",
+        "streamed", "client_key", "due_at",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        id: int,
+        address: bytes,
+        client: bytes,
+        form: Form,
+        reply_service: bytes | None,
+        request_id: int | None,
+        body: list[Frame],
+        flags: int,
+        received: float,
+        service: Service,
+        deadline: float = math.inf,
+    ) -> None:
+        self.id = id
+        self.address = address  # the "client address" frame the worker echoes (RFC 18)
+        self.client = client  # the client's routing id on the frontend
+        self.form = form
+        self.reply_service = reply_service  # echoed in the reply's service frame; None: plain
+        self.request_id = request_id
+        self.body = body
+        self.flags = flags
+        self.received = received
+        self.service = service
+        self.deadline = deadline
+        self.attempts = 0  # how many workers the job was given to
+        self.done = False
+        self.worker: WorkerState | None = None
+        #: When it became the oldest job of its worker (so, may have started).
+        self.started = 0.0
+        self.parts: list[Frame] = NO_PARTS  # PARTIAL bodies, for clients without them
+        self.streamed = False  # a PARTIAL already reached the client: the job cannot be rerun
+        self.client_key = b""  # the client's CURVE key (Z85), passed to the worker if asked
+        self.due_at = (
+            deadline  # where it sits in the dispatcher's FIFO of deadlines (deadlines.py), if there
+        )
+
+    @property
+    def key(self) -> RequestKey | None:
+        return None if self.request_id is None else (self.client, self.request_id)
+
+    def __repr__(self) -> str:
+        return f"Job({self.id}, client={self.client!r}, service={self.service.name!r})"
+
+
+@dataclass(eq=False)
+class WorkerState:
+    identity: bytes
+    service: Service
+    delimited: bool
+    expiry: float
+    v1: bool = False  # speaks MDP/0.1: no PARTIAL, RFC 7 command numbers
+    asked: int = 1  # the credit its READY asked for
+    credit: int = 1  # jobs it may hold: ``asked``, capped by the service's worker_credit
+    #: The jobs it holds, in the order they were sent; only ``jobs[0]`` may have started.
+    jobs: list[Job] = field(default_factory=list)  # a few (credit): a list, not a deque
+    level: int = -1  # the ``Service.levels`` index it sits in (len(jobs)); -1: no credit left
+    reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
+    compact: bool = False  # its READY asked for jobs in compact framing (protocol.md §6.1a)
+
+
+@dataclass(eq=False)
+class Service:
+    name: bytes
+    queue: deque[Job] = field(default_factory=deque)  # may hold done (expired) jobs: skip them
+    waiting: int = 0  # live jobs in ``queue``
+    # Insertion order is LRU order: the first idle worker has waited longest. Plain dicts keep
+    # insertion order too, and the levels need nothing else: compiled, a dict's items are walked
+    # and stored natively, where an OrderedDict's go through generic calls (about 0.4 us a job).
+    idle: dict[bytes, WorkerState] = field(default_factory=dict)
+    workers: int = 0
+    #: This service's reliability policy; None: the dispatcher's (``Dispatcher.limits``).
+    limits: Limits | None = None
+    #: levels[k]: the workers holding k jobs that may take another, LRU first; levels[0] is idle.
+    levels: list[dict[bytes, WorkerState]] = field(default_factory=list)
+    #: Workers in any level (with credit to spare): dispatch asks after every reply, and the
+    #: answer is usually "none", which this gives without looking through the levels.
+    placed: int = 0
+    #: How long a worker takes over a job, in seconds: a moving average over the service's
+    #: replies, from when the job became its worker's oldest to its FINAL (inf: none yet).
+    job_time: float = math.inf
+    #: Its :attr:`Limits.prefetch_below`, kept here because dispatch reads it for every job.
+    prefetch_below: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.levels.append(self.idle)
+
+    @property
+    def prefetch(self) -> bool:
+        """May a busy worker be sent more jobs (up to its credit)? Only while the service's
+        jobs are short on average (an idle worker may always take one)."""
+        limit = self.prefetch_below
+        return not limit or self.job_time < limit
+
+    def timed(self, took: float) -> None:
+        """A job took ``took`` seconds on its worker: fold it into :attr:`job_time`."""
+        average = self.job_time
+        self.job_time = (
+            took if average == math.inf else average + (took - average) * JOB_TIME_WEIGHT
+        )
+
+
+@dataclass
+class Stats:
+    accepted: int = 0
+    replied: int = 0
+    errors: int = 0
+    retried: int = 0
+    duplicates: int = 0
+    expired: int = 0
+
+
+#: The reply cache's bound in bytes: not an option (reply_cache bounds the count).
+REPLY_CACHE_BYTES: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Reliability policy (docs/reliability.md). Zero means "no limit" throughout.
+
+    No defaults of its own: the defaults are the config schema's, through :meth:`from_config`.
+    """
+
+    #: Deadline, in seconds, of a job whose request carries none.
+    job_timeout: float
+    #: Extra time a running job gets past its deadline before its worker is killed.
+    kill_grace: float
+    #: Retry a job whose worker died even if the request did not ask for it.
+    retry_jobs: bool
+    #: Workers a job may be given to before it is quarantined with an error.
+    max_attempts: int
+    #: Live queued jobs per service beyond which new jobs are refused with queue_full.
+    max_queue: int
+    #: Largest request body in bytes (all frames); larger ones are refused with too_large.
+    max_message_size: int
+    #: Replies kept for answering a resent request without running it again.
+    reply_cache: int
+    #: ...and the bytes they may hold in all; a bigger reply is not kept.
+    reply_cache_bytes: int
+    #: Most jobs a worker may hold at once (it asks for its own in READY; 1 is strict LRU).
+    worker_credit: int
+    #: A busy worker is sent more jobs (up to its credit) only while the service's jobs take
+    #: less than this many seconds on average; until the first reply, and with longer jobs,
+    #: dispatch is strict LRU. 0: always (no measuring).
+    prefetch_below: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        """The limits ``config`` sets (a service's own config for its limits; again on HUP)."""
+        return cls(
+            job_timeout=config.job_timeout,
+            kill_grace=config.kill_grace,
+            retry_jobs=config.retry_jobs,
+            max_attempts=config.max_attempts,
+            max_queue=config.max_queue,
+            max_message_size=config.max_message_size,
+            reply_cache=config.reply_cache,
+            reply_cache_bytes=REPLY_CACHE_BYTES,
+            worker_credit=config.worker_credit,
+            prefetch_below=config.prefetch_below,
+        )
+
+
+def take(service: Service, now: float) -> WorkerState | None:
+    """The worker the next job of ``service`` goes to, out of its level; None if all are full.
+
+    The lowest level first: an idle worker if any (LRU), else the one holding the fewest jobs
+    (LRU among equals), so credit fills workers evenly and an idle one is never passed over. A
+    busy worker only while the service's prefetch gate is open (its jobs are short), and never
+    one whose running job has already outlasted ``prefetch_below``: the average learns of a long
+    job only when it ends, and no job should queue behind it meanwhile.
+    """
+    if not service.placed:
+        return None
+    idle = service.idle
+    for identity, worker in idle.items():  # the first: the one idle longest
+        del idle[identity]
+        worker.level = -1
+        service.placed -= 1
+        return worker
+    if not service.prefetch:
+        return None
+    limit = service.prefetch_below
+    for level in service.levels:
+        if not level:
+            continue
+        for identity, worker in level.items():
+            if limit and now - worker.jobs[0].started >= limit:
+                continue  # busy with a long one
+            del level[identity]
+            worker.level = -1
+            service.placed -= 1
+            return worker
+    return None
+
+
+def place(worker: WorkerState) -> None:
+    """File ``worker`` (in no level) under the level of its load, if it has credit left."""
+    held = len(worker.jobs)
+    if held < worker.credit:
+        levels = worker.service.levels
+        while len(levels) <= held:
+            levels.append({})
+        levels[held][worker.identity] = worker
+        worker.level = held
+        worker.service.placed += 1
+
+
+def unplace(worker: WorkerState) -> None:
+    if worker.level >= 0:
+        service = worker.service
+        del service.levels[worker.level][worker.identity]
+        service.placed -= 1
+        worker.level = -1
+
+
+def frames_size(frames: list[Frame]) -> int:
+    """Bytes in all of ``frames``. A loop: compiled, it costs a third of sum(map(len, ...))."""
+    size = 0
+    for frame in frames:
+        size += len(frame)
+    return size
