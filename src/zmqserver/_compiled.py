@@ -28,16 +28,19 @@ these module names, with their .py files. Nothing else is ever found differently
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
-import importlib.machinery
+import importlib
 import importlib.util
 import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
 from importlib.machinery import EXTENSION_SUFFIXES
-from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
 
 #: The modules setup.py compiles, by dotted name within the package (setup.py reads this tuple).
 MODULES = (
@@ -120,8 +123,11 @@ def unusable() -> str:
     return ""
 
 
-class _SourceFinder(importlib.abc.MetaPathFinder):
-    """Import the compiled modules from their .py files."""
+class _SourceFinder:
+    """Import the compiled modules from their .py files.
+
+    A meta path finder by its ``find_spec`` alone (importlib.abc.MetaPathFinder would cost every
+    ``import zmqserver`` several milliseconds of imports for nothing)."""
 
     names = frozenset(f"{_PACKAGE}.{name}" for name in MODULES)
 
@@ -134,7 +140,7 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
         fullname: str,
         path: Sequence[str] | None,
         target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if fullname not in self.names:
             return None
         if self.reason:
