@@ -47,7 +47,7 @@ MODULES = (
     "broker.replycache",
     "broker.shell",
     "broker.state",
-    "protocol",
+    "protocol.frames",
     "worker",
 )
 #: The name of their group: setup.py builds them into one shared library, ``GROUP__mypyc``.

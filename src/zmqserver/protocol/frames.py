@@ -1,23 +1,4 @@
-"""The wire protocol: frames in, messages out, and back.
-
-Rule 1: this module never imports zmq, never does I/O and keeps no state between calls. Frames are
-``bytes`` (or anything with the buffer protocol and ``bytes()`` semantics); the routing id a ROUTER
-socket prepends is *not* part of the frames handled here. Everything here is documented frame by
-frame in docs/protocol.md; change both together.
-
-Two ports, two families of messages:
-
-* **Frontend** (clients). Several protocols share one port and are told apart per message by their
-  first frames (:func:`parse_client_request`), and every reply goes back in the form the request
-  came in (:func:`encode_client_reply`).
-* **Backend** (workers). The Majordomo worker protocol MDP/0.2 (ZeroMQ RFC 18), optionally with an
-  empty frame before the header, which some MDP libraries send even on DEALER sockets.
-
-zmqserver's own extension is one *header frame* that starts with :data:`HEADER_MAGIC`. It carries
-what no Majordomo frame does: a request id (so a retried request's late reply can be told from the
-current one), a per-request timeout, flags, and a one-byte :class:`Status`, so a client can tell an
-error from a result without guessing at the payload. A message without it is plain MDP.
-"""
+"""The wire protocol's frames, encoded and decoded (the package docstring has the rules)."""
 
 from __future__ import annotations
 
@@ -26,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
-from .errors import ProtocolError, Status
+from ..errors import ProtocolError, Status
 
 # -- constants ------------------------------------------------------------------------------------
 #
