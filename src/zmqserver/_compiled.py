@@ -47,7 +47,9 @@ MODULES = (
     "broker.replycache",
     "broker.shell",
     "broker.state",
+    "protocol.backend",
     "protocol.frames",
+    "protocol.frontend",
     "worker",
 )
 #: The name of their group: setup.py builds them into one shared library, ``GROUP__mypyc``.

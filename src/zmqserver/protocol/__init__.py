@@ -18,13 +18,28 @@ what no Majordomo frame does: a request id (so a retried request's late reply ca
 current one), a per-request timeout, flags, and a one-byte :class:`Status`, so a client can tell an
 error from a result without guessing at the payload. A message without it is plain MDP.
 
-The code is in :mod:`.frames` (compiled by mypyc, see _compiled.py). This ``__init__`` is not
-compiled and defines nothing: it re-exports the names, so ``from zmqserver.protocol import X``
-works for every one of them.
+The package, in three modules (compiled by mypyc, see _compiled.py):
+
+- :mod:`.frames`: the constants, :class:`Form`, the message classes, and the header frames:
+  what both ports share.
+- :mod:`.frontend`: clients' requests and replies.
+- :mod:`.backend`: the worker protocol, between the broker and its workers.
+
+This ``__init__`` is not compiled and defines nothing: it re-exports their names, so
+``from zmqserver.protocol import X`` works for every one of them.
 """
 
 from __future__ import annotations
 
+from .backend import (
+    encode_disconnect,
+    encode_heartbeat,
+    encode_job_request,
+    encode_ready,
+    encode_worker_reply,
+    parse_broker_message,
+    parse_worker_message,
+)
 from .frames import (
     C_FINAL,
     C_PARTIAL,
@@ -68,22 +83,17 @@ from .frames import (
     WorkerMessage,
     WorkerReply,
     decode_status_header,
-    encode_client_reply,
-    encode_client_request,
     encode_credit_header,
-    encode_disconnect,
-    encode_heartbeat,
-    encode_job_request,
-    encode_ready,
     encode_reply_header,
     encode_request_header,
     encode_status_header,
-    encode_worker_reply,
     is_header,
-    parse_broker_message,
+)
+from .frontend import (
+    encode_client_reply,
+    encode_client_request,
     parse_client_reply,
     parse_client_request,
-    parse_worker_message,
 )
 
 __all__ = [
