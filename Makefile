@@ -12,8 +12,8 @@ STAMP  := $(VENV)/.installed
 # modules mypyc compiles (MODULES in src/zmqserver/_compiled.py; a test checks this list), so an
 # edit to one rebuilds. The build also stamps their sources' hashes (src/zmqserver/_build.json):
 # an import that finds other sources runs them, with a warning, instead of stale compiled code.
-COMPILED_SRC := src/zmqserver/_fastio.c src/zmqserver/_compiled.py src/zmqserver/protocol.py \
-	src/zmqserver/worker.py $(wildcard src/zmqserver/broker/*.py)
+COMPILED_SRC := src/zmqserver/_fastio.c src/zmqserver/_compiled.py src/zmqserver/worker.py \
+	$(wildcard src/zmqserver/broker/*.py) $(wildcard src/zmqserver/protocol/*.py)
 
 # _fastio.c needs libzmq's header (pyzmq's wheels ship none): the Debian packages in
 # apt-packages.txt. Installed here when missing and we may (root, apt-get); otherwise the build

@@ -50,7 +50,9 @@ MODULES = (
     "broker.replycache",
     "broker.shell",
     "broker.state",
-    "protocol",
+    "protocol.backend",
+    "protocol.frames",
+    "protocol.frontend",
     "worker",
 )
 #: The name of their group: setup.py builds them into one shared library, ``GROUP__mypyc``.

@@ -102,7 +102,7 @@ static void Frame_releasebuffer(Frame *self, Py_buffer *view) { self->exports--;
 static Py_ssize_t Frame_len(Frame *self) { return (Py_ssize_t)p_msg_size(&self->msg); }
 
 static PyObject *Frame_subscript(Frame *self, PyObject *key) {
-    /* frame[:4] == b"..." is how protocol.py peeks at headers: answer with a memoryview. */
+    /* frame[:4] == b"..." is how protocol/frames.py peeks at headers: answer with a memoryview. */
     PyObject *view = PyMemoryView_FromObject((PyObject *)self);
     if (view == NULL) return NULL;
     PyObject *result = PyObject_GetItem(view, key);

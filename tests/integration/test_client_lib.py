@@ -1,7 +1,7 @@
 """The blocking Client and ``zmq-client`` against a real ZeroMQ ROUTER that each test scripts.
 
 The "server" here is not zmqserver's broker: it is a ROUTER socket bound on 127.0.0.1 and served
-from a thread by a handler the test writes, using protocol.py to decode requests and encode
+from a thread by a handler the test writes, using zmqserver.protocol to decode requests and encode
 replies. That makes the client's behaviour against a slow, silent, confused or lying server easy
 to stage, which a real broker would make hard.
 

@@ -1,7 +1,7 @@
 """RequestState and the client helpers, with no sockets and a clock we hold in our hand.
 
-Replies are built with the server-side encoder of protocol.py and decoded with the client-side
-parser, so these tests also pin the two halves of the wire format to each other.
+Replies are built with the server-side encoder of zmqserver.protocol and decoded with the
+client-side parser, so these tests also pin the two halves of the wire format to each other.
 """
 
 from __future__ import annotations

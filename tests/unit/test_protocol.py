@@ -807,7 +807,8 @@ def test_job_request_round_trip_property(address, body, delimited):
 #
 # A successful reply carries no header, so an app payload whose first frame begins with
 # HEADER_MAGIC is read back as a (malformed or bogus) header. These tests state the behaviour a
-# job server must have for arbitrary binary payloads; they fail against the current protocol.py.
+# job server must have for arbitrary binary payloads; they fail against the current
+# zmqserver.protocol.
 
 MAGIC_PAYLOADS = [
     HEADER_MAGIC + b"binary data from the app",  # wrong length: ProtocolError today
@@ -1119,8 +1120,8 @@ def test_job_request_fast_path_matches_the_general_decoder():
 
 # -- frames that are buffers, not bytes -----------------------------------------------------------
 #
-# The broker's compiled I/O hands over frames over 1 KiB as zero-copy buffers, and this module is
-# itself compiled (mypyc), where a value typed ``bytes`` is checked at run time: a buffer that
+# The broker's compiled I/O hands over frames over 1 KiB as zero-copy buffers, and the protocol
+# is itself compiled (mypyc), where a value typed ``bytes`` is checked at run time: a buffer that
 # reaches such a slot is a TypeError, which would take the broker down. Any frame of any message
 # may be big, so every decoder must give the same answer for buffers as for bytes.
 

@@ -16,7 +16,7 @@ hold the unanswered request in its queue and would deliver it to a server that c
 running the job once more for nobody.
 
 On the wire the client speaks MDP/0.2 (ZeroMQ RFC 18) over a DEALER socket with zmqserver's
-request header first in the body (protocol.py, docs/protocol.md). The header carries a request id,
+request header first in the body (protocol/, docs/protocol.md). The header carries a request id,
 which is what lets a reply be matched to its request: every attempt of one request reuses its id
 (the server may then recognise a retry), and each new request takes the next id.
 """

@@ -1,0 +1,361 @@
+"""The wire protocol's vocabulary, shared by both ports: constants, messages, header frames.
+
+The protocol and command bytes, :class:`Form` (how a client framed its request), the message
+classes the parsers return, and zmqserver's header frame (:data:`HEADER_MAGIC`), encoded and
+decoded, with the escaping rule that keeps it unambiguous. :mod:`.frontend` (clients) and
+:mod:`.backend` (workers) build on this module; it imports neither.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final
+
+from ..errors import ProtocolError, Status
+
+# -- constants ------------------------------------------------------------------------------------
+#
+# Final: compiled (mypyc), a Final constant is built in, where any other module-level name is a
+# dictionary lookup each time it is read.
+#
+# Names with a leading underscore here are the package's own: .frontend and .backend import
+# them, nothing outside protocol/ does.
+
+MDPC01: Final = b"MDPC01"  # RFC 7 client
+MDPC02: Final = b"MDPC02"  # RFC 18 client
+MDPW01: Final = b"MDPW01"  # RFC 7 worker
+MDPW02: Final = b"MDPW02"  # RFC 18 worker
+
+# RFC 18 client commands
+C_REQUEST: Final = b"\x01"
+C_PARTIAL: Final = b"\x02"
+C_FINAL: Final = b"\x03"
+
+# RFC 18 worker commands
+W_READY: Final = b"\x01"
+W_REQUEST: Final = b"\x02"
+W_PARTIAL: Final = b"\x03"
+W_FINAL: Final = b"\x04"
+W_HEARTBEAT: Final = b"\x05"
+W_DISCONNECT: Final = b"\x06"
+
+#: First bytes of a zmqserver header frame: a NUL (no text payload starts with one by accident),
+#: "ZQ", and the header version.
+HEADER_MAGIC: Final = b"\x00ZQ\x01"
+
+# Layouts after the magic, all big-endian (network order):
+#   request header (client -> broker): request id u64, timeout ms u32 (0 = server default), flags u8
+#   reply header   (broker -> client): request id u64, status u8
+#   status header  (worker -> broker, broker -> foreign MDP client on error): status u8
+_REQUEST_HEADER: Final = struct.Struct(">QIB")
+_REPLY_HEADER: Final = struct.Struct(">QB")
+_STATUS_HEADER: Final = struct.Struct(">B")
+REQUEST_HEADER_SIZE: Final = len(HEADER_MAGIC) + _REQUEST_HEADER.size
+REPLY_HEADER_SIZE: Final = len(HEADER_MAGIC) + _REPLY_HEADER.size
+STATUS_HEADER_SIZE: Final = len(HEADER_MAGIC) + _STATUS_HEADER.size
+#: key header (broker -> worker, opt-in): the client's CURVE public key, 40 Z85 characters
+KEY_HEADER_SIZE: Final = len(HEADER_MAGIC) + 40
+#   credit header (worker -> broker, after READY's service frame): credit u16, [features u8]
+_CREDIT_HEADER: Final = struct.Struct(">H")
+CREDIT_HEADER_SIZE: Final = len(HEADER_MAGIC) + _CREDIT_HEADER.size
+#: The credit header with a features byte after the credit: what more the worker speaks.
+FEATURES_HEADER_SIZE: Final = CREDIT_HEADER_SIZE + 1
+#: Feature bit: send me jobs in compact framing (docs/protocol.md §6.1a), and I may answer so.
+FEATURE_COMPACT: Final = 0x01
+#: A compact job message starts with one frame: the magic, the MDP/0.2 command, the job token.
+#: It stands for the three or four frames MDP spends on the same (protocol, command, token, '').
+COMPACT_REQUEST: Final = HEADER_MAGIC + W_REQUEST
+COMPACT_PARTIAL: Final = HEADER_MAGIC + W_PARTIAL
+COMPACT_FINAL: Final = HEADER_MAGIC + W_FINAL
+_COMPACT_PREFIX: Final = len(HEADER_MAGIC) + 1
+#: Most jobs a worker may be configured to hold at once. A READY may ask for more (up to 65535:
+#: a newer peer is not an error); the broker grants at most its own ``worker_credit``.
+MAX_CREDIT: Final = 64
+
+#: Request flag: the broker may run the job again on another worker if its worker dies mid-job.
+FLAG_RETRYABLE: Final = 0x01
+
+#: Status.OK, for the per-job paths: compiled, reading a member of Status (an IntEnum of
+#: errors.py, which is not compiled) is an attribute lookup of 70 ns; a Final is built in.
+STATUS_OK: Final = Status.OK
+
+#: Plain clients have no envelope to carry a status, so their error replies are one UTF-8 frame
+#: starting with this prefix: ``ERROR <reason>: <message>``.
+PLAIN_ERROR_PREFIX: Final = b"ERROR "
+
+MAX_SERVICE_NAME: Final = 255
+
+# RFC 7 (MDP/0.1) numbers the worker commands differently and has no PARTIAL: its REPLY is a
+# FINAL. Messages are translated to the MDP/0.2 command bytes at the edge, so the rest of the
+# code knows one command set.
+_V1_TO_V2 = {
+    b"\x01": b"\x01",
+    b"\x02": b"\x02",
+    b"\x03": b"\x04",
+    b"\x04": b"\x05",
+    b"\x05": b"\x06",
+}
+_V2_TO_V1 = {v2: v1 for v1, v2 in _V1_TO_V2.items()}
+
+WORKER_COMMAND_NAMES = {
+    W_READY: "READY",
+    W_REQUEST: "REQUEST",
+    W_PARTIAL: "PARTIAL",
+    W_FINAL: "FINAL",
+    W_HEARTBEAT: "HEARTBEAT",
+    W_DISCONNECT: "DISCONNECT",
+}
+
+
+class Form(Enum):
+    """How a client framed its request; its replies are framed the same way."""
+
+    #: ``''``, body...: a REQ socket, or a DEALER that sends the empty delimiter itself.
+    PLAIN = "plain"
+    #: body...: a DEALER that sends no delimiter. Answered with no delimiter.
+    RAW = "raw"
+    #: ``''``, ``MDPC01``, service, body...: RFC 7 (MDP/0.1) client on a REQ socket.
+    MDP01 = "mdp01"
+    #: ``MDPC02``, ``0x01``, service, body...: RFC 18 (MDP/0.2) client on a DEALER socket.
+    MDP02 = "mdp02"
+    #: ``''``, ``MDPC02``, ``0x01``, service, body...: the same with a leading empty frame.
+    MDP02_DELIMITED = "mdp02-delimited"
+
+
+#: One frame of a message: ``bytes``, or on the broker's compiled I/O path a zero-copy buffer
+#: for a large frame (``_fastio.Frame``: ``len()``, ``bytes()``, ``==`` against bytes). Typed
+#: ``Any`` because this module is also compiled (mypyc, see _compiled.py), and compiled
+#: code checks a value typed ``bytes`` at run time: a 64 KiB Frame must pass through untouched.
+Frame = Any
+
+# -- messages -------------------------------------------------------------------------------------
+#
+# Parsed messages are values: nothing mutates one after it is made. They are not declared
+# frozen all the same, because a frozen dataclass's __init__ sets each field through
+# object.__setattr__: 0.75 us against 0.17 for six fields, paid for every message the broker
+# and the workers parse (two per job in the broker).
+#
+# No ``slots=True``: mypyc compiles a dataclass made with it as an ordinary Python class, whose
+# every attribute read is a dictionary lookup. The messages parsed once a job (ClientRequest,
+# WorkerReply, JobRequest) spell out ``__slots__`` and ``__init__`` instead: compiled, that is a
+# native constructor (0.1 us, not the 0.25-0.7 of a dataclass's generated one); interpreted,
+# it is the same slotted class as before. Their fields then carry no defaults (a default would
+# clash with the slot); the ``__init__`` has them.
+
+
+@dataclass(init=False)
+class ClientRequest:
+    """A job as a client sent it.
+
+    ``service`` is ``None`` for plain and raw requests, which go to the default service.
+    ``request_id`` is ``None`` unless the client sent a zmqserver header; ``timeout_ms`` 0 and
+    ``flags`` 0 then mean "server defaults".
+    """
+
+    __slots__ = ("form", "service", "body", "request_id", "timeout_ms", "flags")
+    form: Form
+    service: bytes | None
+    body: list[Frame]
+    request_id: int | None
+    timeout_ms: int
+    flags: int
+
+    def __init__(
+        self,
+        form: Form,
+        service: bytes | None,
+        body: list[Frame],
+        request_id: int | None = None,
+        timeout_ms: int = 0,
+        flags: int = 0,
+    ) -> None:
+        self.form = form
+        self.service = service
+        self.body = body
+        self.request_id = request_id
+        self.timeout_ms = timeout_ms
+        self.flags = flags
+
+
+@dataclass
+class ClientReply:
+    """A reply as a client receives it (parsed by :func:`parse_client_reply`)."""
+
+    final: bool
+    service: bytes
+    body: list[bytes]
+    request_id: int | None
+    status: Status
+
+
+@dataclass
+class Ready:
+    """Worker -> broker: I offer this service and am free for ``credit`` jobs at once.
+
+    ``credit`` is 1 unless the READY carried a credit header (our extension): a foreign
+    MDP worker takes one job at a time. It is what the worker asks for; the broker grants
+    at most its configured ``worker_credit``.
+    """
+
+    service: bytes
+    delimited: bool = False
+    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
+    credit: int = 1
+    #: It asked for its jobs in compact framing (a feature bit of the credit header).
+    compact: bool = False
+
+
+@dataclass(init=False)
+class WorkerReply:
+    """Worker -> broker: (part of) the answer to the job whose address the broker gave."""
+
+    __slots__ = ("address", "body", "final", "status", "delimited", "v1", "compact")
+    address: bytes
+    body: list[Frame]
+    final: bool
+    status: Status
+    delimited: bool
+    v1: bool  # MDP/0.1 (RFC 7) framing, which is always delimited
+    compact: bool  # compact framing: allowed only from a worker whose READY asked for it
+
+    def __init__(
+        self,
+        address: bytes,
+        body: list[Frame],
+        final: bool = True,
+        status: Status = Status.OK,
+        delimited: bool = False,
+        v1: bool = False,
+        compact: bool = False,
+    ) -> None:
+        self.address = address
+        self.body = body
+        self.final = final
+        self.status = status
+        self.delimited = delimited
+        self.v1 = v1
+        self.compact = compact
+
+
+@dataclass
+class Heartbeat:
+    """Either direction: I am alive. Any other message counts as one too."""
+
+    delimited: bool = False
+    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
+
+
+@dataclass
+class Disconnect:
+    """Either direction: I am going away (worker) / go away (broker)."""
+
+    delimited: bool = False
+    v1: bool = False  # MDP/0.1 (RFC 7) framing, which is always delimited
+
+
+@dataclass(init=False)
+class JobRequest:
+    """Broker -> worker: run this job and echo ``address`` in the reply."""
+
+    __slots__ = ("address", "body", "delimited", "v1", "client_key", "compact")
+    address: bytes
+    body: list[bytes]
+    delimited: bool
+    v1: bool  # MDP/0.1 (RFC 7) framing, which is always delimited
+    #: The client's CURVE public key (Z85), when the broker passes client keys to workers.
+    client_key: bytes
+    compact: bool  # came in compact framing: the worker answers in kind
+
+    def __init__(
+        self,
+        address: bytes,
+        body: list[bytes],
+        delimited: bool = False,
+        v1: bool = False,
+        client_key: bytes = b"",
+        compact: bool = False,
+    ) -> None:
+        self.address = address
+        self.body = body
+        self.delimited = delimited
+        self.v1 = v1
+        self.client_key = client_key
+        self.compact = compact
+
+
+WorkerMessage = Ready | WorkerReply | Heartbeat | Disconnect
+BrokerMessage = JobRequest | Heartbeat | Disconnect
+
+
+# -- header frames --------------------------------------------------------------------------------
+
+
+def encode_request_header(request_id: int, timeout_ms: int = 0, flags: int = 0) -> bytes:
+    """The header frame a zmqserver client puts first in an MDP/0.2 request body."""
+    return HEADER_MAGIC + _REQUEST_HEADER.pack(request_id, timeout_ms, flags)
+
+
+def encode_reply_header(request_id: int, status: Status) -> bytes:
+    """The header frame the broker puts first in a reply to a client that sent a header."""
+    return HEADER_MAGIC + _REPLY_HEADER.pack(request_id, status)
+
+
+def encode_status_header(status: Status) -> bytes:
+    """The header frame that marks an error reply where there is no request id to echo."""
+    return HEADER_MAGIC + _STATUS_HEADER.pack(status)
+
+
+def encode_credit_header(credit: int, features: int = 0) -> bytes:
+    """The header frame a worker puts after READY's service frame to hold ``credit`` jobs.
+
+    ``features`` (bits such as :data:`FEATURE_COMPACT`) adds a byte; without any, the header
+    keeps its first, 6-byte form, which every zmqserver broker reads.
+    """
+    if not 1 <= credit <= MAX_CREDIT:
+        raise ValueError(f"credit must be 1 to {MAX_CREDIT}, got {credit}")
+    if not 0 <= features <= 0xFF:
+        raise ValueError(f"features must fit in a byte, got {features}")
+    header = HEADER_MAGIC + _CREDIT_HEADER.pack(credit)
+    return header + bytes((features,)) if features else header
+
+
+def is_header(frame: Frame) -> bool:
+    """True if ``frame`` starts with the header magic (a header, or data that needs escaping)."""
+    if isinstance(frame, bytes):  # every frame but a large one: compiled, a native prefix test
+        return frame.startswith(HEADER_MAGIC)
+    return bool(frame[:4] == HEADER_MAGIC)
+
+
+def _header_of_size(body: list[Frame], size: int) -> bytes | None:
+    """The first body frame if it is a header of exactly ``size`` bytes, else None.
+
+    The escaping rule that keeps this unambiguous: a sender whose first data frame happens to
+    start with the magic puts an OK status header in front of it (:func:`_escaped`), so a data
+    frame is never read as a header.
+    """
+    if body and len(body[0]) == size and is_header(body[0]):
+        return bytes(body[0])
+    return None
+
+
+def _escaped(body: list[Frame]) -> list[Frame]:
+    if body and is_header(body[0]):
+        return [encode_status_header(Status.OK), *body]
+    return body
+
+
+def _status(code: int) -> Status:
+    try:
+        return Status(code)
+    except ValueError:
+        # An unknown code from a newer peer is still an error, never a success.
+        return Status.BAD_REQUEST
+
+
+def decode_status_header(frame: bytes) -> Status:
+    """The status in a status header; raises :class:`ProtocolError` if it is not one."""
+    if len(frame) != STATUS_HEADER_SIZE or not is_header(frame):
+        raise ProtocolError("malformed status header frame")
+    return _status(frame[4])
