@@ -1,17 +1,20 @@
 """Bounds on what one client can cost the broker, and on what the broker writes about it, with
-a real server: frame counts (``max_frames``, issue 18, item 6).
+a real server: frame counts (``max_frames``) and the fd limit (issue 18, items 6 and 2).
 
 The numbers docs/reliability.md quotes are printed under ``measured:`` (``pytest -s``).
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 
 import pytest
 import zmq
 from tests.helpers import ServerProcess
+
+from zmqserver._process import fd_limit_target
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,3 +90,37 @@ def test_max_frames_zero_is_no_limit(start_server: StartServer) -> None:
     server.wait_ready()
     frames = [b"a"] * 200
     assert server.request(*frames) == [b"A"] * 200
+
+
+# -- item 2 (part): the fd limit ---------------------------------------------------------------
+
+
+def test_the_server_raises_its_soft_fd_limit_to_the_hard_one_and_says_so(
+    start_server: StartServer,
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(1024, soft)
+    target = fd_limit_target(low, hard)
+    # The server inherits this process's limits: lower the soft one while it starts.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        server = start_server(APP, workers=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    server.wait_ready()
+    if target is None:  # the hard limit is 1024 or less here: nothing to raise
+        assert f"open files: soft limit {low} (hard limit" in server.log()
+        return
+    assert f"open files: soft limit raised from {low} to {target} (hard limit" in server.log()
+    assert open_files_limit(server.pid) == target
+    for pid in server.worker_pids():  # workers inherit it
+        assert open_files_limit(pid) == target
+
+
+def open_files_limit(pid: int) -> int:
+    """The soft "Max open files" of ``pid`` (/proc/PID/limits)."""
+    with open(f"/proc/{pid}/limits") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError(f"no open files limit for {pid}")

@@ -1,7 +1,9 @@
 """Issue 18's bounds, below the sockets: frame counts and the per-frame charge in the dispatch
-core, and the max_frames option."""
+core, the max_frames option, and the fd limit the server sets itself."""
 
 from __future__ import annotations
+
+import resource
 
 import pytest
 from tests.helpers import limits
@@ -13,6 +15,7 @@ from tests.unit.dispatch_helpers import (
     statuses,
 )
 
+from zmqserver._process import FD_LIMIT_CAP, fd_limit_target
 from zmqserver.broker.state import FRAME_OVERHEAD, charged_size
 from zmqserver.config import Config
 from zmqserver.errors import ConfigError, Status
@@ -99,3 +102,29 @@ def test_max_frames_accepts_zero_or_at_least_eight(value):
 def test_max_frames_refuses_what_would_cut_the_envelope_or_is_no_count(value):
     with pytest.raises(ConfigError, match="max_frames"):
         Config(max_frames=value).validate()
+
+
+# -- the fd limit -------------------------------------------------------------------------------
+
+INF = resource.RLIM_INFINITY
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "target"),
+    [
+        (1024, 524288, 524288),  # the usual: raised to the hard limit
+        (1024, 4096, 4096),
+        (4096, 4096, None),  # soft == hard: nothing to do
+        (1024, INF, FD_LIMIT_CAP),  # unlimited hard: the cap (RLIM_INFINITY is refused)
+        (1024, 1 << 30, FD_LIMIT_CAP),  # a huge hard limit: the cap
+        (FD_LIMIT_CAP, INF, None),
+        (2 * FD_LIMIT_CAP, INF, None),  # never lowered
+        (INF, INF, None),
+    ],
+)
+def test_fd_limit_target(soft, hard, target):
+    assert fd_limit_target(soft, hard, INF) == target
+
+
+def test_fd_limit_target_takes_the_platforms_infinity():
+    assert fd_limit_target(10, 7, infinity=7) == FD_LIMIT_CAP
