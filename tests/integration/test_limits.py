@@ -1,5 +1,6 @@
 """Bounds on what one client can cost the broker, and on what the broker writes about it, with
-a real server: frame counts (``max_frames``) and the fd limit (issue 18, items 6 and 2).
+a real server: frame counts (``max_frames``), the log of malformed requests, the fd limit
+(issue 18, items 6, 11 and 2).
 
 The numbers docs/reliability.md quotes are printed under ``measured:`` (``pytest -s``).
 """
@@ -90,6 +91,43 @@ def test_max_frames_zero_is_no_limit(start_server: StartServer) -> None:
     server.wait_ready()
     frames = [b"a"] * 200
     assert server.request(*frames) == [b"A"] * 200
+
+
+# -- item 11: malformed requests are one flood in the log, however many clients send them -------
+
+
+def test_a_thousand_bad_requests_from_a_hundred_clients_cost_two_log_lines(
+    start_server: StartServer,
+) -> None:
+    """Each bad request was a WARNING line unless the same client had sent one in the last 10 s:
+    garbage from many sockets (100,000 in the report) wrote a line each."""
+    server = start_server(APP, workers=1)
+    server.wait_ready()
+    sockets = [server.socket(zmq.DEALER) for _ in range(100)]
+    started = time.monotonic()
+    for sock in sockets:
+        for _ in range(10):
+            sock.send_multipart([b"MDPC02", b"\x09"])  # MDP/0.2 without a command or service
+    answered = 0
+    for sock in sockets:
+        for _ in range(10):
+            assert sock.poll(10_000), f"no answer to a bad request (log:\n{server.log()})"
+            assert sock.recv_multipart()[0] == b"MDPC02"
+            answered += 1
+        sock.close()
+    took = time.monotonic() - started
+    assert answered == 1000
+    assert server.request(b"still") == [b"STILL"]
+    server.signal(15)
+    assert server.wait() == 0
+    lines = [line for line in server.log().splitlines() if "bad request" in line]
+    measured("1,000 bad requests from 100 clients", seconds=f"{took:.2f}", log_lines=len(lines))
+    assert len(lines) <= 5, "\n".join(lines[:10])
+    assert "bad request from client" in lines[0]
+    # Stopping logs the count of the interval under way (EventLog.close).
+    counted = [line for line in lines if "more bad requests in the last" in line]
+    assert counted, "\n".join(lines)
+    assert "(1000 in all)" in counted[-1]
 
 
 # -- item 2 (part): the fd limit ---------------------------------------------------------------

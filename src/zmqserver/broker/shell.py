@@ -62,7 +62,8 @@ class _Window:
 class EventLog:
     """Logs events (the dispatcher's, and the shell's own reply drops), throttling repeats.
 
-    An event about a subject (:meth:`.events.Event.subject`: a worker, a client) is logged at once
+    An event about a subject (:meth:`.events.Event.subject`: a worker, a client, or ``b""`` for
+    a kind throttled across all peers: bad requests, reply drops) is logged at once
     unless one of its kind about the same subject was logged less than ``interval`` ago; then it
     is only counted, and when the interval is over the count is logged as one line (which starts
     another interval: a flood that goes on costs a line per interval). Events about no subject
