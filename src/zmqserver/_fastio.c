@@ -251,12 +251,34 @@ static PyObject *fastio_load(PyObject *module, PyObject *args) {
 /* Receive one whole multipart message without blocking: a list of frames, or None if none.
  * With user_id non-NULL, *user_id receives the connection's ZAP User-Id (a new reference), or
  * None when the peer has none (a NULL-mechanism connection). Frames over inline_max bytes come
- * back as Frame objects, the others as bytes. */
-static PyObject *recv_one(void *sock, PyObject **user_id, size_t inline_max) {
+ * back as Frame objects, the others as bytes.
+ *
+ * At most max_frames frames are kept: the rest of a longer message is read and closed as it
+ * comes, one zmq_msg_t reused, with no Python object made for it (a message of a million empty
+ * frames must cost the broker no more than one of max_frames). The caller tells a cut message
+ * by its length: it asks for one frame more than it accepts. */
+static PyObject *recv_one(void *sock, PyObject **user_id, size_t inline_max, size_t max_frames) {
     PyObject *frames = NULL;
     for (;;) {
         zmq_msg_t msg;
         p_msg_init(&msg);
+        if (frames != NULL && (size_t)PyList_GET_SIZE(frames) >= max_frames) {
+            /* Past the limit: discard. The parts of a multipart message arrive together, so
+             * these reads do not block. */
+            int more = 1;
+            while (more) {
+                if (p_msg_recv(&msg, sock, 0) < 0) {
+                    int err = p_errno();
+                    if (err == EINTR && PyErr_CheckSignals() == 0) continue;
+                    p_msg_close(&msg);
+                    Py_DECREF(frames);
+                    return err == EINTR ? NULL : zmq_error();
+                }
+                more = p_msg_more(&msg);
+            }
+            p_msg_close(&msg);
+            return frames;
+        }
         if (p_msg_recv(&msg, sock, frames == NULL ? ZMQ_DONTWAIT : 0) < 0) {
             int err = p_errno();
             p_msg_close(&msg);
@@ -316,18 +338,19 @@ static PyObject *fastio_recv_message(PyObject *module, PyObject *handle) {
     REQUIRE_LOADED();
     void *sock = socket_handle(handle);
     if (sock == NULL) return NULL;
-    return recv_one(sock, NULL, (size_t)-1);
+    return recv_one(sock, NULL, (size_t)-1, (size_t)-1);
 }
 
-/* recv_batch(handle, max, with_user_id=False). Vectorcall (METH_FASTCALL)
+/* recv_batch(handle, max, with_user_id=False, max_frames=0). Vectorcall (METH_FASTCALL)
  * with its arguments read by hand: PyArg_ParseTupleAndKeywords and the argument tuple it needs
- * cost about as much as receiving a small message, and this runs on every turn of the broker. */
+ * cost about as much as receiving a small message, and this runs on every turn of the broker.
+ * max_frames > 0 keeps at most that many frames of each message (see recv_one); 0: all. */
 static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames) {
-    static const char *const names[] = {"handle", "max", "with_user_id"};
-    PyObject *given[3] = {NULL, NULL, NULL};
-    if (nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "recv_batch takes 2 or 3 arguments");
+    static const char *const names[] = {"handle", "max", "with_user_id", "max_frames"};
+    PyObject *given[4] = {NULL, NULL, NULL, NULL};
+    if (nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "recv_batch takes 2 to 4 arguments");
         return NULL;
     }
     for (Py_ssize_t i = 0; i < nargs; i++) given[i] = args[i];
@@ -336,7 +359,7 @@ static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_s
         const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
         if (name == NULL) return NULL;
         int found = 0;
-        for (int j = 0; j < 3 && !found; j++) {
+        for (int j = 0; j < 4 && !found; j++) {
             if (strcmp(name, names[j]) != 0) continue;
             if (given[j] != NULL) {
                 PyErr_Format(PyExc_TypeError, "recv_batch got %s twice", name);
@@ -359,6 +382,16 @@ static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_s
     if (max == -1 && PyErr_Occurred()) return NULL;
     int with_user_id = given[2] == NULL ? 0 : PyObject_IsTrue(given[2]);
     if (with_user_id < 0) return NULL;
+    Py_ssize_t keep = 0;
+    if (given[3] != NULL) {
+        keep = PyNumber_AsSsize_t(given[3], PyExc_OverflowError);
+        if (keep == -1 && PyErr_Occurred()) return NULL;
+        if (keep < 0) {
+            PyErr_SetString(PyExc_ValueError, "max_frames must be >= 0");
+            return NULL;
+        }
+    }
+    size_t max_frames = keep ? (size_t)keep : (size_t)-1;
     REQUIRE_LOADED();
     void *sock = socket_handle(handle);
     if (sock == NULL) return NULL;
@@ -366,7 +399,8 @@ static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_s
     if (batch == NULL) return NULL;
     for (Py_ssize_t i = 0; i < max; i++) {
         PyObject *user_id = NULL;
-        PyObject *frames = recv_one(sock, with_user_id ? &user_id : NULL, (size_t)INLINE_MAX);
+        PyObject *frames = recv_one(sock, with_user_id ? &user_id : NULL, (size_t)INLINE_MAX,
+                                    max_frames);
         if (frames == NULL) {
             Py_XDECREF(user_id);
             Py_DECREF(batch);
@@ -580,8 +614,9 @@ static PyMethodDef fastio_methods[] = {
     {"recv_message", fastio_recv_message, METH_O,
      "recv_message(handle) -> the next whole message, every frame bytes, or None (no wait)."},
     {"recv_batch", (PyCFunction)(void (*)(void))fastio_recv_batch, METH_FASTCALL | METH_KEYWORDS,
-     "recv_batch(handle, max, with_user_id=False) -> up to max whole messages, without "
-     "blocking; with_user_id makes each item a (frames, User-Id or None) pair."},
+     "recv_batch(handle, max, with_user_id=False, max_frames=0) -> up to max whole messages, "
+     "without blocking; with_user_id makes each item a (frames, User-Id or None) pair; "
+     "max_frames > 0 keeps that many frames of a longer message and discards the rest."},
     {"send_batch", (PyCFunction)(void (*)(void))fastio_send_batch, METH_FASTCALL,
      "send_batch(handles, outbox) -> [(index, errno)] of the (port, identity, frames) items "
      "that met EHOSTUNREACH or EAGAIN (not sent), () if none; the error type of load() on any "

@@ -62,22 +62,31 @@ COMPILED = _fast is not None
 INLINE_MAX: int = _fast.INLINE_MAX if _fast is not None else 0
 
 
-def recv_batch(sock: zmq.Socket[bytes], limit: int) -> list[Frames]:
-    """Up to ``limit`` whole messages that are already waiting; never blocks."""
+def recv_batch(sock: zmq.Socket[bytes], limit: int, max_frames: int = 0) -> list[Frames]:
+    """Up to ``limit`` whole messages that are already waiting; never blocks.
+
+    ``max_frames`` > 0 keeps at most that many frames of each message: the rest of a longer one
+    is read and thrown away as it comes, without a Python object per frame (see
+    :func:`_recv_cut`), so a caller that asks for one frame more than it accepts can tell a cut
+    message by its length and refuse it, at the cost of a message of ``max_frames`` frames.
+    """
     if _fast is not None:
-        batch: list[Frames] = _fast.recv_batch(sock.underlying, limit)
+        batch: list[Frames] = _fast.recv_batch(sock.underlying, limit, max_frames=max_frames)
         return batch
     messages: list[Frames] = []
     for _ in range(limit):
         try:
-            messages.append(sock.recv_multipart(zmq.NOBLOCK))
+            if max_frames:
+                messages.append(_recv_cut(sock, max_frames, True))
+            else:
+                messages.append(sock.recv_multipart(zmq.NOBLOCK))
         except zmq.Again:
             break
     return messages
 
 
 def recv_batch_with_user_id(
-    sock: zmq.Socket[bytes], limit: int
+    sock: zmq.Socket[bytes], limit: int, max_frames: int = 0
 ) -> list[tuple[Frames, bytes | None]]:
     """As :func:`recv_batch`, with each message's ZAP User-Id (None on a NULL connection).
 
@@ -85,12 +94,17 @@ def recv_batch_with_user_id(
     client's public key, Z85-encoded.
     """
     if _fast is not None:
-        batch: list[tuple[Frames, bytes | None]] = _fast.recv_batch(sock.underlying, limit, True)
+        batch: list[tuple[Frames, bytes | None]] = _fast.recv_batch(
+            sock.underlying, limit, True, max_frames
+        )
         return batch
     messages: list[tuple[Frames, bytes | None]] = []
     for _ in range(limit):
         try:
-            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            if max_frames:
+                parts: list[Any] = _recv_cut(sock, max_frames, False)
+            else:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             break
         try:
@@ -101,19 +115,43 @@ def recv_batch_with_user_id(
     return messages
 
 
+def _recv_cut(sock: zmq.Socket[bytes], max_frames: int, copy: bool) -> list[Any]:
+    """The next whole message on ``sock`` (zmq.Again at once if there is none), its first
+    ``max_frames`` frames kept.
+
+    The frames past them are received into one scratch byte (``recv_into`` truncates): libzmq
+    frees each as it comes and Python makes nothing for it, where ``recv_multipart`` would make
+    a list of a million ``bytes`` out of a million empty frames. The parts of a multipart
+    message arrive together, so the reads after the first do not block.
+    """
+    parts: list[Any] = [sock.recv(zmq.NOBLOCK, copy=copy)]
+    recv = sock.recv
+    while sock.rcvmore:
+        if len(parts) < max_frames:
+            parts.append(recv(0, copy=copy))
+            continue
+        scratch = bytearray(1)
+        sock.recv_into(scratch)
+        while sock.rcvmore:
+            sock.recv_into(scratch)
+        break
+    return parts
+
+
 def batch_receiver(
-    sock: zmq.Socket[bytes], with_user_id: bool = False
+    sock: zmq.Socket[bytes], with_user_id: bool = False, max_frames: int = 0
 ) -> Callable[[int], list[Any]]:
-    """:func:`recv_batch` (or :func:`recv_batch_with_user_id`) bound to ``sock``, for the
-    broker's loop: on the compiled path the C function itself (a partial), so a turn of the
-    loop pays no Python frame and no socket-handle lookup per read."""
+    """:func:`recv_batch` (or :func:`recv_batch_with_user_id`) bound to ``sock`` (and
+    ``max_frames``), for the broker's loop: on the compiled path the C function itself (a
+    partial), so a turn of the loop pays no Python frame and no socket-handle lookup per read."""
     if _fast is not None:
+        keywords: dict[str, Any] = {"max_frames": max_frames} if max_frames else {}
         if with_user_id:
-            return functools.partial(_fast.recv_batch, sock.underlying, with_user_id=True)
-        return functools.partial(_fast.recv_batch, sock.underlying)
+            keywords["with_user_id"] = True
+        return functools.partial(_fast.recv_batch, sock.underlying, **keywords)
     if with_user_id:
-        return functools.partial(recv_batch_with_user_id, sock)
-    return functools.partial(recv_batch, sock)
+        return functools.partial(recv_batch_with_user_id, sock, max_frames=max_frames)
+    return functools.partial(recv_batch, sock, max_frames=max_frames)
 
 
 def poller(sockets: Sequence[zmq.Socket[bytes]], fds: Sequence[int]) -> Callable[[int], int]:

@@ -15,6 +15,7 @@ import logging
 import logging.handlers
 import os
 import pwd
+import resource
 import signal
 import sys
 from dataclasses import dataclass
@@ -272,6 +273,51 @@ class DaemonStartup(logging.Handler):
 # -- memory and log files -------------------------------------------------------------------------
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+#: The highest soft fd limit the server sets itself: Linux's default ``fs.nr_open``, the most
+#: any process may have open unless the administrator raised it. Where the hard limit is
+#: unlimited, or higher, this is what the soft one is raised to: RLIM_INFINITY is refused for
+#: RLIMIT_NOFILE, and a limit of a billion would cost anything that walks the fd table by
+#: number (closing inherited fds without close_range) a billion steps.
+FD_LIMIT_CAP = 1 << 20
+
+
+def fd_limit_target(soft: int, hard: int, infinity: int = resource.RLIM_INFINITY) -> int | None:
+    """The soft RLIMIT_NOFILE to set, given the current ``soft`` and ``hard`` ones; None to
+    leave it as it is.
+
+    The hard limit (up to :data:`FD_LIMIT_CAP`): a broker holds a socket per client and per
+    worker, and libzmq an fd or two per socket more, so the default soft limit of 1,024 is
+    reached by a few hundred clients (the issue 18 report: 1,108 stray connections refused
+    every new client and sent new workers into EMFILE). The soft limit is the process's own
+    to raise, up to the hard one, which the administrator set.
+    """
+    target = FD_LIMIT_CAP if hard == infinity or hard > FD_LIMIT_CAP else hard
+    if soft != infinity and soft < target:
+        return target
+    return None
+
+
+def raise_fd_limit() -> None:
+    """Raise the soft fd limit to the hard one (:func:`fd_limit_target`) and log both, at INFO:
+    the first thing to look at when a busy server says "Too many open files"."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError) as exc:  # pragma: no cover - every Unix has it
+        log.warning("open files: cannot read the limit: %s", exc)
+        return
+    shown = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    target = fd_limit_target(soft, hard)
+    if target is None:
+        log.info("open files: soft limit %s (hard limit %s)", soft, shown)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("open files: cannot raise the soft limit from %s to %s: %s", soft, target, exc)
+        return
+    log.info("open files: soft limit raised from %s to %s (hard limit %s)", soft, target, shown)
 
 
 def rss_bytes() -> int:

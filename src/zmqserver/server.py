@@ -19,6 +19,7 @@ from ._process import (
     LogFile,
     check_pid_file,
     daemonize,
+    raise_fd_limit,
     wait_for_daemon,
 )
 from .config import App, Config
@@ -138,6 +139,8 @@ def _start(kind: Callable[..., Master], config: Config, reload: Callable[[], Con
         logging.getLogger("zmqserver").addHandler(startup)
         if config.log_file is None:
             log.warning("background mode without log_file: the log goes nowhere")
+    # Before anything opens a socket: the broker holds one per client and per worker.
+    raise_fd_limit()
     code = 1
     try:
         hooks.run("on_starting", config)

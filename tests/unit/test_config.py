@@ -107,6 +107,7 @@ def test_limits_and_policy_take_the_schemas_defaults():
         "max_attempts",
         "max_queue",
         "max_message_size",
+        "max_frames",
         "reply_cache",
         "worker_credit",
         "prefetch_below",

@@ -205,26 +205,66 @@ def test_the_dispatchers_events_are_logged_by_the_shell(broker, caplog):
     assert line.startswith(f"bad request from client {b'bad'.hex()}: ")
 
 
+def broke_lines(caplog):
+    return [r.getMessage() for r in caplog.records if "broke the protocol" in r.getMessage()]
+
+
 def test_repeats_about_one_peer_are_counted_others_logged(broker, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="zmqserver.broker")
     clock = [1000.0]
     monkeypatch.setattr(broker_module.time, "monotonic", lambda: clock[0])
     for _ in range(5):
-        broker.dispatcher.on_client(b"noisy", [b"", b"MDPC02", b"\x09"], 0.0)
+        broker.dispatcher.on_worker(b"noisy", [b"", b"MDPW02", b"\x09"], 0.0)  # no such command
         broker.flush()
-    broker.dispatcher.on_client(b"other", [b"", b"MDPC02", b"\x09"], 0.0)
+    broker.dispatcher.on_worker(b"other", [b"", b"MDPW02", b"\x09"], 0.0)
     broker.flush()
-    assert [line.split(":")[0] for line in bad_request_lines(caplog)] == [
-        f"bad request from client {b'noisy'.hex()}",
-        f"bad request from client {b'other'.hex()}",
+    assert [line.split(" broke")[0] for line in broke_lines(caplog)] == [
+        "worker b'noisy'",
+        "worker b'other'",
     ]
     assert broker.next_deadline() == 1000.0 + REPEAT_LOG_INTERVAL
     clock[0] += REPEAT_LOG_INTERVAL
     broker.on_tick(clock[0])
-    assert bad_request_lines(caplog)[-1].startswith(
-        f"4 more in the last {REPEAT_LOG_INTERVAL:.0f}s like: bad request from client "
+    assert broke_lines(caplog)[-1].startswith(
+        f"4 more in the last {REPEAT_LOG_INTERVAL:.0f}s like: worker b'noisy' broke the protocol"
     )
     assert broker.next_deadline() == math.inf
+
+
+def test_bad_requests_from_many_clients_are_one_flood(caplog):
+    """Issue 18, item 11: 100,000 malformed requests wrote 100,000 WARNING lines, as each came
+    from another routing id and the throttle was per peer. Now: the first line of an interval
+    as is, then one count line per interval, whoever sent them."""
+    from zmqserver.broker.events import BadRequest
+    from zmqserver.broker.shell import EventLog
+
+    caplog.set_level(logging.INFO, logger="zmqserver.broker")
+    events = EventLog(logging.getLogger("zmqserver.broker"), interval=10.0)
+    for i in range(1000):
+        events.record(BadRequest(b"c%d" % i, "empty message"), 100.0 + i / 1000)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"bad request from client {b'c0'.hex()}: empty message"
+    ]
+    assert events.next_deadline() == 110.0
+    events.on_tick(109.9)
+    assert len(caplog.records) == 1
+    events.on_tick(110.0)
+    assert caplog.records[-1].getMessage() == (
+        "999 more bad requests in the last 10s (1000 in all); "
+        f"the last: bad request from client {b'c999'.hex()}: empty message"
+    )
+    assert caplog.records[-1].levelno == logging.WARNING
+    # The flood goes on: a line per interval, never one per request.
+    for i in range(500):
+        events.record(BadRequest(b"d%d" % i, "empty message"), 111.0 + i / 100)
+    events.on_tick(120.0)
+    assert len(caplog.records) == 3
+    assert caplog.records[-1].getMessage().startswith("500 more bad requests in the last 10s")
+    # Quiet for an interval: the next one is logged at once again.
+    events.on_tick(130.0)
+    events.record(BadRequest(b"late", "empty message"), 131.0)
+    assert caplog.records[-1].getMessage().startswith("bad request from client")
+    assert len(caplog.records) == 4
 
 
 def test_a_jobs_own_events_are_never_throttled(caplog):

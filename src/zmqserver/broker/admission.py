@@ -12,25 +12,42 @@ from collections.abc import Collection
 
 from ..errors import Status
 from ..protocol import ClientRequest, Frame
-from .state import Limits, Service, frames_size
+from .state import FRAME_OVERHEAD, Limits, Service, charged_size, frames_size
 
 
 def refusal(
-    request: ClientRequest, name: bytes, service: Service | None, limits: Limits, closing: bool
+    request: ClientRequest,
+    name: bytes,
+    service: Service | None,
+    limits: Limits,
+    closing: bool,
+    frames: int = 0,
 ) -> tuple[Status, str] | None:
     """Why the request for service ``name`` (known as ``service``, None if it is not known) is
-    refused, as the status and message of its error reply; None if it becomes a job."""
+    refused, as the status and message of its error reply; None if it becomes a job.
+
+    ``frames`` is how many frames its message had as the broker received it (routing id
+    excluded). The shell keeps at most one more than ``max_frames`` (the rest of a longer
+    message was never made into objects), so over the limit it means "more than max_frames".
+    """
     if closing:
         return (Status.SHUTTING_DOWN, "server is shutting down")
     if service is None:
         shown = name.decode("utf-8", "replace")
         return (Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
+    if limits.max_frames and frames > limits.max_frames:
+        return (
+            Status.TOO_LARGE,
+            f"request of more than {limits.max_frames} frames exceeds max_frames "
+            f"({limits.max_frames})",
+        )
     if limits.max_message_size:
-        size = frames_size(request.body)
+        size = charged_size(request.body)
         if size > limits.max_message_size:
             return (
                 Status.TOO_LARGE,
-                f"request of {size} bytes exceeds max_message_size "
+                f"request of {frames_size(request.body)} bytes in {len(request.body)} frames "
+                f"(counted as {size}: {FRAME_OVERHEAD} more a frame) exceeds max_message_size "
                 f"({limits.max_message_size} bytes)",
             )
     # Only a job that would queue can be refused, and with jobs already waiting it would: no

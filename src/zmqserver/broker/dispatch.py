@@ -243,7 +243,7 @@ class Dispatcher:
             if exc.reply is not None:
                 self.outbox.append((Port.FRONTEND, client, exc.reply))
             return
-        self._accept(client, request, now, client_key or b"")
+        self._accept(client, request, now, client_key or b"", len(frames))
 
     def _refuse(self, client: bytes, request: ClientRequest, status: Status, message: str) -> None:
         self.stats.errors += 1
@@ -258,7 +258,12 @@ class Dispatcher:
         self.outbox.append((Port.FRONTEND, client, reply))
 
     def _accept(
-        self, client: bytes, request: ClientRequest, now: float, client_key: bytes = b""
+        self,
+        client: bytes,
+        request: ClientRequest,
+        now: float,
+        client_key: bytes = b"",
+        frames: int = 0,
     ) -> None:
         name = request.service or self.default_service
         service = self.services.get(name)
@@ -275,7 +280,7 @@ class Dispatcher:
             )
             self.outbox.append((Port.FRONTEND, client, reply))
             return
-        refused = refusal(request, name, service, limits, self.closing)
+        refused = refusal(request, name, service, limits, self.closing, frames)
         if refused is not None:
             self._refuse(client, request, refused[0], refused[1])
             return

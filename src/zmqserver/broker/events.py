@@ -44,7 +44,13 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class BadRequest(Event):
-    """A client's request could not be parsed (it got an error reply if its framing allowed)."""
+    """A client's request could not be parsed (it got an error reply if its framing allowed).
+
+    Throttled across clients, not per client: garbage sent from many sockets (or one that
+    reconnects under a new routing id for each message) is one flood, and must cost the log one
+    line per interval, not one per client. The first is logged as is; the count line names the
+    last one, so an operator sees a real example of each interval's garbage.
+    """
 
     client: bytes
     error: str
@@ -53,7 +59,13 @@ class BadRequest(Event):
         return f"bad request from client {self.client.hex()}: {self.error}"
 
     def subject(self) -> bytes | None:
-        return self.client
+        return b""  # all clients together
+
+    def repeated(self, count: int, seconds: float, total: int) -> str:
+        return (
+            f"{count} more bad requests in the last {seconds:.0f}s ({total} in all); "
+            f"the last: {self.message()}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,8 @@ class _Window:
 class EventLog:
     """Logs events (the dispatcher's, and the shell's own reply drops), throttling repeats.
 
-    An event about a subject (:meth:`.events.Event.subject`: a worker, a client) is logged at once
+    An event about a subject (:meth:`.events.Event.subject`: a worker, a client, or ``b""`` for
+    a kind throttled across all peers: bad requests, reply drops) is logged at once
     unless one of its kind about the same subject was logged less than ``interval`` ago; then it
     is only counted, and when the interval is over the count is logged as one line (which starts
     another interval: a flood that goes on costs a line per interval). Events about no subject
@@ -148,10 +149,17 @@ class Broker:
         backend: str,
         *,
         max_message_size: int = 0,
+        max_frames: int = 0,
         secure: Callable[[zmq.Socket[bytes], str], None] | None = None,
         pass_client_key: bool = False,
     ) -> None:
-        """``secure(socket, "frontend" | "backend")`` sets security options before each bind."""
+        """``secure(socket, "frontend" | "backend")`` sets security options before each bind.
+
+        ``max_frames`` (0: none) bounds what is kept of a client's message: its routing id and
+        ``max_frames`` + 1 frames, so the dispatcher sees that it was too long and answers
+        too_large, while the rest (a million empty frames, say) is discarded as it is read,
+        never made into objects.
+        """
         self.dispatcher = dispatcher
         #: Read each request's ZAP User-Id (the client's CURVE key) and hand it to the dispatcher.
         self.pass_client_key = pass_client_key
@@ -165,7 +173,10 @@ class Broker:
         self.sockets = (self.frontend, self.backend)
         assert (Port.FRONTEND, Port.BACKEND) == (0, 1)
         self._send_batch = batch_sender(self.sockets)
-        self._recv_frontend = batch_receiver(self.frontend, with_user_id=pass_client_key)
+        keep = max_frames + 2 if max_frames else 0
+        self._recv_frontend = batch_receiver(
+            self.frontend, with_user_id=pass_client_key, max_frames=keep
+        )
         self._recv_backend = batch_receiver(self.backend)
         #: Replies dropped because their client was gone, since the start.
         self.dropped_replies = 0

@@ -189,8 +189,12 @@ class Limits:
     max_attempts: int
     #: Live queued jobs per service beyond which new jobs are refused with queue_full.
     max_queue: int
-    #: Largest request body in bytes (all frames); larger ones are refused with too_large.
+    #: Largest request body in bytes (all frames, each charged :data:`FRAME_OVERHEAD` more);
+    #: larger ones are refused with too_large.
     max_message_size: int
+    #: Most frames in a request, its envelope included; longer ones are refused with too_large.
+    #: Server-wide: the shell keeps no more than one frame past it (shell.py).
+    max_frames: int
     #: Replies kept for answering a resent request without running it again.
     reply_cache: int
     #: ...and the bytes they may hold in all; a bigger reply is not kept.
@@ -212,6 +216,7 @@ class Limits:
             max_attempts=config.max_attempts,
             max_queue=config.max_queue,
             max_message_size=config.max_message_size,
+            max_frames=config.max_frames,
             reply_cache=config.reply_cache,
             reply_cache_bytes=REPLY_CACHE_BYTES,
             worker_credit=config.worker_credit,
@@ -270,6 +275,21 @@ def unplace(worker: WorkerState) -> None:
         del service.levels[worker.level][worker.identity]
         service.placed -= 1
         worker.level = -1
+
+
+#: What a request is charged per frame on top of its bytes, against max_message_size: the size
+#: of a ``zmq_msg_t``, which libzmq holds per frame in a pipe whatever the frame's size, and
+#: about what the broker's Python side spends on a small frame too (a ``bytes`` object's 33-byte
+#: header, rounded up by the allocator, and its list slot). Without it a request of a million
+#: empty frames counted as 0 bytes and cost the broker a few hundred megabytes; with it, 1 MiB
+#: of max_message_size admits at most 16,384 frames even where max_frames is off.
+FRAME_OVERHEAD: Final = 64
+
+
+def charged_size(frames: list[Frame]) -> int:
+    """What ``frames`` count against max_message_size: their bytes, plus
+    :data:`FRAME_OVERHEAD` for each."""
+    return frames_size(frames) + FRAME_OVERHEAD * len(frames)
 
 
 def frames_size(frames: list[Frame]) -> int:

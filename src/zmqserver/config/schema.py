@@ -310,8 +310,16 @@ class Config(_Checked):
     )
     max_message_size: int = option(
         1024 * 1024,
-        "Largest request in bytes (all frames); larger ones get a too_large error; 0 = no limit.",
+        "Largest request in bytes (all body frames, each counted 64 bytes more); larger ones "
+        "get a too_large error; 0 = no limit.",
         metavar="BYTES",
+        command="serve",
+    )
+    max_frames: int = option(
+        64,
+        "Most frames in a request (header frames included); the broker keeps no more of a "
+        "longer one and answers it too_large; 0 = no limit, else at least 8.",
+        metavar="FRAMES",
         command="serve",
     )
     reply_cache: int = option(

@@ -29,6 +29,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: Longest service name: MDP carries it in one frame, which RFC 7 and 18 bound to 255 bytes.
 MAX_SERVICE_NAME = 255
 
+#: The lowest max_frames but 0: a request's envelope alone takes up to 5 frames (protocol.md
+#: §3), so a lower limit would refuse every request, or cut one inside its header.
+MIN_FRAMES = 8
+
 
 def check(config: Config) -> dict[str, Config]:
     """Check ``config``; return each service's own complete options, each checked in turn.
@@ -108,8 +112,12 @@ def _check_server(config: Config) -> None:
     if port[0] == port[1] and config.frontend is None and config.backend is None:
         raise ConfigError("port: frontend and backend ports must differ")
     _positive_int(config, "heartbeat_liveness")
-    for name in ("max_message_size", "reply_cache"):
+    for name in ("max_message_size", "reply_cache", "max_frames"):
         _nonnegative_int(config, name)
+    if 0 < config.max_frames < MIN_FRAMES:
+        raise ConfigError(
+            f"max_frames: 0 (no limit) or at least {MIN_FRAMES}, got {config.max_frames}"
+        )
     for name in ("heartbeat_interval", "graceful_timeout"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

@@ -81,6 +81,7 @@ class BrokerComponent:
                 config.frontend_endpoint,
                 security.public_backend or local,
                 max_message_size=config.max_message_size,
+                max_frames=config.max_frames,
                 secure=security.apply,
                 pass_client_key=config.pass_client_key,
             )
