@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 
 import pytest
 
+from zmqserver.config import Config
+from zmqserver.scaling import Policy, Scaler, State
+from zmqserver.supervisor import Pool, StateOf, WorkerProcess
 from zmqserver.supervisor.backoff import (
     BACKOFF_CAP,
     BACKOFF_FIRST,
@@ -16,6 +20,8 @@ from zmqserver.supervisor.backoff import (
     describe_exit,
     summarize,
 )
+
+from .fake_components import FakeView, NoForkFlock
 
 SEGV = "killed by SIGSEGV"
 
@@ -147,3 +153,38 @@ def test_summarize():
     assert summarize([SEGV]) == f"1 {SEGV}"
     assert summarize([SEGV, SEGV]) == f"all {SEGV}"
     assert summarize([SEGV, "exited with status 7", SEGV]) == (f"2 {SEGV}, 1 exited with status 7")
+
+
+# -- the flock obeys it (no processes: NoForkFlock counts the workers it is asked for) ------------
+
+
+def _flock(view: FakeView) -> tuple[NoForkFlock, Pool]:
+    config = Config(app="examples.echo:app", min_servers=2, min_spare_servers=0).validate()
+    pool = Pool("default", config, None, Scaler(Policy.from_config(config)))
+    return NoForkFlock({"default": pool}, view, os.getpid()), pool
+
+
+def test_the_flock_starts_no_worker_before_the_back_off_ends_and_asks_to_be_woken_then():
+    flock, pool = _flock(FakeView())
+    pool.restarts.not_before = 100.0
+    flock.manage_workers(99.0)
+    assert flock.asked == 0
+    assert flock.scale_deadline == 100.0
+    flock.manage_workers(100.0)
+    assert flock.asked == 2
+
+
+class RegisteredView(FakeView):
+    def state_of(self, pool: Pool) -> StateOf:
+        return lambda proc: State.IDLE
+
+
+def test_a_worker_seen_registered_resets_the_crash_loop_count():
+    flock, pool = _flock(RegisteredView())
+    for i in range(CRASH_LOOP_LIMIT - 1):
+        pool.restarts.died(100.0 + i, lived=0.05, registered=False, how=SEGV)
+    proc = WorkerProcess(4321, b"pid:4321", pool, pool.generation, 104.0)
+    flock.workers[proc.pid] = proc
+    flock.manage_workers(105.0)
+    assert proc.registered
+    assert not pool.restarts.boot_failures
