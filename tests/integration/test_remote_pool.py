@@ -256,6 +256,20 @@ def test_hup_on_the_pool_replaces_its_workers_once_the_new_ones_registered(
     assert "ready; retiring 2 old worker(s)" in pool.log()
 
 
+def test_a_pool_whose_workers_die_before_reporting_stops_with_status_3(start_pool):
+    # No broker needed: a worker reports on the status pipe once its app is loaded, before it
+    # reaches the broker; these never get that far.
+    pool = start_pool(
+        f"tcp://127.0.0.1:{free_port()}", "upper=tests.segv_app:app", "--min-servers", "2",
+        "--min-spare-servers", "0",
+    )  # fmt: skip
+    assert pool.wait(20) == 3, pool.log()
+    assert (
+        "service 'upper' cannot start the app 'tests.segv_app:app': 5 workers in a row died "
+        "before they registered (all killed by SIGSEGV); stopping the server"
+    ) in pool.log()
+
+
 def test_the_pool_scales_on_its_workers_status_reports(start_server, start_pool, short_tmp):
     port = free_port()
     broker = start_server("local=examples.echo:app", *broker_args(port), workers=1)

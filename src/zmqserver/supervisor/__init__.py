@@ -4,6 +4,7 @@
   wake-up fd, with the timeout from the next deadline) and the ``handle_<signal>`` methods.
 * signals.py: the trivial handler, the queue, and the dispatch.
 * workers.py: the pools and the worker processes (fork, reap, scale, retire, roll back).
+* backoff.py: when to start a worker again after deaths, and when a crash loop stops the server.
 * reload.py: what HUP takes on from a reloaded config.
 * component.py: the contracts (:class:`Component`, :class:`WorkerView`, :class:`Waiter`).
 * broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's

@@ -316,6 +316,7 @@ class Master:
         for pool in self.pools.values():
             pool.reload_floor = max(pool.reload_floor, len(self.flock.current(pool)))
             pool.generation += 1
+            pool.restarts.reset()  # the new generation starts at once, with a clean record
             log.info(
                 "HUP: starting worker generation %d (%d worker(s))%s",
                 pool.generation,

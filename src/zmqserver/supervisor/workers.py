@@ -7,7 +7,11 @@ loop's business (master.py).
 * Children are reaped with ``waitpid(-1, WNOHANG)`` until there are none left to reap.
 * A worker that exits with :data:`~zmqserver.worker.BOOT_ERROR` (the app failed to import) halts
   the server instead of feeding a fork loop, unless a reload is under way: then the old
-  generation keeps serving (a bad deploy is not an outage).
+  generation keeps serving (a bad deploy is not an outage). So do
+  :data:`~.backoff.CRASH_LOOP_LIMIT` workers in a row that die before they register (an app that
+  segfaults or calls ``os._exit`` while it imports), with the same exit status.
+* Workers that keep dying are replaced after a growing delay (backoff.py, sans-IO): a deadline
+  the plan waits for, never a sleep.
 * One :meth:`Flock.manage_workers` converges each pool on what its autoscaler (scaling.py,
   sans-IO) plans, and retires an old generation once the new one is ready.
 * A worker that exits in an orderly way (recycled, retired) may have its last reply and its
@@ -24,11 +28,12 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import App, Config
 from ..scaling import Member, Policy, Scaler, State
 from ..worker import BOOT_ERROR, worker_main
+from .backoff import Restarts, describe_exit, summarize
 from .component import StateOf, WorkerView
 from .signals import HANDLED_SIGNALS
 
@@ -57,6 +62,8 @@ class Pool:
     reload_floor: int = 0
     #: What to go back to if the new generation cannot load its app: (config, app).
     previous: tuple[Config, App | None] | None = None
+    #: Recent deaths: when the next worker may start, and whether the app cannot start at all.
+    restarts: Restarts = field(default_factory=Restarts)
 
     def use(self, config: Config, app: App | None) -> None:
         """Run with ``config`` from now on (HUP, or going back on a failed one)."""
@@ -72,6 +79,8 @@ class WorkerProcess:
     generation: int
     started: float
     retiring: bool = False
+    #: It has registered (said READY, or reported on the status pipe) at some point.
+    registered: bool = False
 
 
 class Flock:
@@ -154,6 +163,10 @@ class Flock:
             if proc is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            # Asked before the view hears of the death (it forgets the worker then), and only
+            # of a death that counts (stopping the whole flock would ask it of every worker).
+            leaving = self.stopping or proc.retiring
+            registered = proc.registered or (not leaving and self._registered(proc))
             how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
             if code == 0 and self.view.registered(proc.identity):
                 # An orderly exit (recycled, retired, stopped) happens between jobs, after the
@@ -162,23 +175,53 @@ class Flock:
                 self.departed[proc.identity] = time.monotonic() + DEPARTURE_GRACE
             else:
                 self.view.gone(proc.identity, f"process {pid} ended with {how}")
-            if code == BOOT_ERROR and not self.stopping and not proc.retiring:
-                if not self._roll_back(proc):
+            if leaving:
+                log.debug("worker %d exited (%s)", pid, how)
+            elif code == BOOT_ERROR:
+                app = proc.pool.config.app
+                if not self._roll_back(proc, f"could not load the app {app!r} (see above)"):
                     log.error(
                         "worker %d could not load the app %r%s (see above); stopping the server",
                         pid,
-                        proc.pool.config.app,
+                        app,
                         self.of(proc.pool),
                     )
                     self.on_boot_error()  # stops the server: the rest exit as stopping
-            elif self.stopping or proc.retiring:
-                log.debug("worker %d exited (%s)", pid, how)
-            elif code != 0:
-                log.warning("worker %d died (%s); starting a new one", pid, how)
-            else:
+            elif code == 0 and registered:
                 log.info("worker %d exited; starting a new one", pid)
+            else:
+                self._died(proc, code, registered, time.monotonic())
             if block:
                 return
+
+    def _registered(self, proc: WorkerProcess) -> bool:
+        """Whether the view counts ``proc`` as registered now (said READY, or reported).
+
+        Not :meth:`WorkerView.registered`: a remote pool's view answers that only for goodbyes
+        it waits for (never), while its state says whether the worker ever reported.
+        """
+        return self.view.state_of(proc.pool)(proc) is not State.BOOTING
+
+    def _died(self, proc: WorkerProcess, code: int, registered: bool, now: float) -> None:
+        """A worker failed (a signal, an error status, or any exit before it registered):
+        delay its replacement if workers keep dying; stop if none of them can start."""
+        pool = proc.pool
+        how = describe_exit(code)
+        verdict = pool.restarts.died(now, lived=now - proc.started, registered=registered, how=how)
+        early = "" if registered else " before it registered"
+        if verdict.crash_loop:
+            log.warning("worker %d%s %s%s", proc.pid, self.of(pool), how, early)
+            count, app = len(verdict.crash_loop), pool.config.app
+            why = (
+                f"cannot start the app {app!r}: {count} workers in a row died before they "
+                f"registered ({summarize(list(verdict.crash_loop))})"
+            )
+            if not self._roll_back(proc, why):
+                log.error("service %r %s; stopping the server", pool.name, why)
+                self.on_boot_error()  # exit status BOOT_ERROR, as for an app that cannot import
+            return
+        then = f"next start in {verdict.delay:.1f} s" if verdict.delay else "starting a new one"
+        log.warning("worker %d%s %s%s; %s", proc.pid, self.of(pool), how, early, then)
 
     def settle_departures(self, now: float) -> None:
         """Tell the view about orderly exits whose goodbye never came (see :meth:`reap`)."""
@@ -189,8 +232,9 @@ class Flock:
                 del self.departed[identity]
                 self.view.gone(identity, "it exited without a DISCONNECT")
 
-    def _roll_back(self, failed: WorkerProcess) -> bool:
-        """A worker of a new generation could not load its app: keep the old generation.
+    def _roll_back(self, failed: WorkerProcess, why: str) -> bool:
+        """A worker of a new generation could not load its app (``why``, for the log), or the
+        generation is in a crash loop: keep the old generation.
 
         Returns False when there is nothing to go back to (no reload in progress), and the
         server must stop instead. The old workers join a fresh generation number, so the failed
@@ -206,11 +250,11 @@ class Flock:
         if failed.generation != pool.generation or not old:
             return False
         log.error(
-            "HUP: worker generation %d%s could not load the app %r (see above); the %d "
-            "worker(s) of the previous generation keep serving",
+            "HUP: worker generation %d%s %s; the %d worker(s) of the previous generation keep "
+            "serving",
             pool.generation,
             self.of(pool),
-            pool.config.app,
+            why,
             len(old),
         )
         if pool.previous is not None:
@@ -224,6 +268,7 @@ class Flock:
         for proc in old:
             proc.generation = pool.generation
         pool.reload_floor = 0
+        pool.restarts.reset()  # the generation that keeps serving did start
         return True
 
     # -- scaling ----------------------------------------------------------------------------------
@@ -255,13 +300,25 @@ class Flock:
             pool.reload_floor = 0
         state_of = self.view.state_of(pool)
         current = [p for p in running if p.generation == pool.generation]
-        members = [Member(p.pid, p.started, state_of(p)) for p in current]
+        members = []
+        for proc in current:
+            state = state_of(proc)
+            if not proc.registered and state is not State.BOOTING:
+                proc.registered = True
+                pool.restarts.registered()  # the app can start: not a crash loop
+            members.append(Member(proc.pid, proc.started, state))
         backlog, oldest = self.view.backlog(pool)
         plan = pool.scaler.plan(
             members, now, backlog=backlog, oldest=oldest, floor=pool.reload_floor
         )
         self.scale_deadline = min(self.scale_deadline, plan.deadline)
-        if plan.spawn:
+        restarts = pool.restarts
+        if plan.spawn and not restarts.may_start(now):
+            # Workers keep dying: the plan is asked again when the back-off ends. (The scaler
+            # noted a start now that comes later; that only makes an idle worker's retirement
+            # due a little early.)
+            self.scale_deadline = min(self.scale_deadline, restarts.not_before)
+        elif plan.spawn:
             # Replacing exited workers is logged where they exit; growth is news.
             level = logging.DEBUG if plan.reason.startswith("below") else logging.INFO
             log.log(level, "starting %d worker(s)%s: %s", plan.spawn, self.of(pool), plan.reason)
