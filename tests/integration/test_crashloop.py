@@ -98,7 +98,7 @@ def test_workers_that_die_on_every_job_are_replaced_with_a_growing_delay(start_s
     assert times[-1] - times[1] >= 0.9 * BACKOFF_FIRST * (2 ** (spawns - 2) - 1), log
     deaths = re.findall(r"worker \d+ exited with status 9; (.*)", log)
     assert deaths[:4] == [
-        "starting a new one",
+        "no start delay",
         "next start in 0.1 s",
         "next start in 0.2 s",
         "next start in 0.4 s",

@@ -311,7 +311,8 @@ class Config(_Checked):
     max_message_size: int = option(
         1024 * 1024,
         "Largest request in bytes (all body frames, each counted 64 bytes more); larger ones "
-        "get a too_large error; 0 = no limit.",
+        "get a too_large error, but a single frame over 4 times this drops the client's "
+        "connection with no reply (libzmq's ZMQ_MAXMSGSIZE); 0 = no limit.",
         metavar="BYTES",
         command="serve",
     )

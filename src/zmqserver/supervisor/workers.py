@@ -188,7 +188,7 @@ class Flock:
                     )
                     self.on_boot_error()  # stops the server: the rest exit as stopping
             elif code == 0 and registered:
-                log.info("worker %d exited; starting a new one", pid)
+                log.info("worker %d exited; replaced if the pool needs it", pid)
             else:
                 self._died(proc, code, registered, time.monotonic())
             if block:
@@ -220,7 +220,9 @@ class Flock:
                 log.error("service %r %s; stopping the server", pool.name, why)
                 self.on_boot_error()  # exit status BOOT_ERROR, as for an app that cannot import
             return
-        then = f"next start in {verdict.delay:.1f} s" if verdict.delay else "starting a new one"
+        # Whether a replacement starts is the autoscaler's call (a pool above min_servers may not
+        # need one); this says only when the next start may come.
+        then = f"next start in {verdict.delay:.1f} s" if verdict.delay else "no start delay"
         log.warning("worker %d%s %s%s; %s", proc.pid, self.of(pool), how, early, then)
 
     def settle_departures(self, now: float) -> None:
