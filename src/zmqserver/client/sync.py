@@ -137,11 +137,21 @@ class Client:
         empty FINAL). Errors are raised as for :meth:`request`, possibly after some parts were
         yielded. Breaking out of the loop abandons the request: the client then replaces its socket
         so the rest of the stream cannot be mistaken for the next reply.
+
+        Raises ``RuntimeError`` while futures from :meth:`submit` are pending: this Lazy Pirate
+        exchange replaces the socket they wait on.
         """
         # Checked here, not in the generator, so that a bad payload or a closed client is reported
         # where stream() is called rather than at the first next().
         body = encode_payload(payload)
         self._check_open()
+        if self._futures:
+            # The Lazy Pirate loop would read (and drop) their replies on the shared socket, and
+            # on a timeout close that socket under them, losing the copies queued in it.
+            raise RuntimeError(
+                "submitted requests are waiting on this client; wait for their replies first "
+                "(request() can wait alongside them)"
+            )
         return self._stream(body)
 
     def submit(self, payload: Payload) -> PendingReply:
