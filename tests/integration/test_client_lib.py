@@ -482,6 +482,21 @@ def test_request_inside_a_stream_is_refused(
     assert list(parts) == [[b"p2a", b"p2b"], b"end"]
 
 
+@pytest.mark.timeout(30)
+def test_stream_while_submitted_requests_wait_is_refused(
+    serve: ServeFixture, make_client: ClientFactory
+) -> None:
+    # stream() is Lazy Pirate: it would read (and drop) the submitted requests' replies and, on a
+    # timeout, close the socket under them. request() instead waits alongside them.
+    server = serve(echo)
+    client = make_client(server.endpoint)
+    pending = client.submit(b"first")
+    with pytest.raises(RuntimeError, match="submitted requests"):
+        client.stream(b"meanwhile")
+    assert pending.result() == b"first"
+    assert list(client.stream(b"now")) == [b"now"]
+
+
 # -- lifecycle ------------------------------------------------------------------------------------
 
 

@@ -354,6 +354,54 @@ def test_on_timeout_when_not_waiting_is_a_bug() -> None:
         state.on_timeout(5.0)
 
 
+# -- sends that would block ----------------------------------------------------------------------
+
+
+def test_a_blocked_send_is_an_attempt_that_waits_out_its_timeout() -> None:
+    # Neither a wait for the send nor an immediate resend: the attempt's deadline stands, so a
+    # request to a server that is down ends after timeout x retries, as any unanswered one does.
+    state = make_state(retries=2, timeout=1.0)
+    state.start(0.0)
+    state.on_send_blocked(0.0)
+    assert state.attempts == 1
+    assert state.unsent == 1
+    assert state.deadline == 1.0
+    assert not state.expired(0.5)
+    state.on_timeout(1.0)  # resent: a blocked attempt is retried like a lost one
+    state.on_send_blocked(1.0)
+    with pytest.raises(RequestTimeout) as info:
+        state.on_timeout(2.0)
+    message = str(info.value)
+    assert "after 2 attempts with a timeout of 1 s each" in message
+    assert "2 could not be sent: the queue to the server was full" in message
+
+
+def test_a_blocked_send_does_not_stop_a_later_reply() -> None:
+    state = make_state()
+    state.start(0.0)
+    state.on_send_blocked(0.0)
+    state.on_timeout(1.0)
+    assert state.on_reply(reply([b"up again"]), 1.2) == Response([b"up again"], final=True)
+
+
+def test_timeout_message_is_unchanged_when_every_attempt_was_sent() -> None:
+    state = make_state(retries=1)
+    state.start(0.0)
+    with pytest.raises(RequestTimeout) as info:
+        state.on_timeout(1.0)
+    assert "could not be sent" not in str(info.value)
+
+
+def test_on_send_blocked_when_not_waiting_is_a_bug() -> None:
+    state = make_state()
+    with pytest.raises(RuntimeError):
+        state.on_send_blocked(0.0)
+    state.start(0.0)
+    state.on_reply(reply([b"done"]), 0.1)
+    with pytest.raises(RuntimeError):
+        state.on_send_blocked(0.2)
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 

@@ -40,8 +40,8 @@ def test_timeouts_resend_then_fail():
     assert pipe.next_deadline() == 1.0
     assert pipe.on_tick(0.5) == ([], [])
     resend, ended = pipe.on_tick(1.0)
-    assert [parse_client_request(f).request_id for f in resend] == [request_id]
-    assert resend[0][4:] == frames[4:]
+    assert [(i, parse_client_request(f).request_id) for i, f in resend] == [(request_id,) * 2]
+    assert resend[0][1][4:] == frames[4:]
     assert ended == []
     resend, ended = pipe.on_tick(2.0)
     assert resend == []
@@ -88,3 +88,27 @@ def test_junk_is_ignored(junk):
     pipe.submit([b"x"], 0.0)
     assert pipe.on_frames(junk, 0.1) is None
     assert len(pipe) == 1
+
+
+def test_a_blocked_send_fails_its_attempt_and_is_resent_at_its_deadline():
+    pipe = Pipeline(timeout=1.0, retries=2)
+    blocked, _ = pipe.submit([b"x"], 0.0)
+    sent, _ = pipe.submit([b"y"], 0.0)
+    pipe.on_send_blocked(blocked, 0.0)
+    assert pipe.next_deadline() == 1.0  # the blocked attempt still waits its timeout
+    assert pipe.on_tick(0.5) == ([], [])
+    resend, ended = pipe.on_tick(1.0)
+    assert sorted(request_id for request_id, _ in resend) == sorted([blocked, sent])
+    pipe.on_send_blocked(blocked, 1.0)
+    resend, ended = pipe.on_tick(2.0)
+    errors = {event.request_id: str(event.error) for event in ended}
+    assert "2 could not be sent" in errors[blocked]
+    assert "could not be sent" not in errors[sent]
+
+
+def test_a_blocked_send_of_a_request_that_ended_is_ignored():
+    pipe = Pipeline()
+    request_id, _ = pipe.submit([b"x"], 0.0)
+    pipe.cancel(request_id)
+    pipe.on_send_blocked(request_id, 0.0)  # no error: a driver may report it after a cancel
+    assert len(pipe) == 0

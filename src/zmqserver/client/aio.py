@@ -7,8 +7,10 @@ shared with the blocking :class:`~zmqserver.Client`.
 
 One task (the pump) owns the socket's receive side: it reads replies and hands each to the
 request waiting for it, and on each request's deadline it resends or fails it. Requests send from
-their own tasks (a DEALER send does not block in practice, and pyzmq's asyncio sockets make it
-awaitable anyway).
+their own tasks. Every send is non-blocking: a send that would block is reported to the pipeline
+as a failed attempt, whose deadline then resends or fails it. An awaited send would wait for a
+server that is down: past libzmq's 1,000 queued messages no request, and no resend from the pump,
+would ever return, and so no ``RequestTimeout`` would either (issue 18).
 
 It is a module of its own, and the package imports it only when asked for ``AsyncClient``, so
 that a blocking user never loads asyncio or ``zmq.asyncio``.
@@ -155,7 +157,8 @@ class AsyncClient:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._waiters[request_id] = queue
         try:
-            await self._socket.send_multipart(frames)
+            if not await self._send(frames):
+                self._pipeline.on_send_blocked(request_id, time.monotonic())
             self._ensure_pump()
             self._wake.set()  # the pump may be sleeping past this request's deadline
             while True:
@@ -197,13 +200,26 @@ class AsyncClient:
                     receiving = None
                     self._deliver(pipeline.on_frames(frames, now))
                 resend, ended = pipeline.on_tick(now)
-                for frames in resend:
-                    await socket.send_multipart(frames)
+                for request_id, frames in resend:
+                    if not await self._send(frames):
+                        pipeline.on_send_blocked(request_id, now)
                 for event in ended:
                     self._deliver(event)
         finally:
             if receiving is not None:
                 receiving.cancel()
+
+    async def _send(self, frames: list[bytes]) -> bool:
+        """Queue ``frames`` without waiting; False if the queue is full (``EAGAIN``).
+
+        With ``DONTWAIT`` pyzmq's asyncio socket tries the send at once and fails the future with
+        ``Again`` instead of waiting for the socket to become writable.
+        """
+        try:
+            await self._socket.send_multipart(frames, flags=zmq.DONTWAIT)
+        except zmq.Again:
+            return False
+        return True
 
     def _deliver(self, event: Event | None) -> None:
         if event is None:

@@ -11,6 +11,12 @@ One difference from the one-at-a-time Lazy Pirate client: a timed-out request is
 *same* socket, because closing it would abandon every other request in flight. That is safe with
 a zmqserver broker, which recognises the resend by (routing id, request id) and neither runs the
 job twice nor answers twice; stale replies are told apart by their request id.
+
+The driver sends without blocking; a send that would block is reported with
+:meth:`Pipeline.on_send_blocked` and counts as a failed attempt (state.py says why). That matters
+more here than for the one-at-a-time client: every attempt's copy stays queued on the one socket
+while the server is down, so the queue (``SNDHWM``, 1,000 messages) fills whatever the window,
+64 requests x 3 attempts filling it after about 333 requests.
 """
 
 from __future__ import annotations
@@ -77,6 +83,12 @@ class Pipeline:
         self._states[state.request_id] = state
         return state.request_id, state.start(now)
 
+    def on_send_blocked(self, request_id: int, now: float) -> None:
+        """The frames for ``request_id`` could not be sent without waiting: a failed attempt."""
+        state = self._states.get(request_id)
+        if state is not None:
+            state.on_send_blocked(now)
+
     def cancel(self, request_id: int) -> None:
         """Forget a request whose caller stopped waiting (its late reply will be ignored)."""
         self._states.pop(request_id, None)
@@ -116,15 +128,19 @@ class Pipeline:
         deadlines = [s.deadline for s in self._states.values() if s.deadline is not None]
         return min(deadlines) if deadlines else None
 
-    def on_tick(self, now: float) -> tuple[list[list[bytes]], list[Event]]:
-        """Resend requests whose attempt timed out; end those that ran out of attempts."""
-        resend: list[list[bytes]] = []
+    def on_tick(self, now: float) -> tuple[list[tuple[int, list[bytes]]], list[Event]]:
+        """Resend requests whose attempt timed out; end those that ran out of attempts.
+
+        Returns the resends as (request id, frames), as :meth:`submit` does, so that a driver can
+        report a resend that could not be sent, and the requests that ended.
+        """
+        resend: list[tuple[int, list[bytes]]] = []
         ended: list[Event] = []
         for request_id, state in list(self._states.items()):
             if not state.expired(now):
                 continue
             try:
-                resend.append(state.on_timeout(now))
+                resend.append((request_id, state.on_timeout(now)))
             except ZmqServerError as exc:
                 del self._states[request_id]
                 ended.append(Event(request_id, error=exc))

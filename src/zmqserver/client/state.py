@@ -15,6 +15,12 @@ The reliability pattern is the ZeroMQ guide's Lazy Pirate (chapter 4): send, wai
 hold the unanswered request in its queue and would deliver it to a server that comes back later,
 running the job once more for nobody.
 
+A send that would block is an attempt that failed, never a wait
+(:meth:`RequestState.on_send_blocked`). libzmq queues at most ``SNDHWM`` messages (1,000) for a
+server that is not there, and a blocking send past that waits until the server comes back, which
+may be never: no deadline would fire, and ``timeout`` would bound nothing. So the drivers send
+without blocking and report ``EAGAIN`` here.
+
 On the wire the client speaks MDP/0.2 (ZeroMQ RFC 18) over a DEALER socket with zmqserver's
 request header first in the body (protocol/, docs/protocol.md). The header carries a request id,
 which is what lets a reply be matched to its request: every attempt of one request reuses its id
@@ -188,6 +194,7 @@ class RequestState:
         self._attempts = 0
         self._deadline: float | None = None
         self._partials = 0
+        self._unsent = 0
         self._done = False
         self._complete = False
 
@@ -207,6 +214,11 @@ class RequestState:
     def partials(self) -> int:
         """How many PARTIAL replies have arrived for this request."""
         return self._partials
+
+    @property
+    def unsent(self) -> int:
+        """How many attempts could not be sent (:meth:`on_send_blocked`)."""
+        return self._unsent
 
     @property
     def deadline(self) -> float | None:
@@ -284,6 +296,23 @@ class RequestState:
         self._complete = True
         return Response(list(reply.body), final=True)
 
+    def on_send_blocked(self, now: float) -> None:
+        """The driver could not queue the current attempt without waiting (``EAGAIN``).
+
+        The attempt counts as sent and lost: its deadline stands, and when it passes
+        :meth:`on_timeout` resends or gives up as for any attempt that got no reply. Two other
+        answers were rejected. Waiting for the send is what made a client hang forever on a server
+        that is down (issue 18). Moving on to the next attempt at once would find the queue still
+        full and spend every attempt in a moment, so ``RequestTimeout`` would come sooner than
+        ``timeout`` x ``retries``, the one bound a caller has to know, and without giving a server
+        that is starting up the time to connect and drain the queue.
+
+        A full queue means the server is not reading: down, unreachable, or far behind.
+        """
+        if self._done or not self._attempts:
+            raise RuntimeError("on_send_blocked called on a request that is not waiting")
+        self._unsent += 1
+
     def on_timeout(self, now: float) -> list[bytes]:
         """The deadline passed with no reply: the frames to resend, or raise ``RequestTimeout``.
 
@@ -302,10 +331,16 @@ class RequestState:
             )
         if self._attempts >= self.retries:
             self._done = True
+            unsent = ""
+            if self._unsent:
+                unsent = (
+                    f"; {self._unsent} could not be sent: the queue to the server was full "
+                    "(is it running?)"
+                )
             raise RequestTimeout(
                 f"no reply from {self.peer} after {self._attempts} "
                 f"{_plural(self._attempts, 'attempt', 'attempts')} "
-                f"with a timeout of {self.timeout:g} s each"
+                f"with a timeout of {self.timeout:g} s each{unsent}"
             )
         return self._send(now)
 

@@ -6,6 +6,10 @@ resend and what an error status means are decided by
 :class:`~zmqserver.client.pipeline.Pipeline` (``submit``/``map``), shared with the asyncio
 client. It is a module of its own so that a blocking user imports neither asyncio nor
 ``zmq.asyncio``, and so that the retry policy can be read without the socket code around it.
+
+Every send is non-blocking (:func:`_send`): a send that would block, because libzmq's queue for a
+server that is not there is full, is reported to the core as a failed attempt instead of waiting
+for a server that may never come (state.py, :meth:`RequestState.on_send_blocked`).
 """
 
 from __future__ import annotations
@@ -133,11 +137,21 @@ class Client:
         empty FINAL). Errors are raised as for :meth:`request`, possibly after some parts were
         yielded. Breaking out of the loop abandons the request: the client then replaces its socket
         so the rest of the stream cannot be mistaken for the next reply.
+
+        Raises ``RuntimeError`` while futures from :meth:`submit` are pending: this Lazy Pirate
+        exchange replaces the socket they wait on.
         """
         # Checked here, not in the generator, so that a bad payload or a closed client is reported
         # where stream() is called rather than at the first next().
         body = encode_payload(payload)
         self._check_open()
+        if self._futures:
+            # The Lazy Pirate loop would read (and drop) their replies on the shared socket, and
+            # on a timeout close that socket under them, losing the copies queued in it.
+            raise RuntimeError(
+                "submitted requests are waiting on this client; wait for their replies first "
+                "(request() can wait alongside them)"
+            )
         return self._stream(body)
 
     def submit(self, payload: Payload) -> PendingReply:
@@ -148,12 +162,18 @@ class Client:
         zmqserver broker recognises by routing id and request id. The client has no thread of its
         own: the futures complete while it is driven, by any of their ``result()`` calls,
         :meth:`map` or :meth:`request`.
+
+        Never waits for the server: with the server down, the future fails with
+        :class:`~zmqserver.errors.RequestTimeout` after ``timeout`` x ``retries``, however many
+        requests were submitted.
         """
         body = encode_payload(payload)
         self._check_open()
         pipeline = self._get_pipeline()
-        request_id, frames = pipeline.submit(body, time.monotonic())
-        self._ready_socket().send_multipart(frames)
+        now = time.monotonic()
+        request_id, frames = pipeline.submit(body, now)
+        if not _send(self._ready_socket(), frames):
+            pipeline.on_send_blocked(request_id, now)
         future = PendingReply(self, request_id)
         self._futures[request_id] = future
         return future
@@ -200,8 +220,9 @@ class Client:
         while not done():
             now = time.monotonic()
             resend, ended = pipeline.on_tick(now)
-            for frames in resend:
-                socket.send_multipart(frames)
+            for request_id, frames in resend:
+                if not _send(socket, frames):
+                    pipeline.on_send_blocked(request_id, now)
             for event in ended:
                 self._settle(event)
             deadline = pipeline.next_deadline()
@@ -267,14 +288,17 @@ class Client:
         self._busy = True
         try:
             socket = self._ready_socket()
-            socket.send_multipart(state.start(time.monotonic()))
+            now = time.monotonic()
+            if not _send(socket, state.start(now)):
+                state.on_send_blocked(now)
             while True:
                 now = time.monotonic()
                 if state.expired(now):
                     frames = state.on_timeout(now)  # raises RequestTimeout when out of attempts
                     self._discard_socket()
                     socket = self._ready_socket()
-                    socket.send_multipart(frames)
+                    if not _send(socket, frames):
+                        state.on_send_blocked(now)
                     continue
                 deadline = state.deadline
                 assert deadline is not None  # not done, so waiting
@@ -315,6 +339,19 @@ class Client:
         if self._socket is not None:
             socket, self._socket = self._socket, None
             socket.close(linger=0)
+
+
+def _send(socket: zmq.Socket[bytes], frames: list[bytes]) -> bool:
+    """Queue ``frames`` without waiting; False if the queue is full (``EAGAIN``).
+
+    A multipart message is queued whole or not at all: libzmq checks the high-water mark only
+    before a message's first frame, so ``Again`` can only come from that one.
+    """
+    try:
+        socket.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True
 
 
 class PendingReply(Future[ReplyBody]):
