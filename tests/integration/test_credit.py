@@ -164,10 +164,17 @@ def test_with_default_credit_short_jobs_do_not_wait_behind_a_long_one(
     server.wait_workers(2)
     server.wait_ready()
     short = dealer(ctx, server.frontend)
-    for _ in range(20):  # short jobs, a burst: both workers serve some, and the gate opens
-        short.send_multipart([b"", b"sleep 0 short"])
-    pids = {recv_within(short, 10)[2] for _ in range(20)}
-    assert len(pids) == 2
+    pids: set[bytes] = set()
+
+    def burst_served_by_both() -> bool:
+        """Short jobs, a burst: both workers serve some, and the gate opens. A worker that has
+        not registered yet serves none of a burst (wait_ready saw one worker): burst again."""
+        for _ in range(20):
+            short.send_multipart([b"", b"sleep 0 short"])
+        pids.update(recv_within(short, 10)[2] for _ in range(20))
+        return len(pids) == 2
+
+    wait_until(burst_served_by_both, 20, "both workers to serve a burst of short jobs")
     long = dealer(ctx, server.frontend)
     long.send_multipart([b"", b"sleep 3 long"])
     wait_until(lambda: runs.of(b"sleep 3 long"), 10, "the long job to start")
