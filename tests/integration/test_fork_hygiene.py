@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from tests.helpers import ServerProcess, wait_until
+from tests.helpers import ServerProcess, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -149,3 +149,26 @@ def test_a_worker_holds_no_socket_of_the_master(
     finally:
         for sock in clients:
             sock.close()
+
+
+def test_a_child_the_app_forks_that_returns_exits(
+    start_server: Callable[..., ServerProcess],
+    ctx: zmq.Context[zmq.Socket[bytes]],
+    short_tmp: Path,
+) -> None:
+    """A process the app forks that returns into the worker exits at once; the worker keeps
+    serving, and nothing of the test is left once the server stops."""
+    server = start_server("tests.apps:fork_and_return", workers=1)
+    children = []
+    for n in range(3):
+        marker = short_tmp / f"child{n}"
+        reply = _request(server, ctx, bytes(marker), timeout=15)
+        assert reply == [b"parent"]
+        child = int(marker.read_bytes())
+        children.append(child)
+        server.started_pids.add(child)  # killed at teardown if the test fails
+        wait_until(lambda c=child: not pid_alive(c), 5, f"the app's child {child} to exit")
+    assert len(server.worker_pids()) == 1
+    assert "forked by the app in worker" in server.log()
+    server.stop()
+    assert not any(pid_alive(pid) for pid in server.started_pids)
