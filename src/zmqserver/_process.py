@@ -443,8 +443,10 @@ def close_fds_except(keep: Collection[int]) -> None:
         end = os.sysconf("SC_OPEN_MAX") if "SC_OPEN_MAX" in os.sysconf_names else 65536
     low = 0
     for fd in sorted(keep):
-        if fd >= low:
+        # Never an empty range: os.closerange(n, n) is close_range(n, n - 1), and (0, 0) is
+        # close_range(0, UINT_MAX) on Linux, which closes everything.
+        if fd > low:
             os.closerange(low, fd)
-            low = fd + 1
+        low = max(low, fd + 1)
     if low < end:
         os.closerange(low, end)
