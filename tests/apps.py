@@ -176,3 +176,23 @@ def their_key(payload: bytes | list[bytes]) -> str:
     import zmqserver
 
     return zmqserver.client_key() or "anonymous"
+
+
+# -- fork hygiene (tests/integration/test_fork_hygiene.py) ----------------------------------------
+
+
+def fork_and_return(payload: bytes | list[bytes]) -> bytes:
+    """``<path>``: forks; the child writes its pid to ``path`` and returns into the worker (an
+    app bug: a child should exit or exec), the parent waits for the file and replies ``parent``.
+    """
+    assert isinstance(payload, bytes)
+    if os.fork() == 0:
+        tmp = payload + b".tmp"
+        with open(tmp, "wb") as f:
+            f.write(str(os.getpid()).encode())
+        os.rename(tmp, payload)
+        return b"child"
+    deadline = time.monotonic() + 10
+    while not os.path.exists(payload) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return b"parent"

@@ -1,5 +1,5 @@
 """Process-level helpers: titles, parent-death signals, pid files, privileges, daemonizing, RSS,
-and log files that can be reopened.
+log files that can be reopened, and the file descriptors a forked worker keeps.
 
 Everything here touches the process or the file system and nothing else; the supervisor and
 server.py decide when to call it.
@@ -18,6 +18,7 @@ import pwd
 import resource
 import signal
 import sys
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -356,3 +357,96 @@ def reopen_log_files(logger: logging.Logger) -> int:
             handler.reopen()
             count += 1
     return count
+
+
+# -- the file descriptors a forked worker keeps ----------------------------------------------------
+
+
+def open_fds() -> list[int] | None:
+    """This process's open file descriptors, or None where they cannot be listed."""
+    for directory in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        # The listing's own fd is among them, closed by the time we look: callers allow for it.
+        return [int(name) for name in names if name.isdigit()]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class FdSnapshot:
+    """The fds a process had at one moment, each with the file it named (device, inode).
+
+    The identity is what makes a later answer safe: an fd closed since, whose number was
+    reused for something else (a client connection, say), is not taken for the one seen here.
+    """
+
+    files: Mapping[int, tuple[int, int]]
+
+    @classmethod
+    def take(cls) -> FdSnapshot:
+        files = {}
+        for fd in open_fds() or (0, 1, 2):
+            with contextlib.suppress(OSError):  # the listing's own fd, closed by now
+                st = os.fstat(fd)
+                files[fd] = (st.st_dev, st.st_ino)
+        return cls(files)
+
+    def still_open(self) -> set[int]:
+        """Those of the snapshot's fds that still name the same file."""
+        same = set()
+        for fd, identity in self.files.items():
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == identity:
+                same.add(fd)
+        return same
+
+
+def output_fds() -> set[int]:
+    """The fds this process writes its output and its log to: stdio, and every logging
+    handler's stream or socket (a log file reopened by USR1, syslog, the daemon's start-up
+    pipe), in every logger."""
+    fds = {0, 1, 2}
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # replaced by an object with no real fd
+            fds.add(stream.fileno())
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger()]
+    loggers += [lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            for name in ("stream", "socket", "sock"):
+                fileno = getattr(getattr(handler, name, None), "fileno", None)
+                if fileno is not None:
+                    with contextlib.suppress(Exception):
+                        fds.add(fileno())
+            fd = getattr(handler, "fd", None)  # DaemonStartup's pipe
+            if isinstance(fd, int):
+                fds.add(fd)
+    return fds
+
+
+def close_fds_except(keep: Collection[int]) -> None:
+    """Close every file descriptor of this process but those in ``keep``.
+
+    With the fds listed, up to the highest open one; otherwise up to the fd limit. Ranges go
+    to ``os.closerange`` (one ``close_range`` system call each where there is one).
+    """
+    fds = open_fds()
+    if fds:
+        end = max(fds) + 1
+    else:
+        end = os.sysconf("SC_OPEN_MAX") if "SC_OPEN_MAX" in os.sysconf_names else 65536
+    low = 0
+    for fd in sorted(keep):
+        # Never an empty range: os.closerange(n, n) is close_range(n, n - 1), and (0, 0) is
+        # close_range(0, UINT_MAX) on Linux, which closes everything.
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    if low < end:
+        os.closerange(low, end)

@@ -19,10 +19,11 @@ import os
 import random
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import zmq
 
@@ -62,6 +63,59 @@ MAX_RECONNECT_BACKOFF = 32.0
 _CLIENT_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "zmqserver_client_key", default=None
 )
+
+
+class _ForkMark:
+    """Whether this process is one the app forked rather than the worker (see
+    :func:`watch_app_forks`). Attributes, not module globals: cheap to read when compiled."""
+
+    def __init__(self) -> None:
+        self.child = False
+        self.hooked = False
+
+
+_FORKED = _ForkMark()
+
+
+def _mark_child() -> None:
+    _FORKED.child = True
+
+
+def watch_app_forks() -> None:
+    """In the worker: mark every process forked from now on (by the app) as not the worker.
+
+    An app that forks a child which returns instead of exiting sends that child into the
+    worker's own code, where it once spun at 99% CPU forever, outliving the server, on the
+    worker's socket and a heartbeat lock another thread may have held at the fork. The
+    at-fork hook makes the mark; where the app's call comes back, one attribute read a job
+    sends such a child to :func:`_leave_app_child`. Rejected: comparing ``os.getpid()`` there,
+    a system call on every job. ``subprocess`` runs no at-fork hooks, and its child execs.
+    """
+    _FORKED.child = False  # we may be the child of a process that ran this (a test's)
+    if not _FORKED.hooked:
+        os.register_at_fork(after_in_child=_mark_child)
+        _FORKED.hooked = True
+
+
+def _leave_app_child() -> NoReturn:
+    """End a process the app forked that came back into the worker's code: ``os._exit``, so
+    nothing of the worker's runs in it (no reply, no hooks, no flush of shared buffers).
+
+    Its status is 0 when the app returned, a ``sys.exit`` code, or 1 when it raised.
+    """
+    exc = sys.exc_info()[1]
+    code = 0
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else 1
+    elif exc is not None:
+        code = 1
+    log.warning(
+        "process %d, forked by the app in worker %d, came back into the worker; it exits "
+        "(a forked child should end with os._exit or exec)",
+        os.getpid(),
+        os.getppid(),
+    )
+    os._exit(code)
 
 
 def client_key() -> str | None:
@@ -359,7 +413,7 @@ class Worker:
                 backoff = min(max(2 * backoff, interval), MAX_RECONNECT_BACKOFF)
         # A stop asked for during a job lands here without the check above. With the master gone
         # a DISCONNECT would wait out the exit linger in the socket, and keep this process, and
-        # any listening socket it inherited from the master, alive that long for nothing.
+        # alive that long for nothing.
         # Strict: die_with_parent's SIGTERM comes while the master's last threads still exit.
         if self._master_gone(strict=True):
             return 0
@@ -417,10 +471,14 @@ class Worker:
             frames = self._call(job, payload, busy)
             status = STATUS_OK
         except Exception as exc:
+            if _FORKED.child:
+                _leave_app_child()
             log.exception("worker %d: app raised on a job", os.getpid())
             frames = [f"{type(exc).__name__}: {exc}".encode()]
             status = Status.APP_ERROR
         finally:
+            if _FORKED.child:  # the app forked, and the child returned (or sys.exit'ed)
+                _leave_app_child()
             if token is not None:
                 _CLIENT_KEY.reset(token)
             busy.end()
@@ -451,6 +509,8 @@ class Worker:
             return [result]  # the common reply, ahead of the dearer iterator checks (ABCs)
         if not _is_stream(result):
             return to_frames(result)
+        if _FORKED.child:  # before the stream goes out on the worker's socket
+            _leave_app_child()
         for part in result:
             busy.send(
                 encode_worker_reply(job.address, to_frames(part), final=False, compact=job.compact)
@@ -463,8 +523,8 @@ class Worker:
         if self.sock is not None:
             # Let the last reply and DISCONNECT leave before the process goes; but not for a
             # dead master (a local worker's master is its broker): whatever is queued (READY, a
-            # heartbeat) has no reader, and lingering keeps this orphan alive, holding the
-            # listening sockets it inherited, so a restarted master cannot bind its ports.
+            # heartbeat) has no reader, and lingering only keeps this orphan alive. (It holds
+            # none of the master's sockets: Flock.drop_master_fds closed them at the fork.)
             alive = parent_alive(self.master_pid)
             self.sock.close(linger=EXIT_LINGER_MS if alive else 0)
         self.ctx.term()
@@ -494,6 +554,7 @@ def worker_main(
     copy of the module state and an import error is reported as :data:`BOOT_ERROR`.
     """
     die_with_parent()
+    watch_app_forks()
     title = f"{config.proc_name} worker {endpoint_label(config.backend_endpoint)}"
     # The service is named where it is not the one default: `zmq worker 6661 upper`.
     set_title(title if config.service == "default" else f"{title} {config.service}")

@@ -14,6 +14,8 @@ loop's business (master.py).
   the plan waits for, never a sleep.
 * One :meth:`Flock.manage_workers` converges each pool on what its autoscaler (scaling.py,
   sans-IO) plans, and retires an old generation once the new one is ready.
+* A forked worker first closes every file descriptor the master opened for itself (its ports,
+  client connections, libzmq's eventfds, its wake-up socketpair): see :meth:`Flock.spawn`.
 * A worker that exits in an orderly way (recycled, retired) may have its last reply and its
   DISCONNECT still in flight when SIGCHLD arrives; the view hears of its death only after those
   messages, or a short grace, so a job it finished is never reported lost.
@@ -22,6 +24,7 @@ loop's business (master.py).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -30,8 +33,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._process import FdSnapshot, close_fds_except, output_fds
 from ..config import App, Config
 from ..scaling import Member, Policy, Scaler, State
+from ..status import StatusWriter
 from ..worker import BOOT_ERROR, worker_main
 from .backoff import Restarts, describe_exit, summarize
 from .component import StateOf, WorkerView
@@ -115,6 +120,10 @@ class Flock:
         self.scale_deadline = math.inf
         self.stopping = False
         self.killed = False
+        #: What the process had open before the master opened anything of its own (the
+        #: components open in Master.run, after this): the caller's and the app's (preload_app
+        #: imports it first), stdio, the log file. Workers keep these, and close the rest.
+        self.inherited = FdSnapshot.take()
 
     def of(self, pool: Pool) -> str:
         """`` for service 'name'`` in log lines, when there is more than one pool."""
@@ -385,6 +394,8 @@ class Flock:
             self.reset_child()
             self.workers.clear()
             self.departed.clear()
+            status = view.child_status()  # closes the pipe's read end, keeps the write end
+            self.drop_master_fds(status)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
             code = worker_main(
                 pool.config,
@@ -393,13 +404,40 @@ class Flock:
                 view.endpoint,
                 self.master_pid,
                 credentials=view.credentials,
-                status=view.child_status(),
+                status=status,
             )
         except BaseException:
             log.exception("worker %d crashed", os.getpid())
         finally:
             logging.shutdown()
             os._exit(code)
+
+    def drop_master_fds(self, status: StatusWriter | None) -> None:
+        """In a freshly forked worker: close every fd the master opened for itself.
+
+        Without this a worker holds the frontend's listening socket, every client connection
+        open when it was forked and libzmq's eventfds: a worker busy with a long job when the
+        master was SIGKILLed kept the port, so a restart failed with "Address already in use"
+        until the job ended (forever, for a hung one); connections of clients that left stayed
+        in CLOSE_WAIT. libzmq's fds cannot be enumerated (pyzmq does not expose them), so the
+        rule is the other way round: keep what was open before the master opened anything
+        (:attr:`inherited`, re-checked by identity: a number may have been reused), what the
+        log and stdio write to now (a log file USR1 reopened), and the status pipe; close the
+        rest. The master's zmq objects are never used here, and pyzmq's ``close``/``term``
+        skip objects made in another pid, so nothing touches the closed fds.
+
+        Closing an fd leaves any Python object that wraps it (a socket.socket of the master's
+        still waiting for the cyclic garbage collector, say) able to close that number again
+        once the worker has reused it for one of its own. ``gc.freeze()`` rules that out:
+        what exists at the fork is never collected in the worker. It also keeps the
+        collector from writing to the pages the worker shares with the master (copy-on-write),
+        as Python's documentation recommends for processes that fork without exec.
+        """
+        gc.freeze()
+        keep = self.inherited.still_open() | output_fds()
+        if status is not None:
+            keep.add(status.fd)
+        close_fds_except(keep)
 
 
 def send_signal(pid: int, sig: int) -> None:
