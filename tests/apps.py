@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 
@@ -80,15 +81,20 @@ def _record_run(payload: bytes) -> None:
 def faulty(payload: bytes | list[bytes]) -> bytes | list[bytes]:
     """An echo app that misbehaves on request; every run is recorded (see :data:`RUNS_ENV`).
 
-    ``sleep <seconds> <tag>`` sleeps, then replies ``[payload, pid]``; ``die <tag>`` kills its own
-    worker (exit code 9) mid-job; ``boom <tag>`` raises ``ValueError``; anything else is echoed
-    after sleeping :data:`SLEEP_ENV` seconds (default none). A multi-frame payload is recorded by
-    its first frame.
+    ``sleep <seconds> <tag>`` sleeps, then replies ``[payload, pid]``; ``gil <seconds> <tag>``
+    does the same holding the GIL; ``die <tag>`` kills its own worker (exit code 9) mid-job;
+    ``boom <tag>`` raises ``ValueError``; anything else is echoed after sleeping
+    :data:`SLEEP_ENV` seconds (default none). A multi-frame payload is recorded by its first frame.
     """
     first = payload[0] if isinstance(payload, list) else payload
     _record_run(first)
     if first.startswith(b"sleep "):
         time.sleep(float(first.split()[1]))
+        return [first, str(os.getpid()).encode()]
+    if first.startswith(b"gil "):
+        # libc's sleep() through PyDLL, which keeps the GIL: the worker's heartbeat thread
+        # cannot run, as in a long C call that does not release it.
+        ctypes.PyDLL(None).sleep(int(first.split()[1]))
         return [first, str(os.getpid()).encode()]
     if first.startswith(b"die "):
         os._exit(9)

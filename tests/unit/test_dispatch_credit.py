@@ -219,7 +219,10 @@ def test_silent_workers_do_not_get_each_others_jobs():
         request(dispatcher, client)
     ready(dispatcher, b"B", now=0.0)
     sent(dispatcher)
-    dispatcher.on_tick(10.0)  # both silent: c2 (never started) must not go to B, about to go too
+    for now in (1.0, 2.0, 2.9):  # a broker that runs ticks every interval (a jump is a stall)
+        dispatcher.on_tick(now)
+    sent(dispatcher)
+    dispatcher.on_tick(3.5)  # both silent: c2 (never started) must not go to B, about to go too
     jobs, answers = sent(dispatcher)
     assert jobs == []
     assert answers == {b"c1": Status.WORKER_LOST}

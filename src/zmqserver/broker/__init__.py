@@ -2,6 +2,8 @@
 
 - :mod:`.dispatch`: :class:`Dispatcher`, every routing decision (services, LRU workers, queues,
   credit, retries, deadlines, heartbeats), frames and ``now`` in, frames out. No sockets.
+- :mod:`.liveness`: who is dead: heartbeat expiry, and the silences that are not death (a stall
+  of the broker itself, a busy local worker whose process runs).
 - :mod:`.shell`: :class:`Broker`, the two ROUTER sockets that feed the dispatcher and send what it
   produces.
 """

@@ -25,7 +25,7 @@ the reply cache (replycache.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from ..errors import ProtocolError, Status
@@ -48,7 +48,7 @@ from ..protocol import (
     parse_client_request,
     parse_worker_message,
 )
-from . import events
+from . import events, liveness
 from .admission import mmi_body, refusal
 from .deadlines import Deadlines
 from .events import Event
@@ -129,9 +129,11 @@ class Dispatcher:
         self._heartbeat_at = now + heartbeat_interval
         #: Job deadlines and kill graces, in the order they come due.
         self.deadlines = Deadlines()
-        #: The latest ``now`` seen: when a job becomes the oldest of its worker (worker_gone,
-        #: which has no clock of its own, can make that happen).
+        #: The latest ``now`` seen (:meth:`_turn`): when a job becomes the oldest of its worker
+        #: (worker_gone, which has no clock of its own, can make that happen).
         self._now = now
+        #: Injected like the clock: is this worker one the host forked, alive and not stopped?
+        self.process_running: Callable[[bytes], bool] | None = None
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -235,7 +237,7 @@ class Dispatcher:
         self, client: bytes, frames: list[Frame], now: float, client_key: bytes | None = None
     ) -> None:
         """A client sent ``frames``; queue or dispatch the job, or answer with an error."""
-        self._now = now
+        self._turn(now)
         try:
             request = parse_client_request(frames)
         except ProtocolError as exc:
@@ -428,7 +430,7 @@ class Dispatcher:
 
     def on_worker(self, identity: bytes, frames: list[Frame], now: float) -> None:
         """A worker sent ``frames``."""
-        self._now = now
+        self._turn(now)
         worker = self.workers.get(identity)
         try:
             msg = parse_worker_message(frames)
@@ -621,7 +623,7 @@ class Dispatcher:
 
     def on_tick(self, now: float) -> None:
         """Expire jobs past their deadline; heartbeat idle workers; drop silent workers."""
-        self._now = now
+        self._turn(now)
         deadlines = self.deadlines
         while True:
             job = deadlines.pop_due(now)
@@ -631,15 +633,17 @@ class Dispatcher:
         if now < self._heartbeat_at:
             return
         self._heartbeat_at = now + self.heartbeat_interval
-        silent = [worker for worker in self.workers.values() if now > worker.expiry]
+        patience = self.heartbeat_interval * self.heartbeat_liveness
+        workers = self.workers.values()
+        silent = liveness.silent(workers, now, patience, self.process_running, self.events)
         for worker in silent:
             # Out of dispatch first: the jobs of one silent worker must not be handed to
             # another that is about to be dropped too.
             unplace(worker)
             worker.credit = 0
         for worker in silent:
-            # Busy workers heartbeat too (ours from a thread), so a silent one is dead,
-            # hung (SIGSTOP, a deadlock in C code) or cut off: kill it, reroute its jobs.
+            # Busy workers heartbeat too (ours from a thread), so a silent one (liveness.py)
+            # is dead, hung (SIGSTOP) or cut off: kill it, reroute its jobs.
             self.events.append(events.WorkerExpired(worker.identity, self.heartbeat_liveness))
             self.kills.append(worker.identity)
             self._disconnect(
@@ -654,6 +658,13 @@ class Dispatcher:
                 self.outbox.append(
                     (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
                 )
+
+    def _turn(self, now: float) -> None:
+        """Take ``now``; a gap of more than an interval is the broker's stall (liveness.py)."""
+        lost = now - self._now - self.heartbeat_interval
+        self._now = now
+        if lost > 0:
+            liveness.stalled(self.workers.values(), lost, self.heartbeat_interval, self.events)
 
     def _check_deadline(self, job: Job, now: float) -> None:
         """A job's timer fired: expire it, or kill the worker still running an expired job.

@@ -162,6 +162,43 @@ class WorkerExpired(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerSilentButRunning(Event):
+    """A busy local worker was silent past its expiry, but its process is alive and running (an
+    app that holds the GIL stops the heartbeat thread): it is left to the job's deadline."""
+
+    level: ClassVar[int] = INFO
+    worker: bytes
+    silent: float  # seconds since its last message
+
+    def message(self) -> str:
+        return (
+            f"worker {self.worker!r} silent for {self.silent:.1f}s while busy, but its process "
+            "is running; left to the job's deadline"
+        )
+
+    def subject(self) -> bytes | None:
+        return self.worker
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStalled(Event):
+    """The broker itself did not run for a while (SIGSTOP, a paused host): the heartbeat expiry
+    of every worker moved by the time lost, so what they sent meanwhile is read first."""
+
+    lost: float  # seconds past the longest wait the dispatcher allows
+    workers: int
+
+    def message(self) -> str:
+        return (
+            f"the broker did not run for {self.lost:.1f}s more than it may sleep; "
+            f"the heartbeat expiry of {self.workers} workers moved by as much"
+        )
+
+    def subject(self) -> bytes | None:
+        return b""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerOverran(Event):
     """A job ran past its deadline and the kill grace: its worker is killed."""
 

@@ -22,7 +22,7 @@ from collections.abc import Collection
 
 import zmq
 
-from .._process import Credentials, endpoint_label, ipc_path, set_title
+from .._process import Credentials, endpoint_label, ipc_path, proc_state, set_title
 from .._wakeup import Wake
 from ..broker import Broker, Dispatcher, Limits
 from ..config import Config
@@ -34,6 +34,11 @@ from .component import Handle, Host, StartError, StateOf, WatchItem
 from .workers import Pool, WorkerProcess
 
 log = logging.getLogger("zmqserver")
+
+#: Process states (``/proc/<pid>/stat``) of a worker that is alive and running: running,
+#: sleeping (a C call, a lock, I/O), in uninterruptible disk wait. Not "T"/"t" (stopped:
+#: SIGSTOP, a debugger) nor "Z" (exited, not reaped yet).
+_RUNNING = frozenset((b"R", b"S", b"D"))
 
 
 class BrokerComponent:
@@ -69,6 +74,7 @@ class BrokerComponent:
             service_limits=self._service_limits(),
             now=time.monotonic(),
         )
+        self.dispatcher.process_running = self._process_running
         # Local workers always connect to a private ipc:// socket (docs/security.md); the
         # configured backend endpoint is bound as well only when it is open to remote pools.
         security = self.security
@@ -234,6 +240,24 @@ class BrokerComponent:
         return {
             name.encode(): Limits.from_config(pool.config) for name, pool in self.host.pools.items()
         }
+
+    def _process_running(self, identity: bytes) -> bool:
+        """Whether ``identity`` is one of our workers and its process is alive and running:
+        in ``/proc``, running, sleeping or in disk wait; not stopped (SIGSTOP, a debugger) and
+        not a zombie. The dispatcher asks this only of busy workers silent past their expiry,
+        so a read of ``/proc`` a heartbeat tick at most, per such worker. False for any other
+        identity: remote workers keep heartbeat-based detection."""
+        assert self.host is not None
+        if not identity.startswith(b"pid:"):
+            return False
+        try:
+            pid = int(identity[4:])
+        except ValueError:
+            return False
+        proc = self.host.workers.get(pid)
+        if proc is None or proc.identity != identity:
+            return False
+        return proc_state(pid) in _RUNNING
 
     def _kill_hung(self, identities: list[bytes]) -> None:
         """SIGKILL the local workers the dispatcher gave up on (silent, or past a job's deadline).
