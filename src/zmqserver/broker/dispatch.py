@@ -63,6 +63,7 @@ from .state import (
     Service,
     Stats,
     WorkerState,
+    charged_size,
     place,
     take,
     unplace,
@@ -280,7 +281,8 @@ class Dispatcher:
             )
             self.outbox.append((Port.FRONTEND, client, reply))
             return
-        refused = refusal(request, name, service, limits, self.closing, frames)
+        size = charged_size(request.body)
+        refused = refusal(request, name, service, limits, self.closing, frames, size)
         if refused is not None:
             self._refuse(client, request, refused[0], refused[1])
             return
@@ -299,6 +301,7 @@ class Dispatcher:
             now,
             service,
             deadline,
+            size,
         )
         if client_key:
             job.client_key = client_key
@@ -314,6 +317,7 @@ class Dispatcher:
                 return
         service.queue.append(job)
         service.waiting += 1
+        service.queued_bytes += size
 
     def _duplicate(self, key: RequestKey, deadline: float) -> bool:
         """Handle a resend (Lazy Pirate) of a request the broker has seen; True if it was one.
@@ -362,13 +366,16 @@ class Dispatcher:
                 return
             queue.popleft()
             service.waiting -= 1
+            service.queued_bytes -= job.size
             self._assign(worker, job)
 
     def _requeue(self, job: Job) -> None:
-        """Put ``job`` back at the head of its queue; the caller dispatches."""
+        """Put ``job`` back at the head of its queue; the caller dispatches. Never refused:
+        max_queue(_bytes) bound new requests (admission.py); an accepted job is never lost."""
         service = job.service
         service.queue.appendleft(job)
         service.waiting += 1
+        service.queued_bytes += job.size
 
     # -- outcomes ---------------------------------------------------------------------------------
 
@@ -685,6 +692,7 @@ class Dispatcher:
         self.stats.expired += 1
         if worker is None:  # queued: it stays in the deque, marked done
             job.service.waiting -= 1
+            job.service.queued_bytes -= job.size
             self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
             return
         if worker.jobs[0] is not job:
@@ -708,6 +716,7 @@ class Dispatcher:
                 if not job.done:
                     self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
             service.waiting = 0
+            service.queued_bytes = 0
 
     def fail_running(self, status: Status, message: str) -> None:
         """Answer every running job with an error (the shell gives up on its workers)."""
