@@ -315,9 +315,7 @@ class Dispatcher:
             if worker is not None:
                 self._assign(worker, job)
                 return
-        service.queue.append(job)
-        service.waiting += 1
-        service.queued_bytes += size
+        service.enqueue(job)
 
     def _duplicate(self, key: RequestKey, deadline: float) -> bool:
         """Handle a resend (Lazy Pirate) of a request the broker has seen; True if it was one.
@@ -365,17 +363,12 @@ class Dispatcher:
             if worker is None:
                 return
             queue.popleft()
-            service.waiting -= 1
-            service.queued_bytes -= job.size
+            service.unqueued(job)
             self._assign(worker, job)
 
     def _requeue(self, job: Job) -> None:
-        """Put ``job`` back at the head of its queue; the caller dispatches. Never refused:
-        max_queue(_bytes) bound new requests (admission.py); an accepted job is never lost."""
-        service = job.service
-        service.queue.appendleft(job)
-        service.waiting += 1
-        service.queued_bytes += job.size
+        """Put ``job`` back at the head of its queue, whatever its bounds; the caller dispatches."""
+        job.service.requeue(job)
 
     # -- outcomes ---------------------------------------------------------------------------------
 
@@ -691,8 +684,7 @@ class Dispatcher:
             return
         self.stats.expired += 1
         if worker is None:  # queued: it stays in the deque, marked done
-            job.service.waiting -= 1
-            job.service.queued_bytes -= job.size
+            job.service.unqueued(job)
             self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
             return
         if worker.jobs[0] is not job:
@@ -715,8 +707,7 @@ class Dispatcher:
                 job = service.queue.popleft()
                 if not job.done:
                     self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
-            service.waiting = 0
-            service.queued_bytes = 0
+            service.waiting = service.queued_bytes = 0
 
     def fail_running(self, status: Status, message: str) -> None:
         """Answer every running job with an error (the shell gives up on its workers)."""

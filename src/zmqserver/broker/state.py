@@ -157,6 +157,25 @@ class Service:
         limit = self.prefetch_below
         return not limit or self.job_time < limit
 
+    def enqueue(self, job: Job) -> None:
+        """``job`` joins the back of the queue: a new job no worker can take now."""
+        self.queue.append(job)
+        self.waiting += 1
+        self.queued_bytes += job.size
+
+    def requeue(self, job: Job) -> None:
+        """``job`` goes back to the head of the queue (its worker was lost or handed it back).
+        Never refused: max_queue and max_queue_bytes bound new requests (admission.py), and an
+        accepted job is never dropped, so these may pass them."""
+        self.queue.appendleft(job)
+        self.waiting += 1
+        self.queued_bytes += job.size
+
+    def unqueued(self, job: Job) -> None:
+        """``job`` left the queue's live jobs: dispatched, or expired (left in the deque, done)."""
+        self.waiting -= 1
+        self.queued_bytes -= job.size
+
     def timed(self, took: float) -> None:
         """A job took ``took`` seconds on its worker: fold it into :attr:`job_time`."""
         average = self.job_time
