@@ -1,6 +1,6 @@
 """Bounds on what one client can cost the broker, and on what the broker writes about it, with
-a real server: frame counts (``max_frames``), the log of malformed requests, the fd limit
-(issue 18, items 6, 11 and 2).
+a real server: frame counts (``max_frames``), a queue's bytes (``max_queue_bytes``), the log of
+malformed requests, the fd limit (issue 18, items 6, 8, 11 and 2).
 
 The numbers docs/reliability.md quotes are printed under ``measured:`` (``pytest -s``).
 """
@@ -16,6 +16,8 @@ import zmq
 from tests.helpers import ServerProcess
 
 from zmqserver._process import fd_limit_target
+from zmqserver.errors import Status
+from zmqserver.protocol import ClientReply, encode_client_request, parse_client_reply
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,6 +93,80 @@ def test_max_frames_zero_is_no_limit(start_server: StartServer) -> None:
     server.wait_ready()
     frames = [b"a"] * 200
     assert server.request(*frames) == [b"A"] * 200
+
+
+# -- item 8: a service's queue is bounded in bytes, not only in jobs -----------------------------
+
+MIB = 1024 * 1024
+
+
+def test_a_queue_of_large_jobs_stops_at_max_queue_bytes(start_server: StartServer) -> None:
+    """2,000 queued 1 MiB jobs held 2 GiB of the broker (max_queue alone allowed about 10 GiB).
+    With max_queue_bytes at 4,000,000 and one slow worker, one job runs, three wait (each
+    counted as 1 MiB + 64 bytes), the next gets queue_full, and the broker grows by a few MiB;
+    the jobs it took all complete."""
+    server = start_server(
+        "tests.apps:faulty",
+        "--max-queue-bytes", "4000000",
+        "--max-message-size", str(2 * MIB),
+        "--worker-credit", "1",  # strict LRU: no job is sent ahead to the busy worker
+        workers=1,
+    )  # fmt: skip
+    server.wait_ready()
+    before = rss_kib(server.pid)
+    client = server.socket(zmq.DEALER)
+    payloads: dict[int, bytes] = {}
+    replies: dict[int, ClientReply] = {}
+
+    def receive(timeout_ms: int) -> bool:
+        if not client.poll(timeout_ms):
+            return False
+        reply = parse_client_reply(client.recv_multipart())
+        assert reply.request_id is not None
+        assert reply.request_id not in replies
+        replies[reply.request_id] = reply
+        return True
+
+    started = time.monotonic()
+    for n in range(1, 41):  # bounded: with no bound on bytes, all 40 would queue
+        head = b"sleep 1.5 %d " % n  # faulty sleeps 1.5 s, then replies [payload, pid]
+        payloads[n] = head + b"x" * (MIB - len(head))
+        client.send_multipart(encode_client_request(b"default", [payloads[n]], request_id=n))
+        # A refusal is answered at once; a job that queues is not answered for seconds. Not a
+        # sleep: at worst another request is sent, refused too, and its answer collected below.
+        if receive(100):
+            break
+    refused_after = time.monotonic() - started
+    peak = rss_kib(server.pid)
+    full = [n for n, reply in replies.items() if reply.status is Status.QUEUE_FULL]
+    assert full, f"no queue_full after {len(payloads)} jobs of 1 MiB"
+    accepted = [n for n in payloads if n < min(full)]
+    while len(replies) < len(payloads):  # the rest: completions, and any late refusal
+        assert receive(15_000), f"jobs never answered (log:\n{server.log()})"
+    done = time.monotonic() - started
+    client.close()
+    measured(
+        "1 MiB jobs, one 1.5 s worker, --max-queue-bytes 4000000",
+        sent=len(payloads),
+        accepted=len(accepted),
+        first_refusal_s=f"{refused_after:.2f}",
+        all_done_s=f"{done:.2f}",
+        broker_rss_before_mib=before // 1024,
+        broker_rss_full_mib=peak // 1024,
+        grown_mib=(peak - before) // 1024,
+    )
+    assert accepted == [1, 2, 3, 4]  # one running, three queued: 3,145,920 bytes counted
+    refusal = replies[min(full)]
+    assert refusal.body[0].startswith(b"3145920 bytes already queued for this service")
+    assert b"max_queue_bytes (4000000 bytes)" in refusal.body[0]
+    for n in accepted:  # each ran, in order, with its own payload
+        reply = replies[n]
+        assert reply.status is Status.OK, reply
+        assert reply.body[0] == payloads[n]
+    assert all(replies[n].status is Status.QUEUE_FULL for n in payloads if n not in accepted)
+    # Four jobs of 1 MiB are in the broker (three queued, one kept for a retry while it runs),
+    # plus what libzmq and the allocator hold: far from the 40 MiB of an unbounded queue.
+    assert (peak - before) // 1024 < 24, f"the broker grew by {(peak - before) // 1024} MiB"
 
 
 # -- item 11: malformed requests are one flood in the log, however many clients send them -------

@@ -106,6 +106,7 @@ def test_limits_and_policy_take_the_schemas_defaults():
         "retry_jobs",
         "max_attempts",
         "max_queue",
+        "max_queue_bytes",
         "max_message_size",
         "max_frames",
         "reply_cache",

@@ -6,6 +6,7 @@ explicit ``now``; what the dispatcher wants sent is read back from ``take_outbox
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from tests.helpers import limits
 
 from zmqserver.broker import Dispatcher, Port
+from zmqserver.broker.state import charged_size
 from zmqserver.errors import Status
 from zmqserver.protocol import (
     C_REQUEST,
@@ -59,14 +61,27 @@ class DispatcherMachine(RuleBasedStateMachine):
     well, badly, or die at random, each holding up to its credit of jobs. Whatever happens,
     every accepted job is answered exactly once unless it is still queued or held by a worker."""
 
-    @initialize(cap=st.sampled_from([1, 1, 2, 4]), prefetch_below=st.sampled_from([0.0, 0.5]))
-    def setup(self, cap, prefetch_below):
+    @initialize(
+        cap=st.sampled_from([1, 1, 2, 4]),
+        prefetch_below=st.sampled_from([0.0, 0.5]),
+        # A request here is counted as 65 to 280 bytes: small bounds make queue_full common.
+        max_queue_bytes=st.sampled_from([0, 300, 1000]),
+        other_bytes=st.sampled_from([None, 0, 200]),
+    )
+    def setup(self, cap, prefetch_below, max_queue_bytes, other_bytes):
         self.now = 0.0
+        policy = limits(
+            worker_credit=cap, prefetch_below=prefetch_below, max_queue_bytes=max_queue_bytes
+        )
         self.dispatcher = Dispatcher(
             DEFAULT,
             heartbeat_interval=1.0,
             heartbeat_liveness=3,
-            limits=limits(worker_credit=cap, prefetch_below=prefetch_below),
+            limits=policy,
+            services=(b"other",),
+            service_limits={}
+            if other_bytes is None
+            else {b"other": dataclasses.replace(policy, max_queue_bytes=other_bytes)},
             now=0.0,
         )
         self.n_clients = 0
@@ -127,9 +142,15 @@ class DispatcherMachine(RuleBasedStateMachine):
             "empty": [],
         }[form]
         before = self.dispatcher.stats.accepted
+        known = self.dispatcher.services.get(service if form.startswith("mdp") else DEFAULT)
+        waiting = 0 if known is None else known.waiting
         self.dispatcher.on_client(client, frames, self.now)
         accepted = self.dispatcher.stats.accepted - before
         assert accepted in (0, 1)
+        if known is not None and waiting and known.waiting > waiting:
+            # It queued behind others: it fit under the bound (only a requeue may pass it).
+            bound = (known.limits or self.dispatcher.limits).max_queue_bytes
+            assert not bound or known.queued_bytes <= bound
         if form in ("bad", "empty"):
             assert not accepted
         self.clients[client] = {"form": form, "accepted": bool(accepted), "finals": 0}
@@ -330,6 +351,20 @@ class DispatcherMachine(RuleBasedStateMachine):
             assert service.prefetch == (not limit or service.job_time < limit)
             assert service.waiting == sum(1 for job in service.queue if not job.done)
         assert sum(len(w.jobs) for w in dispatcher.workers.values()) == len(dispatcher.jobs)
+        check_queued_bytes(dispatcher)
+
+
+def check_queued_bytes(dispatcher: Dispatcher) -> None:
+    """Each service's queued_bytes is the size of its live queued jobs, each charged as for
+    max_message_size: the counter moved with every job that came and went, and never drifted."""
+    for service in dispatcher.services.values():
+        live = [job for job in service.queue if not job.done]
+        for job in live:
+            assert job.size == charged_size(job.body)
+        assert service.queued_bytes == sum(job.size for job in live), service.name
+    assert all(
+        job.size == charged_size(job.body) for job in dispatcher.jobs.values() if not job.done
+    )
 
 
 TestDispatcherMachine = DispatcherMachine.TestCase
@@ -348,7 +383,11 @@ def test_long_random_run_with_echo_workers(seed):
     and that every reply went to the client whose job it answers."""
     rng = random.Random(seed)
     dispatcher = Dispatcher(
-        DEFAULT, heartbeat_interval=1.0, heartbeat_liveness=3, limits=limits(), now=0.0
+        DEFAULT,
+        heartbeat_interval=1.0,
+        heartbeat_liveness=3,
+        limits=limits(max_queue_bytes=2000),  # about 30 jobs: some are refused
+        now=0.0,
     )
     now = 0.0
     finals: dict[bytes, int] = {}
@@ -429,6 +468,7 @@ def test_long_random_run_with_echo_workers(seed):
             now += rng.choice([0.2, 0.5, 1.0, 4.0])
             dispatcher.on_tick(now)
         drain()
+        check_queued_bytes(dispatcher)
     # Bring up fresh workers and let them finish everything.
     for i in range(3):
         dispatcher.on_worker(b"final-%d" % i, encode_ready(DEFAULT), now)
@@ -438,6 +478,7 @@ def test_long_random_run_with_echo_workers(seed):
         finish(dispatcher, worker, job, now=now)
         drain()
     assert dispatcher.queued() == 0
+    assert dispatcher.services[DEFAULT].queued_bytes == 0
     assert dispatcher.jobs == {}
     assert sorted(finals) == sorted(requests)  # refused requests are answered too
     assert dispatcher.stats.accepted == len(accepted_clients)

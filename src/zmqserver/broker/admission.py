@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 from ..errors import Status
 from ..protocol import ClientRequest, Frame
-from .state import FRAME_OVERHEAD, Limits, Service, charged_size, frames_size
+from .state import FRAME_OVERHEAD, Limits, Service, frames_size
 
 
 def refusal(
@@ -21,7 +21,8 @@ def refusal(
     service: Service | None,
     limits: Limits,
     closing: bool,
-    frames: int = 0,
+    frames: int,
+    size: int,
 ) -> tuple[Status, str] | None:
     """Why the request for service ``name`` (known as ``service``, None if it is not known) is
     refused, as the status and message of its error reply; None if it becomes a job.
@@ -29,6 +30,8 @@ def refusal(
     ``frames`` is how many frames its message had as the broker received it (routing id
     excluded). The shell keeps at most one more than ``max_frames`` (the rest of a longer
     message was never made into objects), so over the limit it means "more than max_frames".
+    ``size`` is its body's :func:`~.state.charged_size`, which max_message_size bounds and
+    max_queue_bytes adds up (the dispatcher computes it once, and keeps it with the job).
     """
     if closing:
         return (Status.SHUTTING_DOWN, "server is shutting down")
@@ -41,15 +44,13 @@ def refusal(
             f"request of more than {limits.max_frames} frames exceeds max_frames "
             f"({limits.max_frames})",
         )
-    if limits.max_message_size:
-        size = charged_size(request.body)
-        if size > limits.max_message_size:
-            return (
-                Status.TOO_LARGE,
-                f"request of {frames_size(request.body)} bytes in {len(request.body)} frames "
-                f"(counted as {size}: {FRAME_OVERHEAD} more a frame) exceeds max_message_size "
-                f"({limits.max_message_size} bytes)",
-            )
+    if limits.max_message_size and size > limits.max_message_size:
+        return (
+            Status.TOO_LARGE,
+            f"request of {frames_size(request.body)} bytes in {len(request.body)} frames "
+            f"(counted as {size}: {FRAME_OVERHEAD} more a frame) exceeds max_message_size "
+            f"({limits.max_message_size} bytes)",
+        )
     # Only a job that would queue can be refused, and with jobs already waiting it would: no
     # worker can take one now (else dispatch would have given it the head of the queue). Not
     # "and no worker is placed": a busy worker with credit to spare is placed, yet while the
@@ -58,6 +59,21 @@ def refusal(
         return (
             Status.QUEUE_FULL,
             f"{service.waiting} jobs already queued for this service (max_queue)",
+        )
+    # The same rule for bytes: with no job waiting, this one may go straight to a worker, so it
+    # is not refused, however large (max_message_size bounds it). The queue's bytes stay within
+    # max_queue_bytes, or hold one request. Jobs requeued after their worker was lost count
+    # but are never refused (dispatch.py's _requeue): like max_queue, the bound may be passed
+    # by jobs the broker accepted, never by new ones.
+    if (
+        limits.max_queue_bytes
+        and service.waiting
+        and service.queued_bytes + size > limits.max_queue_bytes
+    ):
+        return (
+            Status.QUEUE_FULL,
+            f"{service.queued_bytes} bytes already queued for this service; this request's "
+            f"{size} would pass max_queue_bytes ({limits.max_queue_bytes} bytes)",
         )
     return None
 

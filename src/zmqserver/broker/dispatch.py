@@ -63,6 +63,7 @@ from .state import (
     Service,
     Stats,
     WorkerState,
+    charged_size,
     place,
     take,
     unplace,
@@ -282,7 +283,8 @@ class Dispatcher:
             )
             self.outbox.append((Port.FRONTEND, client, reply))
             return
-        refused = refusal(request, name, service, limits, self.closing, frames)
+        size = charged_size(request.body)
+        refused = refusal(request, name, service, limits, self.closing, frames, size)
         if refused is not None:
             self._refuse(client, request, refused[0], refused[1])
             return
@@ -301,6 +303,7 @@ class Dispatcher:
             now,
             service,
             deadline,
+            size,
         )
         if client_key:
             job.client_key = client_key
@@ -314,8 +317,7 @@ class Dispatcher:
             if worker is not None:
                 self._assign(worker, job)
                 return
-        service.queue.append(job)
-        service.waiting += 1
+        service.enqueue(job)
 
     def _duplicate(self, key: RequestKey, deadline: float) -> bool:
         """Handle a resend (Lazy Pirate) of a request the broker has seen; True if it was one.
@@ -363,14 +365,12 @@ class Dispatcher:
             if worker is None:
                 return
             queue.popleft()
-            service.waiting -= 1
+            service.unqueued(job)
             self._assign(worker, job)
 
     def _requeue(self, job: Job) -> None:
-        """Put ``job`` back at the head of its queue; the caller dispatches."""
-        service = job.service
-        service.queue.appendleft(job)
-        service.waiting += 1
+        """Put ``job`` back at the head of its queue, whatever its bounds; the caller dispatches."""
+        job.service.requeue(job)
 
     # -- outcomes ---------------------------------------------------------------------------------
 
@@ -695,7 +695,7 @@ class Dispatcher:
             return
         self.stats.expired += 1
         if worker is None:  # queued: it stays in the deque, marked done
-            job.service.waiting -= 1
+            job.service.unqueued(job)
             self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
             return
         if worker.jobs[0] is not job:
@@ -718,7 +718,7 @@ class Dispatcher:
                 job = service.queue.popleft()
                 if not job.done:
                     self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
-            service.waiting = 0
+            service.waiting = service.queued_bytes = 0
 
     def fail_running(self, status: Status, message: str) -> None:
         """Answer every running job with an error (the shell gives up on its workers)."""

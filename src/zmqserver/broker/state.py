@@ -53,7 +53,7 @@ class Job:
     __slots__ = (
         "id", "address", "client", "form", "reply_service", "request_id", "body", "flags",
         "received", "service", "deadline", "attempts", "done", "worker", "started", "parts",
-        "streamed", "client_key", "due_at",
+        "streamed", "client_key", "due_at", "size",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +69,7 @@ class Job:
         received: float,
         service: Service,
         deadline: float = math.inf,
+        size: int = 0,
     ) -> None:
         self.id = id
         self.address = address  # the "client address" frame the worker echoes (RFC 18)
@@ -92,6 +93,9 @@ class Job:
         self.due_at = (
             deadline  # where it sits in the dispatcher's FIFO of deadlines (deadlines.py), if there
         )
+        #: Its body's :func:`charged_size`, fixed at acceptance: what it adds to its service's
+        #: ``queued_bytes`` while queued (its body is dropped when it is done, see dispatch.py).
+        self.size = size
 
     @property
     def key(self) -> RequestKey | None:
@@ -122,6 +126,9 @@ class Service:
     name: bytes
     queue: deque[Job] = field(default_factory=deque)  # may hold done (expired) jobs: skip them
     waiting: int = 0  # live jobs in ``queue``
+    #: The :attr:`Job.size` of the live jobs in ``queue`` (max_queue_bytes): moved with
+    #: ``waiting``, job by job, never summed.
+    queued_bytes: int = 0
     # Insertion order is LRU order: the first idle worker has waited longest. Plain dicts keep
     # insertion order too, and the levels need nothing else: compiled, a dict's items are walked
     # and stored natively, where an OrderedDict's go through generic calls (about 0.4 us a job).
@@ -149,6 +156,25 @@ class Service:
         jobs are short on average (an idle worker may always take one)."""
         limit = self.prefetch_below
         return not limit or self.job_time < limit
+
+    def enqueue(self, job: Job) -> None:
+        """``job`` joins the back of the queue: a new job no worker can take now."""
+        self.queue.append(job)
+        self.waiting += 1
+        self.queued_bytes += job.size
+
+    def requeue(self, job: Job) -> None:
+        """``job`` goes back to the head of the queue (its worker was lost or handed it back).
+        Never refused: max_queue and max_queue_bytes bound new requests (admission.py), and an
+        accepted job is never dropped, so these may pass them."""
+        self.queue.appendleft(job)
+        self.waiting += 1
+        self.queued_bytes += job.size
+
+    def unqueued(self, job: Job) -> None:
+        """``job`` left the queue's live jobs: dispatched, or expired (left in the deque, done)."""
+        self.waiting -= 1
+        self.queued_bytes -= job.size
 
     def timed(self, took: float) -> None:
         """A job took ``took`` seconds on its worker: fold it into :attr:`job_time`."""
@@ -189,6 +215,9 @@ class Limits:
     max_attempts: int
     #: Live queued jobs per service beyond which new jobs are refused with queue_full.
     max_queue: int
+    #: Bytes of live queued jobs per service (each counted as for max_message_size) beyond
+    #: which new jobs are refused with queue_full.
+    max_queue_bytes: int
     #: Largest request body in bytes (all frames, each charged :data:`FRAME_OVERHEAD` more);
     #: larger ones are refused with too_large.
     max_message_size: int
@@ -215,6 +244,7 @@ class Limits:
             retry_jobs=config.retry_jobs,
             max_attempts=config.max_attempts,
             max_queue=config.max_queue,
+            max_queue_bytes=config.max_queue_bytes,
             max_message_size=config.max_message_size,
             max_frames=config.max_frames,
             reply_cache=config.reply_cache,

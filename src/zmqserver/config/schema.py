@@ -308,6 +308,15 @@ class Config(_Checked):
         per_service=True,
         command="serve",
     )
+    max_queue_bytes: int = option(
+        256 * 1024 * 1024,
+        "Bytes of queued requests per service (counted as for max_message_size) beyond which "
+        "new jobs get a queue_full error; 0 = no limit.",
+        metavar="BYTES",
+        reload=True,
+        per_service=True,
+        command="serve",
+    )
     max_message_size: int = option(
         1024 * 1024,
         "Largest request in bytes (all body frames, each counted 64 bytes more); larger ones "

@@ -160,6 +160,7 @@ def _check_service(config: Config) -> None:
     if config.worker_credit > MAX_CREDIT:
         raise ConfigError(f"worker_credit: at most {MAX_CREDIT}, got {config.worker_credit}")
     _nonnegative_int(config, "max_queue")
+    _nonnegative_int(config, "max_queue_bytes")
     for name in ("job_timeout", "kill_grace", "prefetch_below"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
