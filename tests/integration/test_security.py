@@ -11,10 +11,13 @@ import asyncio
 import contextlib
 import os
 import re
+import resource
+import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -270,6 +273,101 @@ def test_tampered_or_truncated_handshake_is_dropped(start_server, keys, name, da
         took = closed_by_server(port, data, within)
         assert took is not None, f"{name}: the server kept the connection open"
         assert client.request(b"after") == b"AFTER"
+    assert server.proc.poll() is None
+
+
+@pytest.fixture
+def fd_budget() -> Iterator[int]:
+    """Raise this process's fd limit to the hard one for the test; yield how many fds it may use."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    yield raised
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_non_zeromq_connections_are_closed_and_clients_still_served(start_server, fd_budget):
+    # Without a ZAP domain libzmq takes an HTTP request or random bytes for an old (ZMTP 1.0)
+    # peer whose handshake is over: handshake_timeout never applies and each one holds an fd of
+    # the broker for good. With ZAP on, libzmq refuses ZMTP 1.0/2.0 peers at the greeting.
+    count = min(2000, (fd_budget - 256) // 2)  # the server runs under the same limit
+    # The server starts after fd_budget, so it inherits the raised limit too.
+    server = tcp_server(start_server, "--handshake-timeout", "1")
+    port = port_of(server.frontend)
+    # An HTTP request, and random bytes after the first bytes of a TLS ClientHello.
+    probes = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x00\xa5" + os.urandom(59)]
+    answered: list[float] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def well_behaved() -> None:
+        # Its own context: the test's sockets and this thread share nothing.
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            with Client(server.frontend, timeout=2.0, retries=1, context=context) as client:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    try:
+                        assert client.request(b"hi") == b"HI"
+                    except BaseException as exc:
+                        failures.append(exc)
+                        return
+                    answered.append(time.monotonic() - started)
+                    stop.wait(0.1)
+        finally:
+            context.destroy(linger=0)
+
+    assert server.request(b"ping") == [b"PING"]  # a worker is registered
+    thread = threading.Thread(target=well_behaved, name="well-behaved client")
+    thread.start()
+    selector = selectors.DefaultSelector()
+    raw: list[socket.socket] = []
+    opened_at: dict[socket.socket, float] = {}
+    took: list[float] = []
+
+    def reap(timeout: float) -> None:
+        for key, _ in selector.select(timeout):
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
+            try:
+                data = conn.recv(4096)  # the server's greeting may come first, then EOF
+            except (BlockingIOError, InterruptedError):
+                continue
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                selector.unregister(conn)
+                took.append(time.monotonic() - opened_at.pop(conn))
+
+    try:
+        for i in range(count):
+            # A generous timeout: a SYN that finds the listen backlog full is retried after 1 s,
+            # then 3 s; opening at full speed can hit that, and it is not what this test measures.
+            conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+            raw.append(conn)
+            opened_at[conn] = time.monotonic()
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):  # already closed by the server: all the better
+                conn.sendall(probes[i % len(probes)])
+            selector.register(conn, selectors.EVENT_READ)
+            reap(0)
+        deadline = time.monotonic() + 4.0  # a few times handshake_timeout
+        while opened_at and time.monotonic() < deadline:
+            reap(0.1)
+        assert not opened_at, f"{len(opened_at)} of {count} non-ZeroMQ connections still open"
+        assert max(took) < 4.0, f"the slowest was closed after {max(took):.1f}s"
+        # The client kept being served while they were open, and still is.
+        stop.wait(0.5)
+    finally:
+        stop.set()
+        thread.join(10)
+        selector.close()
+        for conn in raw:
+            conn.close()
+    assert not thread.is_alive()
+    assert not failures, failures
+    assert len(answered) >= 5
+    assert max(answered) < 2.0
     assert server.proc.poll() is None
 
 

@@ -513,6 +513,29 @@ def test_default_security_has_no_curve_and_no_worker_keys():
     assert not security.policies[security.frontend_domain].curve
 
 
+def test_both_ports_go_through_zap_even_with_no_rule_to_check():
+    # The ZAP domain is what makes libzmq drop connections that do not speak ZeroMQ (an HTTP
+    # request would otherwise pass for a finished ZMTP 1.0 handshake): it is always set.
+    security = ServerSecurity.load(Config())
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        for name, domain in (
+            ("frontend", security.frontend_domain),
+            ("backend", security.backend_domain),
+        ):
+            sock = ctx.socket(zmq.ROUTER)
+            sock.setsockopt(zmq.LINGER, 0)
+            security.apply(sock, name)
+            assert sock.getsockopt(zmq.ZAP_DOMAIN) == domain
+            sock.close()
+    finally:
+        ctx.term()
+    # With no rules the frontend admits every NULL peer, from any address.
+    for address in ("127.0.0.1", "192.0.2.7", "2001:db8::1"):
+        outcome = zap_decide(_request(address), security.policies)
+        assert outcome.allowed, outcome.reason
+
+
 def test_refusals_are_logged_once_a_minute_per_address(caplog):
     security = ServerSecurity.load(Config(deny=("192.0.2.0/24",)))
     with caplog.at_level(logging.WARNING, "zmqserver.security"):

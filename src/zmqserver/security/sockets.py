@@ -83,7 +83,10 @@ def apply_server(
     """Set a server socket's security options. Call before ``bind``: the listener copies them.
 
     ``keys`` makes it a CURVE server; ``zap_domain`` sends every connection (also NULL ones) to
-    the ZAP handler; ``handshake_timeout`` drops a peer that has not finished its handshake.
+    the ZAP handler and makes libzmq refuse pre-ZMTP-3 peers, which is how it drops a connection
+    that does not speak ZeroMQ at all; ``handshake_timeout`` drops a peer that has not finished
+    its handshake. Without ``zap_domain``, an HTTP request or random bytes pass for a ZMTP 1.0
+    handshake that is already over, and neither option ever drops them.
     """
     if keys is not None:
         sock.setsockopt(zmq.CURVE_SERVER, 1)

@@ -11,13 +11,14 @@ anything but the poll.
 
 How libzmq uses this (4.3): a server socket with ``curve_server`` asks the ZAP handler bound at
 ``inproc://zeromq.zap.01`` in the *same context* about every CURVE handshake; for the NULL
-mechanism it asks only if the socket has a ``zap_domain``. The request carries the domain (which
-of our sockets), the peer's address (an IP for TCP; ``localhost:UID:GID:PID`` for ``ipc://`` on
-Linux) and, for CURVE, the client's long-term public key, already proven by the handshake. A 200
-reply admits the connection and its User-Id (here: the client's Z85 public key) is attached to
-every message read from it; anything else closes the connection before a single message reaches
-the broker. ``ZAP_ENFORCE_DOMAIN`` makes a missing handler refuse connections rather than admit
-them.
+mechanism it asks only if the socket has a ``zap_domain``, so both broker ROUTERs always have
+one (:meth:`ServerSecurity.apply` says why: it is also what makes libzmq drop connections that do
+not speak ZeroMQ). The request carries the domain (which of our sockets), the peer's address (an
+IP for TCP; ``localhost:UID:GID:PID`` for ``ipc://`` on Linux) and, for CURVE, the client's
+long-term public key, already proven by the handshake. A 200 reply admits the connection and its
+User-Id (here: the client's Z85 public key) is attached to every message read from it; anything
+else closes the connection before a single message reaches the broker. ``ZAP_ENFORCE_DOMAIN``
+makes a missing handler refuse connections rather than admit them.
 
 The options arrive already checked (zmqserver.config.validate checks their combination where a
 config is built); this module reads only the option values it needs (:class:`SecurityOptions`)
@@ -227,16 +228,22 @@ class ServerSecurity:
     def apply(self, sock: zmq.Socket[bytes], name: str) -> None:
         """Set the options of the broker's ``"frontend"`` or ``"backend"`` ROUTER, before bind."""
         timeout = self.config.handshake_timeout
+        # Both ports always go through ZAP, even with no rule to check (the frontend's policy
+        # then admits every NULL peer): without a ZAP domain libzmq takes any bytes that do not
+        # start like a ZMTP 3 greeting (an HTTP request, a TLS hello, noise) for a ZMTP 1.0
+        # peer whose handshake is already over, so handshake_timeout never drops it and it holds
+        # one of the broker's fds until the other side hangs up. With a domain, libzmq refuses
+        # ZMTP 1.0 and 2.0 peers outright (CVE-2014-9721). The cost is one inproc round trip per
+        # handshake, never per message. The backend's ZAP also checks that local peers run as our
+        # user, whatever the directory permissions say.
         if name == "frontend":
-            policy = self.policies[self.frontend_domain]
-            needs_zap = policy.curve or policy.addresses.active
-            domain = self.frontend_domain if needs_zap else None
             apply_server(
-                sock, keys=self.frontend_keys, zap_domain=domain, handshake_timeout=timeout
+                sock,
+                keys=self.frontend_keys,
+                zap_domain=self.frontend_domain,
+                handshake_timeout=timeout,
             )
         elif name == "backend":
-            # Always through ZAP: it checks that local peers run as our user, whatever the
-            # directory permissions say.
             apply_server(
                 sock,
                 keys=self.backend_keys,
