@@ -93,8 +93,19 @@ class ReplyDropped(Event):
 # -- workers --------------------------------------------------------------------------------------
 
 
+class WorkerEvent(Event):
+    """An event about one worker (a routing id): repeats about it are throttled together."""
+
+    __slots__ = ()
+
+    worker: bytes  # a field of each subclass
+
+    def subject(self) -> bytes | None:
+        return self.worker
+
+
 @dataclass(frozen=True, slots=True)
-class WorkerReady(Event):
+class WorkerReady(WorkerEvent):
     level: ClassVar[int] = DEBUG
 
     worker: bytes
@@ -109,12 +120,9 @@ class WorkerReady(Event):
             f"credit {self.credit}{framing}"
         )
 
-    def subject(self) -> bytes | None:
-        return self.worker
-
 
 @dataclass(frozen=True, slots=True)
-class WorkerGone(Event):
+class WorkerGone(WorkerEvent):
     """The shell reported a worker dead (its process exited, or a send to it failed)."""
 
     level: ClassVar[int] = DEBUG
@@ -125,12 +133,9 @@ class WorkerGone(Event):
     def message(self) -> str:
         return f"worker {self.worker!r} gone: {self.reason}"
 
-    def subject(self) -> bytes | None:
-        return self.worker
-
 
 @dataclass(frozen=True, slots=True)
-class WorkerUnreachable(Event):
+class WorkerUnreachable(WorkerEvent):
     """A send to a worker holding several jobs failed: it gets nothing more until it is gone."""
 
     level: ClassVar[int] = DEBUG
@@ -143,12 +148,9 @@ class WorkerUnreachable(Event):
             f"worker {self.worker!r} unreachable ({self.reason}); holding its jobs until it is gone"
         )
 
-    def subject(self) -> bytes | None:
-        return self.worker
-
 
 @dataclass(frozen=True, slots=True)
-class WorkerExpired(Event):
+class WorkerExpired(WorkerEvent):
     """A worker was silent past its heartbeat expiry: it is killed, its jobs rerouted."""
 
     worker: bytes
@@ -157,12 +159,9 @@ class WorkerExpired(Event):
     def message(self) -> str:
         return f"worker {self.worker!r} missed {self.missed} heartbeats; dropping it"
 
-    def subject(self) -> bytes | None:
-        return self.worker
-
 
 @dataclass(frozen=True, slots=True)
-class WorkerSilentButRunning(Event):
+class WorkerSilentButRunning(WorkerEvent):
     """A busy local worker was silent past its expiry, but its process is alive and running (an
     app that holds the GIL stops the heartbeat thread): it is left to the job's deadline."""
 
@@ -175,9 +174,6 @@ class WorkerSilentButRunning(Event):
             f"worker {self.worker!r} silent for {self.silent:.1f}s while busy, but its process "
             "is running; left to the job's deadline"
         )
-
-    def subject(self) -> bytes | None:
-        return self.worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +195,7 @@ class BrokerStalled(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerOverran(Event):
+class WorkerOverran(WorkerEvent):
     """A job ran past its deadline and the kill grace: its worker is killed."""
 
     job: int
@@ -212,12 +208,9 @@ class WorkerOverran(Event):
             f"{self.worker!r}; killing the worker"
         )
 
-    def subject(self) -> bytes | None:
-        return self.worker
-
 
 @dataclass(frozen=True, slots=True)
-class WorkerBrokeProtocol(Event):
+class WorkerBrokeProtocol(WorkerEvent):
     """A worker sent what does not parse: it is told to DISCONNECT."""
 
     worker: bytes
@@ -226,12 +219,9 @@ class WorkerBrokeProtocol(Event):
     def message(self) -> str:
         return f"worker {self.worker!r} broke the protocol ({self.error}); disconnecting it"
 
-    def subject(self) -> bytes | None:
-        return self.worker
-
 
 @dataclass(frozen=True, slots=True)
-class WorkerMisbehaved(Event):
+class WorkerMisbehaved(WorkerEvent):
     """A registered worker did what the protocol forbids (READY twice, a reply to a job it does
     not hold, compact framing it did not ask for): it is told to DISCONNECT."""
 
@@ -241,12 +231,9 @@ class WorkerMisbehaved(Event):
     def message(self) -> str:
         return f"worker {self.worker!r} {self.what}; disconnecting it"
 
-    def subject(self) -> bytes | None:
-        return self.worker
-
 
 @dataclass(frozen=True, slots=True)
-class UnregisteredWorker(Event):
+class UnregisteredWorker(WorkerEvent):
     """A peer that never said READY sent a worker message: it is told to DISCONNECT."""
 
     level: ClassVar[int] = INFO
@@ -256,12 +243,9 @@ class UnregisteredWorker(Event):
     def message(self) -> str:
         return f"message from unregistered worker {self.worker!r}; disconnecting it"
 
-    def subject(self) -> bytes | None:
-        return self.worker
-
 
 @dataclass(frozen=True, slots=True)
-class ReservedService(Event):
+class ReservedService(WorkerEvent):
     """A worker tried to offer an ``mmi.*`` service, which the broker answers itself."""
 
     worker: bytes
@@ -269,9 +253,6 @@ class ReservedService(Event):
 
     def message(self) -> str:
         return f"worker {self.worker!r} tried to register reserved service {self.service!r}"
-
-    def subject(self) -> bytes | None:
-        return self.worker
 
 
 # -- jobs -----------------------------------------------------------------------------------------
