@@ -69,9 +69,10 @@ class Pipeline:
     def __len__(self) -> int:
         return len(self._states)
 
-    def submit(self, body: Sequence[bytes], now: float) -> tuple[int, list[bytes]]:
-        """Start a request; return its id and the frames to send now."""
-        state = RequestState(
+    def new_state(self, body: Sequence[bytes]) -> RequestState:
+        """A request with this pipeline's policy and the next id, not yet in flight here (the
+        blocking client drives its one-at-a-time requests itself, with the same ids)."""
+        return RequestState(
             body,
             request_id=next(self._ids),
             service=self.service,
@@ -80,6 +81,10 @@ class Pipeline:
             flags=self.flags,
             peer=self.peer,
         )
+
+    def submit(self, body: Sequence[bytes], now: float) -> tuple[int, list[bytes]]:
+        """Start a request; return its id and the frames to send now."""
+        state = self.new_state(body)
         self._states[state.request_id] = state
         return state.request_id, state.start(now)
 

@@ -25,12 +25,10 @@ import zmq
 
 from ..errors import Closed
 from .options import ClientOptions
-from .pipeline import Event, Pipeline
+from .pipeline import Event
 from .state import (
     Payload,
     ReplyBody,
-    RequestIds,
-    RequestState,
     Response,
     encode_payload,
     unwrap,
@@ -84,12 +82,10 @@ class Client:
         self.timeout = options.timeout
         self.retries = options.retries
         self.identity = options.identity
-        self._flags = options.flags
-        self._peer = options.peer
         self._context = context if context is not None else zmq.Context.instance()
-        self._ids = RequestIds()
         self._socket: zmq.Socket[bytes] | None = None
-        self._pipeline: Pipeline | None = None
+        #: The requests of submit/map in flight, and the ids and policy of every request.
+        self._pipeline = options.pipeline()
         self._futures: dict[int, PendingReply] = {}
         self._closed = False
         self._busy = False
@@ -169,7 +165,7 @@ class Client:
         """
         body = encode_payload(payload)
         self._check_open()
-        pipeline = self._get_pipeline()
+        pipeline = self._pipeline
         now = time.monotonic()
         request_id, frames = pipeline.submit(body, now)
         if not _send(self._ready_socket(), frames):
@@ -207,14 +203,9 @@ class Client:
 
     # -- pipelining (submit/map) --
 
-    def _get_pipeline(self) -> Pipeline:
-        if self._pipeline is None:
-            self._pipeline = self._options.pipeline(self._ids)
-        return self._pipeline
-
     def _drive(self, done: Callable[[], bool], timeout: float | None) -> None:
         """Receive, resend and settle pipelined requests until ``done()`` or ``timeout``."""
-        pipeline = self._get_pipeline()
+        pipeline = self._pipeline
         socket = self._ready_socket()
         give_up = None if timeout is None else time.monotonic() + timeout
         while not done():
@@ -276,15 +267,7 @@ class Client:
             # Only possible by starting a request while iterating over a stream() of the same
             # client: the two would share one socket and one stream of replies.
             raise RuntimeError("this client is already waiting for a reply; finish that first")
-        state = RequestState(
-            body,
-            request_id=next(self._ids),
-            service=self.service,
-            timeout=self.timeout,
-            retries=self.retries,
-            flags=self._flags,
-            peer=self._peer,
-        )
+        state = self._pipeline.new_state(body)
         self._busy = True
         try:
             socket = self._ready_socket()
