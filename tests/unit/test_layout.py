@@ -13,6 +13,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[2] / "src" / "zmqserver"
 #: About 700 lines a module (docs/architecture.md); past this, split along the module's seams.
 MAX_LINES = 750
+#: Declarations, not logic: the schema is one field per option with its help text (the
+#: README's table and --help are generated from it), as gunicorn's config.py is. It grows by
+#: ~10 lines an option; its code (coercion, the table) is small and counted with it.
+LONGER = {"config/schema.py": 1400}
 
 
 def _modules() -> dict[str, Path]:
@@ -95,4 +99,5 @@ def test_the_cycle_finder_finds_one() -> None:
 def test_no_module_outgrew_one_concern() -> None:
     sizes = {path.relative_to(PACKAGE).as_posix(): len(path.read_text().splitlines())
              for path in PACKAGE.rglob("*.py")}  # fmt: skip
-    assert {name: size for name, size in sizes.items() if size > MAX_LINES} == {}
+    too_long = {name: size for name, size in sizes.items() if size > LONGER.get(name, MAX_LINES)}
+    assert too_long == {}
