@@ -3,7 +3,6 @@ blocking one, waiting with ``zmq.asyncio`` instead of ``zmq_poll``."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import time
@@ -83,31 +82,45 @@ class AsyncSubscriber:
         until = math.inf if timeout is None else time.monotonic() + timeout
         agent = self.agent
         while not self._ready:
+            sock = self._dealer if agent.syncing else self._sub
+            assert sock is not None
+            await self._drain(sock)  # what is queued first: it may be what keeps the server alive
+            if self._ready:
+                break
+            if sock is not (self._dealer if agent.syncing else self._sub):
+                continue  # the snapshot ended (or restarted): wait on the other socket
             now = time.monotonic()
             if agent.timed_out(now):
                 self._sync(now)
+                continue
             if now >= until:
                 return None
             wait = min(until, agent.next_deadline()) - now
-            sock = self._dealer if agent.syncing else self._sub
-            assert sock is not None
+            await sock.poll(max(0, int(wait * 1000) + 1))
+        return self._ready.popleft()
+
+    async def _drain(self, sock: zmq.asyncio.Socket) -> None:
+        """Read what ``sock`` holds (a bounded batch), feeding the agent."""
+        agent = self.agent
+        for _ in range(1000):
             try:
-                frames = await asyncio.wait_for(sock.recv_multipart(), max(0.0, wait) + 0.001)
-            except TimeoutError:
-                continue
+                frames = await sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
             now = time.monotonic()
             if sock is self._dealer:
                 self._ready.extend(agent.on_snapshot(frames, now))
                 if not agent.syncing:
                     sock.close(linger=0)
                     self._dealer = None
+                    return
             else:
                 update, resync = agent.on_live(frames, now)
                 if resync:
                     self._sync(now)
-                elif update is not None:
+                    return
+                if update is not None:
                     self._ready.append(update)
-        return self._ready.popleft()
 
     async def __aiter__(self) -> AsyncIterator[Update]:
         while True:

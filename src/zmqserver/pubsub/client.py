@@ -122,17 +122,21 @@ class Subscriber:
         until = math.inf if timeout is None else time.monotonic() + timeout
         agent = self.agent
         while not self._ready:
+            sock = self._dealer if agent.syncing else self._sub
+            assert sock is not None
+            self._drain(sock)  # what is queued first: it may be what keeps the server alive
+            if self._ready:
+                break
+            if sock is not (self._dealer if agent.syncing else self._sub):
+                continue  # the snapshot ended (or restarted): wait on the other socket
             now = time.monotonic()
             if agent.timed_out(now):
                 self._sync(now)
+                continue
             if now >= until:
                 return None
             wait = min(until, agent.next_deadline()) - now
-            sock = self._dealer if agent.syncing else self._sub
-            assert sock is not None
-            if not sock.poll(max(0, int(wait * 1000) + 1)):
-                continue
-            self._drain(sock)
+            sock.poll(max(0, int(wait * 1000) + 1))
         return self._ready.popleft()
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
