@@ -278,3 +278,28 @@ def test_the_asyncio_subscriber_gets_the_snapshot_and_updates(start_server, ctx)
             actx.destroy(linger=0)
 
     assert asyncio.run(main()) == {b"/aio/a": b"1", b"/aio/b": b"2"}
+
+
+def zmq_client(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zmqserver.client.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_zmq_client_pub_then_sub_json(start_server):
+    server, endpoint = start_pubsub(start_server)
+    done = zmq_client("pub", "/cli/greeting", "hello", "-e", endpoint)
+    assert done.returncode == 0, done.stderr
+    done = zmq_client("sub", "/cli/", "--json", "-n", "1", "-e", endpoint)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout)
+    assert line["key"] == "/cli/greeting"
+    assert line["value"] == "hello"
+    assert line["snapshot"] is True
+    done = zmq_client("sub", "/nothing/", "-t", "0.5", "-e", endpoint)
+    assert done.returncode == 2
