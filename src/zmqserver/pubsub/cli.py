@@ -58,16 +58,17 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
-    keys = {"server_key": args.server_key, "client_key_file": args.key_file}
     try:
         if args.command == "pub":
-            with Publisher(args.endpoint, **keys) as publisher:
+            with Publisher(
+                args.endpoint, server_key=args.server_key, client_key_file=args.key_file
+            ) as publisher:
                 if not publisher.wait_connected():
                     print(f"zmq-client: cannot reach {publisher.endpoint}", file=sys.stderr)
                     return 2
                 publisher.publish(os.fsencode(args.key), os.fsencode(args.value), args.ttl)
             return 0
-        return _follow(args, keys)
+        return _follow(args)
     except (ValueError, ConfigError) as exc:
         print(f"zmq-client: {exc}", file=sys.stderr)
         return 1
@@ -75,9 +76,14 @@ def main(argv: list[str]) -> int:
         return 130
 
 
-def _follow(args: argparse.Namespace, keys: dict[str, str | None]) -> int:
+def _follow(args: argparse.Namespace) -> int:
     seen = 0
-    with Subscriber(args.endpoint, text(args.prefix), **keys) as subscriber:
+    with Subscriber(
+        args.endpoint,
+        text(args.prefix),
+        server_key=args.server_key,
+        client_key_file=args.key_file,
+    ) as subscriber:
         while True:
             update = subscriber.recv(args.timeout or None)
             if update is None:
