@@ -519,6 +519,44 @@ class Config(_Checked):
         metavar="HOOK",
         callable_ok=True,
     )
+    # -- pub-sub (pubsub/, docs/protocol.md "Pub-sub") --
+    pubsub_port: int | None = option(
+        None,
+        "Open pub-sub (ZeroMQ RFC 12, CHP) on three ports: snapshot ROUTER on P, PUB on P+1, "
+        "collector SUB on P+2 (bound on `host`); unset: off. A remote pool given it publishes "
+        "to its broker's P+2.",
+        kind=int,
+        metavar="P",
+    )
+    pubsub_max_keys: int = option(
+        100_000, "Keys the pub-sub last-value cache holds at most; 0 = no limit.", command="serve"
+    )
+    pubsub_max_bytes: int = option(
+        64 * 1024 * 1024,
+        "Bytes (keys, values, properties) the pub-sub cache holds at most; 0 = no limit.",
+        command="serve",
+    )
+    pubsub_max_key_length: int = option(256, "Longest pub-sub key, in bytes.", command="serve")
+    pubsub_max_value_size: int = option(
+        1024 * 1024, "Largest pub-sub value, in bytes.", command="serve"
+    )
+    pubsub_hwm: int = option(
+        10_000,
+        "Updates queued per subscriber before the PUB drops (the subscriber then resyncs).",
+        command="serve",
+    )
+    pubsub_publishers_keys_dir: str | None = option(
+        None,
+        "Directory of the CURVE public keys allowed to publish on the collector (P+2); unset: "
+        "the frontend's rules. Needs curve_secret_key_file; reloaded on HUP.",
+        metavar="DIR",
+        command="serve",
+    )
+    pubsub_events: bool = option(
+        True,
+        "Publish the server's own events on `$zmqserver/...` keys when pub-sub is on.",
+        command="serve",
+    )
 
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.

@@ -8,7 +8,8 @@
 * reload.py: what HUP takes on from a reloaded config.
 * component.py: the contracts (:class:`Component`, :class:`WorkerView`, :class:`Waiter`).
 * broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's
-  status pipe as a component (``zmqserver worker``).
+  status pipe as a component (``zmqserver worker``); pub-sub's component is
+  pubsub/component.py (composed here when ``pubsub_port`` is set).
 
 :func:`arbiter` and :func:`pool_supervisor` compose the two kinds of master the CLI runs.
 docs/architecture.md draws them.
@@ -57,10 +58,16 @@ def arbiter(
     also tells the master about its workers and runs the loop's wait, and the local pools."""
     config = config.validate()
     broker = BrokerComponent(config)
+    components: list[Component] = [broker]
+    if config.pubsub_port is not None:
+        # Imported here: pub-sub is optional, and its component imports this package's modules.
+        from ..pubsub.component import PubSubComponent
+
+        components.append(PubSubComponent(config, broker))  # after the broker: its ZAP, context
     return Master(
         config,
         broker,
-        [broker],
+        components,
         apps,
         waiter=broker,
         reload=reload,
@@ -82,6 +89,11 @@ def pool_supervisor(
     check_connect(config)
     config = config.validate()
     status = StatusComponent(config)
+    if config.pubsub_port is not None and config.connect is not None:
+        from ..pubsub import publish
+        from ..pubsub.endpoints import broker_collector
+
+        publish.route = publish.Route(broker_collector(config.connect, config.pubsub_port))
     return Master(
         config,
         status,

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -409,6 +410,7 @@ class Flock:
         except BaseException:
             log.exception("worker %d crashed", os.getpid())
         finally:
+            _flush_updates()
             logging.shutdown()
             os._exit(code)
 
@@ -438,6 +440,14 @@ class Flock:
         if status is not None:
             keep.add(status.fd)
         close_fds_except(keep)
+
+
+def _flush_updates() -> None:
+    """Let the app's pub-sub updates leave before ``os._exit`` (only if it published)."""
+    module = sys.modules.get("zmqserver.pubsub.publish")
+    if module is not None:
+        with contextlib.suppress(Exception):
+            module.flush()
 
 
 def send_signal(pid: int, sig: int) -> None:
