@@ -533,6 +533,14 @@ class Config(_Checked):
         callable_ok=True,
     )
 
+    # -- development (supervisor/autoreload.py) --
+    reload: bool = option(
+        False,
+        "Development: start a new generation of workers (as HUP does) when a source file of "
+        "the app or its hooks changes (their package's `.py` files, looked at once a second). "
+        "Not with preload_app.",
+    )
+
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
 
@@ -653,7 +661,7 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
         expected = str
     if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
         raise ConfigError(f"{key}: expected {_type_name(expected)}, got {value!r}")
-    if meta.get("path"):
+    if meta.get("path") and isinstance(value, str):
         # A Z85 key (server_key may be one) has no "~" in its alphabet: only paths change.
         value = os.path.expanduser(value)
     return value
