@@ -40,8 +40,11 @@ $(STAMP): pyproject.toml setup.py apt-packages.txt $(COMPILED_SRC)
 	$(BIN)/pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
+# The ports `make serve` listens on (clients, then workers): `make serve PORTS="7660 7661"`.
+PORTS ?= 6660 6661
+
 serve: $(STAMP)
-	$(BIN)/zmqserver serve examples.upper:app --port 6660 6661
+	$(BIN)/zmqserver serve examples.upper:app --port $(PORTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench setup.py

@@ -53,7 +53,8 @@ def test_check_shows_each_value_and_its_source(tmp_path: Path) -> None:
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
     assert rows["min_servers"].endswith(f"config file {config}")
     assert rows["max_servers"].endswith("environment ZMQSERVER_MAX_SERVERS")
-    assert '"debug"' in rows["log_level"] and rows["log_level"].endswith("command line")
+    assert '"debug"' in rows["log_level"]
+    assert rows["log_level"].endswith("command line")
     assert rows["app"].endswith("command line")
     assert rows["job_timeout"].endswith("default")
     assert result.stdout.splitlines()[-1].startswith("zmqserver check: valid")
