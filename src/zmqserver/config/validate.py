@@ -43,6 +43,11 @@ def check(config: Config) -> dict[str, Config]:
     ``services`` of its own, so a worker or a pool needs only its config.
     """
     _check_server(config)
+    if config.reload and config.preload_app:
+        raise ConfigError(
+            "reload and preload_app: with preload_app the master holds the app and a reload "
+            "does not import it again; drop one"
+        )
     if not config.services:
         _check_service(config)
         return {config.service: config}

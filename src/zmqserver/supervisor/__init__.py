@@ -6,6 +6,7 @@
 * workers.py: the pools and the worker processes (fork, reap, scale, retire, roll back).
 * backoff.py: when to start a worker again after deaths, and when a crash loop stops the server.
 * reload.py: what HUP takes on from a reloaded config.
+* autoreload.py: ``reload``, a component that sends HUP when the app's source files change.
 * component.py: the contracts (:class:`Component`, :class:`WorkerView`, :class:`Waiter`).
 * broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's
   status pipe as a component (``zmqserver worker``); pub-sub's component is
@@ -21,6 +22,7 @@ from collections.abc import Callable, Mapping
 
 from .._process import Credentials
 from ..config import App, Config
+from .autoreload import ReloadOnChange
 from .broker_side import BrokerComponent
 from .component import Component, Host, StartError, StateOf, Waiter, WorkerView
 from .master import SCALE_CHECK, Master
@@ -35,6 +37,7 @@ __all__ = [
     "Host",
     "Master",
     "Pool",
+    "ReloadOnChange",
     "StartError",
     "StateOf",
     "StatusComponent",
@@ -67,12 +70,13 @@ def arbiter(
     return Master(
         config,
         broker,
-        components,
+        [*components, *_development(config)],
         apps,
         waiter=broker,
         reload=reload,
         credentials=credentials,
         on_ready=on_ready,
+        where=f"frontend {config.frontend_endpoint}",
     )
 
 
@@ -97,9 +101,15 @@ def pool_supervisor(
     return Master(
         config,
         status,
-        [status],
+        [status, *_development(config)],
         apps,
         reload=reload,
         credentials=credentials,
         on_ready=on_ready,
+        where=f"broker {config.connect}",
     )
+
+
+def _development(config: Config) -> list[Component]:
+    """The components ``reload`` adds (watching the app's files)."""
+    return [ReloadOnChange()] if config.reload else []
