@@ -202,3 +202,13 @@ def fork_and_return(payload: bytes | list[bytes]) -> bytes:
     while not os.path.exists(payload) and time.monotonic() < deadline:
         time.sleep(0.01)
     return b"parent"
+
+
+def logs(payload: bytes | list[bytes]) -> bytes:
+    """Logs at INFO and WARNING with its own logger (as an app does), then echoes."""
+    import logging
+
+    logging.getLogger("tests.app").info("app info %r", payload)
+    logging.getLogger("tests.app").warning("app warning")
+    assert isinstance(payload, bytes)
+    return payload

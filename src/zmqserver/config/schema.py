@@ -427,7 +427,9 @@ class Config(_Checked):
         "info", "Logging level: debug, info, warning, error or critical.", reload=True
     )
     proc_name: str = option(
-        "zmq", "Prefix of process titles (`zmq broker 6660-local`, `zmq worker 6661`).", reload=True
+        "zmq",
+        "Prefix of process titles (`zmq broker 6660-local`, `zmq worker local`).",
+        reload=True,
     )
     # -- process management (supervisor/, server.py, _process.py) --
     log_file: str | None = option(
@@ -518,6 +520,19 @@ class Config(_Checked):
         "Hook called `(config)` in the master after the workers have stopped.",
         metavar="HOOK",
         callable_ok=True,
+    )
+    # -- logging (logsetup.py) --
+    log_format: str = option(
+        "text",
+        "Log line format: `text`, or `json` (one object a line: time, level, pid, service, "
+        "request_id inside a job, logger, message).",
+        metavar="FORMAT",
+    )
+    log_config: str | None = option(
+        None,
+        "A `logging.config.dictConfig` file (JSON, or TOML) that replaces log_file, log_level "
+        "and log_format.",
+        metavar="FILE",
     )
 
     def validate(self) -> Config:
