@@ -119,8 +119,9 @@ def test_background_returns_once_the_workers_have_registered(short_tmp):
     pid_file = short_tmp / "zs.pid"
     args = _ipc(short_tmp, "--min-servers", "3", "--max-servers", "3", "--min-spare-servers", "0")
     started = time.monotonic()
+    log_file = str(short_tmp / "zs.log")
     launched = _run("serve", "tests.slow_app:app", *args, "--background",
-                    "--pid-file", str(pid_file), "--log-file", str(short_tmp / "zs.log"))  # fmt: skip
+                    "--pid-file", str(pid_file), "--log-file", log_file)  # fmt: skip
     took = time.monotonic() - started
     assert launched.returncode == 0, launched.stderr
     pid = int(pid_file.read_text())
@@ -231,7 +232,7 @@ def test_a_post_fork_module_that_is_missing_is_named_not_the_app(start_server):
     assert "could not load the app" not in log
 
 
-# -- 9. the smaller things --------------------------------------------------------------------------
+# -- 9. the smaller things ------------------------------------------------------------------------
 
 
 def test_workers_of_a_private_backend_are_titled_local(start_server, short_tmp):

@@ -48,7 +48,7 @@ class Handshakes:
         deadline = time.monotonic() + wait
         while True:
             left = max(0.0, deadline - time.monotonic())
-            if not monitor.poll(left * 1000):
+            if not monitor.poll(int(left * 1000)):
                 return
             event = recv_monitor_message(monitor)["event"]
             if event & _SUCCEEDED:

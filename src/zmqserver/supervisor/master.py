@@ -367,7 +367,7 @@ class Master:
 
     def handle_usr1(self) -> None:
         """Reopen the log file (logrotate's postrotate); workers follow by themselves."""
-        count, failures = 0, []
+        count, failures = 0, list[str]()
         for logger in (logging.getLogger(), logging.getLogger("zmqserver")):
             done, failed = reopen_log_files(logger)
             count, failures = count + done, failures + failed
