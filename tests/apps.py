@@ -214,3 +214,13 @@ def publish(payload: bytes | list[bytes]) -> bytes:
     key, _, value = item.partition(b"=")
     zmqserver.publish(key, value, float(ttl) if ttl else None)
     return str(os.getpid()).encode()
+
+
+def logs(payload: bytes | list[bytes]) -> bytes:
+    """Logs at INFO and WARNING with its own logger (as an app does), then echoes."""
+    import logging
+
+    logging.getLogger("tests.app").info("app info %r", payload)
+    logging.getLogger("tests.app").warning("app warning")
+    assert isinstance(payload, bytes)
+    return payload

@@ -18,7 +18,7 @@ import pwd
 import resource
 import signal
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -136,12 +136,51 @@ def write_pid_file(path: str, pid: int) -> None:
 
 
 def remove_pid_file(path: str, pid: int) -> None:
-    """Remove ``path`` if it still names ``pid`` (a new server may have taken it over)."""
-    if _pid_in(path) == pid:
-        try:
-            os.unlink(path)
-        except OSError as exc:  # e.g. no write permission on the directory after a user switch
-            log.debug("could not remove pid file %s: %s", path, exc.strerror)
+    """Remove ``path`` if it still names ``pid`` (a new server may have taken it over).
+
+    After dropping to ``user`` the directory may not be ours to remove files from (a pid file
+    in a root-owned directory); the file itself is (it was handed over), so it is emptied
+    instead: :func:`check_pid_file` and init scripts take an empty pid file for no server.
+    """
+    if _pid_in(path) != pid:
+        return
+    try:
+        os.unlink(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        error = exc.strerror
+    try:
+        os.truncate(path, 0)
+    except OSError as exc:
+        log.warning("could not remove the pid file %s (%s) nor empty it (%s)", path, error,
+                    exc.strerror)  # fmt: skip
+        return
+    log.info(
+        "pid file %s emptied, not removed: %s (its directory is not writable by this user)",
+        path,
+        error,
+    )
+
+
+def may_remove_in(directory: str, uid: int, gids: Collection[int]) -> bool:
+    """Whether user ``uid`` (in groups ``gids``) may remove a file it owns from ``directory``:
+    write and search permission on it, by owner, group or other (a sticky directory such as
+    /tmp also lets the owner of the file remove it, which the pid file's owner is)."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        bits = st.st_mode >> 6
+    elif st.st_gid in gids:
+        bits = st.st_mode >> 3
+    else:
+        bits = st.st_mode
+    return bits & 0o3 == 0o3
 
 
 # -- privileges -----------------------------------------------------------------------------------
@@ -213,7 +252,7 @@ def daemonize() -> tuple[bool, int]:
 
     Classic double fork: the first child calls setsid (a new session, no controlling terminal),
     the second can never acquire one again. The pipe ``fd`` links the two ends: the daemon writes
-    ``ready`` (or error lines) to it, the caller reads it in :func:`wait_for_daemon`, so the
+    ``ready`` (or error lines) to it, the caller reads it (``logsetup.wait_for_daemon``), so the
     command that started a daemon exits only when the server is up, or says why it is not.
     """
     read_fd, write_fd = os.pipe()
@@ -231,44 +270,6 @@ def daemonize() -> tuple[bool, int]:
         os.dup2(null, fd)
     os.close(null)
     return True, write_fd
-
-
-def wait_for_daemon(fd: int) -> int:
-    """In the caller of :func:`daemonize`: relay the daemon's errors; 0 once it is ready."""
-    with os.fdopen(fd, "rb") as pipe:
-        for line in pipe:
-            text = line.decode(errors="replace").rstrip("\n")
-            if text.startswith("ready"):
-                return 0
-            print(f"zmqserver: {text}", file=sys.stderr)
-    print("zmqserver: the server stopped during start-up (see its log)", file=sys.stderr)
-    return 1
-
-
-class DaemonStartup(logging.Handler):
-    """Until the daemon is ready, copy its errors to the command that started it."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__(logging.ERROR)
-        self.fd: int | None = fd
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.fd is not None:
-            text = record.getMessage().replace("\n", " ")
-            with contextlib.suppress(OSError):
-                os.write(self.fd, f"{text}\n".encode())
-
-    def ready(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(self.fd, b"ready\n")
-        self.finish()
-
-    def finish(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        logging.getLogger("zmqserver").removeHandler(self)
 
 
 # -- memory and log files -------------------------------------------------------------------------
@@ -335,28 +336,88 @@ class LogFile(logging.handlers.WatchedFileHandler):
 
     Workers inherit the handler across fork; being a WatchedFileHandler it also notices a
     rotated file by itself on the next record, so workers follow without a signal of their own.
+
+    A reopen that fails never loses the log nor stops the process: the new file is opened
+    *before* the old one is closed, and if it cannot be (after dropping to ``user``, a log
+    directory that user may not write; a disk gone read-only), the handler keeps writing to
+    the file it had, says why in it, and does not try again for every record: only once the
+    path names another file, or on the next USR1. The standard handler closes first and then
+    opens, so a failure there left a closed stream behind, and the next record raised "I/O
+    operation on closed file" out of the master's loop, which ended the server.
     """
 
-    def reopen(self) -> None:
+    def __init__(self, filename: str) -> None:
+        super().__init__(filename)
+        #: A reopen failed (and the file at the path then: (dev, ino), or None for no file).
+        self._failed = False
+        self._failed_on: tuple[int, int] | None = None
+
+    def reopen(self) -> OSError | None:
+        """Switch to the file now at the path (USR1); the error if that failed (the old file
+        stays in use)."""
+        with self._lock_held():
+            return self._switch(force=True)
+
+    def reopenIfNeeded(self) -> None:  # noqa: N802 - the standard library's name
+        if self.stream is None:
+            return
+        self._switch(force=False)
+
+    def _switch(self, force: bool) -> OSError | None:
+        try:
+            st = os.stat(self.baseFilename)
+            now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            now = None
+        if not force and (now == (self.dev, self.ino) or (self._failed and now == self._failed_on)):
+            return None
+        try:
+            stream = self._open()
+        except OSError as exc:
+            self._failed, self._failed_on = True, now
+            self._note(f"cannot reopen the log file {self.baseFilename}: {exc.strerror}; "
+                       "still writing to the file opened before")  # fmt: skip
+            return exc
+        old, self.stream = self.stream, stream
+        self._failed = False
+        self._statstream()
+        if old is not None:
+            with contextlib.suppress(OSError, ValueError):
+                old.close()
+        return None
+
+    def _note(self, text: str) -> None:
+        """Write a warning to the file in use, under this handler's format, without going
+        through logging (we are inside a handler; a record could come back here)."""
+        if self.stream is None:
+            return
+        record = logging.makeLogRecord(
+            {"name": "zmqserver", "levelno": logging.WARNING, "levelname": "WARNING", "msg": text}
+        )
+        with contextlib.suppress(Exception):
+            self.stream.write(self.format(record) + self.terminator)
+            self.stream.flush()
+
+    @contextlib.contextmanager
+    def _lock_held(self) -> Iterator[None]:
         self.acquire()
         try:
-            if self.stream is not None:
-                self.stream.flush()
-                self.stream.close()
-            self.stream = self._open()
-            self._statstream()
+            yield
         finally:
             self.release()
 
 
-def reopen_log_files(logger: logging.Logger) -> int:
-    """Reopen every :class:`LogFile` of ``logger``; return how many."""
-    count = 0
+def reopen_log_files(logger: logging.Logger) -> tuple[int, list[str]]:
+    """Reopen every :class:`LogFile` of ``logger``: how many were, and why the others were not."""
+    count, failures = 0, []
     for handler in logger.handlers:
         if isinstance(handler, LogFile):
-            handler.reopen()
-            count += 1
-    return count
+            error = handler.reopen()
+            if error is None:
+                count += 1
+            else:
+                failures.append(f"{handler.baseFilename}: {error.strerror}")
+    return count, failures
 
 
 # -- the file descriptors a forked worker keeps ----------------------------------------------------
@@ -424,7 +485,7 @@ def output_fds() -> set[int]:
                 if fileno is not None:
                     with contextlib.suppress(Exception):
                         fds.add(fileno())
-            fd = getattr(handler, "fd", None)  # DaemonStartup's pipe
+            fd = getattr(handler, "fd", None)  # the start-up relay's pipe (logsetup.py)
             if isinstance(fd, int):
                 fds.add(fd)
     return fds

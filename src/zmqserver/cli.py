@@ -11,13 +11,16 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .client.cli import client_main
+from .client.usage import ShortErrorParser
 from .config import Config, show_default
 from .config.sources import CONFIG_ENV, text_parser
 from .config.sources import load as load_config
 from .errors import AppLoadError, ConfigError
+from .loader import explain
 from .security.keys import write_key_pair
 from .server import serve, serve_pool
 from .worker import BOOT_ERROR
@@ -58,9 +61,23 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kwargs["type"] = type(default[0]) if default else str
-        elif text_parser(f) is not None:
-            kwargs["type"] = text_parser(f)
+        elif (parse := text_parser(f)) is not None:
+            kwargs["type"] = _flag_type(parse, f.metadata.get("parse") is not None)
         parser.add_argument(flag, **kwargs)
+
+
+def _flag_type(parse: Callable[[str], Any], octal: bool) -> Callable[[str], Any]:
+    """``parse`` with an error message argparse shows as is (it would say "invalid <lambda>
+    value" for a parser without a name)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError:
+            kind = "an octal number such as 027" if octal else f"a number ({parse.__name__})"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+
+    return convert
 
 
 class _AppsAction(argparse.Action):
@@ -103,7 +120,7 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(ShortErrorParser):
     #: The subcommands' parsers, by name (see :func:`parse`).
     commands: dict[str, argparse.ArgumentParser]
 
@@ -253,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"zmqserver: {exc}", file=sys.stderr)
             return 2
         except AppLoadError as exc:  # preload_app, or a hook of the master
-            print(f"zmqserver: {exc}", file=sys.stderr)
+            print(f"zmqserver: {explain(exc)}", file=sys.stderr)
             return BOOT_ERROR
     if command == "keygen":
         return _keygen(args["name"], args["dir"])

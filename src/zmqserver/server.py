@@ -15,40 +15,33 @@ from typing import Any
 
 from ._process import (
     Credentials,
-    DaemonStartup,
-    LogFile,
     check_pid_file,
     daemonize,
     raise_fd_limit,
-    wait_for_daemon,
 )
 from .config import App, Config
 from .errors import ConfigError
 from .hooks import MASTER_HOOKS, Hooks
 from .loader import load_app
+from .logsetup import (
+    LOG_FORMAT,
+    StartupRelay,
+    check_log_file,
+    load_log_config,
+    wait_for_daemon,
+)
+from .logsetup import configure_logging as _configure
 from .supervisor import Master, arbiter, pool_supervisor
 
-LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+__all__ = ["LOG_FORMAT", "configure_logging", "run", "serve", "serve_pool"]
 
 log = logging.getLogger("zmqserver")
 
 
 def configure_logging(config: Config) -> None:
-    """Log at ``config.log_level`` to ``config.log_file``, or to stderr.
-
-    Without a log file, a program that embeds the server and configured logging itself keeps
-    its own handlers. A log file is an explicit request and is always added.
-    """
-    logger = logging.getLogger("zmqserver")
-    logger.setLevel(config.log_level_number)
-    if config.log_file is not None:
-        handler: logging.Handler = LogFile(config.log_file)
-    elif not logging.getLogger().handlers and not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        return
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logger.addHandler(handler)
+    """Log as ``config`` says (logsetup.py): its handler on the root logger, so the app's own
+    loggers reach the same place; or its ``log_config`` file."""
+    _configure(config.log_level_number, config.log_file, config.log_format, config.log_config)
 
 
 def run(
@@ -129,41 +122,51 @@ def _start(kind: Callable[..., Master], config: Config, reload: Callable[[], Con
     credentials = Credentials.resolve(config.user, config.group)
     if config.pid_file is not None:
         check_pid_file(config.pid_file)
+    # The log's destination too: a log file that cannot be opened, or a logging config that
+    # does not load, is a config error (exit status 2), said on the terminal.
+    if config.log_config is not None:
+        load_log_config(config.log_config)
+    elif config.log_file is not None:
+        check_log_file(config.log_file)
     hooks = Hooks.load(config, MASTER_HOOKS)
     apps = _master_apps(config)
-    startup: DaemonStartup | None = None
+    relay: StartupRelay | None = None
     if config.background:
         in_daemon, fd = daemonize()
         if not in_daemon:
             return wait_for_daemon(fd)
-        startup = DaemonStartup(fd)
-    configure_logging(config)  # in the daemon: the log file is opened by the process using it
-    if startup is not None:
-        logging.getLogger("zmqserver").addHandler(startup)
-        if config.log_file is None:
-            log.warning("background mode without log_file: the log goes nowhere")
-    # Before anything opens a socket: the broker holds one per client and per worker.
-    raise_fd_limit()
+        relay = StartupRelay(fd, pipe=True)
+    elif config.log_file is not None or config.log_config is not None:
+        # The log goes to a file: what stops the server before it is up must reach the
+        # terminal as well, or `zmqserver serve` would just exit.
+        relay = StartupRelay(sys.stderr.fileno(), pipe=False)
     code = 1
     try:
+        configure_logging(config)  # in the daemon: the log file is opened by the process using it
+        if relay is not None:
+            relay.attach()
+            if config.background and config.log_file is None and config.log_config is None:
+                log.warning("background mode without log_file: the log goes nowhere")
+        # Before anything opens a socket: the broker holds one per client and per worker.
+        raise_fd_limit()
         hooks.run("on_starting", config)
         supervisor = kind(
             config,
             apps,
             reload=reload,
             credentials=credentials,
-            on_ready=startup.ready if startup is not None else None,
+            on_ready=relay.ready if relay is not None else None,
         )
         code = supervisor.run()
     except Exception as exc:
-        if startup is None:
+        if not config.background:
             raise
         log.error("the server could not start: %s", exc)  # reaches the starting command
     finally:
         hooks.run_logged("on_exit", config)
-        if startup is not None:
-            startup.finish()
-    if startup is not None:
+        if relay is not None:
+            relay.finish(code)
+    if config.background:
         # The daemon must never return into its caller's code: that stack belongs to the
         # process that started it, which has already returned.
         logging.shutdown()

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn, cast
 
@@ -30,10 +31,12 @@ import zmq
 from ._io import receiver, send_frames, sender
 from ._process import die_with_parent, endpoint_label, parent_alive, rss_bytes, set_title
 from ._wakeup import WakeupSocketpair
+from .bootreport import BootReports
 from .config import App, Config
 from .errors import AppLoadError, BadReply, ProtocolError, Status
 from .hooks import WORKER_HOOKS, Hooks
-from .loader import load_app
+from .loader import explain, load_app
+from .logsetup import CONTEXT
 from .protocol import (
     STATUS_OK,
     Disconnect,
@@ -45,6 +48,7 @@ from .protocol import (
     encode_worker_reply,
     parse_broker_message,
 )
+from .security.handshakes import Handshakes
 from .security.sockets import ClientCredentials, apply_client
 from .status import Report, StatusWriter
 
@@ -279,6 +283,7 @@ class Worker:
         self._send: Callable[[list[bytes]], None]
         #: ``sock``'s ZMQ_FD, which run() polls (see the comment at its poll).
         self._sock_fd = -1
+        self._handshakes: Handshakes | None = None
         self._wakeup = WakeupSocketpair()
         self._busy = BusyHeartbeat(encode_heartbeat(), config.heartbeat_interval)
         # Looked up once: most servers set no per-job hook, and then a job calls none.
@@ -313,10 +318,20 @@ class Worker:
         sock.connect(self.endpoint)
         self._recv, self._send = receiver(sock), sender(sock)
         self._sock_fd = cast(int, sock.getsockopt(zmq.FD))
+        if self.status is not None:
+            # A remote worker watches its handshakes, to tell a broker that refuses it (a CURVE
+            # key it does not accept, a plain worker at a CURVE backend) from one that is down:
+            # both are silence to the socket.
+            self._handshakes = Handshakes(sock)
         # With credit, the READY is zmqserver's own already (a credit header): ask for compact
         # framing too, one frame instead of four per job each way. Credit 1 stays plain RFC 18.
         credit = self.config.worker_credit
-        sock.send_multipart(encode_ready(self.service, credit=credit, compact=credit > 1))
+        # NOBLOCK: a connection whose handshake failed has no pipe to queue into; the READY is
+        # sent again with the next connection (the silence below), never waited for.
+        with contextlib.suppress(zmq.Again):
+            sock.send_multipart(
+                encode_ready(self.service, credit=credit, compact=credit > 1), zmq.NOBLOCK
+            )
         self._report(Report.CONNECTING)
         return sock
 
@@ -394,17 +409,18 @@ class Worker:
             if (not from_broker or now >= heartbeat_at) and self._master_gone():
                 return 0
             if now >= heartbeat_at:
-                sock.send_multipart(encode_heartbeat(), zmq.NOBLOCK)
+                # Dropped when there is no connection to queue it on (a refused handshake):
+                # a missed heartbeat is what the broker's liveness check is for.
+                with contextlib.suppress(zmq.Again):
+                    sock.send_multipart(encode_heartbeat(), zmq.NOBLOCK)
                 heartbeat_at = now + interval
             if now - broker_seen > silence_limit + backoff:
                 # Paranoid Pirate: the broker went silent. Start over with a fresh connection
                 # and READY, waiting longer after each attempt that meets silence again.
-                log.warning(
-                    "worker %d: no word from the broker in %.1fs; reconnecting",
-                    os.getpid(),
-                    now - broker_seen,
-                )
+                self._log_silence(now - broker_seen)
                 poller.unregister(self._sock_fd)
+                if self._handshakes is not None:
+                    self._handshakes.close()
                 sock.close(linger=0)
                 sock = self.sock = self._connect()
                 recv = self._recv
@@ -420,6 +436,22 @@ class Worker:
         # Orderly exit between jobs: tell the broker, so it stops routing to us at once.
         sock.send_multipart(encode_disconnect(), zmq.NOBLOCK)
         return 0
+
+    def _log_silence(self, silent: float) -> None:
+        """Say why the broker went silent, as far as the handshakes tell."""
+        refused = self._handshakes is not None and self._handshakes.refused()
+        if refused:
+            log.error(
+                "worker %d: the broker at %s did not answer the handshake: check server_key / "
+                "key_file / backend_allow (and the broker's curve_worker_keys_dir); retrying, "
+                "less and less often",
+                os.getpid(),
+                self.endpoint,
+            )
+            return
+        log.warning(
+            "worker %d: no word from the broker in %.1fs; reconnecting", os.getpid(), silent
+        )
 
     def _master_gone(self, strict: bool = False) -> bool:
         """``strict`` also sees a master that is still exiting (see :func:`parent_alive`): dearer
@@ -465,6 +497,7 @@ class Worker:
         # so a keyless job after a keyed one still reads None, without a set/reset of its own.
         key = job.client_key
         token = _CLIENT_KEY.set(key.decode("ascii", "replace")) if key else None
+        CONTEXT.job = job.address  # the request id of the app's log lines (log_format json)
         try:
             if self._pre_request is not None:
                 self._pre_request(payload)  # raising vetoes the job
@@ -481,6 +514,7 @@ class Worker:
                 _leave_app_child()
             if token is not None:
                 _CLIENT_KEY.reset(token)
+            CONTEXT.job = None
             busy.end()
         self._send(encode_worker_reply(job.address, frames, status=status, compact=job.compact))
         if report is not None:
@@ -519,6 +553,8 @@ class Worker:
 
     def close(self) -> None:
         self._busy.close()
+        if self._handshakes is not None:
+            self._handshakes.close()
         self._wakeup.close()  # puts back the wake-up fd the worker had before (none)
         if self.sock is not None:
             # Let the last reply and DISCONNECT leave before the process goes; but not for a
@@ -546,38 +582,46 @@ def worker_main(
     master_pid: int,
     credentials: ClientCredentials | None = None,
     status: StatusWriter | None = None,
+    boot_reports: BootReports | None = None,
 ) -> int:
     """Body of a freshly forked worker; returns the exit code (the caller ``os._exit``s it).
 
     ``app`` is the callable when it was loaded before the fork (given as an object, or
     preloaded); otherwise the worker imports ``config.app`` itself, so each worker gets its own
-    copy of the module state and an import error is reported as :data:`BOOT_ERROR`.
+    copy of the module state and an import error is reported as :data:`BOOT_ERROR`, with its
+    traceback sent to the master on ``boot_reports`` (which logs it once for all workers).
     """
     die_with_parent()
     watch_app_forks()
-    title = f"{config.proc_name} worker {endpoint_label(config.backend_endpoint)}"
+    # Where it takes jobs from: the backend's port, or "local" when the broker listens only on
+    # its private ipc:// socket (the port in the config then has nothing behind it).
+    where = endpoint_label(config.backend_endpoint) if config.public_backend else "local"
+    title = f"{config.proc_name} worker {where}"
     # The service is named where it is not the one default: `zmq worker 6661 upper`.
     set_title(title if config.service == "default" else f"{title} {config.service}")
+    CONTEXT.service = config.service
     try:
         # Hooks load here, like the app, so HUP reloads them; a post_fork that fails would
         # fail in every worker, so it halts the server like an app that does not import.
         hooks = Hooks.load(config, WORKER_HOOKS)
         hooks.run("post_fork", config)
-    except AppLoadError as exc:
-        log.error("worker %d: %s", os.getpid(), exc)
-        return BOOT_ERROR
-    except Exception:
-        log.exception("worker %d: the post_fork hook raised", os.getpid())
-        return BOOT_ERROR
-    if app is None:
-        try:
+        if app is None:
             app = load_app(config.app)
-        except AppLoadError as exc:
-            log.error("worker %d: %s", os.getpid(), exc)
-            return BOOT_ERROR
+    except AppLoadError as exc:
+        return _boot_failed(explain(exc), boot_reports)
+    except Exception as exc:
+        trace = "".join(traceback.format_exception(exc)).rstrip("\n")
+        return _boot_failed(f"post_fork {config.post_fork!r} raised\n{trace}", boot_reports)
     worker = Worker(config, app, identity, endpoint, master_pid, credentials, hooks, status)
     try:
         return worker.run()
     finally:
         hooks.run_logged("worker_exit", config)
         worker.close()
+
+
+def _boot_failed(report: str, boot_reports: BootReports | None) -> int:
+    """Tell the master why this worker cannot start (or log it, if that fails)."""
+    if boot_reports is None or not boot_reports.send(report):
+        log.error("worker %d could not start: %s", os.getpid(), report)
+    return BOOT_ERROR

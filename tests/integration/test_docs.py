@@ -16,10 +16,10 @@ makes are there for docs/security.md), with ``HOME`` in it and the venv's comman
   with ``zmqserver check``. ``c``: compiled and run when a compiler and ``zmq.h`` are there.
 * Other blocks (``text``, diagrams, mermaid) are output samples and pictures: not run.
 
-The default ports 6660/6661 (and pub-sub's 6670-6672) are rewritten to free ones: clients and raw workers reach a server
-this test starts (``examples.upper:app`` with ``--remote-workers``), and each server a block
-starts gets a pair of its own. ``/etc/zmqserver`` becomes a directory in the work directory,
-``broker.example.org`` 127.0.0.1. What cannot run here is in SKIP, each with its reason.
+The default ports 6660/6661 (and pub-sub's 6670-6672) are rewritten to free ones: clients and
+raw workers reach a server this test starts (``examples.upper:app`` with ``--remote-workers``),
+and each server a block starts gets a pair of its own. ``/etc/zmqserver`` and ``/var/log``
+become directories in the work directory, ``broker.example.org`` 127.0.0.1. What cannot run here is in SKIP, each with its reason.
 """
 
 from __future__ import annotations
@@ -144,9 +144,14 @@ class Process:
 
     proc: subprocess.Popen[bytes]
     log: Path
+    #: The ``--log-file`` of a server started with one: where its ready line goes.
+    log_file: Path | None = None
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        text = self.log.read_text(errors="replace")
+        if self.log_file is not None and self.log_file.exists():
+            text += self.log_file.read_text(errors="replace")
+        return text
 
     def wait_ready(self, what: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -188,6 +193,7 @@ class Reader:
         for documented, port in zip((6670, 6671, 6672), self.pubsub, strict=True):
             text = re.sub(rf"\b{documented}\b", str(port), text)
         text = text.replace("/etc/zmqserver", f"{self.work}/etc/zmqserver")
+        text = text.replace("/var/log/", f"{self.work}/")
         text = text.replace("broker.example.org", "127.0.0.1")
         return text.replace(".venv/bin/", f"{BIN}/")
 
@@ -280,6 +286,9 @@ class Reader:
             line = self.rewrite(command, ports)
         env = {"ZMQSERVER_PORT": f"{ports[0]} {ports[1]}"} if program[1] == "serve" else {}
         process = self.spawn(["bash", "-c", line], "server", env)
+        log_file = re.search(r"--log-file[ =](\S+)", line)
+        if log_file is not None:
+            process.log_file = self.work / log_file[1]
         # A pub-sub server stays up for the Python examples that follow its block, as it would
         # in the reader's other terminal.
         (self.lasting if "--pubsub-port" in command else self.background).append(process)

@@ -473,3 +473,31 @@ def test_a_cut_link_costs_jobs_in_flight_an_error_and_the_pool_comes_back(
         )
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("curve", [True, False], ids=["unknown-key", "no-curve"])
+def test_a_refused_pool_says_so_and_backs_off_without_crashing(
+    start_server, start_pool, short_tmp, curve
+):
+    keys = short_tmp / "keys"
+    _, backend_secret, _ = write_key_pair(keys, "backend")
+    _, pool_secret, _ = write_key_pair(keys, "pool")  # never given to the broker
+    allowed = keys / "workers"
+    allowed.mkdir()
+    port = free_port()
+    start_server(
+        "local=examples.echo:app", *broker_args(port),
+        "--curve-backend-secret-key-file", str(backend_secret),
+        "--curve-worker-keys-dir", str(allowed), workers=1,
+    )  # fmt: skip
+    key_args = ("--server-key", str(keys / "backend.key"), "--key-file", str(pool_secret))
+    pool = start_pool(
+        f"tcp://127.0.0.1:{port}", "upper=examples.upper:app", "--min-servers", "2",
+        "--min-spare-servers", "0", *(key_args if curve else ()),
+    )  # fmt: skip
+    first = set(pool.wait_workers(2))
+    hint = "did not answer the handshake: check server_key / key_file / backend_allow"
+    wait_until(lambda: pool.log().count(hint) >= 4, 20, "the hint from each worker, twice")
+    assert set(pool.worker_pids()) == first  # no worker died and was replaced
+    assert "Traceback" not in pool.log()
+    assert "zmq.error.Again" not in pool.log()

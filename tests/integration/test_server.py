@@ -166,7 +166,7 @@ def test_import_error_stops_server_with_clear_message(start_server):
     assert code != 0
     log = server.log()
     assert "this module is broken on purpose" in log
-    assert "could not load the app" in log
+    assert "could not start (app 'tests.broken_app:app'" in log
     assert log.count("no start delay") == log.count("next start in") == 0
 
 

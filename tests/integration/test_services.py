@@ -155,7 +155,8 @@ def test_a_service_whose_app_cannot_load_stops_the_server_naming_it(start_server
         "ok=examples.echo:app", "bad=tests.broken_app:app", "--min-servers", "1", workers=None
     )
     assert broken.wait(20) == 3
-    assert "for service 'bad' (see above); stopping the server" in broken.log()
+    assert "for service 'bad' could not start (app 'tests.broken_app:app'" in broken.log()
+    assert "stopping the server" in broken.log()
     assert "no start delay" not in broken.log()
     assert "next start in" not in broken.log()
 

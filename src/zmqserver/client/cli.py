@@ -8,13 +8,19 @@ it is a client: ``zmq-client`` imports the client library and none of the server
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import BinaryIO, TextIO
 
+import zmq
+
 from .._version import version
 from ..errors import ConfigError, ProtocolError, RequestTimeout, ServerError
+from ..security.handshakes import Handshakes
+from .options import ClientOptions, new_identity
 from .sync import Client
+from .usage import ShortErrorParser
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:6660"
 
@@ -53,9 +59,73 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def endpoint_arg(text: str) -> str:
+    """``-e HOST:PORT`` as ``tcp://HOST:PORT``: the form people type, and the only transport
+    that has a port."""
+    if "://" in text:
+        return text
+    host, colon, port = text.rpartition(":")
+    if not (host and colon and port.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an endpoint (tcp://HOST:PORT, HOST:PORT or ipc:///PATH)"
+        )
+    return f"tcp://{text}"
+
+
+#: How long the diagnosis after a timeout waits for a connection and its handshake.
+PROBE_TIME = 1.0
+
+
+def probe(options: ClientOptions, wait: float = PROBE_TIME) -> str:
+    """What a fresh connection to the server meets: ``"nothing"`` (no connection could be made),
+    ``"refused"`` (connected, but the ZeroMQ/CURVE handshake failed or never finished) or
+    ``"up"`` (the handshake succeeded). One socket, closed before returning.
+
+    A timed-out request says none of this by itself: ZeroMQ hides connection failures and a
+    CURVE refusal behind silence, so the hints would otherwise be guesses.
+    """
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    handshakes = Handshakes(sock)
+    try:
+        dataclasses.replace(options, identity=new_identity()).setup(sock)
+        handshakes.read(wait)
+    except ValueError:
+        return "nothing"
+    finally:
+        handshakes.close()
+        sock.close(linger=0)
+        ctx.term()
+    if handshakes.succeeded:
+        return "up"
+    return "refused" if handshakes.refused() else "nothing"
+
+
+def timeout_hints(options: ClientOptions, payload_size: int, seen: str) -> list[str]:
+    """The likely causes of a request that got no reply, given what :func:`probe` saw."""
+    where = options.endpoint
+    if seen == "nothing":
+        return [f"nothing accepts connections at {where}: is the server running, and is that "
+                "its frontend endpoint?"]  # fmt: skip
+    if seen == "refused":
+        if options.curve is None:
+            return [f"the server at {where} refused the handshake: does it use CURVE? (give "
+                    "--server-key, and --key-file if it allows only known clients)"]  # fmt: skip
+        return [f"the server at {where} refused the CURVE handshake: check --server-key (the "
+                "server's public key) and --key-file (is this client's public key in the "
+                "server's curve_client_keys_dir?)"]  # fmt: skip
+    return [
+        f"the server at {where} is up but sent no reply in time; likely causes:",
+        "  the job takes longer than --timeout, or the service has no workers (see the "
+        "server's log)",
+        f"  the payload ({payload_size} bytes) is over the server's max_message_size, and the "
+        "server dropped it",
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``zmq-client`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = ShortErrorParser(
         prog="zmq-client",
         description="Send one job to a zmqserver broker and print the reply.",
         epilog=_EPILOG,
@@ -64,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zmq-client {version()}")
     parser.add_argument(
         "-e", "--endpoint", default=DEFAULT_ENDPOINT,
-        help=f"ZeroMQ endpoint of the broker's frontend (default: {DEFAULT_ENDPOINT})",
+        type=endpoint_arg,
+        help=f"ZeroMQ endpoint of the broker's frontend; HOST:PORT means tcp://HOST:PORT "
+        f"(default: {DEFAULT_ENDPOINT})",
     )  # fmt: skip
     parser.add_argument(
         "-s", "--service", default="",
@@ -147,6 +219,11 @@ def client_main(argv: list[str] | None = None) -> int:
                     _write_frame(frame, sys.stdout)
     except RequestTimeout as exc:
         print(f"zmq-client: timeout: {exc}", file=sys.stderr)
+        options = ClientOptions.from_arguments(
+            args.endpoint, server_key=args.server_key, client_key_file=args.key_file
+        )
+        for hint in timeout_hints(options, sum(map(len, payload)), probe(options)):
+            print(f"zmq-client: {hint}", file=sys.stderr)
         return EXIT_TIMEOUT
     except ServerError as exc:
         print(f"zmq-client: {exc.reason}: {exc.message}", file=sys.stderr)

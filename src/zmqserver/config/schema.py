@@ -437,7 +437,9 @@ class Config(_Checked):
         "info", "Logging level: debug, info, warning, error or critical.", reload=True
     )
     proc_name: str = option(
-        "zmq", "Prefix of process titles (`zmq broker 6660-local`, `zmq worker 6661`).", reload=True
+        "zmq",
+        "Prefix of process titles (`zmq broker 6660-local`, `zmq worker local`).",
+        reload=True,
     )
     # -- process management (supervisor/, server.py, _process.py) --
     log_file: str | None = option(
@@ -578,6 +580,21 @@ class Config(_Checked):
         "Development: start a new generation of workers (as HUP does) when a source file of "
         "the app or its hooks changes (their package's `.py` files, looked at once a second). "
         "Not with preload_app.",
+    )
+
+    # -- logging (logsetup.py) --
+    log_format: str = option(
+        "text",
+        "Log line format: `text`, or `json` (one object a line: time, level, pid, service, "
+        "request_id inside a job, logger, message).",
+        metavar="FORMAT",
+    )
+    log_config: str | None = option(
+        None,
+        "A `logging.config.dictConfig` file (JSON, or TOML) that replaces log_file, log_level "
+        "and log_format.",
+        metavar="FILE",
+        path=True,
     )
 
     def validate(self) -> Config:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .schema import Config
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 #: Longest service name: MDP carries it in one frame, which RFC 7 and 18 bound to 255 bytes.
 MAX_SERVICE_NAME = 255
@@ -130,6 +131,10 @@ def _check_server(config: Config) -> None:
     if config.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(
             f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
+        )
+    if config.log_format not in LOG_FORMATS:
+        raise ConfigError(
+            f"log_format: expected one of {', '.join(LOG_FORMATS)}, got {config.log_format!r}"
         )
     check_service_name("service", config.service)
     if config.default_service is not None:

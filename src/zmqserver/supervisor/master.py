@@ -37,6 +37,7 @@ import zmq
 from .._process import (
     Credentials,
     drop_privileges,
+    may_remove_in,
     remove_pid_file,
     reopen_log_files,
     write_pid_file,
@@ -44,6 +45,7 @@ from .._process import (
 from ..broker import poll_timeout_ms
 from ..config import App, Config
 from ..errors import ConfigError
+from ..logsetup import set_level
 from ..scaling import Policy, Scaler
 from ..worker import BOOT_ERROR
 from .component import Component, Handle, StartError, Waiter, WatchItem, WorkerView
@@ -90,8 +92,9 @@ class Master:
         import its app after the fork.
 
         ``reload`` rebuilds the config for HUP; ``credentials`` are taken on once the master has
-        what needs root; ``on_ready`` is called once it is up (a daemon's "started"). ``where``
-        ends the ready line (``frontend tcp://*:6660``).
+        what needs root; ``on_ready`` is called once it is up, every pool's workers registered
+        (a daemon's "started"), when the ready line is logged. ``where`` ends the ready line
+        (``frontend tcp://*:6660``).
         """
         self.config = config
         self.view = view
@@ -165,8 +168,6 @@ class Master:
         try:
             self._take_over()
             wakeup = self.signals.install()
-            if self.on_ready is not None:
-                self.on_ready()
             self._loop(wakeup.fileno())
         except OSError as exc:  # the pid file, or becoming another user
             log.error("cannot start: %s", exc)
@@ -191,6 +192,16 @@ class Master:
             return
         own = [path for component in self.components for path in component.owned_paths()]
         own += [f for f in (config.log_file, config.pid_file) if f is not None]
+        if config.pid_file is not None:
+            directory = os.path.dirname(os.path.abspath(config.pid_file))
+            groups = {creds.gid, *(os.getgrouplist(creds.user, creds.gid) if creds.user else ())}
+            if not may_remove_in(directory, creds.uid, groups):
+                log.warning(
+                    "pid_file: uid %d cannot remove files in %s, so the pid file is emptied at "
+                    "exit, not removed (use a directory it owns, e.g. /run/zmqserver)",
+                    creds.uid,
+                    directory,
+                )
         for component in self.components:
             component.admit_user(creds)
         drop_privileges(creds, own)
@@ -287,6 +298,10 @@ class Master:
         if counts is None:
             return
         self._announce = None
+        if self.on_ready is not None:
+            # A daemon's starting command returns 0 only now, not when the ports are bound.
+            ready, self.on_ready = self.on_ready, None
+            ready()
         total = sum(counts.values())
         pools = ", ".join(f"{name} ({count})" for name, count in counts.items())
         label = "service" if len(counts) == 1 else "services"
@@ -360,7 +375,8 @@ class Master:
         if config is None:
             return
         self.config = config
-        logging.getLogger("zmqserver").setLevel(config.log_level_number)
+        if config.log_config is None:
+            set_level(config.log_level_number)
         reload_pools(self.pools, self.view.service_configs(config))
         self._on_config()
 
@@ -378,7 +394,15 @@ class Master:
 
     def handle_usr1(self) -> None:
         """Reopen the log file (logrotate's postrotate); workers follow by themselves."""
-        count = reopen_log_files(logging.getLogger("zmqserver"))
+        count, failures = 0, list[str]()
+        for logger in (logging.getLogger(), logging.getLogger("zmqserver")):
+            done, failed = reopen_log_files(logger)
+            count, failures = count + done, failures + failed
+        if failures:
+            log.warning(
+                "USR1: could not reopen %s; still logging to the file(s) opened before",
+                "; ".join(failures),
+            )
         log.info("USR1: reopened %d log file(s)", count)
 
     # -- stopping ---------------------------------------------------------------------------------

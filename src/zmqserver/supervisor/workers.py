@@ -35,7 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._process import FdSnapshot, close_fds_except, output_fds
+from ..bootreport import BootReports
 from ..config import App, Config
+from ..logsetup import drop_startup_relays
 from ..scaling import Member, Policy, Scaler, State
 from ..status import StatusWriter
 from ..worker import BOOT_ERROR, worker_main
@@ -127,6 +129,9 @@ class Flock:
         #: components open in Master.run, after this): the caller's and the app's (preload_app
         #: imports it first), stdio, the log file. Workers keep these, and close the rest.
         self.inherited = FdSnapshot.take()
+        #: Why workers could not start, written by them, logged here once (bootreport.py).
+        #: Made after the snapshot: a worker keeps its write end only.
+        self.boot_reports = BootReports()
 
     def of(self, pool: Pool) -> str:
         """`` for service 'name'`` in log lines, when there is more than one pool."""
@@ -190,14 +195,17 @@ class Flock:
             if leaving:
                 log.debug("worker %d exited (%s)", pid, how)
             elif code == BOOT_ERROR:
-                app = proc.pool.config.app
-                if not self._roll_back(proc, f"could not load the app {app!r} (see above)"):
-                    log.error(
-                        "worker %d could not load the app %r%s (see above); stopping the server",
-                        pid,
-                        app,
-                        self.of(proc.pool),
-                    )
+                # The cause first (once: the other workers' reports, alike, are not logged),
+                # then what the master does about it.
+                report = self.boot_reports.collect().get(pid)
+                if report is not None:
+                    log.error("worker %d%s could not start: %s", pid, self.of(proc.pool), report)
+                if report is not None:
+                    why = f"could not start ({report.partition(chr(10))[0]})"
+                else:
+                    why = "could not load its app or a hook (see the log)"
+                if not self._roll_back(proc, why):
+                    log.error("worker %d%s %s; stopping the server", pid, self.of(proc.pool), why)
                     self.on_boot_error()  # stops the server: the rest exit as stopping
             elif code == 0 and registered:
                 log.info("worker %d exited; replaced if the pool needs it", pid)
@@ -421,6 +429,7 @@ class Flock:
         code = 1
         try:
             self.reset_child()
+            drop_startup_relays()
             self.workers.clear()
             self.departed.clear()
             status = view.child_status()  # closes the pipe's read end, keeps the write end
@@ -434,6 +443,7 @@ class Flock:
                 self.master_pid,
                 credentials=view.credentials,
                 status=status,
+                boot_reports=self.boot_reports,
             )
         except BaseException:
             log.exception("worker %d crashed", os.getpid())
@@ -465,6 +475,7 @@ class Flock:
         """
         gc.freeze()
         keep = self.inherited.still_open() | output_fds()
+        keep.add(self.boot_reports.write_fd)
         if status is not None:
             keep.add(status.fd)
         close_fds_except(keep)
