@@ -52,6 +52,7 @@ from . import events, liveness
 from .admission import mmi_body, refusal
 from .deadlines import Deadlines
 from .events import Event
+from .metrics import Recorder
 from .replycache import ReplyCache
 from .state import (
     NO_PARTS,
@@ -125,6 +126,8 @@ class Dispatcher:
         #: What an operator should hear of, for the shell to log (events.py), oldest first.
         self.events: list[Event] = []
         self.stats = Stats()
+        #: Per-service counters of outcomes, queue waits, run times and rates (metrics.py).
+        self.metrics = Recorder()
         self.closing = False
         self._next_job = 0
         self._heartbeat_at = now + heartbeat_interval
@@ -250,6 +253,10 @@ class Dispatcher:
 
     def _refuse(self, client: bytes, request: ClientRequest, status: Status, message: str) -> None:
         self.stats.errors += 1
+        name = request.service or self.default_service
+        counted = name if name in self.services else b""
+        rid = -1 if request.request_id is None else request.request_id
+        self.metrics.refused(counted, status, client, rid)
         reply = encode_client_reply(
             request.form,
             request.service,
@@ -390,11 +397,13 @@ class Dispatcher:
 
     def _answer(self, job: Job, body: list[Frame]) -> None:
         self.stats.replied += 1
+        self.metrics.finished(job, Status.OK, self._now)
         frames = encode_client_reply(job.form, job.reply_service, body, request_id=job.request_id)
         self._complete(job, frames, cache=True)
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
         self.stats.errors += 1
+        self.metrics.finished(job, status, self._now)
         frames = encode_client_reply(
             job.form,
             job.reply_service,
