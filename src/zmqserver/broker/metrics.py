@@ -1,10 +1,10 @@
 """What the broker counts per job, for `zmqserver status`, `/metrics` and the access log.
 
-Rule 1: counters only, no clocks, no I/O, no decisions. The dispatcher calls :meth:`Recorder.finished`
-with a job and its outcome as the job ends (and :meth:`Recorder.refused` for a request it
-answered itself), with its own ``now``. Everything else (rates, percentiles, the status
-document, the Prometheus text) is computed from these counters when someone asks, outside the
-hot path (supervisor/observe.py).
+Rule 1: counters only, no clocks, no I/O, no decisions. The dispatcher calls
+:meth:`Recorder.finished` with a job and its outcome as the job ends (and
+:meth:`Recorder.refused` for a request it answered itself), with its own ``now``.
+Everything else (rates, percentiles, the status document, the Prometheus text) is computed
+from these counters when someone asks, outside the hot path (supervisor/observe.py).
 
 Cost: this runs once a job, compiled. Each service has two fixed-bucket histograms (queue wait
 and run time) found by a short linear scan (most jobs fall in the first buckets), a count per

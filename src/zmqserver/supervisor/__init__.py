@@ -9,6 +9,8 @@
 * component.py: the contracts (:class:`Component`, :class:`WorkerView`, :class:`Waiter`).
 * broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's
   status pipe as a component (``zmqserver worker``).
+* control.py: the control endpoint (commands.py: what it may be asked; observe.py: the status
+  document); http.py: ``/metrics``, ``/healthz``, ``/readyz`` and the dashboard.
 
 :func:`arbiter` and :func:`pool_supervisor` compose the two kinds of master the CLI runs.
 docs/architecture.md draws them.
@@ -22,6 +24,8 @@ from .._process import Credentials
 from ..config import App, Config
 from .broker_side import BrokerComponent
 from .component import Component, Host, StartError, StateOf, Waiter, WorkerView
+from .control import ControlComponent
+from .http import HttpComponent
 from .master import SCALE_CHECK, Master
 from .remote_pool import StatusComponent, check_connect
 from .workers import Flock, Pool, WorkerProcess
@@ -30,6 +34,8 @@ __all__ = [
     "SCALE_CHECK",
     "BrokerComponent",
     "Component",
+    "ControlComponent",
+    "HttpComponent",
     "Flock",
     "Host",
     "Master",
@@ -57,10 +63,15 @@ def arbiter(
     also tells the master about its workers and runs the loop's wait, and the local pools."""
     config = config.validate()
     broker = BrokerComponent(config)
+    components: list[Component] = [broker]
+    if config.control:
+        components.append(ControlComponent(config, broker))
+    if config.metrics_port is not None:
+        components.append(HttpComponent(config))
     return Master(
         config,
         broker,
-        [broker],
+        components,
         apps,
         waiter=broker,
         reload=reload,
