@@ -207,3 +207,22 @@ def test_dashboard_shows_workers_and_updates_after_a_job(start_server):
     with Client(server.frontend) as client:
         client.request(b"x")
     assert "ok 2" in dom()
+
+
+def test_access_log_has_a_line_per_job(start_server, short_tmp):
+    path = short_tmp / "access.log"
+    server = start_server("examples.upper:app", "--access-log", str(path))
+    server.wait_ready()
+    with Client(server.frontend, service="nope") as client, pytest.raises(Exception):  # noqa: B017, PT011 - any refusal
+        client.request(b"x")
+    server.signal(15)
+    assert server.wait(30) == 0
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2, lines
+    pattern = (
+        r"^\S+Z client=[0-9a-f]+ service=default id=- job=[0-9a-f]{16} outcome=ok "
+        r"wait=\d+\.\d{6} run=\d+\.\d{6} bytes=\d+$"
+    )
+    assert re.match(pattern, lines[0]), lines[0]
+    assert "service=- " in lines[1]
+    assert "outcome=unknown_service" in lines[1]
