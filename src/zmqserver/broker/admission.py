@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..errors import Status
-from ..protocol import ClientRequest, Frame
+from ..protocol import MDPW01, MDPW02, ClientRequest, Frame, encode_disconnect
 from .state import FRAME_OVERHEAD, Limits, Service, frames_size
 
 
@@ -100,3 +100,11 @@ def mmi_body(name: bytes, request: ClientRequest, known: Mapping[bytes, Service]
             return [b"404"]
         return [b"200", b"%d" % service.waiting, b"%d" % service.workers]
     return [b"501"]
+
+
+def disconnect_like(frames: list[Frame]) -> list[Frame]:
+    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
+    first = [bytes(f) for f in frames[:2]]
+    if first == [b"", MDPW01]:
+        return encode_disconnect(True, v1=True)
+    return encode_disconnect(first == [b"", MDPW02])

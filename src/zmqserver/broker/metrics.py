@@ -15,10 +15,11 @@ timer to decay it while idle; the ring needs neither (an idle server sleeps).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from ..errors import Status
+from ..protocol import ClientRequest
 from .state import Job
 
 #: Upper bounds (seconds) of the histograms' buckets, Prometheus' ``le``; one more bucket
@@ -160,12 +161,24 @@ class Recorder:
             request_id = job.request_id if job.request_id is not None else -1
             access(job.service.name, job.address, code, wait, run, job.client, request_id, job.size)
 
-    def refused(self, name: bytes, status: Status, client: bytes, request_id: int) -> None:
-        """A request for ``name`` was answered by the broker itself with ``status`` (refused).
+    def refused(
+        self,
+        request: ClientRequest,
+        default: bytes,
+        known: Mapping[bytes, object],
+        status: Status,
+        client: bytes,
+    ) -> None:
+        """``request`` was answered by the broker itself with ``status`` (refused).
 
-        The caller passes ``b""`` for a service it does not know: ``name`` comes from a client,
-        and unknown names would grow this without bound.
+        Counted under its service (``default`` if it names none) only if the service is
+        ``known``, else under ``b""``: the name comes from a client, and unknown names would
+        grow this without bound.
         """
+        name = request.service or default
+        if name not in known:
+            name = b""
+        request_id = -1 if request.request_id is None else request.request_id
         code = int(status)
         self.of(name).outcomes[code] += 1
         access = self.access
