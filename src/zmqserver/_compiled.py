@@ -47,6 +47,7 @@ MODULES = (
     "broker.admission",
     "broker.deadlines",
     "broker.dispatch",
+    "broker.metrics",
     "broker.replycache",
     "broker.shell",
     "broker.state",

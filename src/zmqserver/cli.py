@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -200,8 +201,109 @@ def build_parser() -> _Parser:
     keygen.add_argument(
         "--dir", default=".", metavar="DIR", help="directory to write to (default: current)"
     )
-    parser.commands = {"serve": serve, "worker": pool, "check": check, "keygen": keygen}
+    status = commands.add_parser(
+        "status",
+        help="show a running server's services, queues, rates, latencies and workers",
+        description="Ask a running server (its control endpoint) for its state. Which server: "
+        "--control-endpoint, else --pid-file's PIDFILE.control, else the one serving --port "
+        "(or --config's). Exit status 1 when none runs.",
+    )
+    status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    control = commands.add_parser(
+        "control",
+        help="scale, drain, reload or stop a running server's services",
+        description="Send one command to a running server's control endpoint; see "
+        "docs/operations.md. Commands: " + "; ".join(_COMMAND_HELP),
+    )
+    control.add_argument("action", metavar="COMMAND", help="scale, incr, decr, drain, reload...")
+    control.add_argument("args", nargs="*", metavar="ARG", help="SERVICE, COUNT")
+    for sub in (status, control):
+        sub.add_argument("--control-endpoint", metavar="ENDPOINT", help="the endpoint to ask")
+        sub.add_argument("--pid-file", metavar="FILE", help="the server's pid file")
+        sub.add_argument(
+            "--config", dest="config_file", metavar="FILE", help="the server's config file"
+        )
+        sub.add_argument("--port", type=int, metavar="PORT", help="the server's frontend port")
+        sub.add_argument("--curve-server-key-file", metavar="FILE", help="tcp://: server key")
+        sub.add_argument("--curve-secret-key-file", metavar="FILE", help="tcp://: our key pair")
+    parser.commands = {
+        "serve": serve, "worker": pool, "check": check, "keygen": keygen,
+        "status": status, "control": control,
+    }  # fmt: skip
     return parser
+
+
+#: One line per control command, for --help (the server's commands.py documents each).
+_COMMAND_HELP = (
+    "scale SERVICE COUNT",
+    "incr SERVICE [COUNT]",
+    "decr SERVICE [COUNT]",
+    "drain SERVICE",
+    "reload",
+    "stop",
+    "stats / services / workers / config (JSON)",
+)
+
+
+def _control(command: str, args: dict[str, Any]) -> int:
+    """`zmqserver status` and `zmqserver control`."""
+    from . import control_client as cc
+
+    where = "zmqserver " + command
+    pid_file = args.get("pid_file")
+    frontend = f"tcp://*:{args['port']}" if args.get("port") else None
+    if args.get("config_file") and (pid_file is None or frontend is None):
+        try:
+            config = load_config({}, os.environ, args["config_file"]).config
+        except ConfigError as exc:
+            print(f"{where}: {exc}", file=sys.stderr)
+            return 2
+        pid_file = pid_file or config.pid_file
+        frontend = frontend or config.frontend_endpoint
+        if args.get("control_endpoint") is None and config.control_endpoint is not None:
+            args["control_endpoint"] = config.control_endpoint
+    curve = None
+    if args.get("curve_secret_key_file"):
+        from .security.keys import load_public_key, load_secret_key
+
+        try:
+            pair = load_secret_key(args["curve_secret_key_file"], "--curve-secret-key-file")
+            server = load_public_key(args["curve_server_key_file"], "--curve-server-key-file")
+        except (ConfigError, OSError, TypeError) as exc:
+            print(f"{where}: {exc}", file=sys.stderr)
+            return 2
+        curve = (server, pair.public, pair.secret)
+    if command == "status":
+        request: dict[str, Any] = {"command": "stats"}
+    else:
+        request = {"command": args["action"]}
+        rest = list(args["args"])
+        if rest and not rest[0].isdigit():
+            request["service"] = rest.pop(0)
+        if rest:
+            if not rest[0].isdigit():
+                print(f"{where}: expected a count, got {rest[0]!r}", file=sys.stderr)
+                return 2
+            request["count"] = int(rest[0])
+    try:
+        endpoint, _ = cc.find_endpoint(
+            endpoint=args.get("control_endpoint"),
+            pid_file=pid_file,
+            frontend=frontend or "tcp://*:6660",
+        )
+        reply = cc.ask(endpoint, request, curve=curve)
+    except cc.NoServer as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"{where}: {reply.get('error', reply)}", file=sys.stderr)
+        return 1
+    reply.pop("ok")
+    if command == "status" and not args.get("json"):
+        print(cc.format_status(reply))
+    else:
+        print(json.dumps(reply, indent=2))
+    return 0
 
 
 def parse(argv: list[str] | None = None) -> dict[str, Any]:
@@ -272,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         except AppLoadError as exc:  # preload_app, or a hook of the master
             print(f"zmqserver: {explain(exc)}", file=sys.stderr)
             return BOOT_ERROR
+    if command in ("status", "control"):
+        return _control(command, args)
     if command == "keygen":
         return _keygen(args["name"], args["dir"])
     raise AssertionError(f"unhandled command {command}")  # pragma: no cover

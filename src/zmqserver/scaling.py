@@ -138,6 +138,12 @@ class Scaler:
         self.low = min(self.low, self.high)
         return self.high
 
+    def pin(self, count: int) -> int:
+        """Exactly ``count`` workers (the control endpoint's ``scale``; 0 drains the pool):
+        both bounds, within ``max_servers``. HUP resets them, as it does TTIN and TTOU."""
+        self.low = self.high = max(0, min(count, self.policy.max_servers))
+        return self.low
+
     # -- the decision ---------------------------------------------------------------------------
 
     def plan(

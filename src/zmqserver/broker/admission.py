@@ -8,10 +8,10 @@ the dispatcher from its pending jobs and reply cache) first, then MMI, then thes
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 
 from ..errors import Status
-from ..protocol import ClientRequest, Frame
+from ..protocol import MDPW01, MDPW02, ClientRequest, Frame, encode_disconnect
 from .state import FRAME_OVERHEAD, Limits, Service, frames_size
 
 
@@ -78,12 +78,14 @@ def refusal(
     return None
 
 
-def mmi_body(name: bytes, request: ClientRequest, known: Collection[bytes]) -> list[Frame]:
+def mmi_body(name: bytes, request: ClientRequest, known: Mapping[bytes, Service]) -> list[Frame]:
     """The body of the broker's answer to a Majordomo Management Interface query (RFC 8/MMI).
 
     ``mmi.service``: ``200`` if the service named in the body is ``known`` (it has workers, or
     is one this broker runs workers for, so a request would be queued), else ``404``.
     ``mmi.services`` (our extension): one frame per known service, sorted.
+    ``mmi.queue`` (our extension): ``200`` and, in a second frame, how many live jobs wait in
+    the named service's queue (decimal), then how many workers it has; ``404`` if unknown.
     Any other ``mmi.*``: ``501``.
     """
     if name == b"mmi.service":
@@ -91,4 +93,18 @@ def mmi_body(name: bytes, request: ClientRequest, known: Collection[bytes]) -> l
         return [b"200" if asked in known else b"404"]
     if name == b"mmi.services":
         return sorted(known)
+    if name == b"mmi.queue":
+        asked = bytes(request.body[0]) if request.body else b""
+        service = known.get(asked)
+        if service is None:
+            return [b"404"]
+        return [b"200", b"%d" % service.waiting, b"%d" % service.workers]
     return [b"501"]
+
+
+def disconnect_like(frames: list[Frame]) -> list[Frame]:
+    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
+    first = [bytes(f) for f in frames[:2]]
+    if first == [b"", MDPW01]:
+        return encode_disconnect(True, v1=True)
+    return encode_disconnect(first == [b"", MDPW02])

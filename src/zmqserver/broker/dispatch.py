@@ -31,8 +31,6 @@ from typing import Final
 from ..errors import ProtocolError, Status
 from ..protocol import (
     FLAG_RETRYABLE,
-    MDPW01,
-    MDPW02,
     STATUS_OK,
     ClientRequest,
     Disconnect,
@@ -48,8 +46,8 @@ from ..protocol import (
     parse_client_request,
     parse_worker_message,
 )
-from . import events, liveness
-from .admission import mmi_body, refusal
+from . import events, liveness, metrics
+from .admission import disconnect_like, mmi_body, refusal
 from .deadlines import Deadlines
 from .events import Event
 from .replycache import ReplyCache
@@ -125,6 +123,7 @@ class Dispatcher:
         #: What an operator should hear of, for the shell to log (events.py), oldest first.
         self.events: list[Event] = []
         self.stats = Stats()
+        self.metrics = metrics.Recorder()  # per-service outcomes, waits, run times, rates
         self.closing = False
         self._next_job = 0
         self._heartbeat_at = now + heartbeat_interval
@@ -250,6 +249,7 @@ class Dispatcher:
 
     def _refuse(self, client: bytes, request: ClientRequest, status: Status, message: str) -> None:
         self.stats.errors += 1
+        self.metrics.refused(request, self.default_service, self.services, status, client)
         reply = encode_client_reply(
             request.form,
             request.service,
@@ -374,9 +374,10 @@ class Dispatcher:
 
     # -- outcomes ---------------------------------------------------------------------------------
 
-    def _complete(self, job: Job, frames: list[Frame], *, cache: bool) -> None:
+    def _complete(self, job: Job, frames: list[Frame], status: Status) -> None:
         """Send the job's one outcome. Every outcome of every job passes through here."""
         assert not job.done, "a job gets exactly one outcome"
+        self.metrics.finished(job, status, self._now)
         job.done = True
         job.body = _NO_BODY  # its timer may outlive it by up to job_timeout
         if job.deadline != math.inf:
@@ -384,14 +385,14 @@ class Dispatcher:
         key = job.key
         if key is not None:
             self.pending.pop(key, None)
-            if cache:
+            if status in _CACHEABLE:
                 self.replies.put(key, frames)
         self.outbox.append((Port.FRONTEND, job.client, frames))
 
     def _answer(self, job: Job, body: list[Frame]) -> None:
         self.stats.replied += 1
         frames = encode_client_reply(job.form, job.reply_service, body, request_id=job.request_id)
-        self._complete(job, frames, cache=True)
+        self._complete(job, frames, Status.OK)
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
         self.stats.errors += 1
@@ -403,7 +404,7 @@ class Dispatcher:
             status=status,
             message=message,
         )
-        self._complete(job, frames, cache=status in _CACHEABLE)
+        self._complete(job, frames, status)
 
     def _lost(self, job: Job, reason: str) -> None:
         """The worker running ``job`` died or was thrown out: retry the job, or report it."""
@@ -439,7 +440,7 @@ class Dispatcher:
             if worker is not None:
                 self._disconnect(identity, worker, worker.delimited, worker.v1)
             else:
-                self.outbox.append((Port.BACKEND, identity, _disconnect_like(frames)))
+                self.outbox.append((Port.BACKEND, identity, disconnect_like(frames)))
             return
         if worker is not None:
             worker.expiry = now + self.heartbeat_interval * self.heartbeat_liveness
@@ -739,11 +740,3 @@ class Dispatcher:
             service = self.services[name] = Service(name, limits=self.service_limits.get(name))
             self._set_prefetch(service)
         return service
-
-
-def _disconnect_like(frames: list[Frame]) -> list[Frame]:
-    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
-    first = [bytes(f) for f in frames[:2]]
-    if first == [b"", MDPW01]:
-        return encode_disconnect(True, v1=True)
-    return encode_disconnect(first == [b"", MDPW02])

@@ -119,6 +119,7 @@ class WorkerState:
     level: int = -1  # the ``Service.levels`` index it sits in (len(jobs)); -1: no credit left
     reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
     compact: bool = False  # its READY asked for jobs in compact framing (protocol.md §6.1a)
+    served: int = 0  # jobs it answered or that ended while it ran them (metrics.py counts)
 
 
 @dataclass(eq=False)

@@ -597,6 +597,49 @@ class Config(_Checked):
         path=True,
     )
 
+    # -- observability and control (supervisor/control.py, http.py; docs/operations.md) --
+    control: bool = option(
+        True,
+        "Answer `zmqserver status` and `zmqserver control` on the control endpoint.",
+        command="serve",
+    )
+    control_endpoint: str | None = option(
+        None,
+        "Where the control endpoint listens; unset: ipc:// in the server's private 0700 "
+        "directory. A tcp:// endpoint needs `curve_secret_key_file` and `control_keys_dir`.",
+        metavar="ENDPOINT",
+        command="serve",
+    )
+    control_keys_dir: str | None = option(
+        None,
+        "Directory of the CURVE public keys (*.key) allowed on a tcp:// control endpoint.",
+        path=True,
+        metavar="DIR",
+        command="serve",
+    )
+    metrics_port: int | None = option(
+        None,
+        "Serve `/metrics` (Prometheus), `/healthz`, `/readyz` and the live dashboard (`/`) over "
+        "HTTP on this port (0: any free port, logged); unset: no HTTP.",
+        kind=int,
+        metavar="PORT",
+        command="serve",
+    )
+    metrics_host: str = option(
+        "127.0.0.1",
+        "Address the metrics port binds to (`0.0.0.0`: all interfaces; it has no "
+        "authentication, and its dashboard can show jobs' services and rates).",
+        command="serve",
+    )
+    access_log: str | None = option(
+        None,
+        "Write one line per job to this file (`-`: standard output): time, client, service, "
+        "request id, outcome, queue wait, run time, request bytes (docs/operations.md).",
+        path=True,
+        metavar="FILE",
+        command="serve",
+    )
+
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
 

@@ -103,6 +103,27 @@ def _nonnegative_int(config: Config, name: str) -> None:
         raise ConfigError(f"{name}: expected an integer >= 0, got {value!r}")
 
 
+def _check_observability(config: Config) -> None:
+    """The control endpoint, the metrics port (docs/operations.md)."""
+    endpoint = config.control_endpoint
+    if endpoint is not None:
+        transport = endpoint.partition("://")[0]
+        if transport not in ("ipc", "tcp"):
+            raise ConfigError(
+                f"control_endpoint: expected ipc://PATH or tcp://HOST:PORT, got {endpoint!r}"
+            )
+        if transport == "tcp" and (
+            config.curve_secret_key_file is None or config.control_keys_dir is None
+        ):
+            raise ConfigError(
+                "control_endpoint: a tcp:// control endpoint speaks CURVE only: give "
+                "curve_secret_key_file (the server's keys) and control_keys_dir (who may connect)"
+            )
+    port = config.metrics_port
+    if port is not None and (isinstance(port, bool) or not 0 <= port < 65536):
+        raise ConfigError(f"metrics_port: {port} is not a TCP port number (0-65535)")
+
+
 def _check_server(config: Config) -> None:
     """The options that apply to the whole server (or pool), whatever its services."""
     port = config.port
@@ -117,6 +138,7 @@ def _check_server(config: Config) -> None:
             raise ConfigError(f"port: {p} is not a TCP port number (1-65535)")
     if port[0] == port[1] and config.frontend is None and config.backend is None:
         raise ConfigError("port: frontend and backend ports must differ")
+    _check_observability(config)
     _positive_int(config, "heartbeat_liveness")
     for name in ("max_message_size", "reply_cache", "max_frames"):
         _nonnegative_int(config, name)

@@ -11,6 +11,8 @@
 * broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's
   status pipe as a component (``zmqserver worker``); pub-sub's component is
   pubsub/component.py (composed here when ``pubsub_port`` is set).
+* control.py: the control endpoint (commands.py: what it may be asked; observe.py: the status
+  document); http.py: ``/metrics``, ``/healthz``, ``/readyz`` and the dashboard.
 
 :func:`arbiter` and :func:`pool_supervisor` compose the two kinds of master the CLI runs.
 docs/architecture.md draws them.
@@ -25,6 +27,8 @@ from ..config import App, Config
 from .autoreload import ReloadOnChange
 from .broker_side import BrokerComponent
 from .component import Component, Host, StartError, StateOf, Waiter, WorkerView
+from .control import ControlComponent
+from .http import HttpComponent
 from .master import SCALE_CHECK, Master
 from .remote_pool import StatusComponent, check_connect
 from .workers import Flock, Pool, WorkerProcess
@@ -33,6 +37,8 @@ __all__ = [
     "SCALE_CHECK",
     "BrokerComponent",
     "Component",
+    "ControlComponent",
+    "HttpComponent",
     "Flock",
     "Host",
     "Master",
@@ -67,6 +73,10 @@ def arbiter(
         from ..pubsub.component import PubSubComponent
 
         components.append(PubSubComponent(config, broker))  # after the broker: its ZAP, context
+    if config.control:
+        components.append(ControlComponent(config, broker))
+    if config.metrics_port is not None:
+        components.append(HttpComponent(config))
     return Master(
         config,
         broker,

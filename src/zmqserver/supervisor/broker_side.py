@@ -30,6 +30,7 @@ from ..errors import Status
 from ..scaling import State
 from ..security import ClientCredentials, ServerSecurity
 from ..status import StatusWriter
+from .accesslog import AccessLog
 from .component import Handle, Host, StartError, StateOf, WatchItem
 from .workers import Pool, WorkerProcess
 
@@ -56,6 +57,8 @@ class BrokerComponent:
         #: Where workers connect (the private ipc:// socket), and their CURVE keys.
         self.endpoint = ""
         self.credentials: ClientCredentials | None = None
+        #: One line per job (``access_log``), or None.
+        self.access_log: AccessLog | None = None
         #: For :meth:`handle` outside :meth:`wait` (never set: nothing to interrupt there).
         self._no_wake = Wake()
         #: Told of each worker that is gone for good, with the reason (pub-sub's events).
@@ -77,6 +80,12 @@ class BrokerComponent:
             now=time.monotonic(),
         )
         self.dispatcher.process_running = self._process_running
+        if config.access_log is not None:
+            try:
+                self.access_log = AccessLog(config.access_log)
+            except OSError as exc:
+                raise StartError(f"cannot open the access log {config.access_log}: {exc}") from exc
+            self.dispatcher.metrics.access = self.access_log.write
         # Local workers always connect to a private ipc:// socket (docs/security.md); the
         # configured backend endpoint is bound as well only when it is open to remote pools.
         security = self.security
@@ -142,6 +151,8 @@ class BrokerComponent:
         broker.on_tick(now)
         broker.flush()
         self._kill_hung(dispatcher.take_kills())
+        if self.access_log is not None:
+            self.access_log.flush()
 
     def on_stop(self, graceful: bool) -> None:
         assert self.dispatcher is not None
@@ -174,6 +185,8 @@ class BrokerComponent:
             self.broker.flush()
             self.broker.close()
         self.security.close()
+        if self.access_log is not None:
+            self.access_log.close()
         if self.ctx is not None:
             self.ctx.term()
 

@@ -31,6 +31,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 import zmq
 
@@ -49,6 +50,7 @@ from ..logsetup import set_level
 from ..scaling import Policy, Scaler
 from ..worker import BOOT_ERROR
 from .component import Component, Handle, StartError, Waiter, WatchItem, WorkerView
+from .observe import snapshot
 from .reload import reload_pools, reloaded_config
 from .signals import SignalQueue
 from .workers import Flock, Pool, WorkerProcess
@@ -133,6 +135,8 @@ class Master:
         #: The ready line to log once every pool's workers have registered ("ready" at start,
         #: "reloaded" after a HUP); None once logged.
         self._announce: str | None = "ready"
+        #: When the master started (the status document's uptime).
+        self.started = time.monotonic()
 
     # -- what components may ask (component.Host) ------------------------------------------------
 
@@ -152,6 +156,16 @@ class Master:
 
     def kill_worker(self, identity: bytes, why: str) -> bool:
         return self.flock.kill(identity, why)
+
+    # -- control (commands.py) --------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The status document (observe.py): services, workers, rates, latencies."""
+        return snapshot(self, getattr(self.view, "dispatcher", None), self.started)
+
+    def command_done(self) -> None:
+        """A control command changed the pools: plan the workers on this turn, as for a signal."""
+        self._scale_now = True
 
     # -- lifecycle --------------------------------------------------------------------------------
 
