@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from ..errors import Status
-from ..protocol import ClientRequest, Frame
+from ..protocol import ClientRequest, Form, Frame, encode_client_reply
 from .state import FRAME_OVERHEAD, Limits, Service, frames_size
 
 
@@ -76,6 +76,29 @@ def refusal(
             f"{size} would pass max_queue_bytes ({limits.max_queue_bytes} bytes)",
         )
     return None
+
+
+def client_full(outstanding: int) -> tuple[Status, str]:
+    """The refusal of a client with ``outstanding`` jobs, its max_client_inflight (checked
+    after :func:`refusal`: a request that is refused anyway says why it would be)."""
+    return (
+        Status.QUEUE_FULL,
+        f"this client has {outstanding} jobs queued, running or not yet read (max_client_inflight)",
+    )
+
+
+def error_reply(request: ClientRequest, status: Status, message: str) -> list[Frame]:
+    """The error reply to ``request``, in the form it came in."""
+    return error_frames(request.form, request.service, request.request_id, status, message)
+
+
+def error_frames(
+    form: Form, service: bytes | None, request_id: int | None, status: Status, message: str
+) -> list[Frame]:
+    """An error reply in ``form``: to a refused request, or a job's error outcome."""
+    return encode_client_reply(
+        form, service, [], request_id=request_id, status=status, message=message
+    )
 
 
 def mmi_body(name: bytes, request: ClientRequest, known: Collection[bytes]) -> list[Frame]:

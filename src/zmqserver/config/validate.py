@@ -112,7 +112,7 @@ def _check_server(config: Config) -> None:
     if port[0] == port[1] and config.frontend is None and config.backend is None:
         raise ConfigError("port: frontend and backend ports must differ")
     _positive_int(config, "heartbeat_liveness")
-    for name in ("max_message_size", "reply_cache", "max_frames"):
+    for name in ("max_message_size", "reply_cache", "max_frames", "max_client_inflight"):
         _nonnegative_int(config, name)
     if 0 < config.max_frames < MIN_FRAMES:
         raise ConfigError(
