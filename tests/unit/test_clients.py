@@ -3,7 +3,7 @@ and the client book (outstanding jobs, held replies). No sockets, no dispatcher.
 
 from __future__ import annotations
 
-from zmqserver.broker.clients import ClientBook, FairQueue
+from zmqserver.broker.clients import HELD_PER_JOB, ClientBook, FairQueue
 from zmqserver.broker.state import Job, Service
 from zmqserver.protocol import Form
 
@@ -127,12 +127,14 @@ def test_an_entry_is_forgotten_once_nothing_is_outstanding_or_held():
 
 def test_held_messages_keep_their_order_and_outcomes_are_always_held():
     book = ClientBook(limit=2)
-    book.hold(b"c", [b"1"], outcome=False)
-    book.hold(b"c", [b"2"], outcome=False)
+    share = 2 * HELD_PER_JOB
+    for n in range(share):
+        assert book.hold(b"c", [b"%d" % n], outcome=False)
     assert not book.hold(b"c", [b"refusal"], outcome=False)  # its share is held: dropped
     assert book.dropped == 1
     assert book.hold(b"c", [b"final"])  # a job's outcome: held whatever the count
-    assert list(book.held_for(b"c") or []) == [[b"1"], [b"2"], [b"final"]]
+    held = list(book.held_for(b"c") or [])
+    assert held == [[b"%d" % n] for n in range(share)] + [[b"final"]]
     assert book.held_for(b"nobody") is None
 
 

@@ -25,12 +25,20 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..protocol import Frame
 
 if TYPE_CHECKING:
     from .state import Job
+
+#: Messages that are not a job's outcome (refusals above all) held for one client, per job it
+#: may have outstanding: the zguide's asynchronous client sends 100,000 requests before it reads
+#: a reply, and each of the ones past max_client_inflight gets a queue_full it must not lose.
+#: A refusal held costs a few hundred bytes (its frames are small), so 100 per job of
+#: max_client_inflight (100,000 by default, some 30 MB) bounds a client that sends and never
+#: reads without failing one that reads late. Past it they are dropped (counted).
+HELD_PER_JOB: Final = 100
 
 
 class FairQueue:
@@ -158,9 +166,9 @@ class ClientBook:
     """Every client with outstanding jobs or held messages, and the bound on them.
 
     ``limit`` is ``max_client_inflight`` (0: none). A client may have ``limit`` jobs queued,
-    running or answered but held (:meth:`full`); job outcomes are always held, and other
-    messages (refusals, answers from the reply cache, PARTIALs) only while fewer than ``limit``
-    are held, so a client that never reads holds at most twice ``limit`` messages.
+    running or answered but held (:meth:`full`); job outcomes are always held (at most
+    ``limit`` of them), and other messages (refusals, answers from the reply cache, PARTIALs)
+    while fewer than ``HELD_PER_JOB`` x ``limit`` are held.
     """
 
     __slots__ = ("limit", "states", "holding", "dropped")
@@ -213,7 +221,7 @@ class ClientBook:
         if state is None:
             state = self.states[client] = ClientState()
         held = state.held
-        if not outcome and self.limit and len(held) >= self.limit:
+        if not outcome and self.limit and len(held) >= HELD_PER_JOB * self.limit:
             self.dropped += 1
             if not state.inflight and not held:
                 del self.states[client]
