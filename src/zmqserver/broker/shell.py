@@ -8,6 +8,7 @@ that calls it belongs to the master (one loop, one thread, one poller).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import math
@@ -56,6 +57,13 @@ _WINDOWS_SWEEP: Final = 1024
 #: failed send per this interval, never a busy loop.
 HELD_RETRY_MIN: Final = 0.002
 HELD_RETRY_MAX: Final = 0.05
+
+#: Held messages and queued jobs a client that left must have freed for the broker to give
+#: memory back to the OS (malloc_trim), and the least time between two trims: a trim walks
+#: the heap (a few ms for a large one), which a crowd of REQ clients leaving one by one must not
+#: cost on every departure.
+TRIM_AFTER: Final = 64
+TRIM_INTERVAL: Final = 1.0
 
 #: The frontend's send high-water mark: messages libzmq queues for one client before a send to
 #: it fails with EAGAIN (and the broker holds the reply itself, see :func:`frontend_sndhwm`).
@@ -227,6 +235,8 @@ class Broker:
         self._held_due = math.inf
         self._held_delay = HELD_RETRY_MIN
         self.watch_writable = False
+        self._trim_at = 0.0  # when _trim may run again
+        self._trim_due = math.inf  # when it will (infinity: nothing to give back)
         #: Where the dispatcher's events and the reply drops are logged.
         self.events = EventLog(log)
 
@@ -435,7 +445,23 @@ class Broker:
             self.dispatcher.worker_gone(identity, f"unreachable: {reason}", undelivered=True)
 
     def _client_gone(self, client: bytes) -> None:
-        self.dropped_replies += self.dispatcher.client_gone(client)
+        """Drop what the dispatcher keeps for ``client``; give a large amount back to the OS."""
+        stats = self.dispatcher.stats
+        abandoned = stats.abandoned
+        held = self.dispatcher.client_gone(client)
+        self.dropped_replies += held
+        if held + stats.abandoned - abandoned >= TRIM_AFTER:
+            self._trim_due = min(self._trim_due, self._trim_at)
+
+    def _trim(self, now: float) -> None:
+        """``malloc_trim(0)``, due after a client that left freed much, at most once per
+        :data:`TRIM_INTERVAL`: glibc keeps freed heap pages for reuse, so the replies and
+        requests of clients that left stayed in the broker's RSS (measured: 103 MiB after four
+        slow readers left, 36 MiB with the trim)."""
+        self._trim_at = now + TRIM_INTERVAL
+        self._trim_due = math.inf
+        if _MALLOC_TRIM is not None:
+            _MALLOC_TRIM(0)
 
     def send_held(self, now: float) -> None:
         """Send what the dispatcher holds for clients whose pipe was full, each client's in
@@ -465,10 +491,12 @@ class Broker:
         self._held_due = now + self._held_delay
 
     def next_deadline(self) -> float:
-        """When :meth:`on_tick` has a log line to write or held replies to retry (infinity:
-        nothing pending)."""
+        """When :meth:`on_tick` has a log line to write, held replies to retry or memory to
+        give back (infinity: nothing pending)."""
         due = self.events.next_deadline()
-        return due if due < self._held_due else self._held_due
+        if self._held_due < due:
+            due = self._held_due
+        return due if due < self._trim_due else self._trim_due
 
     def on_tick(self, now: float) -> None:
         """Log the counts of repeated events, once their interval is over; retry held
@@ -476,6 +504,8 @@ class Broker:
         self.events.on_tick(now)
         if now >= self._held_due:
             self.send_held(now)
+        if now >= self._trim_due:
+            self._trim(now)
 
     def close(self) -> None:
         if self.dispatcher.clients.holding:
@@ -485,6 +515,18 @@ class Broker:
         self.events.close(time.monotonic())
         self.frontend.close()
         self.backend.close()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is none (musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM: Final = _malloc_trim()
 
 
 def _notify_disconnect(sock: zmq.Socket[bytes]) -> bool:
