@@ -169,6 +169,14 @@ def extras_markdown(extras: dict[str, Any]) -> str:
             f"{alone.get('other_cpu_pct', 0):.0f}%, {alone.get('steal_pct', 0):.0f}%; with the "
             f"crowd {loaded.get('other_cpu_pct', 0):.0f}%, {loaded.get('steal_pct', 0):.0f}%."
         )
+    fair = extras.get("fairness")
+    if fair:
+        out.append(
+            f"- **Fairness**: one client floods {fair['flood']:,} jobs of {fair['job_ms']} ms "
+            f"({fair['workers']} workers); a probe client's job, once a second: p50 "
+            f"{fair['probe_p50_ms']:.0f} ms, p99 {fair['probe_p99_ms']:.0f} ms "
+            f"({fair['p99_job_times']:.1f} job-times)."
+        )
     return "\n".join(out) + ("\n" if out else "")
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run [--duration 3] [--repeat 3] [--workers 2] [--out bench/results]
                                   [--plot bench/results/bench.png] [--systems ...] [--configs ...]
-                                  [--extras idle queued crowd | --no-extras]
+                                  [--extras idle queued crowd fairness | --no-extras]
 
 (``make bench`` runs it with these defaults.) For each configuration (clients C, requests
 outstanding per client K, payload size S, app) every system is started fresh, loaded by
@@ -33,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from bench import procs, report, scenarios
+from bench import clients, procs, report, scenarios
 from bench.loadgen import LoadSpec, run_load
 from bench.procs import REPO, BenchError, Launcher
 from bench.systems import OPT_IN_SYSTEMS, SYSTEMS, start_system, zmqserver_argv
@@ -53,7 +53,7 @@ CONFIGS: dict[str, tuple[LoadSpec, str]] = {
     "uneven": (LoadSpec(clients=2, k=1, size=64, slow_every=10, fast_ms=1, slow_ms=50), UNEVEN),
 }
 UNEVEN_MIN_DURATION = 5.0  # few jobs per second: record longer for a steadier p99
-EXTRAS = ("idle", "queued", "crowd")
+EXTRAS = ("idle", "queued", "crowd", "fairness")
 
 
 def machine() -> dict[str, Any]:
@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 extras["queued"] = scenarios.queued_memory(launcher)
             if "crowd" in args.extras:
                 extras["crowd"] = scenarios.crowd(launcher)
+            if "fairness" in args.extras:
+                extras["fairness"] = clients.fairness(launcher, "--max-client-inflight", "0")
         except BenchError as exc:
             print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
             status = 1

@@ -109,7 +109,8 @@ def queued_memory(
     refusal would arrive as a reply and is counted). Other options are zmqserver's defaults,
     including the 60 s job timeout (so each queued job also has a deadline timer).
     """
-    extra = ("--max-queue", str(2 * jobs))
+    # No bound per client either: four clients queue 25,000 jobs each (max_client_inflight).
+    extra = ("--max-queue", str(2 * jobs), "--max-client-inflight", "0")
     ctx: zmq.Context[Any] = zmq.Context()
     ctx.setsockopt(zmq.LINGER, 0)
     result: dict[str, Any] = {"jobs": jobs, "pushers": pushers, "payload_bytes": size}

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 #: The modules setup.py compiles, by dotted name within the package (setup.py reads this tuple).
 MODULES = (
     "broker.admission",
+    "broker.clients",
     "broker.deadlines",
     "broker.dispatch",
     "broker.metrics",

@@ -492,8 +492,11 @@ static int send_message(void *sock, PyObject *identity, PyObject *frames, int *e
  *
  * Returns the messages that could not go as a list of (index in outbox, errno), for EHOSTUNREACH
  * (an unknown peer, under ROUTER_MANDATORY) and EAGAIN (a full pipe): nothing of those was sent,
- * and the rest of the batch still goes. Any other failure raises at once (see load()); the
- * messages before it were sent, the ones after it were not. */
+ * and the rest of the batch still goes, but for later messages to a peer whose pipe was full:
+ * those fail with EAGAIN too, unsent, even if the pipe drained meanwhile (libzmq's I/O thread
+ * drains it as we go), so that a peer never gets a later message before an earlier one. Any
+ * other failure raises at once (see load()); the messages before it were sent, the ones after
+ * it were not. */
 static PyObject *fastio_send_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyTuple_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "send_batch(handles: tuple, outbox)");
@@ -512,6 +515,7 @@ static PyObject *fastio_send_batch(PyObject *module, PyObject *const *args, Py_s
     PyObject *seq = PySequence_Fast(outbox, "outbox must be a sequence");
     if (seq == NULL) return NULL;
     PyObject *failed = NULL; /* made at the first failure: most batches have none */
+    PyObject *full = NULL;   /* (port, identity) of the peers whose pipe was full */
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
@@ -525,9 +529,29 @@ static PyObject *fastio_send_batch(PyObject *module, PyObject *const *args, Py_s
             PyErr_Format(PyExc_ValueError, "port %zd out of range", port);
             goto error;
         }
-        int err = 0;
-        int rc = send_message(socks[port], PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2),
+        int err = 0, rc = -2;
+        PyObject *peer = NULL;
+        if (full != NULL) { /* rare: after a full pipe in this batch */
+            peer = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1));
+            if (peer == NULL) goto error;
+            int seen = PySequence_Contains(full, peer);
+            if (seen < 0) {
+                Py_DECREF(peer);
+                goto error;
+            }
+            if (seen) err = EAGAIN; /* rc stays -2: not sent */
+        }
+        if (err == 0) {
+            rc = send_message(socks[port], PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2),
                               &err);
+            if (rc == -2 && err == EAGAIN) {
+                if (peer == NULL)
+                    peer = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1));
+                if (full == NULL) full = PyList_New(0);
+                if (peer == NULL || full == NULL || PyList_Append(full, peer) < 0) rc = -1;
+            }
+        }
+        Py_XDECREF(peer);
         if (rc == -1) goto error;
         if (rc == -2) {
             if (err != EHOSTUNREACH && err != EAGAIN) {
@@ -544,24 +568,28 @@ static PyObject *fastio_send_batch(PyObject *module, PyObject *const *args, Py_s
         }
     }
     Py_DECREF(seq);
+    Py_XDECREF(full);
     if (failed == NULL) return PyTuple_New(0); /* the empty tuple: a shared object */
     return failed;
 error:
     Py_DECREF(seq);
     Py_XDECREF(failed);
+    Py_XDECREF(full);
     return NULL;
 }
 
-/* poll(sockets, fds, timeout_ms) -> a mask: bit i for sockets[i] (a handle) with a message to
- * read, bit len(sockets) + j for fds[j] readable; 0 when the timeout passed (-1: no timeout) or a
- * signal came (its Python handler has run by then).
+/* poll(sockets, fds, timeout_ms, out=0) -> a mask: bit i for sockets[i] (a handle) with a message
+ * to read, bit len(sockets) + j for fds[j] readable; 0 when the timeout passed (-1: no timeout) or
+ * a signal came (its Python handler has run by then). Bit i of ``out`` watches sockets[i] for
+ * POLLOUT too, reported as bit len(sockets) + len(fds) + i.
  *
  * The broker's wait, once or twice a job at low concurrency: pyzmq's zmq_poll builds and walks
  * Python lists and tuples on each call (about a microsecond a turn, measured in the broker's
  * profile); this builds the items on the stack and answers with an int. */
 static PyObject *fastio_poll(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "poll(sockets: tuple, fds: tuple, timeout_ms: int)");
+    if ((nargs != 3 && nargs != 4) || !PyTuple_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "poll(sockets: tuple, fds: tuple, timeout_ms: int, out: int = 0)");
         return NULL;
     }
     REQUIRE_LOADED();
@@ -572,12 +600,14 @@ static PyObject *fastio_poll(PyObject *module, PyObject *const *args, Py_ssize_t
     }
     long timeout = PyLong_AsLong(args[2]);
     if (timeout == -1 && PyErr_Occurred()) return NULL;
+    long out = 0;
+    if (nargs == 4 && (out = PyLong_AsLong(args[3])) == -1 && PyErr_Occurred()) return NULL;
     zmq_pollitem_t items[POLL_MAX];
     int n = 0;
     for (Py_ssize_t i = 0; i < nsocks; i++, n++) {
         if ((items[n].socket = socket_handle(PyTuple_GET_ITEM(args[0], i))) == NULL) return NULL;
         items[n].fd = 0;
-        items[n].events = ZMQ_POLLIN;
+        items[n].events = ZMQ_POLLIN | ((out >> i) & 1 ? ZMQ_POLLOUT : 0);
         items[n].revents = 0;
     }
     for (Py_ssize_t j = 0; j < nfds; j++, n++) {
@@ -601,6 +631,8 @@ static PyObject *fastio_poll(PyObject *module, PyObject *const *args, Py_ssize_t
     long mask = 0;
     for (int k = 0; k < n; k++)
         if (items[k].revents & ZMQ_POLLIN) mask |= 1L << k;
+    for (int k = 0; k < nsocks; k++)
+        if (items[k].revents & ZMQ_POLLOUT) mask |= 1L << (n + k);
     return PyLong_FromLong(mask);
 }
 

@@ -154,10 +154,15 @@ def batch_receiver(
     return functools.partial(recv_batch, sock, max_frames=max_frames)
 
 
-def poller(sockets: Sequence[zmq.Socket[bytes]], fds: Sequence[int]) -> Callable[[int], int]:
+def poller(
+    sockets: Sequence[zmq.Socket[bytes]], fds: Sequence[int], out: int = 0
+) -> Callable[[int], int]:
     """A function that waits up to ``timeout_ms`` (-1: for ever) until one of ``sockets`` has a
     message or one of ``fds`` is readable, and says which: bit ``i`` for ``sockets[i]``, bit
     ``len(sockets) + j`` for ``fds[j]``; 0 when the time passed or a signal came.
+
+    Bit ``i`` of ``out`` watches ``sockets[i]`` for POLLOUT as well (the broker's frontend, while
+    it holds replies for a full pipe), reported as bit ``len(sockets) + len(fds) + i``.
 
     The broker's wait. On the compiled path it is libzmq's zmq_poll called from C, the items on
     the stack and an int back, where pyzmq's zmq_poll builds and walks Python lists and tuples
@@ -165,10 +170,18 @@ def poller(sockets: Sequence[zmq.Socket[bytes]], fds: Sequence[int]) -> Callable
     """
     if _fast is not None:
         handles = tuple(sock.underlying for sock in sockets)
+        if out:
+            return cast(
+                Callable[[int], int],
+                lambda timeout_ms: _fast.poll(handles, tuple(fds), timeout_ms, out),
+            )
         return cast(Callable[[int], int], functools.partial(_fast.poll, handles, tuple(fds)))
-    items: list[tuple[Any, int]] = [(sock, zmq.POLLIN) for sock in sockets]
+    items: list[tuple[Any, int]] = [
+        (sock, zmq.POLLIN | (zmq.POLLOUT if out >> i & 1 else 0)) for i, sock in enumerate(sockets)
+    ]
     items += [(fd, zmq.POLLIN) for fd in fds]
     bits = {id(item): 1 << i for i, (item, _) in enumerate(items)}
+    writable = {id(sock): 1 << (len(items) + i) for i, sock in enumerate(sockets)}
 
     def poll_pure(timeout_ms: int) -> int:
         try:
@@ -176,8 +189,11 @@ def poller(sockets: Sequence[zmq.Socket[bytes]], fds: Sequence[int]) -> Callable
         except InterruptedError:
             return 0  # a signal: its handler ran; the caller looks again
         mask = 0
-        for item, _ in ready:
-            mask |= bits[id(item)]
+        for item, events in ready:
+            if events & zmq.POLLIN:
+                mask |= bits[id(item)]
+            if events & zmq.POLLOUT:
+                mask |= writable[id(item)]
         return mask
 
     return poll_pure
@@ -197,7 +213,9 @@ def send_batch(sockets: Sequence[zmq.Socket[bytes]], outbox: Outbox) -> Sequence
 
     One call per loop turn rather than one per message. Returns ``(index, errno)`` for each
     message that met an :data:`UNDELIVERABLE` error (an empty sequence, not always a list, when
-    none did): nothing of it was sent, and the rest of the batch went on. Any other error
+    none did): nothing of it was sent, and the rest of the batch went on, but for the later
+    messages to a peer whose pipe was full (EAGAIN): they are not sent either, and fail with
+    EAGAIN too, so that a peer never gets a message before an earlier one. Any other error
     raises ``zmq.ZMQError`` at once (the messages before it were sent, the ones after it were
     not).
     """
@@ -219,13 +237,19 @@ def batch_sender(
 
     def send_pure(outbox: Outbox) -> Sequence[tuple[int, int]]:
         failed = []
+        full: set[tuple[int, bytes]] = set()  # peers whose pipe was full: send them nothing more
         for index, (port, identity, frames) in enumerate(outbox):
+            if full and (port, identity) in full:
+                failed.append((index, errno.EAGAIN))
+                continue
             try:
                 sockets[port].send_multipart([identity, *frames], zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 if exc.errno not in UNDELIVERABLE:
                     raise
                 failed.append((index, exc.errno))
+                if exc.errno == errno.EAGAIN:
+                    full.add((port, identity))
         return failed
 
     return send_pure

@@ -352,6 +352,10 @@ class DispatcherMachine(RuleBasedStateMachine):
             assert service.waiting == sum(1 for job in service.queue if not job.done)
         assert sum(len(w.jobs) for w in dispatcher.workers.values()) == len(dispatcher.jobs)
         check_queued_bytes(dispatcher)
+        # Each client's outstanding count is its live queued and running jobs (max_client_inflight).
+        live = self.pending_clients()
+        inflight = {c: s.inflight for c, s in dispatcher.clients.states.items() if s.inflight}
+        assert inflight == {c: live.count(c) for c in set(live)}
 
 
 def check_queued_bytes(dispatcher: Dispatcher) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..errors import Status
-from ..protocol import MDPW01, MDPW02, ClientRequest, Frame, encode_disconnect
+from ..protocol import ClientRequest, Form, Frame, encode_client_reply
 from .state import FRAME_OVERHEAD, Limits, Service, frames_size
 
 
@@ -78,6 +78,29 @@ def refusal(
     return None
 
 
+def client_full(outstanding: int) -> tuple[Status, str]:
+    """The refusal of a client with ``outstanding`` jobs, its max_client_inflight (checked
+    after :func:`refusal`: a request that is refused anyway says why it would be)."""
+    return (
+        Status.QUEUE_FULL,
+        f"this client has {outstanding} jobs queued, running or not yet read (max_client_inflight)",
+    )
+
+
+def error_reply(request: ClientRequest, status: Status, message: str) -> list[Frame]:
+    """The error reply to ``request``, in the form it came in."""
+    return error_frames(request.form, request.service, request.request_id, status, message)
+
+
+def error_frames(
+    form: Form, service: bytes | None, request_id: int | None, status: Status, message: str
+) -> list[Frame]:
+    """An error reply in ``form``: to a refused request, or a job's error outcome."""
+    return encode_client_reply(
+        form, service, [], request_id=request_id, status=status, message=message
+    )
+
+
 def mmi_body(name: bytes, request: ClientRequest, known: Mapping[bytes, Service]) -> list[Frame]:
     """The body of the broker's answer to a Majordomo Management Interface query (RFC 8/MMI).
 
@@ -100,11 +123,3 @@ def mmi_body(name: bytes, request: ClientRequest, known: Mapping[bytes, Service]
             return [b"404"]
         return [b"200", b"%d" % service.waiting, b"%d" % service.workers]
     return [b"501"]
-
-
-def disconnect_like(frames: list[Frame]) -> list[Frame]:
-    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
-    first = [bytes(f) for f in frames[:2]]
-    if first == [b"", MDPW01]:
-        return encode_disconnect(True, v1=True)
-    return encode_disconnect(first == [b"", MDPW02])

@@ -9,9 +9,11 @@ the shell how long it may sleep. Everything here can be driven, and is tested, w
 
 Dispatch is least-recently-used per service: a worker that becomes free goes to the back of its
 service's idle queue and a job goes to the worker at the front, the one that has waited longest.
-(The seed kept a stack and so always chose the most recently freed worker: LIFO.) Jobs wait in a
-FIFO queue per service while no worker is free. With credit, a worker may hold several jobs; the
-levels that keep workers by load are state.py's.
+(The seed kept a stack and so always chose the most recently freed worker: LIFO.) Jobs wait while
+no worker is free in a fair queue per service: FIFO per client, round robin across clients
+(clients.py), so one client's flood does not delay everyone else's jobs. A client's outstanding
+jobs and the replies held for it while its pipe is full are clients.py's too. With credit, a
+worker may hold several jobs; the levels that keep workers by load are state.py's.
 
 Rule 2: every job the dispatcher accepts ends in exactly one outcome (docs/reliability.md): a
 reply, an error reply, or a drop that the shell logs when the client is gone. All outcomes go
@@ -39,6 +41,7 @@ from ..protocol import (
     Heartbeat,
     Ready,
     WorkerReply,
+    disconnect_like,
     encode_client_reply,
     encode_disconnect,
     encode_heartbeat,
@@ -47,7 +50,8 @@ from ..protocol import (
     parse_worker_message,
 )
 from . import events, liveness, metrics
-from .admission import disconnect_like, mmi_body, refusal
+from .admission import client_full, error_frames, error_reply, mmi_body, refusal
+from .clients import ClientBook
 from .deadlines import Deadlines
 from .events import Event
 from .replycache import ReplyCache
@@ -119,6 +123,8 @@ class Dispatcher:
         #: Replies to answer resends with (Lazy Pirate), bounded by the dispatcher's limits.
         self.replies = ReplyCache(limits.reply_cache, limits.reply_cache_bytes)
         self.outbox: list[Outgoing] = []
+        #: Per client: outstanding jobs (max_client_inflight) and replies held for its pipe.
+        self.clients = ClientBook(limits.max_client_inflight)
         self.kills: list[bytes] = []  # workers the shell must kill (hung, or past a deadline)
         #: What an operator should hear of, for the shell to log (events.py), oldest first.
         self.events: list[Event] = []
@@ -172,24 +178,13 @@ class Dispatcher:
         return found.waiting if found is not None else 0
 
     def oldest_queued(self, service: bytes | None = None) -> float | None:
-        """When the longest-waiting live job of ``service`` arrived; None if none waits.
-
-        Read-only: expired jobs at the head of the deque are skipped, not removed (dispatch
-        removes them), so this costs O(expired jobs at the head), usually O(1).
-        """
+        """When the longest-waiting live job of ``service`` arrived; None if none waits."""
         found = self.services.get(service or self.default_service)
-        if found is None or not found.waiting:
-            return None
-        for job in found.queue:
-            if not job.done:
-                return job.received
-        return None
+        return found.oldest() if found is not None else None
 
     def idle_workers(self, service: bytes | None = None) -> list[bytes]:
         """Idle worker ids of ``service`` (default: the default service), in dispatch order.
-
-        Idle means holding no job: a worker with credit to spare but a job is busy.
-        """
+        Idle means holding no job: a worker with credit to spare but a job is busy."""
         found = self.services.get(service or self.default_service)
         return list(found.idle) if found is not None else []
 
@@ -199,6 +194,7 @@ class Dispatcher:
         self.service_limits = dict(service_limits)
         self.replies.entries = limits.reply_cache
         self.replies.max_bytes = limits.reply_cache_bytes
+        self.clients.limit = limits.max_client_inflight
         for name, service in self.services.items():
             service.limits = self.service_limits.get(name)
             self._set_prefetch(service)
@@ -243,22 +239,33 @@ class Dispatcher:
         except ProtocolError as exc:
             self.events.append(events.BadRequest(client, str(exc)))
             if exc.reply is not None:
-                self.outbox.append((Port.FRONTEND, client, exc.reply))
+                self._to_client(client, exc.reply, outcome=False)
             return
         self._accept(client, request, now, client_key or b"", len(frames))
 
-    def _refuse(self, client: bytes, request: ClientRequest, status: Status, message: str) -> None:
+    def _refuse(self, client: bytes, request: ClientRequest, refused: tuple[Status, str]) -> None:
         self.stats.errors += 1
-        self.metrics.refused(request, self.default_service, self.services, status, client)
-        reply = encode_client_reply(
-            request.form,
-            request.service,
-            [],
-            request_id=request.request_id,
-            status=status,
-            message=message,
-        )
-        self.outbox.append((Port.FRONTEND, client, reply))
+        self.metrics.refused(request, self.default_service, self.services, refused[0], client)
+        self._to_client(client, error_reply(request, *refused), outcome=False)
+
+    def _to_client(self, client: bytes, frames: list[Frame], *, outcome: bool = True) -> None:
+        """Send ``frames`` to ``client``, or hold them behind those its pipe could not take yet
+        (clients.py; the shell sends them as it drains)."""
+        if client in self.clients.holding:
+            self.clients.hold(client, frames, outcome=outcome)
+        else:
+            self.outbox.append((Port.FRONTEND, client, frames))
+
+    def client_gone(self, client: bytes) -> int:
+        """``client`` disconnected: its queued jobs are dropped unrun, what is held for it too,
+        and its running jobs' outcomes will not be sent (each counted in ``stats.abandoned``);
+        how many held messages were dropped."""
+        for service in self.services.values():
+            for job in service.drop_client(client):
+                self.stats.abandoned += 1
+                self.clients.finished(client)
+                self._finish(job)
+        return self.clients.forget(client)  # held messages dropped
 
     def _accept(
         self,
@@ -281,12 +288,14 @@ class Dispatcher:
             reply = encode_client_reply(
                 request.form, request.service, body, request_id=request.request_id
             )
-            self.outbox.append((Port.FRONTEND, client, reply))
+            self._to_client(client, reply, outcome=False)
             return
         size = charged_size(request.body)
         refused = refusal(request, name, service, limits, self.closing, frames, size)
+        if refused is None and self.clients.full(client):
+            refused = client_full(self.clients.outstanding(client))
         if refused is not None:
-            self._refuse(client, request, refused[0], refused[1])
+            self._refuse(client, request, refused)
             return
         assert service is not None  # refused otherwise
         self._next_job = job_id = self._next_job + 1
@@ -308,6 +317,7 @@ class Dispatcher:
         if client_key:
             job.client_key = client_key
         self.stats.accepted += 1
+        self.clients.accepted(client)
         if key is not None:
             self.pending[key] = job
         if deadline != math.inf:
@@ -329,7 +339,7 @@ class Dispatcher:
         cached = self.replies.get(key)
         if cached is not None:
             self.stats.duplicates += 1
-            self.outbox.append((Port.FRONTEND, key[0], cached))
+            self._to_client(key[0], cached, outcome=False)
             return True
         job = self.pending.get(key)
         if job is None:
@@ -356,28 +366,34 @@ class Dispatcher:
 
     def _dispatch(self, service: Service) -> None:
         queue = service.queue
-        while queue and service.placed:
-            job = queue[0]
-            if job.done:
-                queue.popleft()
-                continue
+        while service.placed:
+            job = queue.head()  # the next client's turn, live jobs only
+            if job is None:
+                return
             worker = take(service, self._now)
             if worker is None:
                 return
-            queue.popleft()
+            queue.pop_head()
             service.unqueued(job)
             self._assign(worker, job)
-
-    def _requeue(self, job: Job) -> None:
-        """Put ``job`` back at the head of its queue, whatever its bounds; the caller dispatches."""
-        job.service.requeue(job)
 
     # -- outcomes ---------------------------------------------------------------------------------
 
     def _complete(self, job: Job, frames: list[Frame], status: Status) -> None:
-        """Send the job's one outcome. Every outcome of every job passes through here."""
-        assert not job.done, "a job gets exactly one outcome"
+        """Send the job's one outcome. Every outcome of every job passes through here (or, for
+        jobs dropped with their client, :meth:`_finish` alone)."""
         self.metrics.finished(job, status, self._now)
+        key = self._finish(job)
+        if key is not None and status in _CACHEABLE:
+            self.replies.put(key, frames)
+        if self.clients.finished(job.client):
+            self._to_client(job.client, frames)
+        else:
+            self.stats.abandoned += 1  # its client went away while it ran
+
+    def _finish(self, job: Job) -> RequestKey | None:
+        """Mark ``job`` done: it has had its one outcome (or been dropped); its request key."""
+        assert not job.done, "a job gets exactly one outcome"
         job.done = True
         job.body = _NO_BODY  # its timer may outlive it by up to job_timeout
         if job.deadline != math.inf:
@@ -385,9 +401,7 @@ class Dispatcher:
         key = job.key
         if key is not None:
             self.pending.pop(key, None)
-            if status in _CACHEABLE:
-                self.replies.put(key, frames)
-        self.outbox.append((Port.FRONTEND, job.client, frames))
+        return key
 
     def _answer(self, job: Job, body: list[Frame]) -> None:
         self.stats.replied += 1
@@ -396,14 +410,7 @@ class Dispatcher:
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
         self.stats.errors += 1
-        frames = encode_client_reply(
-            job.form,
-            job.reply_service,
-            [],
-            request_id=job.request_id,
-            status=status,
-            message=message,
-        )
+        frames = error_frames(job.form, job.reply_service, job.request_id, status, message)
         self._complete(job, frames, status)
 
     def _lost(self, job: Job, reason: str) -> None:
@@ -425,7 +432,7 @@ class Dispatcher:
         else:
             self.stats.retried += 1
             self.events.append(events.JobRetried(job.id, reason, job.attempts + 1))
-            self._requeue(job)  # the caller dispatches
+            job.service.requeue(job)  # whatever its bounds; the caller dispatches
 
     # -- backend ----------------------------------------------------------------------------------
 
@@ -534,7 +541,7 @@ class Dispatcher:
                 partial = encode_client_reply(
                     job.form, job.reply_service, msg.body, request_id=job.request_id, final=False
                 )
-                self.outbox.append((Port.FRONTEND, job.client, partial))
+                self._to_client(job.client, partial, outcome=False)
             else:
                 if job.parts is NO_PARTS:
                     job.parts = list(msg.body)
@@ -611,7 +618,7 @@ class Dispatcher:
             if job.done:
                 pass  # expired while held: its client has had its answer
             elif back and not self.closing and not job.parts and not job.streamed:
-                self._requeue(job)
+                job.service.requeue(job)
             else:
                 self._lost(job, reason or "it disconnected")
         self._dispatch(service)
@@ -715,8 +722,7 @@ class Dispatcher:
         """
         self.closing = True
         for service in self.services.values():
-            while service.queue:
-                job = service.queue.popleft()
+            for job in service.queue.clear():
                 if not job.done:
                     self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
             service.waiting = service.queued_bytes = 0

@@ -15,12 +15,12 @@ LRU among equals.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final
 
 from ..protocol import Form, Frame
+from .clients import FairQueue
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -125,7 +125,9 @@ class WorkerState:
 @dataclass(eq=False)
 class Service:
     name: bytes
-    queue: deque[Job] = field(default_factory=deque)  # may hold done (expired) jobs: skip them
+    #: FIFO per client, round robin across clients (clients.py). May hold done (expired)
+    #: jobs: dispatch skips them.
+    queue: FairQueue = field(default_factory=FairQueue)
     waiting: int = 0  # live jobs in ``queue``
     #: The :attr:`Job.size` of the live jobs in ``queue`` (max_queue_bytes): moved with
     #: ``waiting``, job by job, never summed.
@@ -159,13 +161,14 @@ class Service:
         return not limit or self.job_time < limit
 
     def enqueue(self, job: Job) -> None:
-        """``job`` joins the back of the queue: a new job no worker can take now."""
+        """``job`` joins the back of its client's queue: a new job no worker can take now."""
         self.queue.append(job)
         self.waiting += 1
         self.queued_bytes += job.size
 
     def requeue(self, job: Job) -> None:
-        """``job`` goes back to the head of the queue (its worker was lost or handed it back).
+        """``job`` goes back to the head of its client's queue (its worker was lost or handed
+        it back), and that client's turn is next if it had no other job queued.
         Never refused: max_queue and max_queue_bytes bound new requests (admission.py), and an
         accepted job is never dropped, so these may pass them."""
         self.queue.appendleft(job)
@@ -173,9 +176,24 @@ class Service:
         self.queued_bytes += job.size
 
     def unqueued(self, job: Job) -> None:
-        """``job`` left the queue's live jobs: dispatched, or expired (left in the deque, done)."""
+        """``job`` left the queue's live jobs: dispatched, expired (left in the queue, done),
+        or dropped with its client."""
         self.waiting -= 1
         self.queued_bytes -= job.size
+
+    def drop_client(self, client: bytes) -> list[Job]:
+        """Take ``client``'s jobs out of the queue (it went away); the live ones, to drop."""
+        live = [job for job in self.queue.drop(client) if not job.done]
+        for job in live:
+            self.unqueued(job)
+        return live
+
+    def oldest(self) -> float | None:
+        """When the longest-waiting live job arrived; None if none waits. O(queued jobs): the
+        autoscaler asks only while jobs wait, when a look at the queue is the least of costs."""
+        if not self.waiting:
+            return None
+        return min((job.received for job in self.queue if not job.done), default=None)
 
     def timed(self, took: float) -> None:
         """A job took ``took`` seconds on its worker: fold it into :attr:`job_time`."""
@@ -193,6 +211,8 @@ class Stats:
     retried: int = 0
     duplicates: int = 0
     expired: int = 0
+    #: Jobs whose client went away: dropped from the queue unrun, or run and not answered.
+    abandoned: int = 0
 
 
 #: The reply cache's bound in bytes: not an option (reply_cache bounds the count).
@@ -235,6 +255,10 @@ class Limits:
     #: less than this many seconds on average; until the first reply, and with longer jobs,
     #: dispatch is strict LRU. 0: always (no measuring).
     prefetch_below: float
+    #: Jobs one client (a routing id on the frontend) may have queued, running or answered
+    #: but not yet taken by its connection, in all services; beyond it that client's new
+    #: requests get queue_full. Server-wide: the dispatcher's own limits hold it.
+    max_client_inflight: int
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:
@@ -252,6 +276,7 @@ class Limits:
             reply_cache_bytes=REPLY_CACHE_BYTES,
             worker_credit=config.worker_credit,
             prefetch_below=config.prefetch_below,
+            max_client_inflight=config.max_client_inflight,
         )
 
 

@@ -640,6 +640,16 @@ class Config(_Checked):
         command="serve",
     )
 
+    # -- per-client bounds and fairness (broker/clients.py, docs/reliability.md §6.5) --
+    max_client_inflight: int = option(
+        1000,
+        "Jobs one client connection (routing id) may have queued, running or answered but not "
+        "yet read; beyond it that client's new requests get queue_full (others are not "
+        "affected), and its replies wait in the broker, never dropped; 0 = no limit.",
+        reload=True,
+        command="serve",
+    )
+
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
 

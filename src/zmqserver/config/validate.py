@@ -140,7 +140,7 @@ def _check_server(config: Config) -> None:
         raise ConfigError("port: frontend and backend ports must differ")
     _check_observability(config)
     _positive_int(config, "heartbeat_liveness")
-    for name in ("max_message_size", "reply_cache", "max_frames"):
+    for name in ("max_message_size", "reply_cache", "max_frames", "max_client_inflight"):
         _nonnegative_int(config, name)
     if 0 < config.max_frames < MIN_FRAMES:
         raise ConfigError(

@@ -32,6 +32,7 @@ This ``__init__`` is not compiled and defines nothing: it re-exports their names
 from __future__ import annotations
 
 from .backend import (
+    disconnect_like,
     encode_disconnect,
     encode_heartbeat,
     encode_job_request,
@@ -142,6 +143,7 @@ __all__ = [
     "encode_client_reply",
     "encode_client_request",
     "encode_credit_header",
+    "disconnect_like",
     "encode_disconnect",
     "encode_heartbeat",
     "encode_job_request",

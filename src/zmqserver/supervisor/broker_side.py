@@ -101,6 +101,7 @@ class BrokerComponent:
                 max_frames=config.max_frames,
                 secure=security.apply,
                 pass_client_key=config.pass_client_key,
+                max_client_inflight=config.max_client_inflight,
             )
             front, back = self.broker.endpoints()
             if security.public_backend is not None:
