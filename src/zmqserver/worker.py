@@ -31,7 +31,7 @@ from ._io import receiver, send_frames, sender
 from ._process import die_with_parent, endpoint_label, parent_alive, rss_bytes, set_title
 from ._wakeup import WakeupSocketpair
 from .config import App, Config
-from .errors import AppLoadError, BadReply, ProtocolError, Status
+from .errors import AppLoadError, BadReply, ProtocolError, Retry, Status
 from .hooks import WORKER_HOOKS, Hooks
 from .loader import load_app
 from .protocol import (
@@ -470,6 +470,12 @@ class Worker:
                 self._pre_request(payload)  # raising vetoes the job
             frames = self._call(job, payload, busy)
             status = STATUS_OK
+        except Retry as exc:
+            # Not a failure to log: the app asks for the job to run again (durable jobs do).
+            if _FORKED.child:
+                _leave_app_child()
+            frames = [exc.reply_text().encode()]
+            status = Status.RETRY
         except Exception as exc:
             if _FORKED.child:
                 _leave_app_child()

@@ -31,8 +31,6 @@ from typing import Final
 from ..errors import ProtocolError, Status
 from ..protocol import (
     FLAG_RETRYABLE,
-    MDPW01,
-    MDPW02,
     STATUS_OK,
     ClientRequest,
     Disconnect,
@@ -43,6 +41,7 @@ from ..protocol import (
     WorkerReply,
     encode_client_reply,
     encode_disconnect,
+    encode_disconnect_like,
     encode_heartbeat,
     encode_job_request,
     parse_client_request,
@@ -135,6 +134,8 @@ class Dispatcher:
         self._now = now
         #: Injected like the clock: is this worker one the host forked, alive and not stopped?
         self.process_running: Callable[[bytes], bool] | None = None
+        #: Durable jobs on: the titanic.* requests for their component (the shell returns).
+        self.intake: list[tuple[bytes, ClientRequest]] | None = None
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -275,6 +276,9 @@ class Dispatcher:
         deadline = now + timeout if timeout else math.inf
         key = None if request.request_id is None else (client, request.request_id)
         if key is not None and self._duplicate(key, deadline):
+            return
+        if self.intake is not None and name.startswith(b"titanic."):
+            self.intake.append((client, request))  # answered from the store: durable_side.py
             return
         if name.startswith(b"mmi."):
             body = mmi_body(name, request, self.services)
@@ -439,7 +443,7 @@ class Dispatcher:
             if worker is not None:
                 self._disconnect(identity, worker, worker.delimited, worker.v1)
             else:
-                self.outbox.append((Port.BACKEND, identity, _disconnect_like(frames)))
+                self.outbox.append((Port.BACKEND, identity, encode_disconnect_like(frames)))
             return
         if worker is not None:
             worker.expiry = now + self.heartbeat_interval * self.heartbeat_liveness
@@ -739,11 +743,3 @@ class Dispatcher:
             service = self.services[name] = Service(name, limits=self.service_limits.get(name))
             self._set_prefetch(service)
         return service
-
-
-def _disconnect_like(frames: list[Frame]) -> list[Frame]:
-    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
-    first = [bytes(f) for f in frames[:2]]
-    if first == [b"", MDPW01]:
-        return encode_disconnect(True, v1=True)
-    return encode_disconnect(first == [b"", MDPW02])

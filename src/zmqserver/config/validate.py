@@ -126,6 +126,7 @@ def _check_server(config: Config) -> None:
         raise ConfigError(
             f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
         )
+    _check_store(config)
     check_service_name("service", config.service)
     if config.default_service is not None:
         check_service_name("default_service", config.default_service)
@@ -304,3 +305,15 @@ def check_security(config: Config) -> None:
         raise ConfigError(
             f"handshake_timeout: expected a positive number of seconds, got {timeout!r}"
         )
+
+
+def _check_store(config: Config) -> None:
+    """Durable jobs' options (docs/durable.md)."""
+    if config.store_sync not in ("full", "normal"):
+        raise ConfigError(f"store_sync: expected full or normal, got {config.store_sync!r}")
+    ttl = config.result_ttl
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+        raise ConfigError(f"result_ttl: expected a positive number of seconds, got {ttl!r}")
+    _positive_int(config, "store_max_result")
+    if config.store is not None and not config.store:
+        raise ConfigError("store: expected a file path, got an empty string")

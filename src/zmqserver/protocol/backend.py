@@ -234,6 +234,14 @@ def encode_disconnect(delimited: bool = False, v1: bool = False) -> list[Frame]:
     return _worker_frames(W_DISCONNECT, [], delimited, v1)
 
 
+def encode_disconnect_like(frames: list[Frame]) -> list[Frame]:
+    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
+    first = [bytes(f) for f in frames[:2]]
+    if first == [b"", MDPW01]:
+        return encode_disconnect(True, v1=True)
+    return encode_disconnect(first == [b"", MDPW02])
+
+
 def parse_broker_message(frames: list[Frame]) -> BrokerMessage:
     """Decode what the broker sent, as a worker's DEALER socket received it."""
     if frames and is_header(frames[0]):

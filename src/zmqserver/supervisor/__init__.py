@@ -8,7 +8,7 @@
 * reload.py: what HUP takes on from a reloaded config.
 * component.py: the contracts (:class:`Component`, :class:`WorkerView`, :class:`Waiter`).
 * broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's
-  status pipe as a component (``zmqserver worker``).
+  status pipe as a component (``zmqserver worker``); durable_side.py: durable jobs (``--store``).
 
 :func:`arbiter` and :func:`pool_supervisor` compose the two kinds of master the CLI runs.
 docs/architecture.md draws them.
@@ -22,6 +22,7 @@ from .._process import Credentials
 from ..config import App, Config
 from .broker_side import BrokerComponent
 from .component import Component, Host, StartError, StateOf, Waiter, WorkerView
+from .durable_side import DurableComponent
 from .master import SCALE_CHECK, Master
 from .remote_pool import StatusComponent, check_connect
 from .workers import Flock, Pool, WorkerProcess
@@ -30,6 +31,7 @@ __all__ = [
     "SCALE_CHECK",
     "BrokerComponent",
     "Component",
+    "DurableComponent",
     "Flock",
     "Host",
     "Master",
@@ -57,10 +59,14 @@ def arbiter(
     also tells the master about its workers and runs the loop's wait, and the local pools."""
     config = config.validate()
     broker = BrokerComponent(config)
+    components: list[Component] = [broker]
+    if config.store is not None:
+        # After the broker: it opens on the broker's context and binds on its frontend.
+        components.append(DurableComponent(config, broker))
     return Master(
         config,
         broker,
-        [broker],
+        components,
         apps,
         waiter=broker,
         reload=reload,
