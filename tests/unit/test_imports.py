@@ -39,6 +39,9 @@ NOT_FOR_CLIENTS = (
     "zmqserver._fastio",
     "zmqserver.security.zap",
     "zmqserver.client.aio",
+    "zmqserver.durable.sqlite",
+    "zmqserver.durable.store",
+    "sqlite3",
     "zmq.asyncio",
     "asyncio",
 )

@@ -146,12 +146,13 @@ def decode_options(frame: bytes) -> JobOptions:
 
 
 def parse_request(body: list[bytes]) -> tuple[JobOptions, bytes, list[bytes]]:
-    """A ``titanic.request`` body: (options, service, the job's body)."""
+    """A ``titanic.request`` body: (options, service, the job's body). An empty service name
+    means the server's default service, as it does for a request sent directly."""
     options = JobOptions()
     if body and body[0][:1] == OPTIONS_MARK:
         options = decode_options(body[0])
         body = body[1:]
-    if not body or not body[0]:
+    if not body:
         raise TspError("titanic.request needs a service name frame")
     service = body[0]
     if service.startswith(PREFIX) or service.startswith(b"mmi."):

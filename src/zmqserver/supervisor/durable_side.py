@@ -290,6 +290,7 @@ class DurableComponent:
             limit = self.config.max_message_size
             if limit and frames_size(job_body) > limit:
                 raise tsp.TspError(f"the job's body exceeds max_message_size ({limit} bytes)")
+            service = service or self.config.default_service_name.encode()
             ticket = options.ticket or tsp.new_ticket()
             new.append((index, NewJob(ticket, service, job_body, options)))
             return [tsp.FAILED]  # replaced once stored
