@@ -172,9 +172,10 @@ def _write_frame(frame: bytes, stream: TextIO) -> None:
 
 def client_main(argv: list[str] | None = None) -> int:
     """Run ``zmq-client`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in DURABLE_COMMANDS:  # a payload of that name: zmq-client -- enqueue
-        return _durable_main(argv[0], argv[1:])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    at = _durable_command(argv)
+    if at is not None:
+        return _durable_main(argv[at], argv[:at] + argv[at + 1 :])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -216,6 +217,29 @@ def client_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return EXIT_OK
+
+
+#: The common options that take a value (the next argument, unless written --option=value).
+_VALUED = frozenset(
+    ("-e", "--endpoint", "-s", "--service", "-t", "--timeout", "-r", "--retries",
+     "--server-key", "--key-file")
+)  # fmt: skip
+
+
+def _durable_command(argv: list[str]) -> int | None:
+    """Where ``enqueue``, ``result`` or ``status`` is, if it is the first positional argument
+    (a payload of that name is sent after ``--``: ``zmq-client -- result``)."""
+    skip = False
+    for index, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--":
+            return None
+        elif arg in _VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            return index if arg in DURABLE_COMMANDS else None
+    return None
 
 
 def _durable_main(command: str, argv: list[str]) -> int:
