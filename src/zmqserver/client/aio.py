@@ -28,9 +28,9 @@ from types import TracebackType
 import zmq
 import zmq.asyncio
 
-from ..durable import tsp
 from ..durable.tsp import DEFAULT_BACKOFF, DEFAULT_RETRIES
 from ..errors import Closed, JobPending
+from . import durable as tsp
 from .durable import (
     JobStatus,
     enqueue_request,

@@ -13,11 +13,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ..durable import tsp
+from ..durable.tsp import (
+    CLOSE,
+    DEFAULT_BACKOFF,
+    DEFAULT_RETRIES,
+    FAILED,
+    MAX_RETRIES,
+    OK,
+    PENDING,
+    REPLY,
+    REQUEST,
+    STATUS,
+    UNKNOWN,
+    JobOptions,
+    encode_request,
+    new_ticket,
+    status_code,
+)
 from ..errors import BadRequest, JobFailed, UnknownTicket, ZmqServerError
 from .state import Payload, ReplyBody, encode_payload, unwrap
 
-__all__ = ["JobStatus", "enqueue_request", "poll_interval", "read_result", "read_status"]
+__all__ = [
+    "CLOSE",
+    "REPLY",
+    "REQUEST",
+    "STATUS",
+    "JobStatus",
+    "enqueue_request",
+    "poll_interval",
+    "read_result",
+    "read_status",
+]
 
 #: How often :meth:`Client.result` asks again while a job is pending: first after this many
 #: seconds, then twice as long each time, up to :data:`POLL_MAX`.
@@ -46,24 +72,24 @@ def enqueue_request(
     *,
     delay: float | None = None,
     eta: float | None = None,
-    retries: int = tsp.DEFAULT_RETRIES,
-    backoff: float = tsp.DEFAULT_BACKOFF,
+    retries: int = DEFAULT_RETRIES,
+    backoff: float = DEFAULT_BACKOFF,
 ) -> tuple[str, list[bytes]]:
     """A new ticket and the body of the ``titanic.request`` that stores the job under it."""
-    if retries < 0 or retries > tsp.MAX_RETRIES:
-        raise ValueError(f"retries must be 0-{tsp.MAX_RETRIES}, not {retries!r}")
+    if retries < 0 or retries > MAX_RETRIES:
+        raise ValueError(f"retries must be 0-{MAX_RETRIES}, not {retries!r}")
     for option, value in (("delay", delay), ("eta", eta), ("backoff", backoff)):
         if value is not None and not value >= 0:
             raise ValueError(f"{option} must be a number >= 0, not {value!r}")
     name = service.encode() if isinstance(service, str) else bytes(service)
-    ticket = tsp.new_ticket()
-    options = tsp.JobOptions(ticket, delay or 0.0, eta, retries, backoff)
-    return ticket, tsp.encode_request(name, encode_payload(payload), options)
+    ticket = new_ticket()
+    options = JobOptions(ticket, delay or 0.0, eta, retries, backoff)
+    return ticket, encode_request(name, encode_payload(payload), options)
 
 
 def read_ticket(reply: list[bytes], ticket: str) -> str:
     """The ticket a ``titanic.request`` reply confirms; an error if it was refused."""
-    _check_status(reply, tsp.OK)
+    _check_status(reply, OK)
     return reply[1].decode("ascii") if len(reply) > 1 else ticket
 
 
@@ -73,19 +99,19 @@ def read_result(reply: list[bytes], ticket: str) -> tuple[bool, ReplyBody]:
     Raises :class:`~zmqserver.errors.JobFailed` for a dead-lettered job (with its last error),
     :class:`~zmqserver.errors.UnknownTicket` for a ticket the server does not know.
     """
-    code = tsp.status_code(reply[0]) if reply else b""
-    if code == tsp.PENDING:
+    code = status_code(reply[0]) if reply else b""
+    if code == PENDING:
         return False, b""
-    if code == tsp.FAILED:
+    if code == FAILED:
         message = b"".join(reply[1:]).decode("utf-8", "replace")
         raise JobFailed(f"durable job {ticket} failed: {message}")
-    _check_status(reply, tsp.OK, ticket)
+    _check_status(reply, OK, ticket)
     return True, unwrap(list(reply[1:]))
 
 
 def read_status(reply: list[bytes], ticket: str) -> JobStatus:
     """A ``titanic.status`` reply."""
-    _check_status(reply, tsp.OK, ticket)
+    _check_status(reply, OK, ticket)
     if len(reply) < 6:
         raise ZmqServerError(f"malformed titanic.status reply: {reply!r}")
     state, attempts, retries, eta, error = (
@@ -100,12 +126,12 @@ def poll_interval(previous: float | None) -> float:
 
 
 def _check_status(reply: list[bytes], expected: bytes, ticket: str = "") -> None:
-    code = tsp.status_code(reply[0]) if reply else b""
+    code = status_code(reply[0]) if reply else b""
     if code == expected:
         return
     detail = b"".join(reply[1:]).decode("utf-8", "replace")
-    if code == tsp.UNKNOWN and not detail:
+    if code == UNKNOWN and not detail:
         raise UnknownTicket(f"no durable job with ticket {ticket}")
-    if code == tsp.UNKNOWN:
+    if code == UNKNOWN:
         raise BadRequest(detail)
     raise ZmqServerError(f"unexpected TSP reply {reply!r}")

@@ -23,9 +23,9 @@ from types import TracebackType
 
 import zmq
 
-from ..durable import tsp
 from ..durable.tsp import DEFAULT_BACKOFF, DEFAULT_RETRIES
 from ..errors import Closed, JobPending
+from . import durable as tsp
 from .durable import (
     JobStatus,
     enqueue_request,
