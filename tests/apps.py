@@ -224,3 +224,36 @@ def logs(payload: bytes | list[bytes]) -> bytes:
     logging.getLogger("tests.app").warning("app warning")
     assert isinstance(payload, bytes)
     return payload
+
+
+# -- durable jobs (tests/integration/test_durable.py) ---------------------------------------------
+
+
+def durable(payload: bytes | list[bytes]) -> bytes:
+    """Echo, recording ``<unix time> <payload>`` per run in :data:`RUNS_ENV`'s file.
+
+    ``retry <tag>`` raises :class:`zmqserver.Retry` every time; ``later <seconds> <tag>`` raises
+    it with ``after=seconds``; ``die <tag>`` kills its worker; ``boom <tag>`` raises ValueError.
+    """
+    import zmqserver
+
+    first = payload[0] if isinstance(payload, list) else payload
+    path = os.environ.get(RUNS_ENV)
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, b"%r %s\n" % (time.time(), first))
+        finally:
+            os.close(fd)
+    if first.startswith(b"retry "):
+        raise zmqserver.Retry("not yet")
+    if first.startswith(b"later "):
+        raise zmqserver.Retry("wait for it", after=float(first.split()[1]))
+    if first.startswith(b"die "):
+        os._exit(9)
+    if first.startswith(b"boom "):
+        raise ValueError("boom")
+    delay = float(os.environ.get(SLEEP_ENV) or 0)
+    if delay:
+        time.sleep(delay)
+    return first

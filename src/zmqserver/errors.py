@@ -33,6 +33,8 @@ class Status(IntEnum):
     SHUTTING_DOWN = 6
     UNKNOWN_SERVICE = 7
     BAD_REQUEST = 8
+    #: The app raised :class:`Retry`: run the job again later (durable jobs are; docs/durable.md).
+    RETRY = 9
 
     @property
     def reason(self) -> str:
@@ -58,6 +60,37 @@ class BadReply(TypeError):
     Defined here, not in worker.py, because worker.py is compiled (mypyc), which cannot
     subclass most built-in types.
     """
+
+
+class Retry(ZmqServerError):
+    """Raise it in an app to have a durable job run again later: ``raise Retry(after=30)``.
+
+    ``after`` (seconds) overrides the job's exponential back-off for this retry. The job runs
+    again up to its ``retries``; then it is dead-lettered with this message as its last error.
+    A plain (not durable) request that raises it gets a :class:`RetryLater` error reply.
+    """
+
+    def __init__(self, message: str = "", *, after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.after = after
+
+    def reply_text(self) -> str:
+        """The error reply's text: ``after=SECONDS; message`` (or just the message)."""
+        if self.after is None:
+            return self.message
+        return f"after={float(self.after)!r}; {self.message}"
+
+
+def parse_retry(text: str) -> tuple[float | None, str]:
+    """The ``after`` and message of a :meth:`Retry.reply_text` (``after`` None if absent)."""
+    head, sep, rest = text.partition("; ")
+    if head.startswith("after="):
+        try:
+            return float(head[len("after=") :]), rest if sep else ""
+        except ValueError:
+            pass
+    return None, text
 
 
 class ProtocolError(ZmqServerError):
@@ -144,6 +177,26 @@ class BadRequest(ServerError):
     status = Status.BAD_REQUEST
 
 
+class RetryLater(ServerError):
+    """The app raised :class:`Retry`; only durable jobs (``Client.enqueue``) are run again."""
+
+    status = Status.RETRY
+
+
+class JobFailed(ServerError):
+    """A durable job failed for good (dead-lettered); ``message`` is its last error."""
+
+    status = Status.APP_ERROR
+
+
+class JobPending(ZmqServerError):
+    """A durable job has no result yet (``Client.result`` waited as long as it was told)."""
+
+
+class UnknownTicket(ZmqServerError):
+    """The server knows no durable job with that ticket (never stored, closed, or expired)."""
+
+
 ERROR_CLASSES: dict[Status, type[ServerError]] = {
     cls.status: cls
     for cls in (
@@ -155,6 +208,7 @@ ERROR_CLASSES: dict[Status, type[ServerError]] = {
         ShuttingDown,
         UnknownService,
         BadRequest,
+        RetryLater,
     )
 }
 

@@ -33,7 +33,7 @@ from ._process import die_with_parent, endpoint_label, parent_alive, rss_bytes, 
 from ._wakeup import WakeupSocketpair
 from .bootreport import BootReports
 from .config import App, Config
-from .errors import AppLoadError, BadReply, ProtocolError, Status
+from .errors import AppLoadError, BadReply, ProtocolError, Retry, Status
 from .hooks import WORKER_HOOKS, Hooks
 from .loader import explain, load_app
 from .logsetup import CONTEXT
@@ -503,6 +503,12 @@ class Worker:
                 self._pre_request(payload)  # raising vetoes the job
             frames = self._call(job, payload, busy)
             status = STATUS_OK
+        except Retry as exc:
+            # Not a failure to log: the app asks for the job to run again (durable jobs do).
+            if _FORKED.child:
+                _leave_app_child()
+            frames = [exc.reply_text().encode()]
+            status = Status.RETRY
         except Exception as exc:
             if _FORKED.child:
                 _leave_app_child()

@@ -6,7 +6,7 @@ makes are there for docs/security.md), with ``HOME`` in it and the venv's comman
 
 * ``sh``/``console``: each command (``\\`` continuations joined) runs with bash. ``zmqserver
   serve``/``worker`` and ``make serve`` run in the background until the block ends (one with
-  ``--pubsub-port``: until its file ends, for the Python examples after it), and the
+  ``--pubsub-port`` or ``--store``: until its file ends, for the Python examples after it), and the
   block goes on once their log says ``zmqserver ready``. A ``# prints X`` comment is checked.
 * ``python``: run with the venv's python. A block that calls ``zmqserver.run(`` is a server:
   it runs in the background and must answer a one-frame and a two-frame job (the synopsis once
@@ -16,7 +16,7 @@ makes are there for docs/security.md), with ``HOME`` in it and the venv's comman
   with ``zmqserver check``. ``c``: compiled and run when a compiler and ``zmq.h`` are there.
 * Other blocks (``text``, diagrams, mermaid) are output samples and pictures: not run.
 
-The default ports 6660/6661 (and pub-sub's 6670-6672) are rewritten to free ones: clients and
+The default ports 6660/6661 (and 6670-6672, 6680-6681) are rewritten to free ones: clients and
 raw workers reach a server this test starts (``examples.upper:app`` with ``--remote-workers``),
 and each server a block starts gets a pair of its own. ``/etc/zmqserver`` and ``/var/log``
 become directories in the work directory, ``broker.example.org`` 127.0.0.1. What cannot run
@@ -184,6 +184,8 @@ class Reader:
     #: The pub-sub ports that stand for the docs' 6670-6672 (one set for the whole run: a block
     #: that starts a server with them comes before the blocks that use them).
     pubsub: list[int] = field(default_factory=lambda: consecutive_ports(3))
+    #: The ports of the docs' durable-jobs server (6680, 6681), kept for the blocks after it.
+    durable: list[int] = field(default_factory=lambda: consecutive_ports(2))
     background: list[Process] = field(default_factory=list)
     #: Background processes that last until the end of the file (a raw worker).
     lasting: list[Process] = field(default_factory=list)
@@ -191,7 +193,9 @@ class Reader:
     def rewrite(self, text: str, ports: tuple[int, int]) -> str:
         text = re.sub(r"\b6660\b", str(ports[0]), text)
         text = re.sub(r"\b6661\b", str(ports[1]), text)
-        for documented, port in zip((6670, 6671, 6672), self.pubsub, strict=True):
+        for documented, port in zip(
+            (6670, 6671, 6672, 6680, 6681), self.pubsub + self.durable, strict=True
+        ):
             text = re.sub(rf"\b{documented}\b", str(port), text)
         text = text.replace("/etc/zmqserver", f"{self.work}/etc/zmqserver")
         text = text.replace("/var/log/", f"{self.work}/")
@@ -290,9 +294,10 @@ class Reader:
         log_file = re.search(r"--log-file[ =](\S+)", line)
         if log_file is not None:
             process.log_file = self.work / log_file[1]
-        # A pub-sub server stays up for the Python examples that follow its block, as it would
-        # in the reader's other terminal.
-        (self.lasting if "--pubsub-port" in command else self.background).append(process)
+        # A pub-sub or durable-jobs server stays up for the Python examples that follow its
+        # block, as it would in the reader's other terminal.
+        lasting = "--pubsub-port" in command or "--store" in command
+        (self.lasting if lasting else self.background).append(process)
         process.wait_ready(f"{block}: {command!r}")
         return ports
 

@@ -39,6 +39,9 @@ NOT_FOR_CLIENTS = (
     "zmqserver._fastio",
     "zmqserver.security.zap",
     "zmqserver.client.aio",
+    "zmqserver.durable.sqlite",
+    "zmqserver.durable.store",
+    "sqlite3",
     "zmq.asyncio",
     "asyncio",
 )
@@ -85,6 +88,7 @@ def test_the_prefix_match_does_not_take_a_neighbour_for_a_submodule() -> None:
 CLIENT_MAY_IMPORT = (
     "zmqserver.pubsub.cli",  # zmq-client sub/pub: pub-sub's client half, no server code
     "zmqserver._version",
+    "zmqserver.durable.tsp",
     "zmqserver.errors",
     "zmqserver.protocol",
     "zmqserver.security",

@@ -140,6 +140,8 @@ class Dispatcher:
         self._now = now
         #: Injected like the clock: is this worker one the host forked, alive and not stopped?
         self.process_running: Callable[[bytes], bool] | None = None
+        #: Durable jobs on: the titanic.* requests for their component (the shell returns).
+        self.intake: list[tuple[bytes, ClientRequest]] | None = None
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -282,6 +284,9 @@ class Dispatcher:
         deadline = now + timeout if timeout else math.inf
         key = None if request.request_id is None else (client, request.request_id)
         if key is not None and self._duplicate(key, deadline):
+            return
+        if self.intake is not None and name.startswith(b"titanic."):
+            self.intake.append((client, request))  # answered from the store: durable_side.py
             return
         if name.startswith(b"mmi."):
             body = mmi_body(name, request, self.services)

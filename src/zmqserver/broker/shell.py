@@ -348,8 +348,8 @@ class Broker:
             dispatcher.on_tick(now)
             self.on_tick(now)
             self.flush()
-            if wake.pending or dispatcher.kills or now >= until:
-                return []
+            if wake.pending or dispatcher.kills or dispatcher.intake or now >= until:
+                return []  # intake: durable jobs' requests, for their component (not ours)
             if dispatcher.scale_moved():
                 return []
             # Not min(): compiled, that boxes three floats and makes a generic call, every turn.

@@ -28,7 +28,17 @@ from types import TracebackType
 import zmq
 import zmq.asyncio
 
-from ..errors import Closed
+from ..durable.tsp import DEFAULT_BACKOFF, DEFAULT_RETRIES
+from ..errors import Closed, JobPending
+from . import durable as tsp
+from .durable import (
+    JobStatus,
+    enqueue_request,
+    poll_interval,
+    read_result,
+    read_status,
+    read_ticket,
+)
 from .options import ClientOptions
 from .pipeline import Event
 from .state import Payload, ReplyBody, encode_payload, unwrap
@@ -123,6 +133,58 @@ class AsyncClient:
         await asyncio.gather(*(one(i, p) for i, p in enumerate(items)))
         return results
 
+    # -- durable jobs (docs/durable.md; the same as the blocking Client's) --
+
+    async def enqueue(
+        self,
+        payload: Payload,
+        *,
+        service: str | bytes | None = None,
+        delay: float | None = None,
+        eta: float | None = None,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+    ) -> str:
+        """Store a durable job; its ticket once committed (:meth:`zmqserver.Client.enqueue`)."""
+        ticket, body = enqueue_request(
+            payload,
+            self.service if service is None else service,
+            delay=delay,
+            eta=eta,
+            retries=retries,
+            backoff=backoff,
+        )
+        return read_ticket(await self._call(tsp.REQUEST, body), ticket)
+
+    async def result(self, ticket: str, *, wait: float = 0.0) -> ReplyBody:
+        """The durable job's reply, waiting up to ``wait`` seconds (:meth:`Client.result`)."""
+        give_up = time.monotonic() + wait
+        interval: float | None = None
+        while True:
+            done, reply = read_result(await self._call(tsp.REPLY, [ticket.encode()]), ticket)
+            if done:
+                return reply
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise JobPending(f"durable job {ticket} has no result yet")
+            interval = poll_interval(interval)
+            await asyncio.sleep(min(interval, left))
+
+    async def status(self, ticket: str) -> JobStatus:
+        """Where the durable job is (:meth:`zmqserver.Client.status`)."""
+        return read_status(await self._call(tsp.STATUS, [ticket.encode()]), ticket)
+
+    async def forget(self, ticket: str) -> None:
+        """Delete the durable job and its result (``titanic.close``)."""
+        await self._call(tsp.CLOSE, [ticket.encode()])
+
+    async def _call(self, service: bytes, body: list[bytes]) -> list[bytes]:
+        frames: list[bytes] = []
+        async for event in self._exchange(body, service):
+            assert event.response is not None
+            frames.extend(event.response.body)
+        return frames
+
     async def close(self) -> None:
         """Close the socket; requests still waiting fail with :class:`Closed`. Idempotent."""
         if self._closed:
@@ -149,11 +211,13 @@ class AsyncClient:
 
     # -- driving ----------------------------------------------------------------------------------
 
-    async def _exchange(self, payload: Payload) -> AsyncIterator[Event]:
+    async def _exchange(
+        self, payload: Payload, service: bytes | None = None
+    ) -> AsyncIterator[Event]:
         body = encode_payload(payload)
         if self._closed:
             raise Closed(f"client for {self.endpoint} is closed")
-        request_id, frames = self._pipeline.submit(body, time.monotonic())
+        request_id, frames = self._pipeline.submit(body, time.monotonic(), service)
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._waiters[request_id] = queue
         try:

@@ -16,7 +16,15 @@ from typing import BinaryIO, TextIO
 import zmq
 
 from .._version import version
-from ..errors import ConfigError, ProtocolError, RequestTimeout, ServerError
+from ..durable.tsp import DEFAULT_BACKOFF, DEFAULT_RETRIES
+from ..errors import (
+    ConfigError,
+    JobPending,
+    ProtocolError,
+    RequestTimeout,
+    ServerError,
+    UnknownTicket,
+)
 from ..security.handshakes import Handshakes
 from .options import ClientOptions, new_identity
 from .sync import Client
@@ -28,6 +36,10 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:6660"
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_TIMEOUT = 2
+#: ``zmq-client result``: the durable job has no result yet.
+EXIT_PENDING = 3
+
+DURABLE_COMMANDS = ("enqueue", "result", "status")
 
 _EPILOG = """\
 Each PAYLOAD argument is sent as one frame; with none, all of stdin is sent as one frame.
@@ -123,14 +135,7 @@ def timeout_hints(options: ClientOptions, payload_size: int, seen: str) -> list[
     ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``zmq-client`` argument parser."""
-    parser = ShortErrorParser(
-        prog="zmq-client",
-        description="Send one job to a zmqserver broker and print the reply.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"zmq-client {version()}")
     parser.add_argument(
         "-e", "--endpoint", default=DEFAULT_ENDPOINT,
@@ -159,7 +164,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="this client's secret key file (.key_secret, from zmqserver keygen); "
         "default with --server-key: a throwaway key (servers with curve_allow_any)",
     )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``zmq-client`` argument parser."""
+    parser = ShortErrorParser(
+        prog="zmq-client",
+        description="Send one job to a zmqserver broker and print the reply. Durable jobs "
+        "(a server with --store): zmq-client enqueue|result|status --help.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common_options(parser)
     parser.add_argument("payload", nargs="*", metavar="PAYLOAD", help="one request frame")
+    return parser
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
+    return value
+
+
+def build_durable_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of ``zmq-client enqueue``, ``result`` or ``status`` (docs/durable.md)."""
+    parser = ShortErrorParser(
+        prog=f"zmq-client {command}",
+        description={
+            "enqueue": "Store a durable job; print its ticket once the server has committed it.",
+            "result": "Print a durable job's reply (exit 3 while it has none).",
+            "status": "Print a durable job's state, attempts, next start and last error.",
+        }[command],
+    )
+    _common_options(parser)
+    if command == "enqueue":
+        parser.add_argument(
+            "--delay", type=_nonnegative_float, metavar="SECONDS", help="not before this delay"
+        )
+        parser.add_argument(
+            "--eta", type=_nonnegative_float, metavar="UNIXTIME", help="not before this time"
+        )
+        parser.add_argument(
+            "--job-retries", type=int, default=DEFAULT_RETRIES, metavar="N",
+            help=f"runs again after Retry or a lost worker (default: {DEFAULT_RETRIES})",
+        )  # fmt: skip
+        parser.add_argument(
+            "--backoff", type=_nonnegative_float, default=DEFAULT_BACKOFF, metavar="SECONDS",
+            help=f"first wait before a retry, doubled each time (default: {DEFAULT_BACKOFF})",
+        )  # fmt: skip
+        parser.add_argument("payload", nargs="*", metavar="PAYLOAD", help="one request frame")
+    else:
+        parser.add_argument("ticket", metavar="TICKET")
+    if command == "result":
+        parser.add_argument(
+            "-w", "--wait", type=_nonnegative_float, default=0.0, metavar="SECONDS",
+            help="wait up to this long for the result (default: 0, ask once)",
+        )  # fmt: skip
     return parser
 
 
@@ -182,12 +246,14 @@ def _write_frame(frame: bytes, stream: TextIO) -> None:
 
 def client_main(argv: list[str] | None = None) -> int:
     """Run ``zmq-client`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    if argv is None:
-        argv = sys.argv[1:]
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["sub"], ["pub"]):
         from ..pubsub.cli import main  # pub-sub's own commands, only when asked for
 
         return main(argv)
+    at = _durable_command(argv)
+    if at is not None:
+        return _durable_main(argv[at], argv[:at] + argv[at + 1 :])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -234,6 +300,88 @@ def client_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return EXIT_OK
+
+
+#: The common options that take a value (the next argument, unless written --option=value).
+_VALUED = frozenset(
+    ("-e", "--endpoint", "-s", "--service", "-t", "--timeout", "-r", "--retries",
+     "--server-key", "--key-file")
+)  # fmt: skip
+
+
+def _durable_command(argv: list[str]) -> int | None:
+    """Where ``enqueue``, ``result`` or ``status`` is, if it is the first positional argument
+    (a payload of that name is sent after ``--``: ``zmq-client -- result``)."""
+    skip = False
+    for index, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--":
+            return None
+        elif arg in _VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            return index if arg in DURABLE_COMMANDS else None
+    return None
+
+
+def _durable_main(command: str, argv: list[str]) -> int:
+    try:
+        args = build_durable_parser(command).parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        client = Client(
+            args.endpoint,
+            service=args.service,
+            timeout=args.timeout,
+            retries=args.retries,
+            server_key=args.server_key,
+            client_key_file=args.key_file,
+        )
+    except (ValueError, ConfigError) as exc:
+        print(f"zmq-client: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        with client:
+            if command == "enqueue":
+                payload = [os.fsencode(arg) for arg in args.payload] or [_read_stdin()]
+                ticket = client.enqueue(
+                    payload,
+                    delay=args.delay,
+                    eta=args.eta,
+                    retries=args.job_retries,
+                    backoff=args.backoff,
+                )
+                print(ticket, flush=True)
+            elif command == "result":
+                reply = client.result(args.ticket, wait=args.wait)
+                for frame in [reply] if isinstance(reply, bytes) else reply:
+                    _write_frame(frame, sys.stdout)
+            else:
+                status = client.status(args.ticket)
+                for name in ("state", "attempts", "retries", "eta", "error"):
+                    print(f"{name}: {getattr(status, name)}", flush=True)
+    except (ValueError, UnknownTicket) as exc:
+        print(f"zmq-client: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except JobPending as exc:
+        print(f"zmq-client: pending: {exc}", file=sys.stderr)
+        return EXIT_PENDING
+    except RequestTimeout as exc:
+        print(f"zmq-client: timeout: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except ServerError as exc:
+        print(f"zmq-client: {exc.reason}: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+def _read_stdin() -> bytes:
+    stdin = _binary(sys.stdin)
+    return stdin.read() if stdin is not None else sys.stdin.read().encode()
 
 
 if __name__ == "__main__":

@@ -69,22 +69,25 @@ class Pipeline:
     def __len__(self) -> int:
         return len(self._states)
 
-    def new_state(self, body: Sequence[bytes]) -> RequestState:
+    def new_state(self, body: Sequence[bytes], service: bytes | None = None) -> RequestState:
         """A request with this pipeline's policy and the next id, not yet in flight here (the
-        blocking client drives its one-at-a-time requests itself, with the same ids)."""
+        blocking client drives its one-at-a-time requests itself, with the same ids).
+        ``service`` overrides the pipeline's (durable jobs' ``titanic.*`` requests)."""
         return RequestState(
             body,
             request_id=next(self._ids),
-            service=self.service,
+            service=self.service if service is None else service,
             timeout=self.timeout,
             retries=self.retries,
             flags=self.flags,
             peer=self.peer,
         )
 
-    def submit(self, body: Sequence[bytes], now: float) -> tuple[int, list[bytes]]:
+    def submit(
+        self, body: Sequence[bytes], now: float, service: bytes | None = None
+    ) -> tuple[int, list[bytes]]:
         """Start a request; return its id and the frames to send now."""
-        state = self.new_state(body)
+        state = self.new_state(body, service)
         self._states[state.request_id] = state
         return state.request_id, state.start(now)
 

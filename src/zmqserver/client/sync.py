@@ -23,7 +23,17 @@ from types import TracebackType
 
 import zmq
 
-from ..errors import Closed
+from ..durable.tsp import DEFAULT_BACKOFF, DEFAULT_RETRIES
+from ..errors import Closed, JobPending
+from . import durable as tsp
+from .durable import (
+    JobStatus,
+    enqueue_request,
+    poll_interval,
+    read_result,
+    read_status,
+    read_ticket,
+)
 from .options import ClientOptions
 from .pipeline import Event
 from .state import (
@@ -188,6 +198,72 @@ class Client:
             futures.append(self.submit(payload))
         return [future.result() for future in futures]
 
+    # -- durable jobs (docs/durable.md) --
+
+    def enqueue(
+        self,
+        payload: Payload,
+        *,
+        service: str | bytes | None = None,
+        delay: float | None = None,
+        eta: float | None = None,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+    ) -> str:
+        """Store ``payload`` as a durable job for ``service`` (default: the client's) and return
+        its ticket once the server has committed it; the job runs later, even if the server
+        restarts first (at-least-once).
+
+        ``delay`` (seconds) or ``eta`` (Unix time): not before then. ``retries``: how many times
+        the job runs again after its app raised :class:`~zmqserver.Retry` or its worker was lost,
+        waiting ``backoff`` seconds, then twice that, and so on. The server needs ``--store``.
+        """
+        ticket, body = enqueue_request(
+            payload,
+            self.service if service is None else service,
+            delay=delay,
+            eta=eta,
+            retries=retries,
+            backoff=backoff,
+        )
+        return read_ticket(self._call(tsp.REQUEST, body), ticket)
+
+    def result(self, ticket: str, *, wait: float = 0.0) -> ReplyBody:
+        """The reply of the durable job ``ticket``, waiting up to ``wait`` seconds for it.
+
+        Raises :class:`~zmqserver.errors.JobPending` if it has none by then,
+        :class:`~zmqserver.errors.JobFailed` if it failed for good (its last error),
+        :class:`~zmqserver.errors.UnknownTicket` if the server does not know the ticket.
+        """
+        give_up = time.monotonic() + wait
+        interval: float | None = None
+        while True:
+            done, reply = read_result(self._call(tsp.REPLY, [ticket.encode()]), ticket)
+            if done:
+                return reply
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise JobPending(f"durable job {ticket} has no result yet")
+            interval = poll_interval(interval)
+            time.sleep(min(interval, left))
+
+    def status(self, ticket: str) -> JobStatus:
+        """Where the durable job ``ticket`` is: its state, attempts, next start, last error."""
+        return read_status(self._call(tsp.STATUS, [ticket.encode()]), ticket)
+
+    def forget(self, ticket: str) -> None:
+        """Delete the durable job ``ticket`` and its result (``titanic.close``)."""
+        self._call(tsp.CLOSE, [ticket.encode()])
+
+    def _call(self, service: bytes, body: list[bytes]) -> list[bytes]:
+        """One request to ``service`` (not the client's), its reply's frames."""
+        if self._futures:
+            raise RuntimeError("submitted requests are waiting on this client; wait for them first")
+        frames: list[bytes] = []
+        for response in self._exchange(body, service):
+            frames.extend(response.body)
+        return frames
+
     def close(self) -> None:
         """Close the socket (unsent requests are dropped: linger 0). Idempotent.
 
@@ -261,13 +337,13 @@ class Client:
             if response.body or not response.final:
                 yield unwrap(response.body)
 
-    def _exchange(self, body: list[bytes]) -> Iterator[Response]:
+    def _exchange(self, body: list[bytes], service: bytes | None = None) -> Iterator[Response]:
         self._check_open()
         if self._busy:
             # Only possible by starting a request while iterating over a stream() of the same
             # client: the two would share one socket and one stream of replies.
             raise RuntimeError("this client is already waiting for a reply; finish that first")
-        state = self._pipeline.new_state(body)
+        state = self._pipeline.new_state(body, service)
         self._busy = True
         try:
             socket = self._ready_socket()

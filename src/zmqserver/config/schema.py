@@ -650,6 +650,34 @@ class Config(_Checked):
         command="serve",
     )
 
+    # -- durable jobs (Titanic, RFC 9; docs/durable.md) --
+    store: str | None = option(
+        None,
+        "SQLite file for durable jobs (`titanic.*` services, `Client.enqueue`): created if "
+        "absent, one server per file. Unset: no durable jobs.",
+        metavar="PATH",
+        command="serve",
+    )
+    store_sync: str = option(
+        "full",
+        "When the store fsyncs: `full` at every commit (an acknowledged job survives a power "
+        "cut), `normal` at checkpoints (survives a crash of the server, not of the machine).",
+        metavar="full|normal",
+        command="serve",
+    )
+    result_ttl: float = option(
+        86400.0,
+        "Seconds a durable job's result (or last error) is kept after it finished.",
+        metavar="SECONDS",
+        command="serve",
+    )
+    store_max_result: int = option(
+        1048576,
+        "Largest result in bytes a durable job may store; a larger one fails the job.",
+        metavar="BYTES",
+        command="serve",
+    )
+
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
 

@@ -158,6 +158,7 @@ def _check_server(config: Config) -> None:
         raise ConfigError(
             f"log_format: expected one of {', '.join(LOG_FORMATS)}, got {config.log_format!r}"
         )
+    _check_store(config)
     check_service_name("service", config.service)
     if config.default_service is not None:
         check_service_name("default_service", config.default_service)
@@ -365,3 +366,15 @@ def check_pubsub(config: Config) -> None:
                 "pubsub_publishers_keys_dir is set but curve_secret_key_file is not: "
                 "publishers are told apart by their CURVE keys"
             )
+
+
+def _check_store(config: Config) -> None:
+    """Durable jobs' options (docs/durable.md)."""
+    if config.store_sync not in ("full", "normal"):
+        raise ConfigError(f"store_sync: expected full or normal, got {config.store_sync!r}")
+    ttl = config.result_ttl
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+        raise ConfigError(f"result_ttl: expected a positive number of seconds, got {ttl!r}")
+    _positive_int(config, "store_max_result")
+    if config.store is not None and not config.store:
+        raise ConfigError("store: expected a file path, got an empty string")

@@ -9,7 +9,8 @@
 * autoreload.py: ``reload``, a component that sends HUP when the app's source files change.
 * component.py: the contracts (:class:`Component`, :class:`WorkerView`, :class:`Waiter`).
 * broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's
-  status pipe as a component (``zmqserver worker``); pub-sub's component is
+  status pipe as a component (``zmqserver worker``); durable_side.py: durable jobs (``--store``);
+  pub-sub's component is
   pubsub/component.py (composed here when ``pubsub_port`` is set).
 * control.py: the control endpoint (commands.py: what it may be asked; observe.py: the status
   document); http.py: ``/metrics``, ``/healthz``, ``/readyz`` and the dashboard.
@@ -28,6 +29,7 @@ from .autoreload import ReloadOnChange
 from .broker_side import BrokerComponent
 from .component import Component, Host, StartError, StateOf, Waiter, WorkerView
 from .control import ControlComponent
+from .durable_side import DurableComponent
 from .http import HttpComponent
 from .master import SCALE_CHECK, Master
 from .remote_pool import StatusComponent, check_connect
@@ -38,6 +40,7 @@ __all__ = [
     "BrokerComponent",
     "Component",
     "ControlComponent",
+    "DurableComponent",
     "HttpComponent",
     "Flock",
     "Host",
@@ -77,6 +80,9 @@ def arbiter(
         components.append(ControlComponent(config, broker))
     if config.metrics_port is not None:
         components.append(HttpComponent(config))
+    if config.store is not None:
+        # After the broker: it opens on the broker's context and binds on its frontend.
+        components.append(DurableComponent(config, broker))
     return Master(
         config,
         broker,

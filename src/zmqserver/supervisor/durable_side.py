@@ -1,0 +1,400 @@
+"""Durable jobs as a component of the broker's master: the TSP services, the store, the runs.
+
+Rule 1: glue between the routing core, the store and the clock. What the frames mean is
+durable/tsp.py's, what is stored is the store's (durable/store.py), when a failed job runs again
+is :func:`~zmqserver.durable.store.retry_delay`'s.
+
+How requests reach it: with a store configured, the routing core hands every request for a
+``titanic.*`` service to :attr:`Dispatcher.intake <zmqserver.broker.Dispatcher.intake>` instead
+of routing it, and the broker's loop returns to the master while that list is not empty. This
+component reads the list in :meth:`DurableComponent.handle`, stores what is to be stored,
+**commits**, and only then answers, through the broker's frontend, in the form each request came
+in (RFC 7, RFC 18, our header). One commit a turn of the loop: under load a turn carries many
+requests, and they share the commit's fsync.
+
+How jobs run: as an internal client. A DEALER connected to the frontend ROUTER over an
+``inproc://`` endpoint (the same process; no port, no key, nothing a peer can reach) sends each
+job as an MDP/0.2 request with our header (its request id is how the reply is matched), at most
+:data:`WINDOW` at once. The broker routes them like any client's, so every limit and policy of
+the real service applies, and the reply comes back on the DEALER, which the loop waits on.
+
+Timers: the earliest scheduled job (``delay``, ``eta``, a retry's back-off) and the next
+result expiry are :meth:`DurableComponent.next_deadline`; nothing polls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Collection
+from typing import Final
+
+import zmq
+
+from .._process import Credentials
+from ..broker.state import Port, frames_size
+from ..config import Config
+from ..durable import tsp
+from ..durable.sqlite import SqliteStore
+from ..durable.store import (
+    JobState,
+    JobStore,
+    NewJob,
+    Runnable,
+    StoreError,
+    packed_size,
+    retry_delay,
+)
+from ..errors import Status, parse_retry
+from ..protocol import (
+    ClientRequest,
+    encode_client_reply,
+    encode_client_request,
+    parse_client_reply,
+)
+from .broker_side import BrokerComponent
+from .component import Handle, Host, StartError, WatchItem
+
+log = logging.getLogger("zmqserver.durable")
+
+#: Jobs handed to the broker and not answered yet, at most. Enough to keep every worker busy
+#: (the broker queues the rest per service), few enough that a restart reruns few of them.
+WINDOW: Final = 256
+
+#: When a job that did not run at all (its service unknown or its queue full, the server
+#: stopping) is tried again. Such a try is not counted against the job's retries.
+NOT_RUN_DELAY: Final = 1.0
+
+#: The statuses after which a job runs again (an attempt used): the app asked, or the worker
+#: was lost, or the job outlived its deadline (its worker was killed).
+_RETRIED: Final = frozenset({Status.RETRY, Status.WORKER_LOST, Status.EXPIRED})
+#: The statuses of a job that was never run: try again later, no attempt used.
+_NOT_RUN: Final = frozenset({Status.QUEUE_FULL, Status.UNKNOWN_SERVICE, Status.SHUTTING_DOWN})
+
+#: The internal client's routing id (a ROUTER never makes one up that starts with "zmqserver").
+_IDENTITY: Final = b"zmqserver-durable"
+
+
+class _Running:
+    """A job handed to the broker: the stored job, and the parts of a streamed reply so far."""
+
+    __slots__ = ("job", "parts")
+
+    def __init__(self, job: Runnable) -> None:
+        self.job = job
+        self.parts: list[bytes] = []
+
+
+class DurableComponent:
+    """The ``titanic.*`` services and the runs of stored jobs (docs/durable.md)."""
+
+    def __init__(self, config: Config, broker: BrokerComponent) -> None:
+        assert config.store is not None
+        self.config = config
+        self.broker = broker
+        self.store: JobStore | None = None
+        self.sock: zmq.Socket[bytes] | None = None
+        #: Job ids that may run now, oldest first.
+        self.ready: deque[int] = deque()
+        #: (wall-clock start, job id) of jobs that must wait: a min-heap.
+        self.scheduled: list[tuple[float, int]] = []
+        #: Jobs handed to the broker, by request id.
+        self.running: dict[int, _Running] = {}
+        self._next_request = 0
+        #: When the oldest finished job's result expires (wall clock; inf: none to expire).
+        self._expire_at = math.inf
+        #: time.time() - time.monotonic(), measured each turn: stored times are wall-clock,
+        #: the loop's deadlines monotonic.
+        self._offset = time.time() - time.monotonic()
+        self._stopping = False
+        #: Runs of jobs since the start: handed to the broker, and that ended in a result.
+        self.started = 0
+        self.finished = 0
+
+    # -- Component --------------------------------------------------------------------------------
+
+    def open(self, host: Host) -> None:
+        config = self.config
+        assert config.store is not None
+        try:
+            store = SqliteStore(config.store, config.store_sync)
+        except StoreError as exc:
+            raise StartError(str(exc)) from exc
+        self.store = store
+        recovered = store.recover()
+        self.ready.extend(recovered.ready)
+        self.scheduled = list(recovered.scheduled)
+        heapq.heapify(self.scheduled)
+        if recovered.oldest_finished is not None:
+            self._expire_at = recovered.oldest_finished + config.result_ttl
+        counts = store.counts()
+        if recovered.interrupted:
+            log.warning(
+                "durable: %d jobs were running when the server last stopped; they run again "
+                "(at-least-once)",
+                recovered.interrupted,
+            )
+        log.info(
+            "durable jobs in %s (sync %s): %s",
+            config.store,
+            config.store_sync,
+            ", ".join(f"{counts[state]} {state.value}" for state in JobState),
+        )
+        broker, dispatcher = self.broker.broker, self.broker.dispatcher
+        ctx = self.broker.ctx
+        assert broker is not None
+        assert dispatcher is not None
+        assert ctx is not None
+        endpoint = f"inproc://zmqserver-durable-{id(self):x}"
+        broker.frontend.bind(endpoint)
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, _IDENTITY)
+        sock.connect(endpoint)
+        self.sock = sock
+        dispatcher.intake = []
+
+    def watch(self) -> list[WatchItem]:
+        assert self.sock is not None
+        return [(self.sock, zmq.POLLIN)]
+
+    def next_deadline(self) -> float:
+        when = self._expire_at
+        if self.scheduled and self.scheduled[0][0] < when:
+            when = self.scheduled[0][0]
+        if self.ready and len(self.running) < WINDOW and not self._stopping:
+            return 0.0  # can only be left by a stop; handle() submits them
+        return when - self._offset
+
+    def handle(self, ready: Collection[Handle], now: float) -> None:
+        store, dispatcher, broker = self.store, self.broker.dispatcher, self.broker.broker
+        assert store is not None
+        assert dispatcher is not None
+        assert broker is not None
+        self._offset = offset = time.time() - now
+        wall = now + offset
+        intake = dispatcher.intake
+        answers = self._serve(intake, wall) if intake else []
+        if intake:
+            dispatcher.intake = []
+        if self.sock in ready:
+            self._read_replies(wall)
+        self._wake_scheduled(wall)
+        if wall >= self._expire_at:
+            oldest = store.expire(wall - self.config.result_ttl)
+            self._expire_at = math.inf if oldest is None else oldest + self.config.result_ttl
+        requests = self._start_jobs() if not self._stopping else []
+        # Acknowledged only once committed: the commit comes before any answer leaves.
+        store.commit()
+        if answers:
+            dispatcher.outbox.extend(answers)
+            broker.flush()
+        sock = self.sock
+        assert sock is not None
+        for frames in requests:
+            sock.send_multipart(frames)
+
+    def on_stop(self, graceful: bool) -> None:
+        # Stored jobs wait for the next start; running ones may still bring their results.
+        self._stopping = True
+
+    def on_reload(self) -> None:
+        pass
+
+    def on_config(self, config: Config) -> None:
+        pass
+
+    def owned_paths(self) -> list[str]:
+        # The store and its write-ahead log: the server keeps writing them as ``user``.
+        store = self.config.store
+        assert store is not None
+        return [path for path in (store, store + "-wal") if os.path.exists(path)]
+
+    def admit_user(self, creds: Credentials) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+        if self.store is not None:
+            # Jobs still running stay "running" in the store: the next start runs them again.
+            self.store.close()
+            self.store = None
+
+    # -- the TSP services -------------------------------------------------------------------------
+
+    def _serve(
+        self, intake: list[tuple[bytes, ClientRequest]], wall: float
+    ) -> list[tuple[Port, bytes, list[bytes]]]:
+        """Answer ``intake``'s requests (new jobs are stored, not committed yet): what to send."""
+        store = self.store
+        assert store is not None
+        answers: list[tuple[Port, bytes, list[bytes]]] = []
+        new: list[tuple[int, NewJob]] = []  # index in answers, job
+        for client, request in intake:
+            try:
+                body = self._answer(request, wall, new, len(answers))
+            except tsp.TspError as exc:
+                body = [tsp.UNKNOWN, str(exc).encode()]
+            if body is None:  # not a TSP service: as the broker answers one it does not know
+                shown = (request.service or b"").decode("utf-8", "replace")
+                frames = encode_client_reply(
+                    request.form,
+                    request.service,
+                    [],
+                    request_id=request.request_id,
+                    status=Status.UNKNOWN_SERVICE,
+                    message=f"no such service: {shown!r}",
+                )
+            else:
+                frames = self._reply(request, body)
+            answers.append((Port.FRONTEND, client, frames))
+        if new:
+            stored = store.add([job for _, job in new], wall)
+            for (index, job), placed in zip(new, stored, strict=True):
+                if placed is not None:
+                    job_id, start = placed
+                    if start <= wall:
+                        self.ready.append(job_id)
+                    else:
+                        heapq.heappush(self.scheduled, (start, job_id))
+                client, request = intake[index]
+                answers[index] = (
+                    Port.FRONTEND,
+                    client,
+                    self._reply(request, [tsp.OK, job.ticket.encode()]),
+                )
+        return answers
+
+    @staticmethod
+    def _reply(request: ClientRequest, body: list[bytes]) -> list[bytes]:
+        return encode_client_reply(
+            request.form, request.service, body, request_id=request.request_id
+        )
+
+    def _answer(
+        self, request: ClientRequest, wall: float, new: list[tuple[int, NewJob]], index: int
+    ) -> list[bytes] | None:
+        """The TSP reply body to ``request`` (a new job is answered once it is stored)."""
+        store = self.store
+        assert store is not None
+        name = request.service
+        body = [bytes(frame) for frame in request.body]
+        if name == tsp.REQUEST:
+            options, service, job_body = tsp.parse_request(body)
+            limit = self.config.max_message_size
+            if limit and frames_size(job_body) > limit:
+                raise tsp.TspError(f"the job's body exceeds max_message_size ({limit} bytes)")
+            service = service or self.config.default_service_name.encode()
+            ticket = options.ticket or tsp.new_ticket()
+            new.append((index, NewJob(ticket, service, job_body, options)))
+            return [tsp.FAILED]  # replaced once stored
+        if name not in (tsp.REPLY, tsp.CLOSE, tsp.STATUS):
+            return None
+        if len(body) != 1:
+            raise tsp.TspError(f"{name.decode()} takes one frame, the ticket")
+        ticket = tsp.check_ticket(body[0])
+        if name == tsp.CLOSE:
+            store.forget(ticket)
+            return [tsp.OK]
+        outcome = store.outcome(ticket)
+        if outcome is None:
+            return [tsp.UNKNOWN]
+        if name == tsp.STATUS:
+            return [
+                tsp.OK,
+                outcome.state.value.encode(),
+                b"%d" % outcome.attempts,
+                b"%d" % outcome.retries,
+                repr(outcome.eta).encode(),
+                outcome.error.encode(),
+            ]
+        if outcome.state is JobState.DONE:
+            return [tsp.OK, *(outcome.result or [])]
+        if outcome.state is JobState.DEAD:
+            return [tsp.FAILED, outcome.error.encode()]
+        return [tsp.PENDING]
+
+    # -- the runs ---------------------------------------------------------------------------------
+
+    def _wake_scheduled(self, wall: float) -> None:
+        scheduled = self.scheduled
+        while scheduled and scheduled[0][0] <= wall:
+            self.ready.append(heapq.heappop(scheduled)[1])
+
+    def _start_jobs(self) -> list[list[bytes]]:
+        """Hand ready jobs to the broker, up to :data:`WINDOW` running: the frames to send."""
+        room = WINDOW - len(self.running)
+        if room <= 0 or not self.ready:
+            return []
+        store = self.store
+        assert store is not None
+        ids = [self.ready.popleft() for _ in range(min(room, len(self.ready)))]
+        requests = []
+        for job in store.start(ids):  # a closed job is gone, and left out
+            self._next_request = request_id = self._next_request + 1
+            self.running[request_id] = _Running(job)
+            requests.append(encode_client_request(job.service, job.body, request_id=request_id))
+        self.started += len(requests)
+        return requests
+
+    def _read_replies(self, wall: float) -> None:
+        sock = self.sock
+        assert sock is not None
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            reply = parse_client_reply(frames)
+            run = self.running.get(reply.request_id or 0)
+            if run is None:
+                continue
+            if not reply.final:
+                run.parts.extend(bytes(frame) for frame in reply.body)
+                continue
+            del self.running[reply.request_id or 0]
+            body = [bytes(frame) for frame in reply.body]
+            if reply.status is Status.OK:
+                self._finished(run.job, [*run.parts, *body], wall)
+            else:
+                self._failed(run.job, reply.status, b"".join(body).decode("utf-8", "replace"), wall)
+
+    def _finished(self, job: Runnable, result: list[bytes], wall: float) -> None:
+        store = self.store
+        assert store is not None
+        size = packed_size(result)
+        limit = self.config.store_max_result
+        if size > limit:
+            store.bury(job.id, f"result of {size} bytes exceeds store_max_result ({limit})", wall)
+        elif store.finish(job.id, result, wall):
+            self.finished += 1
+        self._expire_at = min(self._expire_at, wall + self.config.result_ttl)
+
+    def _failed(self, job: Runnable, status: Status, message: str, wall: float) -> None:
+        store = self.store
+        assert store is not None
+        error = f"{status.reason}: {message}"
+        if status in _NOT_RUN:
+            self._reschedule(job.id, wall + NOT_RUN_DELAY, error, attempt=False)
+            return
+        if status in _RETRIED and job.attempts <= job.retries:
+            after = parse_retry(message)[0] if status is Status.RETRY else None
+            delay = retry_delay(job.backoff, job.attempts, after)
+            self._reschedule(job.id, wall + delay, error, attempt=True)
+            return
+        if status in _RETRIED:
+            error = f"{error} (after {job.attempts} attempts)"
+        store.bury(job.id, error, wall)
+        self._expire_at = min(self._expire_at, wall + self.config.result_ttl)
+
+    def _reschedule(self, job_id: int, eta: float, error: str, *, attempt: bool) -> None:
+        store = self.store
+        assert store is not None
+        store.reschedule(job_id, eta, error, attempt=attempt)
+        heapq.heappush(self.scheduled, (eta, job_id))

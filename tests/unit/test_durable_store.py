@@ -1,0 +1,98 @@
+"""The durable store (SQLite, on a temp file) and the TSP frames, without sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zmqserver.durable import tsp
+from zmqserver.durable.sqlite import SqliteStore
+from zmqserver.durable.store import (
+    JobState,
+    NewJob,
+    StoreError,
+    pack_frames,
+    retry_delay,
+    unpack_frames,
+)
+from zmqserver.errors import Retry, parse_retry
+
+
+def job(ticket: str, delay: float = 0.0) -> NewJob:
+    return NewJob(ticket, b"echo", [b"a", b"", b"c"], tsp.JobOptions(delay=delay, retries=2))
+
+
+def test_frames_round_trip() -> None:
+    frames = [b"", b"x" * 70000, b"\x00\x01"]
+    assert unpack_frames(pack_frames(frames)) == frames
+    with pytest.raises(ValueError, match="truncated"):
+        unpack_frames(pack_frames(frames)[:-1])
+
+
+def test_options_round_trip_and_rfc9_bodies() -> None:
+    options = tsp.JobOptions("ab" * 16, 1.5, 1e9, 5, 0.25)
+    body = tsp.encode_request(b"svc", [b"x"], options)
+    assert tsp.parse_request(body) == (options, b"svc", [b"x"])
+    assert tsp.parse_request([b"svc", b"x", b"y"]) == (tsp.JobOptions(), b"svc", [b"x", b"y"])
+    for bad in ([b"\x00retries=-1", b"s", b"x"], [b"\x00nope=1", b"s", b"x"], [b"s"]):
+        with pytest.raises(tsp.TspError):
+            tsp.parse_request(bad)
+    assert options.start_at(0.0) == 1e9
+
+
+def test_backoff_doubles_and_retry_after_wins() -> None:
+    assert [retry_delay(0.5, n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert retry_delay(0.5, 500) == tsp.MAX_BACKOFF
+    assert retry_delay(0.5, 3, after=7.0) == 7.0
+    assert parse_retry(Retry("later", after=2).reply_text()) == (2.0, "later")
+    assert parse_retry("plain words") == (None, "plain words")
+
+
+def test_store_lifecycle_and_recovery(tmp_path: Path) -> None:
+    path = str(tmp_path / "jobs.db")
+    store = SqliteStore(path)
+    (first, start), later = store.add([job("a" * 32), job("b" * 32, delay=60)], 100.0)
+    assert start == 100.0
+    assert later is not None
+    assert later[1] == 160.0
+    assert store.add([job("a" * 32)], 101.0) == [None]  # a resend
+    (running,) = store.start([first])
+    assert (running.body, running.attempts) == ([b"a", b"", b"c"], 1)
+    store.commit()
+    store.close()
+    store = SqliteStore(path)  # as after kill -9: the running job is pending again
+    recovered = store.recover()
+    assert (recovered.ready, recovered.interrupted) == ([first], 1)
+    assert recovered.scheduled == [(160.0, later[0])]
+    (running,) = store.start([first])
+    assert running.attempts == 1  # the interrupted run is not held against it
+    store.reschedule(first, 200.0, "retry: x", attempt=True)
+    outcome = store.outcome("a" * 32)
+    assert outcome is not None
+    assert (outcome.state, outcome.error) == (JobState.SCHEDULED, "retry: x")
+    store.start([first])
+    assert store.finish(first, [b"done"], 300.0)
+    outcome = store.outcome("a" * 32)
+    assert outcome is not None
+    assert (outcome.state, outcome.result) == (JobState.DONE, [b"done"])
+    assert store.counts()[JobState.DONE] == 1
+    assert store.expire(250.0) == 300.0  # not yet
+    assert store.expire(301.0) is None
+    assert store.outcome("a" * 32) is None
+    store.close()
+
+
+def test_bad_stores_are_refused(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x01" * 4096)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        SqliteStore(str(garbage))
+    with pytest.raises(StoreError, match="does not exist"):
+        SqliteStore(str(tmp_path / "no" / "such.db"))
+    held = SqliteStore(str(tmp_path / "held.db"))
+    try:
+        with pytest.raises(StoreError, match="locked by another"):
+            SqliteStore(str(tmp_path / "held.db"))
+    finally:
+        held.close()
