@@ -307,7 +307,7 @@ def test_mdp02_without_command_or_service(form, rest):
     assert reply[0] == prefix[0]
 
 
-@pytest.mark.parametrize("command", [C_PARTIAL, C_FINAL, b"\x00", b"\x04", b"REQUEST", b""])
+@pytest.mark.parametrize("command", [C_FINAL, b"\x00", b"\x04", b"REQUEST", b""])
 @pytest.mark.parametrize("form", [Form.MDP02, Form.MDP02_DELIMITED])
 def test_mdp02_bad_command(form, command):
     prefix = [b"", MDPC02] if form is Form.MDP02_DELIMITED else [MDPC02]

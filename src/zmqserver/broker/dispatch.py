@@ -34,9 +34,9 @@ from ..protocol import (
     MDPW01,
     MDPW02,
     STATUS_OK,
+    STREAMING_FORMS,
     ClientRequest,
     Disconnect,
-    Form,
     Frame,
     Heartbeat,
     Ready,
@@ -528,7 +528,7 @@ class Dispatcher:
                 self._dispatch(worker.service)
             return
         if not msg.final:
-            if job.form in (Form.MDP02, Form.MDP02_DELIMITED):
+            if job.form in STREAMING_FORMS:
                 job.streamed = True
                 partial = encode_client_reply(
                     job.form, job.reply_service, msg.body, request_id=job.request_id, final=False
