@@ -31,8 +31,6 @@ from typing import Final
 from ..errors import ProtocolError, Status
 from ..protocol import (
     FLAG_RETRYABLE,
-    MDPW01,
-    MDPW02,
     STATUS_OK,
     STREAMING_FORMS,
     ClientRequest,
@@ -43,6 +41,7 @@ from ..protocol import (
     WorkerReply,
     encode_client_reply,
     encode_disconnect,
+    encode_disconnect_like,
     encode_heartbeat,
     encode_job_request,
     parse_client_request,
@@ -135,6 +134,8 @@ class Dispatcher:
         self._now = now
         #: Injected like the clock: is this worker one the host forked, alive and not stopped?
         self.process_running: Callable[[bytes], bool] | None = None
+        #: Injected too: is this a worker the host forked (ours, heartbeating while busy)?
+        self.forked: Callable[[bytes], bool] | None = None
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -368,9 +369,6 @@ class Dispatcher:
             service.unqueued(job)
             self._assign(worker, job)
 
-    def _requeue(self, job: Job) -> None:
-        """Put ``job`` back at the head of its queue, whatever its bounds; the caller dispatches."""
-        job.service.requeue(job)
 
     # -- outcomes ---------------------------------------------------------------------------------
 
@@ -424,7 +422,7 @@ class Dispatcher:
         else:
             self.stats.retried += 1
             self.events.append(events.JobRetried(job.id, reason, job.attempts + 1))
-            self._requeue(job)  # the caller dispatches
+            job.service.requeue(job)  # the caller dispatches
 
     # -- backend ----------------------------------------------------------------------------------
 
@@ -439,10 +437,11 @@ class Dispatcher:
             if worker is not None:
                 self._disconnect(identity, worker, worker.delimited, worker.v1)
             else:
-                self.outbox.append((Port.BACKEND, identity, _disconnect_like(frames)))
+                self.outbox.append((Port.BACKEND, identity, encode_disconnect_like(frames)))
             return
         if worker is not None:
-            worker.expiry = now + self.heartbeat_interval * self.heartbeat_liveness
+            beat = isinstance(msg, Heartbeat)
+            liveness.heard(worker, now, beat, self.heartbeat_interval, self.heartbeat_liveness)
         if isinstance(msg, Ready):
             self._on_ready(identity, worker, msg, now)
         elif worker is None:
@@ -471,18 +470,20 @@ class Dispatcher:
             self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1)))
             return
         service = self._service(msg.service)
-        expiry = now + self.heartbeat_interval * self.heartbeat_liveness
         credit = min(msg.credit, self._limits_of(service).worker_credit)
         worker = WorkerState(
             identity,
             service,
             msg.delimited,
-            expiry,
+            now,
             msg.v1,
             msg.credit,
             max(1, credit),
             compact=msg.compact,
+            # A zmqserver worker; an RFC one is watched (liveness.py).
+            beats_busy=msg.extended or (self.forked is not None and self.forked(identity)),
         )
+        liveness.heard(worker, now, False, self.heartbeat_interval, self.heartbeat_liveness)
         self.workers[identity] = worker
         self.membership += 1
         service.workers += 1
@@ -574,6 +575,8 @@ class Dispatcher:
         worker = self.workers.get(identity)
         if worker is None:
             return
+        if undelivered and worker.jobs and worker.pinged == worker.jobs[0].id:
+            undelivered = False  # a HEARTBEAT sent after its job failed: the job got there
         if undelivered and len(worker.jobs) > 1:
             self.events.append(events.WorkerUnreachable(identity, reason))
             worker.reachable = False
@@ -610,7 +613,7 @@ class Dispatcher:
             if job.done:
                 pass  # expired while held: its client has had its answer
             elif back and not self.closing and not job.parts and not job.streamed:
-                self._requeue(job)
+                job.service.requeue(job)
             else:
                 self._lost(job, reason or "it disconnected")
         self._dispatch(service)
@@ -654,7 +657,10 @@ class Dispatcher:
                 reason=f"it missed {self.heartbeat_liveness} heartbeats",
             )
         for worker in self.workers.values():
-            if not worker.jobs:
+            jobs = worker.jobs
+            if not jobs or not worker.beats_busy:  # busy RFC workers too: a send finds the dead
+                if jobs:
+                    worker.pinged = jobs[0].id  # see worker_gone
                 self.outbox.append(
                     (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
                 )
@@ -740,10 +746,3 @@ class Dispatcher:
             self._set_prefetch(service)
         return service
 
-
-def _disconnect_like(frames: list[Frame]) -> list[Frame]:
-    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
-    first = [bytes(f) for f in frames[:2]]
-    if first == [b"", MDPW01]:
-        return encode_disconnect(True, v1=True)
-    return encode_disconnect(first == [b"", MDPW02])

@@ -119,6 +119,16 @@ class WorkerState:
     level: int = -1  # the ``Service.levels`` index it sits in (len(jobs)); -1: no credit left
     reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
     compact: bool = False  # its READY asked for jobs in compact framing (protocol.md §6.1a)
+    # Liveness (liveness.py): each worker is judged by its own heartbeat cadence.
+    #: When its last message came while it was idle: the start of a gap to measure; -1: none.
+    heard: float = -1.0
+    #: The interval it was seen to heartbeat at while idle, in seconds (0: not seen yet).
+    cadence: float = 0.0
+    #: It heartbeats while busy (a zmqserver worker, or seen to): silence then means dead.
+    #: Otherwise (RFC workers, which send nothing while busy) the job's deadline governs.
+    beats_busy: bool = False
+    #: The id of the job it held when the broker last sent it a HEARTBEAT while busy (0: none).
+    pinged: int = 0
 
 
 @dataclass(eq=False)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from .backend import (
     encode_disconnect,
+    encode_disconnect_like,
     encode_heartbeat,
     encode_job_request,
     encode_ready,
@@ -151,6 +152,7 @@ __all__ = [
     "encode_client_request",
     "encode_credit_header",
     "encode_disconnect",
+    "encode_disconnect_like",
     "encode_heartbeat",
     "encode_job_request",
     "encode_ready",

@@ -124,7 +124,7 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
             (credit,) = _CREDIT_HEADER.unpack_from(header, len(HEADER_MAGIC))
             if credit == 0:
                 raise ProtocolError("READY asks for credit 0")
-        return Ready(service, delimited, v1, credit, compact)
+        return Ready(service, delimited, v1, credit, compact, len(frames) == 4)
     if command == W_DISCONNECT and len(frames) == 2:
         return Disconnect(delimited, v1)
     name = WORKER_COMMAND_NAMES.get(command, repr(command))
@@ -232,6 +232,14 @@ def encode_heartbeat(delimited: bool = False, v1: bool = False) -> list[Frame]:
 
 def encode_disconnect(delimited: bool = False, v1: bool = False) -> list[Frame]:
     return _worker_frames(W_DISCONNECT, [], delimited, v1)
+
+
+def encode_disconnect_like(frames: list[Frame]) -> list[Frame]:
+    """DISCONNECT in the framing an unparseable message seemed to use (RFC 7 peers need theirs)."""
+    first = [bytes(f) for f in frames[:2]]
+    if first == [b"", MDPW01]:
+        return encode_disconnect(True, v1=True)
+    return encode_disconnect(first == [b"", MDPW02])
 
 
 def parse_broker_message(frames: list[Frame]) -> BrokerMessage:

@@ -225,6 +225,9 @@ class Ready:
     credit: int = 1
     #: It asked for its jobs in compact framing (a feature bit of the credit header).
     compact: bool = False
+    #: It sent a credit header: a zmqserver worker, which heartbeats at the broker's interval,
+    #: busy or not (docs/protocol.md §7). An RFC worker's cadence is learnt by watching it.
+    extended: bool = False
 
 
 @dataclass(init=False)

@@ -75,6 +75,7 @@ class BrokerComponent:
             now=time.monotonic(),
         )
         self.dispatcher.process_running = self._process_running
+        self.dispatcher.forked = self._forked
         # Local workers always connect to a private ipc:// socket (docs/security.md); the
         # configured backend endpoint is bound as well only when it is open to remote pools.
         security = self.security
@@ -241,23 +242,30 @@ class BrokerComponent:
             name.encode(): Limits.from_config(pool.config) for name, pool in self.host.pools.items()
         }
 
+    def _forked(self, identity: bytes) -> bool:
+        """Whether ``identity`` is one of the workers this master forked: ours heartbeat while
+        busy even when their READY is plain RFC 18 (worker_credit 1), asked once a READY."""
+        return self._worker_of(identity) is not None
+
+    def _worker_of(self, identity: bytes) -> WorkerProcess | None:
+        assert self.host is not None
+        if not identity.startswith(b"pid:"):
+            return None
+        try:
+            pid = int(identity[4:])
+        except ValueError:
+            return None
+        proc = self.host.workers.get(pid)
+        return proc if proc is not None and proc.identity == identity else None
+
     def _process_running(self, identity: bytes) -> bool:
         """Whether ``identity`` is one of our workers and its process is alive and running:
         in ``/proc``, running, sleeping or in disk wait; not stopped (SIGSTOP, a debugger) and
         not a zombie. The dispatcher asks this only of busy workers silent past their expiry,
         so a read of ``/proc`` a heartbeat tick at most, per such worker. False for any other
         identity: remote workers keep heartbeat-based detection."""
-        assert self.host is not None
-        if not identity.startswith(b"pid:"):
-            return False
-        try:
-            pid = int(identity[4:])
-        except ValueError:
-            return False
-        proc = self.host.workers.get(pid)
-        if proc is None or proc.identity != identity:
-            return False
-        return proc_state(pid) in _RUNNING
+        proc = self._worker_of(identity)
+        return proc is not None and proc_state(proc.pid) in _RUNNING
 
     def _kill_hung(self, identities: list[bytes]) -> None:
         """SIGKILL the local workers the dispatcher gave up on (silent, or past a job's deadline).
