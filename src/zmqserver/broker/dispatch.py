@@ -125,6 +125,8 @@ class Dispatcher:
         self.events: list[Event] = []
         self.stats = Stats()
         self.closing = False
+        #: plain_errors = drop: plain and raw clients get no error replies (they retry).
+        self.drop_plain_errors = False
         self._next_job = 0
         self._heartbeat_at = now + heartbeat_interval
         #: Job deadlines and kill graces, in the order they come due.
@@ -132,10 +134,10 @@ class Dispatcher:
         #: The latest ``now`` seen (:meth:`_turn`): when a job becomes the oldest of its worker
         #: (worker_gone, which has no clock of its own, can make that happen).
         self._now = now
-        #: Injected like the clock: is this worker one the host forked, alive and not stopped?
-        self.process_running: Callable[[bytes], bool] | None = None
-        #: Injected too: is this a worker the host forked (ours, heartbeating while busy)?
+        #: Injected like the clock: is this worker one the host forked (ours: it heartbeats
+        #: while busy), and is it, alive and not stopped?
         self.forked: Callable[[bytes], bool] | None = None
+        self.process_running: Callable[[bytes], bool] | None = None
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -251,6 +253,8 @@ class Dispatcher:
 
     def _refuse(self, client: bytes, request: ClientRequest, status: Status, message: str) -> None:
         self.stats.errors += 1
+        if self.drop_plain_errors and request.service is None:  # plain or raw: no reply
+            return
         reply = encode_client_reply(
             request.form,
             request.service,
@@ -369,7 +373,6 @@ class Dispatcher:
             service.unqueued(job)
             self._assign(worker, job)
 
-
     # -- outcomes ---------------------------------------------------------------------------------
 
     def _complete(self, job: Job, frames: list[Frame], *, cache: bool) -> None:
@@ -384,7 +387,8 @@ class Dispatcher:
             self.pending.pop(key, None)
             if cache:
                 self.replies.put(key, frames)
-        self.outbox.append((Port.FRONTEND, job.client, frames))
+        if frames:  # none: an error dropped for a plain client (plain_errors = drop)
+            self.outbox.append((Port.FRONTEND, job.client, frames))
 
     def _answer(self, job: Job, body: list[Frame]) -> None:
         self.stats.replied += 1
@@ -393,6 +397,9 @@ class Dispatcher:
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
         self.stats.errors += 1
+        if self.drop_plain_errors and job.reply_service is None:
+            self._complete(job, [], cache=False)
+            return
         frames = encode_client_reply(
             job.form,
             job.reply_service,
@@ -656,14 +663,10 @@ class Dispatcher:
                 worker.v1,
                 reason=f"it missed {self.heartbeat_liveness} heartbeats",
             )
-        for worker in self.workers.values():
-            jobs = worker.jobs
-            if not jobs or not worker.beats_busy:  # busy RFC workers too: a send finds the dead
-                if jobs:
-                    worker.pinged = jobs[0].id  # see worker_gone
-                self.outbox.append(
-                    (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
-                )
+        for worker in liveness.beat_to(self.workers.values()):
+            self.outbox.append(
+                (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
+            )
 
     def _turn(self, now: float) -> None:
         """Take ``now``; a gap of more than an interval is the broker's stall (liveness.py)."""
@@ -745,4 +748,3 @@ class Dispatcher:
             service = self.services[name] = Service(name, limits=self.service_limits.get(name))
             self._set_prefetch(service)
         return service
-

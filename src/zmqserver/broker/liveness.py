@@ -127,3 +127,19 @@ def silent(
             continue
         found.append(worker)
     return found
+
+
+def beat_to(workers: Iterable[WorkerState]) -> list[WorkerState]:
+    """The workers the broker sends a HEARTBEAT at this tick: the idle ones, and the busy ones
+    not known to heartbeat while busy. A send to one of those that fails finds a dead peer
+    whose job did reach it (``pinged``: the dispatcher's worker_gone loses the job, as it may
+    have run, instead of handing it back as never delivered)."""
+    found = []
+    for worker in workers:
+        jobs = worker.jobs
+        if not jobs:
+            found.append(worker)
+        elif not worker.beats_busy:
+            worker.pinged = jobs[0].id
+            found.append(worker)
+    return found

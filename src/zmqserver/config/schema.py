@@ -519,6 +519,16 @@ class Config(_Checked):
         metavar="HOOK",
         callable_ok=True,
     )
+    # -- interop with foreign MDP peers (issue 20) --
+    plain_errors: str = option(
+        "inband",
+        "How plain and raw clients (no envelope for a status) learn of an error: `inband` "
+        "replies `ERROR <reason>: <message>` (shutting_down too, on a graceful stop); `drop` "
+        "sends nothing, so a Lazy Pirate client times out and retries as with a dead server.",
+        metavar="MODE",
+        reload=True,
+        command="serve",
+    )
 
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.

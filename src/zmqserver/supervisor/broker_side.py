@@ -76,6 +76,7 @@ class BrokerComponent:
         )
         self.dispatcher.process_running = self._process_running
         self.dispatcher.forked = self._forked
+        self.dispatcher.drop_plain_errors = config.plain_errors == "drop"
         # Local workers always connect to a private ipc:// socket (docs/security.md); the
         # configured backend endpoint is bound as well only when it is open to remote pools.
         security = self.security
@@ -158,6 +159,7 @@ class BrokerComponent:
     def on_config(self, config: Config) -> None:
         if self.dispatcher is not None and self.broker is not None:
             self.dispatcher.set_limits(Limits.from_config(config), self._service_limits())
+            self.dispatcher.drop_plain_errors = config.plain_errors == "drop"
             self.broker.flush()
 
     def owned_paths(self) -> list[str]:
