@@ -179,3 +179,19 @@ def test_foreign_worker_in_compact_framing(start_server, ctx):
     assert b"ValueError: no" in b"".join(final[4:])
     for sock in (worker, first, second):
         sock.close(linger=0)
+
+
+def test_plain_errors_drop_sends_a_plain_client_nothing_for_an_error(start_server):
+    """--plain-errors drop: a REQ client whose job fails hears nothing (it would retry, as with
+    a dead server); its next job is answered; an MDP client still gets the error."""
+    server = start_server("tests.apps:fail", "--plain-errors", "drop", workers=1)
+    server.wait_ready()
+    req = server.socket(zmq.REQ)
+    req.send(b"boom")
+    assert not req.poll(1500)
+    req.close()
+    assert server.request(b"fine") == [b"fine"]
+    sock = server.socket(zmq.DEALER)
+    reply = mdp02_request(sock, b"default", b"boom")
+    assert reply[3] == b"\x00ZQ\x01\x01"  # app_error
+    sock.close()
