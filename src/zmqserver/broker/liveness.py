@@ -57,9 +57,7 @@ ASSUMED_CADENCE: Final = 2.5
 MAX_CADENCE: Final = 60.0
 
 
-def heard(
-    worker: WorkerState, now: float, heartbeat: bool, interval: float, liveness: int
-) -> None:
+def heard(worker: WorkerState, now: float, heartbeat: bool, interval: float, liveness: int) -> None:
     """A message from ``worker`` came at ``now`` (``heartbeat``: it was a HEARTBEAT): learn its
     cadence, and move its expiry to liveness x the larger of ``interval`` and that cadence.
 
