@@ -195,3 +195,20 @@ def test_plain_errors_drop_sends_a_plain_client_nothing_for_an_error(start_serve
     reply = mdp02_request(sock, b"default", b"boom")
     assert reply[3] == b"\x00ZQ\x01\x01"  # app_error
     sock.close()
+
+
+def test_a_request_for_a_service_waits_for_its_worker(start_server, raw_worker):
+    """RFC 7/18: the broker SHOULD queue a request for a service no worker has registered yet.
+    MMI says 404 until the worker comes (RFC 8); the request is answered once it does."""
+    server = start_server("examples.echo:app", workers=1)
+    server.wait_ready()
+    client, mmi = server.socket(zmq.DEALER), server.socket(zmq.DEALER)
+    client.send_multipart([b"MDPC02", b"\x01", b"late", b"hello"])
+    assert mdp02_request(mmi, b"mmi.service", b"late")[3:] == [b"404"]
+    assert not client.poll(500)
+    raw_worker(server.backend, b"late", 2)
+    assert client.poll(10_000)
+    assert client.recv_multipart() == [b"MDPC02", b"\x03", b"late", b"HELLO"]
+    assert mdp02_request(mmi, b"mmi.service", b"late")[3:] == [b"200"]
+    client.close()
+    mmi.close()

@@ -73,7 +73,7 @@ def majortomo_worker() -> Iterator[object]:
 
 
 def test_majortomo_client_gets_replies_and_errors_in_its_numbering(start_server) -> None:
-    server = start_server("tests.apps:stream", workers=1)
+    server = start_server("tests.apps:stream", "--unknown-service-wait", "0.5", workers=1)
     server.wait_ready()
     client = MajortomoClient(server.frontend)
     client.connect()

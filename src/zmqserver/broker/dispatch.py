@@ -48,7 +48,7 @@ from ..protocol import (
     parse_worker_message,
 )
 from . import events, liveness
-from .admission import mmi_body, refusal
+from .admission import mmi_reply, refusal, unknown_service
 from .deadlines import Deadlines
 from .events import Event
 from .replycache import ReplyCache
@@ -63,6 +63,7 @@ from .state import (
     Stats,
     WorkerState,
     charged_size,
+    forget,
     place,
     take,
     unplace,
@@ -178,16 +179,10 @@ class Dispatcher:
     def oldest_queued(self, service: bytes | None = None) -> float | None:
         """When the longest-waiting live job of ``service`` arrived; None if none waits.
 
-        Read-only: expired jobs at the head of the deque are skipped, not removed (dispatch
-        removes them), so this costs O(expired jobs at the head), usually O(1).
+        Read-only (:meth:`Service.oldest`), usually O(1).
         """
         found = self.services.get(service or self.default_service)
-        if found is None or not found.waiting:
-            return None
-        for job in found.queue:
-            if not job.done:
-                return job.received
-        return None
+        return None if found is None else found.oldest()
 
     def idle_workers(self, service: bytes | None = None) -> list[bytes]:
         """Idle worker ids of ``service`` (default: the default service), in dispatch order.
@@ -282,18 +277,16 @@ class Dispatcher:
         if key is not None and self._duplicate(key, deadline):
             return
         if name.startswith(b"mmi."):
-            body = mmi_body(name, request, self.services)
-            reply = encode_client_reply(
-                request.form, request.service, body, request_id=request.request_id
-            )
-            self.outbox.append((Port.FRONTEND, client, reply))
+            self.outbox.append((Port.FRONTEND, client, mmi_reply(name, request, self.services)))
             return
         size = charged_size(request.body)
         refused = refusal(request, name, service, limits, self.closing, frames, size)
         if refused is not None:
             self._refuse(client, request, refused[0], refused[1])
             return
-        assert service is not None  # refused otherwise
+        if service is None:  # no worker has registered it: it may come (admission.py)
+            service = self._service(name)
+            service.provisional = True
         self._next_job = job_id = self._next_job + 1
         # Positional: this runs once a job, and keywords cost a dataclass __init__ twice as much.
         job = Job(
@@ -315,8 +308,10 @@ class Dispatcher:
         self.stats.accepted += 1
         if key is not None:
             self.pending[key] = job
-        if deadline != math.inf:
-            self.deadlines.add(job)  # job.due_at is its deadline
+        if service.provisional:  # answered unknown_service if no worker comes by then
+            job.due_at = min(deadline, now + self.limits.unknown_service_wait)
+        if job.due_at != math.inf:
+            self.deadlines.add(job)  # job.due_at: its deadline, or the end of that wait
         if not service.waiting:  # else no worker has credit left (dispatch would have used it)
             worker = take(service, self._now)
             if worker is not None:
@@ -380,7 +375,7 @@ class Dispatcher:
         assert not job.done, "a job gets exactly one outcome"
         job.done = True
         job.body = _NO_BODY  # its timer may outlive it by up to job_timeout
-        if job.deadline != math.inf:
+        if job.due_at != math.inf:
             self.deadlines.finished()
         key = job.key
         if key is not None:
@@ -477,6 +472,7 @@ class Dispatcher:
             self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1)))
             return
         service = self._service(msg.service)
+        service.provisional = False
         credit = min(msg.credit, self._limits_of(service).worker_credit)
         worker = WorkerState(
             identity,
@@ -624,10 +620,7 @@ class Dispatcher:
             else:
                 self._lost(job, reason or "it disconnected")
         self._dispatch(service)
-        if not service.workers and not service.waiting and service.name not in self._configured:
-            # A service that only foreign workers offered is forgotten with its last worker, so
-            # its requests are answered unknown_service instead of queueing for nobody.
-            del self.services[service.name]
+        forget(self.services, self._configured, service)
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -699,13 +692,19 @@ class Dispatcher:
                 worker.identity, worker, worker.delimited, worker.v1, reason="past its deadline"
             )
             return
-        if now < job.deadline:  # a resend moved the deadline: check again then
+        if now < job.deadline:  # a resend moved the deadline, or the service's wait is over
+            if worker is None and job.service.provisional:
+                job.service.unqueued(job)
+                self._fail(job, *unknown_service(job.service.name))
+                forget(self.services, self._configured, job.service)
+                return
             self.deadlines.rearm(job.deadline, job)
             return
         self.stats.expired += 1
         if worker is None:  # queued: it stays in the deque, marked done
             job.service.unqueued(job)
             self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
+            forget(self.services, self._configured, job.service)
             return
         if worker.jobs[0] is not job:
             # Sent, but waiting behind another job in the worker: it will still run (the worker

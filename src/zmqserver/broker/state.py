@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final
@@ -156,6 +157,9 @@ class Service:
     job_time: float = math.inf
     #: Its :attr:`Limits.prefetch_below`, kept here because dispatch reads it for every job.
     prefetch_below: float = 0.0
+    #: Made by a request, not a worker: no worker has registered it yet. Its jobs wait for
+    #: one for unknown_service_wait, then are answered unknown_service (RFC 7/18: SHOULD queue).
+    provisional: bool = False
 
     def __post_init__(self) -> None:
         self.levels.append(self.idle)
@@ -185,6 +189,16 @@ class Service:
         """``job`` left the queue's live jobs: dispatched, or expired (left in the deque, done)."""
         self.waiting -= 1
         self.queued_bytes -= job.size
+
+    def oldest(self) -> float | None:
+        """When the longest-waiting live job arrived; None if none waits. Read-only: expired
+        jobs at the head of the deque are skipped, not removed (dispatch removes them), so
+        this costs O(expired jobs at the head), usually O(1)."""
+        if self.waiting:
+            for job in self.queue:
+                if not job.done:
+                    return job.received
+        return None
 
     def timed(self, took: float) -> None:
         """A job took ``took`` seconds on its worker: fold it into :attr:`job_time`."""
@@ -244,6 +258,9 @@ class Limits:
     #: less than this many seconds on average; until the first reply, and with longer jobs,
     #: dispatch is strict LRU. 0: always (no measuring).
     prefetch_below: float
+    #: Seconds a request for a service no worker has registered waits for one before it is
+    #: answered unknown_service; 0: at once. Server-wide (the dispatcher's limits only).
+    unknown_service_wait: float
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:
@@ -261,7 +278,19 @@ class Limits:
             reply_cache_bytes=REPLY_CACHE_BYTES,
             worker_credit=config.worker_credit,
             prefetch_below=config.prefetch_below,
+            unknown_service_wait=config.unknown_service_wait,
         )
+
+
+def forget(services: dict[bytes, Service], configured: Collection[bytes], service: Service) -> None:
+    """Drop ``service`` from ``services`` once it has neither workers nor jobs, unless it is
+    ``configured`` (the server runs a pool for it). Foreign workers' services go with their
+    last worker, and a request's provisional one with its last job: a request for it then
+    waits unknown_service_wait anew, instead of queueing for nobody."""
+    if service.workers or service.waiting or service.name in configured:
+        return
+    if services.get(service.name) is service:  # not a later one of the same name
+        del services[service.name]
 
 
 def take(service: Service, now: float) -> WorkerState | None:

@@ -529,6 +529,14 @@ class Config(_Checked):
         reload=True,
         command="serve",
     )
+    unknown_service_wait: float = option(
+        5.0,
+        "Seconds a request for a service no worker has registered waits for one (RFC 7/18: "
+        "the broker SHOULD queue it) before it is answered unknown_service; 0 = at once.",
+        metavar="SECONDS",
+        reload=True,
+        command="serve",
+    )
 
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.

@@ -166,7 +166,7 @@ def _check_service(config: Config) -> None:
         raise ConfigError(f"worker_credit: at most {MAX_CREDIT}, got {config.worker_credit}")
     _nonnegative_int(config, "max_queue")
     _nonnegative_int(config, "max_queue_bytes")
-    for name in ("job_timeout", "kill_grace", "prefetch_below"):
+    for name in ("job_timeout", "kill_grace", "prefetch_below", "unknown_service_wait"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")
