@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit integration wheel-check bench clean
+.PHONY: serve test lint typecheck unit integration wheel-check bench bench-publish clean
 
 # setup.py builds the optional compiled parts in place: the C extension (_fastio.c), and the
 # modules mypyc compiles (MODULES in src/zmqserver/_compiled.py; a test checks this list), so an
@@ -34,12 +34,17 @@ $(STAMP): pyproject.toml setup.py apt-packages.txt $(COMPILED_SRC)
 	  fi; \
 	fi
 	$(PYTHON) -m venv $(VENV)
+	@echo "installing zmqserver and its tools into $(VENV) (the first time: about 2 minutes," \
+	  "most of it compiling; pip's progress follows)"
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
+# The ports `make serve` listens on (clients, then workers): `make serve PORTS="7660 7661"`.
+PORTS ?= 6660 6661
+
 serve: $(STAMP)
-	$(BIN)/zmqserver serve examples.upper:app --port 6660 6661
+	$(BIN)/zmqserver serve examples.upper:app --port $(PORTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench setup.py
@@ -68,15 +73,21 @@ test: $(STAMP) lint typecheck
 	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit
 	$(MAKE) --no-print-directory wheel-check
 
-# The benchmark suite (bench/README.md): about 5 minutes; JSON and Markdown in bench/results/,
-# the plot in docs/bench.png. The bench extra adds matplotlib for the plot.
+# The benchmark suite (bench/README.md): about 5 minutes; JSON, Markdown and the plot in
+# bench/results/ (not tracked). The bench extra adds matplotlib for the plot. The plot the
+# docs show, docs/bench.png, changes only on purpose: `make bench-publish` copies the latest.
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m bench.run --out bench/results --plot docs/bench.png
+	$(BIN)/python -m bench.run --out bench/results --plot bench/results/bench.png
+
+bench-publish:
+	@test -f bench/results/bench.png || { echo "no bench/results/bench.png: run make bench first"; exit 1; }
+	cp bench/results/bench.png docs/bench.png
+	@echo "docs/bench.png updated: commit it with the numbers in BENCHMARKS.md"
 
 # Also what the builds left in the tree: mypyc's C sources in build/, the extensions in src/.
 clean:

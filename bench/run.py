@@ -1,7 +1,7 @@
 """The benchmark suite: zmqserver against no broker and pyzmq's C proxy, same machine, same run.
 
     .venv/bin/python -m bench.run [--duration 3] [--repeat 3] [--workers 2] [--out bench/results]
-                                  [--plot docs/bench.png] [--systems ...] [--configs ...]
+                                  [--plot bench/results/bench.png] [--systems ...] [--configs ...]
                                   [--extras idle queued crowd | --no-extras]
 
 (``make bench`` runs it with these defaults.) For each configuration (clients C, requests

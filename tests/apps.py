@@ -202,3 +202,15 @@ def fork_and_return(payload: bytes | list[bytes]) -> bytes:
     while not os.path.exists(payload) and time.monotonic() < deadline:
         time.sleep(0.01)
     return b"parent"
+
+
+def publish(payload: bytes | list[bytes]) -> bytes:
+    """Publishes ``key=value`` (from a payload ``key=value[;ttl]``) through the server's pub-sub,
+    from inside the worker; replies with the worker's pid."""
+    import zmqserver
+
+    text = payload if isinstance(payload, bytes) else b"".join(payload)
+    item, _, ttl = text.partition(b";")
+    key, _, value = item.partition(b"=")
+    zmqserver.publish(key, value, float(ttl) if ttl else None)
+    return str(os.getpid()).encode()

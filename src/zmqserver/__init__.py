@@ -5,8 +5,9 @@ worker processes running your callable, and Lazy Pirate clients. See README.md.
 
 ``import zmqserver`` loads the blocking client and the errors, and nothing of the server: most
 processes that import this package are clients, and should not pay for (or be broken by) the
-broker, the supervisor or asyncio. ``run``, ``AsyncClient``, ``client_key``, ``Config`` and
-``App`` are imported on first use (PEP 562); tests/unit/test_imports.py holds that.
+broker, the supervisor or asyncio. ``run``, ``AsyncClient``, ``client_key``, ``Config``,
+``App`` and the pub-sub names (``Subscriber``, ``AsyncSubscriber``, ``Publisher``, ``publish``)
+are imported on first use (PEP 562); tests/unit/test_imports.py holds that.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from .errors import (
 if TYPE_CHECKING:
     from .client.aio import AsyncClient
     from .config import App, Config
+    from .pubsub.aio import AsyncSubscriber
+    from .pubsub.client import Publisher, Subscriber
+    from .pubsub.publish import publish
     from .server import run
     from .worker import client_key
 
@@ -50,6 +54,7 @@ __all__ = [
     "AppError",
     "AppLoadError",
     "AsyncClient",
+    "AsyncSubscriber",
     "BadRequest",
     "Client",
     "Closed",
@@ -58,15 +63,18 @@ __all__ = [
     "DeadlineExpired",
     "MessageTooLarge",
     "ProtocolError",
+    "Publisher",
     "QueueFull",
     "RequestTimeout",
     "ServerError",
     "ShuttingDown",
     "Status",
+    "Subscriber",
     "UnknownService",
     "WorkerLost",
     "client_key",
     "ZmqServerError",
+    "publish",
     "run",
 ]
 
@@ -74,8 +82,12 @@ __all__ = [
 _LAZY = {
     "App": ".config",
     "AsyncClient": ".client.aio",
+    "AsyncSubscriber": ".pubsub.aio",
     "Config": ".config",
+    "Publisher": ".pubsub.client",
+    "Subscriber": ".pubsub.client",
     "client_key": ".worker",
+    "publish": ".pubsub.publish",
     "run": ".server",
 }
 

@@ -129,7 +129,16 @@ def build_parser() -> _Parser:
         "backend (--connect tcp://BROKER:6661; the broker needs remote_workers): the same "
         "signals and options as serve, without the broker.",
     )
-    for command, parser_ in (("serve", serve), ("worker", pool)):
+    check = commands.add_parser(
+        "check",
+        help="validate a configuration and show each option's value and where it came from",
+        description="Check the configuration `serve` would run with (the same APP, flags, "
+        "--config file and ZMQSERVER_* variables): the options, key files, user, and that each "
+        "app and hook imports. Prints every option with its source (default, config file, "
+        "environment, command line). Exit status 0 when valid, 2 when not. A FILE.toml "
+        "argument is taken as --config FILE.toml.",
+    )
+    for command, parser_ in (("serve", serve), ("worker", pool), ("check", check)):
         parser_.add_argument(
             "apps",
             nargs="*",
@@ -148,7 +157,22 @@ def build_parser() -> _Parser:
             help=f"TOML file of options (also ${CONFIG_ENV}); flags win over ZMQSERVER_* "
             "environment variables, which win over the file. HUP re-reads it.",
         )
-        _add_config_flags(parser_, command)
+        _add_config_flags(parser_, "serve" if command == "check" else command)
+    check.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    check.add_argument(
+        "--worker",
+        action="store_true",
+        help="check a remote pool's configuration (zmqserver worker) instead of a server's",
+    )
+    for f in dataclasses.fields(Config):  # a pool's own options, for --worker
+        if f.metadata.get("command") == "worker":
+            check.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                default=argparse.SUPPRESS,
+                metavar=f.metadata.get("metavar"),
+                help=f"with --worker: {f.metadata['help']}",
+            )
     keygen = commands.add_parser(
         "keygen",
         help="create a CURVE key pair (NAME.key and NAME.key_secret)",
@@ -159,7 +183,7 @@ def build_parser() -> _Parser:
     keygen.add_argument(
         "--dir", default=".", metavar="DIR", help="directory to write to (default: current)"
     )
-    parser.commands = {"serve": serve, "worker": pool, "keygen": keygen}
+    parser.commands = {"serve": serve, "worker": pool, "check": check, "keygen": keygen}
     return parser
 
 
@@ -172,15 +196,38 @@ def parse(argv: list[str] | None = None) -> dict[str, Any]:
     """
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("serve", "worker"):
+    if argv and argv[0] in ("serve", "worker", "check"):
         args = vars(parser.commands[argv[0]].parse_intermixed_args(argv[1:]))
         return {"command": argv[0], **args}
     return vars(parser.parse_args(argv))
 
 
+def _check(args: dict[str, Any]) -> int:
+    """``zmqserver check``: exit status 0 when valid, 2 when not (as ``serve`` would exit)."""
+    from .check import Report, check, render_json, render_text
+
+    as_json, command = args.pop("json"), "worker" if args.pop("worker") else "serve"
+    path = args.pop("config_file", None)
+    if path is None and str(args.get("app", "")).endswith(".toml"):
+        path = args.pop("app")  # `zmqserver check zmqserver.toml`
+    try:
+        report = check(load_config(args, os.environ, path), command)
+    except ConfigError as exc:
+        report = Report(command, error=str(exc))
+    if as_json:
+        print(render_json(report))
+    elif report.options:
+        print(render_text(report), file=sys.stdout if report.valid else sys.stderr)
+    else:
+        print(f"zmqserver check: not valid: {report.error}", file=sys.stderr)
+    return 0 if report.valid else 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = args.pop("command")
+    if command == "check":
+        return _check(args)
     if command in ("serve", "worker"):
         path = args.pop("config_file", None)
         try:

@@ -63,13 +63,16 @@ def run(
     ``app`` is a callable or a ``"module:callable"`` string; options are :class:`Config` fields::
 
         zmqserver.run(port=(6660, 6661), min_servers=5, max_servers=10,
-                      app=lambda payload: payload.upper())
+                      app="examples.upper:app")
+
+    (A callable works too; it gets ``bytes``, or ``list[bytes]`` for a job of several frames.)
 
     ``apps`` runs several services, each with its own pool: a name maps to an app, or to a dict
     of that service's options (``app`` and any option that can be set per service)::
 
         zmqserver.run(apps={"echo": "examples.echo:app",
-                            "upper": {"app": str.upper, "min_servers": 2, "job_timeout": 5}})
+                            "upper": {"app": "examples.upper:app", "min_servers": 2,
+                                      "job_timeout": 5}})
 
     A callable is used as is by forked workers (it is already in memory); a string is imported
     by each worker after the fork. With ``background=True`` the server runs as a daemon and this

@@ -43,7 +43,14 @@ NOT_FOR_CLIENTS = (
     "asyncio",
 )
 
-LAZY = ("run", "AsyncClient", "client_key", "Config", "App")
+LAZY = (
+    "run",
+    "AsyncClient",
+    "client_key",
+    "Config",
+    "App",
+    "AsyncSubscriber",
+)
 
 
 def fresh(code: str) -> object:
@@ -76,6 +83,7 @@ def test_the_prefix_match_does_not_take_a_neighbour_for_a_submodule() -> None:
 #: What client/ may import from the rest of the package: the wire format, the errors and the
 #: client half of security (credentials); the server side may import the client, never the reverse.
 CLIENT_MAY_IMPORT = (
+    "zmqserver.pubsub.cli",  # zmq-client sub/pub: pub-sub's client half, no server code
     "zmqserver._version",
     "zmqserver.errors",
     "zmqserver.protocol",
@@ -114,6 +122,8 @@ def test_the_asyncio_client_and_the_command_load_no_server_code() -> None:
         "from zmqserver import Client, RequestTimeout, ServerError, Status",
         "import zmqserver.client",
         "from zmqserver.client import Client, RequestState",
+        "import zmqserver; zmqserver.Subscriber, zmqserver.Publisher, zmqserver.publish",
+        "import zmqserver.pubsub.cli",
     ],
 )
 def test_a_client_loads_no_server_code(code: str) -> None:
@@ -130,6 +140,7 @@ HOMES = {
     "client_key": "zmqserver.worker",
     "Config": "zmqserver.config",
     "App": "zmqserver.config",
+    "AsyncSubscriber": "zmqserver.pubsub.aio",
 }
 
 

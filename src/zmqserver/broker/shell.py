@@ -84,10 +84,16 @@ class EventLog:
         #: Events of each kind, since the start (logged or not).
         self.totals: dict[type, int] = {}
         self._due = math.inf  # the earliest end of a window with repeats to report
+        #: Also given every event, logged or not (pub-sub publishes some: pubsub/events.py).
+        #: Events are rare (workers coming and going, faults), never one per job.
+        self.tap: Callable[[Event, float], None] | None = None
 
     def record(self, event: Event, now: float) -> None:
         kind = type(event)
         self.totals[kind] = self.totals.get(kind, 0) + 1
+        tap = self.tap
+        if tap is not None:
+            tap(event, now)
         level = event.level
         if not self._log.isEnabledFor(level):
             return

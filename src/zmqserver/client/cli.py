@@ -25,6 +25,8 @@ EXIT_TIMEOUT = 2
 
 _EPILOG = """\
 Each PAYLOAD argument is sent as one frame; with none, all of stdin is sent as one frame.
+`zmq-client sub PREFIX` and `zmq-client pub KEY VALUE` use the server's pub-sub instead
+(see `zmq-client sub --help`); `zmq-client -- sub` sends a job whose payload is "sub".
 Each reply frame is written to stdout followed by a newline, as it arrives.
 
 exit status: 0 reply received, 1 error reply (or a broken reply), 2 no reply (or a usage error)
@@ -108,6 +110,12 @@ def _write_frame(frame: bytes, stream: TextIO) -> None:
 
 def client_main(argv: list[str] | None = None) -> int:
     """Run ``zmq-client`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] in (["sub"], ["pub"]):
+        from ..pubsub.cli import main  # pub-sub's own commands, only when asked for
+
+        return main(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ def option(
     shown: str | None = None,
     per_service: bool = False,
     command: str | None = None,
+    path: bool = False,
 ) -> Any:
     """A config field: ``help`` is the one description shown in --help and in the README.
 
@@ -53,11 +55,13 @@ def option(
     changed value (every other option needs a restart); ``shown`` is the default as documented,
     when the real default is None meaning "worked out from other options"; ``per_service`` means
     a service's table may set it for that service alone; ``command`` is ``"serve"`` (the broker)
-    or ``"worker"`` (a remote pool) for an option only that command has (None: both).
+    or ``"worker"`` (a remote pool) for an option only that command has (None: both); ``path``
+    means the value names a file or directory, in which a leading ``~`` is the home directory
+    (from every source: the shell expands it only in some positions, a TOML file never).
     """
     meta = {"help": help, "flag": flag, "metavar": metavar, "nargs": nargs, "kind": kind}
     meta |= {"parse": parse, "callable_ok": callable_ok, "reload": reload, "shown": shown}
-    meta |= {"per_service": per_service, "command": command}
+    meta |= {"per_service": per_service, "command": command, "path": path}
     return field(default=default, metadata=meta)
 
 
@@ -153,6 +157,7 @@ class Config(_Checked):
         "workers then connect with CURVE.",
         metavar="KEY|FILE",
         command="worker",
+        path=True,
     )
     key_file: str | None = option(
         None,
@@ -160,6 +165,7 @@ class Config(_Checked):
         "broker's curve_worker_keys_dir; needs server_key.",
         metavar="FILE",
         command="worker",
+        path=True,
     )
     min_servers: int = option(
         5, "Worker processes started and kept running, however idle.", reload=True, per_service=True
@@ -345,6 +351,7 @@ class Config(_Checked):
         "encrypted and authenticated by curve_client_keys_dir or curve_allow_any.",
         metavar="FILE",
         command="serve",
+        path=True,
     )
     curve_client_keys_dir: str | None = option(
         None,
@@ -352,6 +359,7 @@ class Config(_Checked):
         "reloaded on HUP.",
         metavar="DIR",
         command="serve",
+        path=True,
     )
     curve_allow_any: bool = option(
         False,
@@ -369,6 +377,7 @@ class Config(_Checked):
         "Secret key file of the backend, for remote worker pools (needs curve_worker_keys_dir).",
         metavar="FILE",
         command="serve",
+        path=True,
     )
     curve_worker_keys_dir: str | None = option(
         None,
@@ -376,6 +385,7 @@ class Config(_Checked):
         "reloaded on HUP.",
         metavar="DIR",
         command="serve",
+        path=True,
     )
     remote_workers: bool = option(
         False,
@@ -434,12 +444,14 @@ class Config(_Checked):
         None,
         "Append the log to this file instead of stderr; USR1 reopens it (for logrotate).",
         metavar="FILE",
+        path=True,
     )
     pid_file: str | None = option(
         None,
         "Write the master's pid to this file (by the daemon, in background mode); refuse to "
         "start while it names a running process.",
         metavar="FILE",
+        path=True,
     )
     background: bool = option(
         False,
@@ -459,6 +471,7 @@ class Config(_Checked):
         None,
         "Change to this directory before loading the app (and resolving relative paths).",
         metavar="DIR",
+        path=True,
     )
     umask: int | None = option(
         None,
@@ -518,6 +531,53 @@ class Config(_Checked):
         "Hook called `(config)` in the master after the workers have stopped.",
         metavar="HOOK",
         callable_ok=True,
+    )
+    # -- pub-sub (pubsub/, docs/protocol.md "Pub-sub") --
+    pubsub_port: int | None = option(
+        None,
+        "Open pub-sub (ZeroMQ RFC 12, CHP) on three ports: snapshot ROUTER on P, PUB on P+1, "
+        "collector SUB on P+2 (bound on `host`); unset: off. A remote pool given it publishes "
+        "to its broker's P+2.",
+        kind=int,
+        metavar="P",
+    )
+    pubsub_max_keys: int = option(
+        100_000, "Keys the pub-sub last-value cache holds at most; 0 = no limit.", command="serve"
+    )
+    pubsub_max_bytes: int = option(
+        64 * 1024 * 1024,
+        "Bytes (keys, values, properties) the pub-sub cache holds at most; 0 = no limit.",
+        command="serve",
+    )
+    pubsub_max_key_length: int = option(256, "Longest pub-sub key, in bytes.", command="serve")
+    pubsub_max_value_size: int = option(
+        1024 * 1024, "Largest pub-sub value, in bytes.", command="serve"
+    )
+    pubsub_hwm: int = option(
+        10_000,
+        "Updates queued per subscriber before the PUB drops (the subscriber then resyncs).",
+        command="serve",
+    )
+    pubsub_publishers_keys_dir: str | None = option(
+        None,
+        "Directory of the CURVE public keys allowed to publish on the collector (P+2); unset: "
+        "the frontend's rules. Needs curve_secret_key_file; reloaded on HUP.",
+        metavar="DIR",
+        command="serve",
+        path=True,
+    )
+    pubsub_events: bool = option(
+        True,
+        "Publish the server's own events on `$zmqserver/...` keys when pub-sub is on.",
+        command="serve",
+    )
+
+    # -- development (supervisor/autoreload.py) --
+    reload: bool = option(
+        False,
+        "Development: start a new generation of workers (as HUP does) when a source file of "
+        "the app or its hooks changes (their package's `.py` files, looked at once a second). "
+        "Not with preload_app.",
     )
     # -- interop with foreign MDP peers (issue 20) --
     plain_errors: str = option(
@@ -658,6 +718,9 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
         expected = str
     if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
         raise ConfigError(f"{key}: expected {_type_name(expected)}, got {value!r}")
+    if meta.get("path") and isinstance(value, str):
+        # A Z85 key (server_key may be one) has no "~" in its alphabet: only paths change.
+        value = os.path.expanduser(value)
     return value
 
 

@@ -146,11 +146,25 @@ def from_env(environ: Mapping[str, str]) -> EnvOptions:
     return found
 
 
+#: Where an option's value came from when no source set it.
+DEFAULT = "default"
+#: ... when it was a command-line flag or argument.
+COMMAND_LINE = "command line"
+
+
 @dataclass(frozen=True, slots=True)
 class Loaded:
     config: Config
     warnings: tuple[str, ...] = ()
     path: str | None = None
+    #: Where each option that some source set came from: ``config file PATH``,
+    #: ``environment ZMQSERVER_NAME`` or ``command line`` (the highest source that set it).
+    #: An option not in here has its default (:func:`origin`).
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def origin(self, name: str) -> str:
+        """Where option ``name``'s value came from (``zmqserver check`` shows it)."""
+        return self.origins.get(name, DEFAULT)
 
 
 def load(flags: Mapping[str, Any], environ: Mapping[str, str], path: str | None = None) -> Loaded:
@@ -161,10 +175,14 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str], path: str | None 
     """
     path = path or environ.get(CONFIG_ENV) or None
     layered: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if path is not None:
         path = os.path.abspath(path)
         layered.update(from_file(path))
+        origins.update(dict.fromkeys(layered, f"config file {path}"))
     env = from_env(environ)
     layered.update(env.values)
+    origins.update({key: f"environment {env_name(key)}" for key in env.values})
     layered.update(flags)
-    return Loaded(Config.from_mapping(layered), tuple(env.warnings), path)
+    origins.update(dict.fromkeys(flags, COMMAND_LINE))
+    return Loaded(Config.from_mapping(layered), tuple(env.warnings), path, origins)

@@ -44,6 +44,11 @@ def check(config: Config) -> dict[str, Config]:
     ``services`` of its own, so a worker or a pool needs only its config.
     """
     _check_server(config)
+    if config.reload and config.preload_app:
+        raise ConfigError(
+            "reload and preload_app: with preload_app the master holds the app and a reload "
+            "does not import it again; drop one"
+        )
     if not config.services:
         _check_service(config)
         return {config.service: config}
@@ -148,6 +153,7 @@ def _check_server(config: Config) -> None:
             raise ConfigError(f"umask: {config.umask:o} is not a file mode mask (000-777)")
     _check_hooks(config, ("on_starting", "on_exit"))
     _check_pool(config)
+    check_pubsub(config)
 
 
 def _check_service(config: Config) -> None:
@@ -309,3 +315,31 @@ def check_security(config: Config) -> None:
         raise ConfigError(
             f"handshake_timeout: expected a positive number of seconds, got {timeout!r}"
         )
+
+
+def check_pubsub(config: Config) -> None:
+    """The pub-sub options (pubsub/): three ports from P, bounds, the publishers' keys."""
+    port = config.pubsub_port
+    if port is not None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65534:
+            raise ConfigError(f"pubsub_port: expected a TCP port number (1-65533), got {port!r}")
+        taken = set(range(port, port + 3))
+        if config.frontend is None and config.port[0] in taken:
+            raise ConfigError(f"pubsub_port: {port}..{port + 2} overlaps the frontend port")
+        if config.public_backend is not None and config.backend is None and config.port[1] in taken:
+            raise ConfigError(f"pubsub_port: {port}..{port + 2} overlaps the backend port")
+    for name in ("pubsub_max_keys", "pubsub_max_bytes", "pubsub_hwm"):
+        _nonnegative_int(config, name)
+    for name in ("pubsub_max_key_length", "pubsub_max_value_size"):
+        _positive_int(config, name)
+    if not isinstance(config.pubsub_events, bool):
+        raise ConfigError(f"pubsub_events: expected true or false, got {config.pubsub_events!r}")
+    keys = config.pubsub_publishers_keys_dir
+    if keys is not None:
+        if not isinstance(keys, str) or not keys:
+            raise ConfigError(f"pubsub_publishers_keys_dir: expected a directory, got {keys!r}")
+        if config.curve_secret_key_file is None:
+            raise ConfigError(
+                "pubsub_publishers_keys_dir is set but curve_secret_key_file is not: "
+                "publishers are told apart by their CURVE keys"
+            )

@@ -98,7 +98,7 @@ def load_secret_key(path: str | os.PathLike[str], what: str) -> KeyPair:
     other users, a file without a ``secret-key`` (the public half given by mistake), keys that are
     not 40 Z85 characters, and a public key that does not belong to the secret key.
     """
-    file = Path(path)
+    file = Path(path).expanduser()
     public, secret = _read_certificate(file, what)
     if secret is None:
         raise ConfigError(
@@ -115,7 +115,7 @@ def load_secret_key(path: str | os.PathLike[str], what: str) -> KeyPair:
 
 def load_public_key(path: str | os.PathLike[str], what: str) -> bytes:
     """The raw 32 bytes of the public key in a certificate file (public or secret)."""
-    file = Path(path)
+    file = Path(path).expanduser()
     public, _ = _read_certificate(file, what)
     return decode_key(public, f"{what}: {file}: public-key")
 
@@ -127,7 +127,7 @@ def load_key_dir(path: str | os.PathLike[str], what: str) -> frozenset[bytes]:
     themselves in. One bad file refuses the whole directory rather than silently skipping a key
     the operator thinks is allowed.
     """
-    directory = Path(path)
+    directory = Path(path).expanduser()
     if not directory.is_dir():
         raise ConfigError(f"{what}: {directory} is not a directory")
     if directory.stat().st_mode & stat.S_IWOTH:
@@ -188,7 +188,7 @@ def write_key_pair(directory: str | os.PathLike[str], name: str) -> tuple[Path, 
     """
     if not name or name.startswith(".") or os.sep in name or (os.altsep and os.altsep in name):
         raise ValueError(f"key name {name!r} must be a plain file name")
-    folder = Path(directory)
+    folder = Path(directory).expanduser()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     public_file, secret_file = folder / f"{name}.key", folder / f"{name}.key_secret"
     for file in (public_file, secret_file):

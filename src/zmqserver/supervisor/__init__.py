@@ -6,9 +6,11 @@
 * workers.py: the pools and the worker processes (fork, reap, scale, retire, roll back).
 * backoff.py: when to start a worker again after deaths, and when a crash loop stops the server.
 * reload.py: what HUP takes on from a reloaded config.
+* autoreload.py: ``reload``, a component that sends HUP when the app's source files change.
 * component.py: the contracts (:class:`Component`, :class:`WorkerView`, :class:`Waiter`).
 * broker_side.py: the broker as a component (a broker's master); remote_pool.py: a remote pool's
-  status pipe as a component (``zmqserver worker``).
+  status pipe as a component (``zmqserver worker``); pub-sub's component is
+  pubsub/component.py (composed here when ``pubsub_port`` is set).
 
 :func:`arbiter` and :func:`pool_supervisor` compose the two kinds of master the CLI runs.
 docs/architecture.md draws them.
@@ -20,6 +22,7 @@ from collections.abc import Callable, Mapping
 
 from .._process import Credentials
 from ..config import App, Config
+from .autoreload import ReloadOnChange
 from .broker_side import BrokerComponent
 from .component import Component, Host, StartError, StateOf, Waiter, WorkerView
 from .master import SCALE_CHECK, Master
@@ -34,6 +37,7 @@ __all__ = [
     "Host",
     "Master",
     "Pool",
+    "ReloadOnChange",
     "StartError",
     "StateOf",
     "StatusComponent",
@@ -57,15 +61,22 @@ def arbiter(
     also tells the master about its workers and runs the loop's wait, and the local pools."""
     config = config.validate()
     broker = BrokerComponent(config)
+    components: list[Component] = [broker]
+    if config.pubsub_port is not None:
+        # Imported here: pub-sub is optional, and its component imports this package's modules.
+        from ..pubsub.component import PubSubComponent
+
+        components.append(PubSubComponent(config, broker))  # after the broker: its ZAP, context
     return Master(
         config,
         broker,
-        [broker],
+        [*components, *_development(config)],
         apps,
         waiter=broker,
         reload=reload,
         credentials=credentials,
         on_ready=on_ready,
+        where=f"frontend {config.frontend_endpoint}",
     )
 
 
@@ -82,12 +93,23 @@ def pool_supervisor(
     check_connect(config)
     config = config.validate()
     status = StatusComponent(config)
+    if config.pubsub_port is not None and config.connect is not None:
+        from ..pubsub import publish
+        from ..pubsub.endpoints import broker_collector
+
+        publish.route = publish.Route(broker_collector(config.connect, config.pubsub_port))
     return Master(
         config,
         status,
-        [status],
+        [status, *_development(config)],
         apps,
         reload=reload,
         credentials=credentials,
         on_ready=on_ready,
+        where=f"broker {config.connect}",
     )
+
+
+def _development(config: Config) -> list[Component]:
+    """The components ``reload`` adds (watching the app's files)."""
+    return [ReloadOnChange()] if config.reload else []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import zmq
 
@@ -58,6 +58,8 @@ class BrokerComponent:
         self.credentials: ClientCredentials | None = None
         #: For :meth:`handle` outside :meth:`wait` (never set: nothing to interrupt there).
         self._no_wake = Wake()
+        #: Told of each worker that is gone for good, with the reason (pub-sub's events).
+        self.on_gone: Callable[[bytes, str], None] | None = None
 
     # -- Component --------------------------------------------------------------------------------
 
@@ -226,6 +228,8 @@ class BrokerComponent:
         assert self.broker is not None
         self.dispatcher.worker_gone(identity, reason)
         self.broker.flush()  # its jobs may have gone to other workers
+        if self.on_gone is not None:
+            self.on_gone(identity, reason)
 
     def scale_inputs(self) -> tuple[int, ...]:
         return () if self.dispatcher is None else self.dispatcher.scale_inputs()

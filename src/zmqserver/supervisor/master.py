@@ -83,13 +83,15 @@ class Master:
         reload: Callable[[], Config] | None = None,
         credentials: Credentials | None = None,
         on_ready: Callable[[], None] | None = None,
+        where: str = "",
     ) -> None:
         """``config`` is validated already. ``apps`` are the callables already loaded in the
         master, by service name (forked children share them); any other service's workers
         import its app after the fork.
 
         ``reload`` rebuilds the config for HUP; ``credentials`` are taken on once the master has
-        what needs root; ``on_ready`` is called once it is up (a daemon's "started").
+        what needs root; ``on_ready`` is called once it is up (a daemon's "started"). ``where``
+        ends the ready line (``frontend tcp://*:6660``).
         """
         self.config = config
         self.view = view
@@ -124,6 +126,10 @@ class Master:
         self.exit_code = 0
         self.stopping = False
         self.stop_deadline = 0.0
+        self.where = where
+        #: The ready line to log once every pool's workers have registered ("ready" at start,
+        #: "reloaded" after a HUP); None once logged.
+        self._announce: str | None = "ready"
 
     # -- what components may ask (component.Host) ------------------------------------------------
 
@@ -268,6 +274,26 @@ class Master:
         if self.stopping:
             return
         self.flock.manage_workers(time.monotonic())
+        if self._announce is not None:
+            self._maybe_announce(self._announce)
+
+    def _maybe_announce(self, what: str) -> None:
+        """Log the ready line once every pool is ready (see :meth:`Flock.ready`).
+
+        Checked only while a line is due (start-up, a HUP), as the autoscaler plans: a worker
+        registering is news the plan hears at once, so the line comes on the turn it happens.
+        """
+        counts = self.flock.ready()
+        if counts is None:
+            return
+        self._announce = None
+        total = sum(counts.values())
+        pools = ", ".join(f"{name} ({count})" for name, count in counts.items())
+        label = "service" if len(counts) == 1 else "services"
+        kept = [pool.name for pool in self.pools.values() if pool.rolled_back]
+        note = f"; {', '.join(kept)} kept the previous generation" if kept else ""
+        where = f"; {self.where}" if self.where else ""
+        log.info("zmqserver %s: %d workers, %s %s%s%s", what, total, label, pools, where, note)
 
     def _on_config(self) -> None:
         for component in self.components:
@@ -313,9 +339,11 @@ class Master:
                 log.error("HUP: the config is not valid (%s); nothing reloaded", exc)
                 return
             self._apply(fresh)
+        self._announce = "reloaded"
         for pool in self.pools.values():
             pool.reload_floor = max(pool.reload_floor, len(self.flock.current(pool)))
             pool.generation += 1
+            pool.rolled_back = False
             pool.restarts.reset()  # the new generation starts at once, with a clean record
             log.info(
                 "HUP: starting worker generation %d (%d worker(s))%s",

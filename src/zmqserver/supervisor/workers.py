@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ class Pool:
     previous: tuple[Config, App | None] | None = None
     #: Recent deaths: when the next worker may start, and whether the app cannot start at all.
     restarts: Restarts = field(default_factory=Restarts)
+    #: The last HUP's new generation could not start; the previous one kept serving.
+    rolled_back: bool = False
 
     def use(self, config: Config, app: App | None) -> None:
         """Run with ``config`` from now on (HUP, or going back on a failed one)."""
@@ -280,6 +283,7 @@ class Flock:
             proc.generation = pool.generation
         pool.reload_floor = 0
         pool.restarts.reset()  # the generation that keeps serving did start
+        pool.rolled_back = True
         return True
 
     # -- scaling ----------------------------------------------------------------------------------
@@ -291,6 +295,31 @@ class Flock:
             for p in self.workers.values()
             if p.pool is pool and p.generation == pool.generation and not p.retiring
         ]
+
+    def ready(self) -> dict[str, int] | None:
+        """Each pool's registered workers, by service, if every pool is ready; else None.
+
+        A pool is ready when no worker of an older generation is left serving (a HUP has
+        finished), it has at least ``min_servers`` workers of its current generation, and each
+        of them has registered (the broker saw it idle or busy). Costs a pass over the workers:
+        the master asks only while a ready line is due.
+        """
+        counts: dict[str, int] = {}
+        for pool in self.pools.values():
+            state_of = self.view.state_of(pool)
+            current = 0
+            for proc in self.workers.values():
+                if proc.pool is not pool or proc.retiring:
+                    continue
+                if proc.generation != pool.generation:
+                    return None
+                if state_of(proc) not in (State.IDLE, State.BUSY):
+                    return None
+                current += 1
+            if current < pool.config.min_servers:
+                return None
+            counts[pool.name] = current
+        return counts
 
     def manage_workers(self, now: float) -> None:
         """Carry out each autoscaler's plan; retire an old generation once the new one is ready."""
@@ -409,6 +438,7 @@ class Flock:
         except BaseException:
             log.exception("worker %d crashed", os.getpid())
         finally:
+            _flush_updates()
             logging.shutdown()
             os._exit(code)
 
@@ -438,6 +468,14 @@ class Flock:
         if status is not None:
             keep.add(status.fd)
         close_fds_except(keep)
+
+
+def _flush_updates() -> None:
+    """Let the app's pub-sub updates leave before ``os._exit`` (only if it published)."""
+    module = sys.modules.get("zmqserver.pubsub.publish")
+    if module is not None:
+        with contextlib.suppress(Exception):
+            module.flush()
 
 
 def send_signal(pid: int, sig: int) -> None:

@@ -1,0 +1,265 @@
+"""The blocking pub-sub clients: :class:`Subscriber` (CHP's clone client) and :class:`Publisher`.
+
+Drivers only: what to do with a message is :class:`~.agent.Agent`'s decision. A Subscriber
+has two sockets, as RFC 12 says: a SUB on P+1 for live updates (subscribed to its subtree and
+to HUGZ) and, while it (re)syncs, a DEALER on P for the snapshot. A fresh DEALER each sync, so
+that a request sent to a server that was down is never answered twice.
+
+A Publisher is an XPUB connected to the collector (P+2), not a PUB: the collector's
+subscription arriving on the XPUB is the sign that the connection is up, so the first update is
+not lost to ZeroMQ's "slow joiner" (a PUB drops what it sends before the connection exists).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid as _uuid
+from collections import deque
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+
+import zmq
+
+from ..security.sockets import ClientCredentials, apply_client, client_credentials
+from .agent import SILENCE, SYNC_TIMEOUT, Agent, Update
+from .endpoints import chp_endpoints, text
+from .frames import HUGZ, KV, TTL, encode_kv
+
+__all__ = ["Publisher", "Subscriber", "Update"]
+
+#: Updates a subscriber's SUB socket may queue before ZeroMQ drops (then it resyncs).
+RCVHWM = 100_000
+
+
+def _socket(
+    ctx: zmq.Context[zmq.Socket[bytes]], kind: int, credentials: ClientCredentials | None
+) -> zmq.Socket[bytes]:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    if credentials is not None:
+        apply_client(sock, credentials)
+    return sock
+
+
+class Subscriber:
+    """Snapshot then live updates of the keys under ``prefix``, kept in step with the server.
+
+    ``endpoint`` is the server's snapshot port, ``tcp://host:P`` (the pub-sub port; updates come
+    from P+1). Iterate to get :class:`Update` objects: first the snapshot (``update.snapshot``),
+    then each change as it happens, in sequence order. After a gap (this subscriber fell behind
+    and ZeroMQ dropped updates) or a silent server, it takes a new snapshot and delivers the
+    difference, so that :attr:`state` always ends up as the server's. :attr:`gaps`,
+    :attr:`silences` and :attr:`snapshots` count those events.
+
+    Not thread-safe (one per thread); :meth:`close` closes its sockets, never the context.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        prefix: str | bytes = b"",
+        *,
+        silence: float = SILENCE,
+        sync_timeout: float = SYNC_TIMEOUT,
+        rcvhwm: int = RCVHWM,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        server_key: str | bytes | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
+        updates: str | None = None,
+    ) -> None:
+        """``updates`` overrides the live endpoint (else P+1 of ``endpoint``); ``server_key``
+        and ``client_key_file`` as for :class:`~zmqserver.Client` (CURVE)."""
+        snapshot, publisher, _ = (
+            (endpoint, updates, "") if updates is not None else chp_endpoints(endpoint)
+        )
+        self.endpoint = snapshot
+        self._credentials = client_credentials(server_key, client_key_file)
+        self._ctx = context or zmq.Context.instance()
+        now = time.monotonic()
+        self.agent = Agent(text(prefix), now, silence=silence, sync_timeout=sync_timeout)
+        self._sub = _socket(self._ctx, zmq.SUB, self._credentials)
+        self._sub.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._sub.setsockopt(zmq.SUBSCRIBE, self.agent.subtree)
+        if self.agent.subtree:
+            self._sub.setsockopt(zmq.SUBSCRIBE, HUGZ)
+        self._sub.connect(publisher)
+        self._dealer: zmq.Socket[bytes] | None = None
+        self._ready: deque[Update] = deque()
+        self._sync(now)
+
+    @property
+    def state(self) -> dict[bytes, bytes]:
+        """The keys under the prefix and their values, as of the last update delivered."""
+        return self.agent.map
+
+    @property
+    def sequence(self) -> int:
+        return self.agent.sequence
+
+    @property
+    def gaps(self) -> int:
+        return self.agent.gaps
+
+    @property
+    def silences(self) -> int:
+        return self.agent.silences
+
+    @property
+    def snapshots(self) -> int:
+        return self.agent.snapshots
+
+    def _sync(self, now: float) -> None:
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+        self._dealer = _socket(self._ctx, zmq.DEALER, self._credentials)
+        self._dealer.connect(self.endpoint)
+        self._dealer.send_multipart(self.agent.request(now))
+
+    def recv(self, timeout: float | None = None) -> Update | None:
+        """The next update, or None if none came within ``timeout`` seconds (None: wait)."""
+        until = math.inf if timeout is None else time.monotonic() + timeout
+        agent = self.agent
+        while not self._ready:
+            sock = self._dealer if agent.syncing else self._sub
+            assert sock is not None
+            self._drain(sock)  # what is queued first: it may be what keeps the server alive
+            if self._ready:
+                break
+            if sock is not (self._dealer if agent.syncing else self._sub):
+                continue  # the snapshot ended (or restarted): wait on the other socket
+            now = time.monotonic()
+            if agent.timed_out(now):
+                self._sync(now)
+                continue
+            if now >= until:
+                return None
+            wait = min(until, agent.next_deadline()) - now
+            sock.poll(max(0, int(wait * 1000) + 1))
+        return self._ready.popleft()
+
+    def _drain(self, sock: zmq.Socket[bytes]) -> None:
+        """Read what ``sock`` holds (a bounded batch), feeding the agent."""
+        agent = self.agent
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            now = time.monotonic()
+            if sock is self._dealer:
+                self._ready.extend(agent.on_snapshot(frames, now))
+                if not agent.syncing:
+                    assert self._dealer is not None
+                    self._dealer.close(linger=0)
+                    self._dealer = None
+                    return
+            else:
+                update, resync = agent.on_live(frames, now)
+                if resync:
+                    self._sync(now)
+                    return
+                if update is not None:
+                    self._ready.append(update)
+
+    def __iter__(self) -> Iterator[Update]:
+        while True:
+            update = self.recv()
+            if update is not None:
+                yield update
+
+    def close(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+            self._dealer = None
+        self._sub.close(linger=0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Publisher:
+    """Sends updates (KVSET) to a CHP server's collector, ``tcp://host:P`` -> P+2.
+
+    ``publish(key, value, ttl=None)`` sets a key (``ttl``: seconds before the server deletes
+    it); an empty value, or :meth:`delete`, deletes it. Updates are fire-and-forget, as on any
+    PUB socket: the server numbers them and publishes them to subscribers. The first publish
+    waits up to ``connect_timeout`` seconds for the connection (see the module's docstring).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        connect_timeout: float = 5.0,
+        sndhwm: int = 100_000,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        server_key: str | bytes | os.PathLike[str] | None = None,
+        client_key_file: str | os.PathLike[str] | None = None,
+        collector: str | None = None,
+        credentials: ClientCredentials | None = None,
+    ) -> None:
+        """``collector`` overrides the endpoint (else P+2 of ``endpoint``)."""
+        self.endpoint = collector if collector is not None else chp_endpoints(endpoint)[2]
+        if credentials is None:
+            credentials = client_credentials(server_key, client_key_file)
+        self._ctx = context or zmq.Context.instance()
+        self._sock = _socket(self._ctx, zmq.XPUB, credentials)
+        self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._sock.connect(self.endpoint)
+        self.connect_timeout = connect_timeout
+        self._connected = False
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until the collector has subscribed (the connection is up); whether it has."""
+        if self._connected:
+            return True
+        wait = self.connect_timeout if timeout is None else timeout
+        if self._sock.poll(int(wait * 1000)):
+            self._sock.recv(zmq.NOBLOCK)  # the collector's subscription message
+            self._connected = True
+        return self._connected
+
+    def publish(
+        self,
+        key: str | bytes,
+        value: str | bytes,
+        ttl: float | None = None,
+        properties: Mapping[bytes, bytes] | None = None,
+    ) -> None:
+        """Send one update (an empty ``value`` deletes ``key``); never blocks past the first
+        connection wait: at the send HWM, ZeroMQ drops, as a PUB does."""
+        if not self._connected:
+            self.wait_connected()
+        props = dict(properties or {})
+        if ttl is not None:
+            props[TTL] = b"%g" % ttl
+        kv = KV(text(key), 0, text(value), props, _uuid.uuid4().bytes)
+        self._sock.send_multipart(encode_kv(kv), zmq.NOBLOCK)
+
+    def delete(self, key: str | bytes) -> None:
+        self.publish(key, b"")
+
+    def close(self, linger: float = 1.0) -> None:
+        """Close the socket, giving queued updates ``linger`` seconds to leave."""
+        self._sock.close(linger=int(linger * 1000))
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,334 @@
+"""Pub-sub as a component of the broker's master: the three CHP sockets and the cache.
+
+Rule 1: glue and I/O. What to store, number, expire and answer is core.py's; how the server's
+own events read is events.py's; this module reads and sends, and logs refusals (throttled).
+
+Sockets, all in the broker's ZeroMQ context (its ZAP handler checks them like the frontend):
+
+* snapshot ROUTER on P: ``ICANHAZ?`` -> KVSYNC... KTHXBAI. No send HWM: a snapshot is bounded
+  by the cache's own bounds, and a partial one would be worse than a slow one.
+* PUB on P+1: each update, and HUGZ once a second. Sends never block the master: at
+  ``pubsub_hwm`` queued updates for a subscriber, libzmq drops that subscriber's updates (the
+  subscriber sees the gap in ``prev`` and resyncs; libzmq does not tell the PUB side).
+* collector SUB on P+2: KVSET from any PUB (or XPUB) socket. Bound a second time to
+  ``pubsub`` in the broker's private 0700 directory, with the backend's rules (our user,
+  the local workers' keys), for ``zmqserver.publish`` in the forked workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Collection
+from typing import Final
+
+import zmq
+
+from .._process import Credentials, ipc_path
+from ..broker.events import Event
+from ..config import Config
+from ..security import PortPolicy, apply_server, load_key_dir
+from ..security.zap import ServerSecurity
+from ..supervisor.broker_side import BrokerComponent
+from ..supervisor.component import Handle, Host, StartError, WatchItem
+from . import publish
+from .core import Bounds, Hashmap, Refused
+from .events import Published, ServerEvents
+from .frames import FrameError, decode_icanhaz, hugz
+
+log = logging.getLogger("zmqserver.pubsub")
+
+#: HUGZ, and the job counters, once a second.
+HEARTBEAT: Final = 1.0
+#: Messages read from one socket per turn of the master's loop (the rest wait a turn).
+BATCH: Final = 1000
+#: A refused update is logged at once, then at most once per this many seconds, with a count.
+REFUSAL_LOG_INTERVAL: Final = 10.0
+#: The collector's file in the broker's private directory.
+LOCAL_COLLECTOR: Final = "pubsub"
+
+
+def bounds_of(config: Config) -> Bounds:
+    return Bounds(
+        max_keys=config.pubsub_max_keys,
+        max_bytes=config.pubsub_max_bytes,
+        max_key_length=config.pubsub_max_key_length,
+        max_value_size=config.pubsub_max_value_size,
+    )
+
+
+class _Throttle:
+    """One log line per interval for a flood of refusals, naming the last one."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.until = -math.inf
+        self.quiet = 0
+        self.total = 0
+
+    def note(self, what: str, now: float) -> None:
+        self.total += 1
+        if now < self.until:
+            self.quiet += 1
+            return
+        more = f" ({self.quiet} more refused since the last report)" if self.quiet else ""
+        log.warning("pub-sub: refused %s%s", what, more)
+        self.quiet = 0
+        self.until = now + self.interval
+
+
+class PubSubComponent:
+    """The CHP server: snapshot ROUTER (P), PUB (P+1), collector SUB (P+2), in the master."""
+
+    def __init__(self, config: Config, broker: BrokerComponent) -> None:
+        """``broker`` opens first: its context holds the ZAP handler these sockets use."""
+        assert config.pubsub_port is not None
+        self.port = config.pubsub_port
+        self.broker = broker
+        self.hashmap = Hashmap(bounds_of(config))
+        self.events: ServerEvents | None = ServerEvents() if config.pubsub_events else None
+        self.hwm = config.pubsub_hwm
+        self.host_address = config.host
+        self.publishers_keys_dir = config.pubsub_publishers_keys_dir
+        self.snapshot: zmq.Socket[bytes] | None = None
+        self.publisher: zmq.Socket[bytes] | None = None
+        self.collector: zmq.Socket[bytes] | None = None
+        self.refusals = _Throttle()
+        self.published = 0
+        self._beat_at = math.inf
+        self._known: set[int] = set()
+        self._host: Host | None = None
+        self._bound: list[str] = []
+
+    # -- Component --------------------------------------------------------------------------------
+
+    def open(self, host: Host) -> None:
+        self._host = host
+        ctx = self.broker.ctx
+        security = self.broker.security
+        assert ctx is not None, "the broker component opens first"
+        timeout = host.config.handshake_timeout
+        try:
+            self.snapshot = self._bind(ctx, zmq.ROUTER, 0, security)
+            self.snapshot.setsockopt(zmq.SNDHWM, 0)
+            self.publisher = self._bind(ctx, zmq.PUB, 1, security, hwm=self.hwm)
+            self.collector = ctx.socket(zmq.SUB)
+            self.collector.setsockopt(zmq.LINGER, 0)
+            self.collector.setsockopt(zmq.SUBSCRIBE, b"")
+            domain = self._publishers_domain(security)
+            if domain is None:
+                security.apply(self.collector, "frontend")
+            else:
+                apply_server(
+                    self.collector,
+                    keys=security.frontend_keys,
+                    zap_domain=domain,
+                    handshake_timeout=timeout,
+                )
+            self._bound.append(self._do_bind(self.collector, 2))
+            # The forked workers' way in: the backend's rules, in the private directory.
+            security.apply(self.collector, "backend")
+            security.local_endpoint()  # makes the directory if the broker has not
+            assert security.local_dir is not None
+            local = f"ipc://{security.local_dir / LOCAL_COLLECTOR}"
+            self.collector.bind(local)
+            self._bound.append(local)
+        except (zmq.ZMQError, OSError) as exc:
+            raise StartError(f"pub-sub: {exc}") from exc
+        publish.route = publish.Route(local, self.broker.credentials)
+        self._beat_at = time.monotonic() + HEARTBEAT
+        bridge = self.broker.broker
+        if self.events is not None and bridge is not None:
+            bridge.events.tap = self._on_event
+            self.broker.on_gone = self._on_gone
+        log.info(
+            "pub-sub: snapshots on %s, updates on %s, collector on %s",
+            *self._bound[:3],
+        )
+
+    def _publishers_domain(self, security: ServerSecurity) -> bytes | None:
+        """With ``pubsub_publishers_keys_dir``: a ZAP domain of its own for the collector."""
+        if self.publishers_keys_dir is None:
+            return None
+        keys = load_key_dir(self.publishers_keys_dir, "pubsub_publishers_keys_dir")
+        domain = security.frontend_domain + b".publishers"
+        front = security.policies[security.frontend_domain]
+        security.policies[domain] = PortPolicy(
+            "pub-sub collector", curve=True, keys=keys, addresses=front.addresses
+        )
+        return domain
+
+    def _bind(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        kind: int,
+        offset: int,
+        security: ServerSecurity,
+        hwm: int | None = None,
+    ) -> zmq.Socket[bytes]:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if hwm is not None:
+            sock.setsockopt(zmq.SNDHWM, hwm)
+        security.apply(sock, "frontend")
+        try:
+            self._bound.append(self._do_bind(sock, offset))
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        return sock
+
+    def _do_bind(self, sock: zmq.Socket[bytes], offset: int) -> str:
+        endpoint = f"tcp://{self.host_address}:{self.port + offset}"
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise OSError(exc.errno, f"cannot bind to {endpoint}: {exc}") from exc
+        return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+
+    def watch(self) -> list[WatchItem]:
+        assert self.snapshot is not None
+        assert self.collector is not None
+        return [(self.snapshot, zmq.POLLIN), (self.collector, zmq.POLLIN)]
+
+    def next_deadline(self) -> float:
+        return min(self._beat_at, self.hashmap.next_deadline())
+
+    def handle(self, ready: Collection[Handle], now: float) -> None:
+        if self.collector in ready:
+            self._collect(now)
+        if self.snapshot in ready:
+            self._answer(now)
+        for frames in self.hashmap.expire(now):
+            self._send(frames)
+        if self.events is not None:
+            self._watch_workers()
+        if now >= self._beat_at:
+            self._beat_at = now + HEARTBEAT
+            self._heartbeat(now)
+
+    def on_stop(self, graceful: bool) -> None:
+        pass  # subscribers keep their state; the sockets close with the server
+
+    def on_reload(self) -> None:
+        if self.publishers_keys_dir is None:
+            return
+        security = self.broker.security
+        domain = security.frontend_domain + b".publishers"
+        try:
+            keys = load_key_dir(self.publishers_keys_dir, "pubsub_publishers_keys_dir")
+        except Exception as exc:  # a bad directory keeps the keys already loaded
+            log.error("HUP: keeping the publishers' keys already loaded: %s", exc)
+            return
+        security.policies[domain] = dataclasses.replace(security.policies[domain], keys=keys)
+
+    def on_config(self, config: Config) -> None:
+        pass  # its options need a restart
+
+    def owned_paths(self) -> list[str]:
+        return [path for path in map(ipc_path, self._bound) if path is not None]
+
+    def admit_user(self, creds: Credentials) -> None:
+        pass  # the broker's admit_user lets that user's workers through the backend's rules
+
+    def close(self) -> None:
+        publish.route = None
+        for sock in (self.snapshot, self.publisher, self.collector):
+            if sock is not None:
+                sock.close(linger=0)
+        self.snapshot = self.publisher = self.collector = None
+
+    # -- I/O --------------------------------------------------------------------------------------
+
+    def _send(self, frames: list[bytes]) -> None:
+        assert self.publisher is not None
+        self.published += 1
+        # A PUB never blocks: at a subscriber's HWM libzmq drops for that subscriber only.
+        self.publisher.send_multipart(frames, zmq.NOBLOCK)
+
+    def _collect(self, now: float) -> None:
+        collector, hashmap = self.collector, self.hashmap
+        assert collector is not None
+        for _ in range(BATCH):
+            try:
+                frames = collector.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                out = hashmap.collect(frames, now)
+            except Refused as exc:
+                self.refusals.note(str(exc), now)
+                continue
+            if out is not None:
+                self._send(out)
+
+    def _answer(self, now: float) -> None:
+        sock = self.snapshot
+        assert sock is not None
+        for _ in range(BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                subtree = decode_icanhaz(frames[1:])
+            except FrameError as exc:
+                self.refusals.note(f"snapshot request: {exc}", now)
+                continue
+            identity = frames[0]
+            for message in self.hashmap.snapshot(subtree, now):
+                try:
+                    sock.send_multipart([identity, *message], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    break  # the client left
+
+    def _heartbeat(self, now: float) -> None:
+        """HUGZ, every second (not only when idle: a subscriber of a quiet subtree hears
+        nothing of the busy others, and must still know the server is there); the job
+        counters that moved."""
+        self._send(hugz())
+        if self.events is not None:
+            dispatcher = self.broker.dispatcher
+            if dispatcher is not None:
+                for item in self.events.job_counts(dispatcher.stats, now):
+                    self._publish(item, now)
+
+    # -- the server's events ----------------------------------------------------------------------
+
+    def _publish(self, item: Published, now: float) -> None:
+        key, value, ttl = item
+        props = {b"ttl": b"%g" % ttl} if ttl is not None else None
+        try:
+            out = self.hashmap.set(key, value, props, now)
+        except Refused as exc:
+            self.refusals.note(str(exc), now)
+            return
+        if out is not None:
+            self._send(out)
+
+    def _on_event(self, event: Event, now: float) -> None:
+        assert self.events is not None
+        item = self.events.on_event(event)
+        if item is not None:
+            self._publish(item, now)
+
+    def _on_gone(self, identity: bytes, reason: str) -> None:
+        assert self.events is not None
+        self._publish(self.events.exited(identity, reason), time.monotonic())
+
+    def _watch_workers(self) -> None:
+        """Workers the master started since the last turn (a set compare: the master's loop
+        turns only when something happened, never per job)."""
+        host, events = self._host, self.events
+        assert host is not None
+        assert events is not None
+        workers = host.workers
+        if workers.keys() == self._known:
+            return
+        now = time.monotonic()
+        for pid in workers.keys() - self._known:
+            proc = workers[pid]
+            self._publish(events.started(proc.identity, pid, proc.pool.name), now)
+        self._known = set(workers)

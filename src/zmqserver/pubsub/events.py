@@ -1,0 +1,116 @@
+"""The server's own events as pub-sub updates on reserved keys (``$zmqserver/...``).
+
+Rule 1: sans-IO translation only. The component feeds it the broker's typed events
+(broker/events.py, tapped where the shell logs them), the workers the master starts and loses,
+and once a second the routing core's job counters; it returns ``(key, value, ttl)`` to publish.
+
+Keys and values (JSON, UTF-8):
+
+* ``$zmqserver/workers/<service>/<worker>``: ``{"event": "started" | "registered" | "lost" |
+  "exited", "pid", "reason", "at"}``; ``<worker>`` is the pid of a local worker, the routing id
+  of a remote one. An exited worker's key is deleted after :data:`GONE_TTL` seconds.
+* ``$zmqserver/jobs/*/<outcome>``: ``{"total", "per_second", "at"}`` for accepted, replied,
+  errors, expired and duplicates, published once a second when the count moved (aggregated:
+  a job costs the broker nothing more than the counter it already kept); ``retried`` and
+  ``quarantined`` each time, with the job's id (these are rare: a worker was lost).
+
+``*`` stands for all services: the routing core counts jobs for the whole broker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Final
+
+from ..broker.events import (
+    Event,
+    JobQuarantined,
+    JobRetried,
+    WorkerEvent,
+    WorkerExpired,
+    WorkerGone,
+    WorkerOverran,
+    WorkerReady,
+)
+from .core import SERVER_PREFIX
+
+#: Seconds an exited worker's key stays before the server deletes it.
+GONE_TTL: Final = 60.0
+#: The job counters of broker/state.py's Stats published once a second.
+JOB_OUTCOMES: Final = ("accepted", "replied", "errors", "expired", "duplicates")
+
+Published = tuple[bytes, bytes, float | None]
+
+
+def _json(**fields: Any) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), default=str).encode()
+
+
+def worker_name(identity: bytes) -> bytes:
+    """``pid:123`` -> ``123`` (a local worker); a remote worker's routing id as it is."""
+    return identity[4:] if identity.startswith(b"pid:") else identity
+
+
+class ServerEvents:
+    """Turns what the broker and the master report into updates."""
+
+    def __init__(self) -> None:
+        self._service: dict[bytes, bytes] = {}  # worker identity -> its service, once known
+        self._counts: dict[str, int] = {}
+        self._counted_at = 0.0
+
+    def _worker_key(self, identity: bytes, service: bytes | None = None) -> bytes:
+        if service is not None:
+            self._service[identity] = service
+        known = self._service.get(identity, b"?")
+        return SERVER_PREFIX + b"workers/" + known + b"/" + worker_name(identity)
+
+    def started(self, identity: bytes, pid: int, service: str) -> Published:
+        key = self._worker_key(identity, service.encode())
+        return key, _json(event="started", pid=pid, at=time.time()), None
+
+    def exited(self, identity: bytes, reason: str) -> Published:
+        key = self._worker_key(identity)
+        self._service.pop(identity, None)
+        return key, _json(event="exited", reason=reason, at=time.time()), GONE_TTL
+
+    def on_event(self, event: Event) -> Published | None:
+        """A broker event, if it is one subscribers hear of."""
+        if isinstance(event, WorkerReady):
+            key = self._worker_key(event.worker, event.service)
+            return key, _json(event="registered", credit=event.credit, at=time.time()), None
+        if isinstance(event, WorkerExpired | WorkerOverran):
+            return (
+                self._worker_key(event.worker),
+                _json(event="lost", reason=event.message(), at=time.time()),
+                None,
+            )
+        if isinstance(event, WorkerGone | WorkerEvent):
+            return None  # the master's own report of the exit says more (exited)
+        if isinstance(event, JobRetried):
+            return self._job("retried", job=event.job, reason=event.reason, attempt=event.attempt)
+        if isinstance(event, JobQuarantined):
+            return self._job("quarantined", job=event.job, attempts=event.attempts)
+        return None
+
+    def _job(self, outcome: str, **fields: Any) -> Published:
+        total = self._counts[outcome] = self._counts.get(outcome, 0) + 1
+        key = SERVER_PREFIX + b"jobs/*/" + outcome.encode()
+        return key, _json(total=total, at=time.time(), **fields), None
+
+    def job_counts(self, stats: object, now: float) -> list[Published]:
+        """The job counters that moved since the last call (call it once a second)."""
+        out: list[Published] = []
+        elapsed = now - self._counted_at if self._counted_at else 0.0
+        self._counted_at = now
+        for outcome in JOB_OUTCOMES:
+            total = int(getattr(stats, outcome, 0))
+            before = self._counts.get(outcome)
+            if before == total:
+                continue
+            self._counts[outcome] = total
+            rate = (total - (before or 0)) / elapsed if elapsed > 0 and before is not None else 0.0
+            key = SERVER_PREFIX + b"jobs/*/" + outcome.encode()
+            out.append((key, _json(total=total, per_second=round(rate, 1), at=time.time()), None))
+        return out
