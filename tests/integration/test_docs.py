@@ -5,7 +5,8 @@ directory shared by all the files (so, as for a reader, the keys the README's Se
 makes are there for docs/security.md), with ``HOME`` in it and the venv's commands on ``PATH``:
 
 * ``sh``/``console``: each command (``\\`` continuations joined) runs with bash. ``zmqserver
-  serve``/``worker`` and ``make serve`` run in the background until the block ends, and the
+  serve``/``worker`` and ``make serve`` run in the background until the block ends (one with
+  ``--pubsub-port``: until its file ends, for the Python examples after it), and the
   block goes on once their log says ``zmqserver ready``. A ``# prints X`` comment is checked.
 * ``python``: run with the venv's python. A block that calls ``zmqserver.run(`` is a server:
   it runs in the background and must answer a one-frame and a two-frame job (the synopsis once
@@ -15,7 +16,7 @@ makes are there for docs/security.md), with ``HOME`` in it and the venv's comman
   with ``zmqserver check``. ``c``: compiled and run when a compiler and ``zmq.h`` are there.
 * Other blocks (``text``, diagrams, mermaid) are output samples and pictures: not run.
 
-The default ports 6660/6661 are rewritten to free ones: clients and raw workers reach a server
+The default ports 6660/6661 (and pub-sub's 6670-6672) are rewritten to free ones: clients and raw workers reach a server
 this test starts (``examples.upper:app`` with ``--remote-workers``), and each server a block
 starts gets a pair of its own. ``/etc/zmqserver`` becomes a directory in the work directory,
 ``broker.example.org`` 127.0.0.1. What cannot run here is in SKIP, each with its reason.
@@ -115,19 +116,25 @@ def skip_reason(file: str, text: str) -> str | None:
 
 def free_ports() -> tuple[int, int]:
     """Two consecutive free TCP ports (the frontend's and the backend's)."""
+    first, second = consecutive_ports(2)
+    return first, second
+
+
+def consecutive_ports(count: int) -> list[int]:
+    """``count`` consecutive free TCP ports (pub-sub's three: 6670-6672 in the docs)."""
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        if port >= 65535:
+        if port + count > 65536:
             continue
-        with socket.socket() as a, socket.socket() as b:
+        with contextlib.ExitStack() as stack:
             try:
-                a.bind(("0.0.0.0", port))
-                b.bind(("0.0.0.0", port + 1))
+                for offset in range(count):
+                    stack.enter_context(socket.socket()).bind(("0.0.0.0", port + offset))
             except OSError:
                 continue
-        return port, port + 1
+        return list(range(port, port + count))
     raise RuntimeError("no two consecutive free ports")
 
 
@@ -168,6 +175,9 @@ class Reader:
     work: Path
     shared: tuple[int, int]
     env: dict[str, str]
+    #: The pub-sub ports that stand for the docs' 6670-6672 (one set for the whole run: a block
+    #: that starts a server with them comes before the blocks that use them).
+    pubsub: list[int] = field(default_factory=lambda: consecutive_ports(3))
     background: list[Process] = field(default_factory=list)
     #: Background processes that last until the end of the file (a raw worker).
     lasting: list[Process] = field(default_factory=list)
@@ -175,6 +185,8 @@ class Reader:
     def rewrite(self, text: str, ports: tuple[int, int]) -> str:
         text = re.sub(r"\b6660\b", str(ports[0]), text)
         text = re.sub(r"\b6661\b", str(ports[1]), text)
+        for documented, port in zip((6670, 6671, 6672), self.pubsub, strict=True):
+            text = re.sub(rf"\b{documented}\b", str(port), text)
         text = text.replace("/etc/zmqserver", f"{self.work}/etc/zmqserver")
         text = text.replace("broker.example.org", "127.0.0.1")
         return text.replace(".venv/bin/", f"{BIN}/")
@@ -268,7 +280,9 @@ class Reader:
             line = self.rewrite(command, ports)
         env = {"ZMQSERVER_PORT": f"{ports[0]} {ports[1]}"} if program[1] == "serve" else {}
         process = self.spawn(["bash", "-c", line], "server", env)
-        self.background.append(process)
+        # A pub-sub server stays up for the Python examples that follow its block, as it would
+        # in the reader's other terminal.
+        (self.lasting if "--pubsub-port" in command else self.background).append(process)
         process.wait_ready(f"{block}: {command!r}")
         return ports
 
