@@ -16,10 +16,11 @@ makes are there for docs/security.md), with ``HOME`` in it and the venv's comman
   with ``zmqserver check``. ``c``: compiled and run when a compiler and ``zmq.h`` are there.
 * Other blocks (``text``, diagrams, mermaid) are output samples and pictures: not run.
 
-The default ports 6660/6661 (and pub-sub's 6670-6672) are rewritten to free ones: clients and raw workers reach a server
-this test starts (``examples.upper:app`` with ``--remote-workers``), and each server a block
-starts gets a pair of its own. ``/etc/zmqserver`` becomes a directory in the work directory,
-``broker.example.org`` 127.0.0.1. What cannot run here is in SKIP, each with its reason.
+The default ports 6660/6661 (and pub-sub's 6670-6672) are rewritten to free ones: clients and
+raw workers reach a server this test starts (``examples.upper:app`` with ``--remote-workers``),
+and each server a block starts gets a pair of its own. ``/etc/zmqserver`` becomes a directory
+in the work directory, ``broker.example.org`` 127.0.0.1. What cannot run here is in SKIP, each
+with its reason.
 """
 
 from __future__ import annotations
