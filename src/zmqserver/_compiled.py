@@ -49,6 +49,7 @@ MODULES = (
     "broker.deadlines",
     "broker.dispatch",
     "broker.metrics",
+    "broker.queries",
     "broker.replycache",
     "broker.shell",
     "broker.state",

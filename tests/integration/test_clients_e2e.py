@@ -36,7 +36,7 @@ def test_client_library_multi_frame_and_stream(start_server):
 
 
 def test_client_unknown_service(start_server):
-    server = start_server("examples.upper:app", workers=1)
+    server = start_server("examples.upper:app", "--unknown-service-wait", "0.5", workers=1)
     with (
         zmqserver.Client(server.frontend, service="nope", timeout=10, retries=1) as client,
         pytest.raises(zmqserver.UnknownService, match="nope"),

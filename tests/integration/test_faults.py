@@ -404,8 +404,10 @@ def test_slow_job_is_not_mistaken_for_a_dead_worker(
 def test_silent_foreign_worker_is_dropped_and_its_job_retried(
     start_server: StartServer, ctx: Context
 ) -> None:
-    """A worker that is not our child (nothing to reap, nothing to kill) and stops talking while
-    it holds a job is dropped after interval x liveness; the job goes to the next worker."""
+    """A worker that is not our child (nothing to reap, nothing to kill), heartbeats while busy
+    and then stops talking while it holds a job is dropped after interval x liveness; the job
+    goes to the next worker. (An RFC worker that never heartbeats while busy is left to its
+    job's deadline instead: test_majortomo.py.)"""
     server = start_server(APP, workers=1, env=server_env())
     server.wait_ready()
     first = dealer(ctx, server.backend, b"ext-1")
@@ -427,6 +429,9 @@ def test_silent_foreign_worker_is_dropped_and_its_job_retried(
             break
         first.send_multipart(encode_heartbeat())
         last_word = time.monotonic()
+    time.sleep(0.3)  # over half the interval (0.25 s) into the job: a busy heartbeat
+    first.send_multipart(encode_heartbeat())
+    last_word = time.monotonic()
     while True:  # now silent: wait for the broker to give up on us
         msg = parse_broker_message(recv_within(first, 10, "DISCONNECT"))
         if isinstance(msg, Disconnect):

@@ -179,3 +179,36 @@ def test_foreign_worker_in_compact_framing(start_server, ctx):
     assert b"ValueError: no" in b"".join(final[4:])
     for sock in (worker, first, second):
         sock.close(linger=0)
+
+
+def test_plain_errors_drop_sends_a_plain_client_nothing_for_an_error(start_server):
+    """--plain-errors drop: a REQ client whose job fails hears nothing (it would retry, as with
+    a dead server); its next job is answered; an MDP client still gets the error."""
+    server = start_server("tests.apps:fail", "--plain-errors", "drop", workers=1)
+    server.wait_ready()
+    req = server.socket(zmq.REQ)
+    req.send(b"boom")
+    assert not req.poll(1500)
+    req.close()
+    assert server.request(b"fine") == [b"fine"]
+    sock = server.socket(zmq.DEALER)
+    reply = mdp02_request(sock, b"default", b"boom")
+    assert reply[3] == b"\x00ZQ\x01\x01"  # app_error
+    sock.close()
+
+
+def test_a_request_for_a_service_waits_for_its_worker(start_server, raw_worker):
+    """RFC 7/18: the broker SHOULD queue a request for a service no worker has registered yet.
+    MMI says 404 until the worker comes (RFC 8); the request is answered once it does."""
+    server = start_server("examples.echo:app", workers=1)
+    server.wait_ready()
+    client, mmi = server.socket(zmq.DEALER), server.socket(zmq.DEALER)
+    client.send_multipart([b"MDPC02", b"\x01", b"late", b"hello"])
+    assert mdp02_request(mmi, b"mmi.service", b"late")[3:] == [b"404"]
+    assert not client.poll(500)
+    raw_worker(server.backend, b"late", 2)
+    assert client.poll(10_000)
+    assert client.recv_multipart() == [b"MDPC02", b"\x03", b"late", b"HELLO"]
+    assert mdp02_request(mmi, b"mmi.service", b"late")[3:] == [b"200"]
+    client.close()
+    mmi.close()

@@ -608,6 +608,7 @@ def test_curve_backend_admits_known_remote_workers_and_local_ones(start_server, 
         "--backend", "tcp://127.0.0.1:0", "--remote-workers",
         "--curve-backend-secret-key-file", str(backend_secret),
         "--curve-worker-keys-dir", str(workers),
+        "--unknown-service-wait", "0",
     )  # fmt: skip
     back = bound(server, "workers")
     # Forked workers reach the CURVE backend over the private socket with the master's keys.

@@ -17,6 +17,7 @@ from zmqserver.errors import Status
 from zmqserver.protocol import (
     JobRequest,
     encode_client_request,
+    encode_credit_header,
     encode_ready,
     encode_worker_reply,
     parse_broker_message,
@@ -41,9 +42,20 @@ def ready(
     service: bytes = DEFAULT,
     delimited: bool = False,
     credit: int = 1,
+    foreign: bool = False,
 ) -> None:
-    """Make ``worker`` a registered, idle worker of ``service`` (asking for ``credit`` jobs)."""
-    dispatcher.on_worker(worker, encode_ready(service, delimited, credit=credit), now)
+    """Make ``worker`` a registered, idle worker of ``service`` (asking for ``credit`` jobs).
+
+    A zmqserver worker (its READY has a credit header, even for credit 1: it heartbeats at the
+    broker's interval, busy or not), or with ``foreign`` a plain RFC 18 worker, whose cadence
+    the broker learns by watching it and whose busy silence its job's deadline governs.
+    """
+    if foreign:
+        frames = encode_ready(service, delimited, credit=credit)
+    else:
+        frames = encode_ready(service, delimited)
+        frames.append(encode_credit_header(credit))
+    dispatcher.on_worker(worker, frames, now)
 
 
 def plain_request(

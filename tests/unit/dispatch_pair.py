@@ -89,6 +89,8 @@ class Pair:
 
     def add_worker(self, identity: bytes, credit: int = 1) -> FakeWorker:
         worker = self.workers[identity] = FakeWorker(identity)
+        # As the master's own worker: forked by it, heartbeating while busy (liveness.py).
+        self.dispatcher.forked = lambda identity: identity in self.workers
         self.dispatcher.on_worker(identity, encode_ready(SERVICE, credit=credit), self.now)
         self.deliver()
         return worker

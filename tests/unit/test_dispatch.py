@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from tests.helpers import limits
 
 from zmqserver.broker import Dispatcher, Port
 from zmqserver.errors import Status
@@ -288,7 +289,7 @@ def test_mdp_request_with_empty_service_goes_to_default_service():
 
 
 def test_unknown_mdp_service_gets_unknown_service_error():
-    dispatcher = make_dispatcher()
+    dispatcher = make_dispatcher(limits=limits(unknown_service_wait=0))
     ready(dispatcher, b"A")
     dispatcher.take_outbox()
     mdp_request(dispatcher, b"c1", service=b"nope", request_id=5)
@@ -305,7 +306,7 @@ def test_unknown_mdp_service_gets_unknown_service_error():
 
 
 def test_unknown_mdp01_service_gets_status_header():
-    dispatcher = make_dispatcher()
+    dispatcher = make_dispatcher(limits=limits(unknown_service_wait=0))
     dispatcher.on_client(b"c1", [b"", MDPC01, b"nope", b"x"], 0.0)
     client, frames = only_reply(dispatcher)
     assert frames[:3] == [b"", MDPC01, b"nope"]
@@ -542,7 +543,12 @@ def _mmi(dispatcher: Dispatcher, service: bytes, *body: bytes) -> list[bytes]:
 
 
 def test_mmi_service_known_and_unknown():
+    """RFC 8: 200 when a worker is registered; so 404 for the default service before its pool
+    registers, though a request for it would queue."""
     dispatcher = make_dispatcher()
+    assert _mmi(dispatcher, b"mmi.service", DEFAULT) == [b"404"]
+    ready(dispatcher, b"A")
+    dispatcher.take_outbox()
     assert _mmi(dispatcher, b"mmi.service", DEFAULT) == [b"200"]
     assert _mmi(dispatcher, b"mmi.service", b"nope") == [b"404"]
     ready(dispatcher, b"W", service=b"extra")
@@ -550,11 +556,11 @@ def test_mmi_service_known_and_unknown():
     assert _mmi(dispatcher, b"mmi.service", b"extra") == [b"200"]
 
 
-def test_mmi_services_lists_known_services_and_other_mmi_is_501():
+def test_mmi_services_lists_services_with_workers_and_other_mmi_is_501():
     dispatcher = make_dispatcher()
     ready(dispatcher, b"W", service=b"extra")
     dispatcher.take_outbox()
-    assert _mmi(dispatcher, b"mmi.services") == sorted([DEFAULT, b"extra"])
+    assert _mmi(dispatcher, b"mmi.services") == [b"extra"]
     assert _mmi(dispatcher, b"mmi.other") == [b"501"]
     assert dispatcher.stats.accepted == 0
 

@@ -179,6 +179,8 @@ def test_a_service_without_limits_uses_the_routers_after_it_comes_back():
 
 
 def test_unknown_service_still_refused_with_the_routers_limits():
-    dispatcher = make_dispatcher(limits=limits(job_timeout=1.0), service_limits={SLOW: limits()})
+    dispatcher = make_dispatcher(
+        limits=limits(job_timeout=1.0, unknown_service_wait=0), service_limits={SLOW: limits()}
+    )
     mdp_request(dispatcher, b"c", service=b"nope")
     assert replies(dispatcher) == {b"c": Status.UNKNOWN_SERVICE}

@@ -354,6 +354,7 @@ def test_any_worker_traffic_counts_as_a_heartbeat():
     ready(dispatcher, b"B", now=0.0)
     for now in (1.0, 2.0):  # the broker turns at least every interval (a jump is a stall)
         dispatcher.on_tick(now)
+        dispatcher.on_worker(b"A", encode_heartbeat(), now)  # A's cadence: the interval
     dispatcher.on_worker(b"A", encode_heartbeat(), 2.5)  # A now expires at 5.5
     plain_request(dispatcher, b"c1", now=2.6)
     worker, job = only_job(dispatcher)

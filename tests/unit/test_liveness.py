@@ -36,9 +36,10 @@ def two_workers_one_busy() -> Dispatcher:
     ready(dispatcher, b"A")
     ready(dispatcher, b"B")
     plain_request(dispatcher, b"c1")
-    ticks(dispatcher, 1.0, 2.0)
-    for worker in (b"A", b"B"):
-        dispatcher.on_worker(worker, encode_heartbeat(), 2.0)
+    for now in (1.0, 2.0):  # each heartbeats at the broker's interval
+        dispatcher.on_tick(now)
+        for worker in (b"A", b"B"):
+            dispatcher.on_worker(worker, encode_heartbeat(), now)
     dispatcher.take_outbox()
     dispatcher.take_events()
     return dispatcher

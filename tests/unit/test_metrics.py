@@ -9,6 +9,8 @@ from zmqserver.broker.metrics import BOUNDS, SLOT, Histogram, ServiceMetrics
 from zmqserver.errors import Status
 from zmqserver.protocol import C_REQUEST, MDPC02, parse_client_reply
 
+from tests.helpers import limits
+
 from .dispatch_helpers import DEFAULT, finish, make_dispatcher, mdp_request, only_job, ready
 
 
@@ -78,13 +80,17 @@ def test_expired_and_refused_requests_are_counted_by_reason():
     mdp_request(dispatcher, b"d", now=0.3, service=b"nope")
     dispatcher.take_outbox()
     assert dispatcher.metrics.services[DEFAULT].outcomes[Status.EXPIRED] == 1
-    # An unknown service's name is the client's to choose: counted under b"", not by name.
+    # A request for a service no worker offers waits for one (unknown_service_wait), then is
+    # answered unknown_service. Its name is the client's to choose: counted under b"".
+    dispatcher.on_tick(0.3 + dispatcher.limits.unknown_service_wait + 0.01)
     assert dispatcher.metrics.services[b""].outcomes[Status.UNKNOWN_SERVICE] == 1
+    assert b"nope" not in dispatcher.metrics.services
     assert b"nope" not in dispatcher.metrics.services
 
 
 def test_the_access_sink_hears_every_outcome():
-    dispatcher = make_dispatcher()
+    # unknown_service_wait = 0: a request for an unknown service is refused at once.
+    dispatcher = make_dispatcher(limits=limits(unknown_service_wait=0.0))
     heard: list[tuple[object, ...]] = []
     dispatcher.metrics.access = lambda *record: heard.append(record)
     _serve_one(dispatcher, received=1.0, started=1.5, ended=1.75)

@@ -307,7 +307,7 @@ def test_mdp02_without_command_or_service(form, rest):
     assert reply[0] == prefix[0]
 
 
-@pytest.mark.parametrize("command", [C_PARTIAL, C_FINAL, b"\x00", b"\x04", b"REQUEST", b""])
+@pytest.mark.parametrize("command", [C_FINAL, b"\x00", b"\x04", b"REQUEST", b""])
 @pytest.mark.parametrize("form", [Form.MDP02, Form.MDP02_DELIMITED])
 def test_mdp02_bad_command(form, command):
     prefix = [b"", MDPC02] if form is Form.MDP02_DELIMITED else [MDPC02]
@@ -902,11 +902,12 @@ def test_ready_with_credit_round_trips_and_credit_one_is_plain_rfc18():
     frames = encode_ready(b"echo", credit=4)
     assert frames == [MDPW02, W_READY, b"echo", HEADER_MAGIC + b"\x00\x04"]
     assert len(frames[3]) == CREDIT_HEADER_SIZE == 6
-    assert parse_worker_message(frames) == Ready(b"echo", credit=4)
+    assert parse_worker_message(frames) == Ready(b"echo", credit=4, extended=True)
     assert parse_worker_message(encode_ready(b"echo", True, credit=2)) == Ready(
-        b"echo", delimited=True, credit=2
+        b"echo", delimited=True, credit=2, extended=True
     )
     assert parse_worker_message(encode_ready(b"echo")).credit == 1
+    assert not parse_worker_message(encode_ready(b"echo")).extended  # an RFC worker
     assert encode_credit_header(MAX_CREDIT) == HEADER_MAGIC + b"\x00\x40"
 
 
@@ -955,14 +956,14 @@ def test_ready_asking_for_compact_framing_round_trips():
     frames = encode_ready(b"echo", credit=4, compact=True)
     assert frames == [MDPW02, W_READY, b"echo", HEADER_MAGIC + b"\x00\x04\x01"]
     assert len(frames[3]) == FEATURES_HEADER_SIZE == 7
-    assert parse_worker_message(frames) == Ready(b"echo", credit=4, compact=True)
+    assert parse_worker_message(frames) == Ready(b"echo", credit=4, compact=True, extended=True)
     # Compact framing without credit still needs the header to ask for it.
     assert parse_worker_message(encode_ready(b"echo", compact=True)) == Ready(
-        b"echo", credit=1, compact=True
+        b"echo", credit=1, compact=True, extended=True
     )
     # The 7-byte form with no feature bits is the 6-byte one's meaning.
     assert parse_worker_message([MDPW02, W_READY, b"echo", HEADER_MAGIC + b"\x00\x02\x00"]) == (
-        Ready(b"echo", credit=2)
+        Ready(b"echo", credit=2, extended=True)
     )
 
 
@@ -970,7 +971,7 @@ def test_ready_asking_for_compact_framing_round_trips():
 def test_unknown_feature_bits_are_not_granted_and_not_an_error(features, compact):
     extra = encode_credit_header(3, features)
     assert parse_worker_message([MDPW02, W_READY, b"echo", extra]) == Ready(
-        b"echo", credit=3, compact=compact
+        b"echo", credit=3, compact=compact, extended=True
     )
 
 

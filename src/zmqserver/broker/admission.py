@@ -25,7 +25,8 @@ def refusal(
     size: int,
 ) -> tuple[Status, str] | None:
     """Why the request for service ``name`` (known as ``service``, None if it is not known) is
-    refused, as the status and message of its error reply; None if it becomes a job.
+    refused, as the status and message of its error reply; None if it becomes a job (for an
+    unknown service, one that waits ``unknown_service_wait`` for a worker; 0: refused).
 
     ``frames`` is how many frames its message had as the broker received it (routing id
     excluded). The shell keeps at most one more than ``max_frames`` (the rest of a longer
@@ -35,9 +36,8 @@ def refusal(
     """
     if closing:
         return (Status.SHUTTING_DOWN, "server is shutting down")
-    if service is None:
-        shown = name.decode("utf-8", "replace")
-        return (Status.UNKNOWN_SERVICE, f"no such service: {shown!r}")
+    if service is None and not limits.unknown_service_wait:
+        return unknown_service(name)
     if limits.max_frames and frames > limits.max_frames:
         return (
             Status.TOO_LARGE,
@@ -51,6 +51,10 @@ def refusal(
             f"(counted as {size}: {FRAME_OVERHEAD} more a frame) exceeds max_message_size "
             f"({limits.max_message_size} bytes)",
         )
+    if service is None:
+        # No worker has registered it (yet): RFC 7/18 say the broker SHOULD queue the request.
+        # It waits unknown_service_wait for one (the dispatcher makes the service provisional).
+        return None
     # Only a job that would queue can be refused, and with jobs already waiting it would: no
     # worker can take one now (else dispatch would have given it the head of the queue). Not
     # "and no worker is placed": a busy worker with credit to spare is placed, yet while the
@@ -101,24 +105,39 @@ def error_frames(
     )
 
 
-def mmi_body(name: bytes, request: ClientRequest, known: Mapping[bytes, Service]) -> list[Frame]:
+def unknown_service(name: bytes) -> tuple[Status, str]:
+    """The refusal of a request for a service no worker offers (at once, or after the wait)."""
+    return (Status.UNKNOWN_SERVICE, f"no such service: {name.decode('utf-8', 'replace')!r}")
+
+
+def mmi_reply(
+    name: bytes, request: ClientRequest, services: Mapping[bytes, Service]
+) -> list[Frame]:
+    """The broker's whole reply to an MMI request (:func:`mmi_body`), in the request's form."""
+    body = mmi_body(name, request, services)
+    return encode_client_reply(request.form, request.service, body, request_id=request.request_id)
+
+
+def mmi_body(name: bytes, request: ClientRequest, services: Mapping[bytes, Service]) -> list[Frame]:
     """The body of the broker's answer to a Majordomo Management Interface query (RFC 8/MMI).
 
-    ``mmi.service``: ``200`` if the service named in the body is ``known`` (it has workers, or
-    is one this broker runs workers for, so a request would be queued), else ``404``.
-    ``mmi.services`` (our extension): one frame per known service, sorted.
+    ``mmi.service``: ``200`` if the service named in the body has a registered worker (RFC 8),
+    else ``404``: also the default service before its pool registers, though a request for it
+    would queue. ``mmi.services`` (our extension): one frame per such service, sorted.
     ``mmi.queue`` (our extension): ``200`` and, in a second frame, how many live jobs wait in
-    the named service's queue (decimal), then how many workers it has; ``404`` if unknown.
+    the named service's queue (decimal), then how many workers it has; ``404`` if the broker
+    knows no such service (one with jobs waiting for a first worker is known).
     Any other ``mmi.*``: ``501``.
     """
     if name == b"mmi.service":
         asked = bytes(request.body[0]) if request.body else b""
-        return [b"200" if asked in known else b"404"]
+        found = services.get(asked)
+        return [b"200" if found is not None and found.workers else b"404"]
     if name == b"mmi.services":
-        return sorted(known)
+        return sorted(known for known, service in services.items() if service.workers)
     if name == b"mmi.queue":
         asked = bytes(request.body[0]) if request.body else b""
-        service = known.get(asked)
+        service = services.get(asked)
         if service is None:
             return [b"404"]
         return [b"200", b"%d" % service.waiting, b"%d" % service.workers]

@@ -34,9 +34,9 @@ from ..errors import ProtocolError, Status
 from ..protocol import (
     FLAG_RETRYABLE,
     STATUS_OK,
+    STREAMING_FORMS,
     ClientRequest,
     Disconnect,
-    Form,
     Frame,
     Heartbeat,
     Ready,
@@ -50,10 +50,11 @@ from ..protocol import (
     parse_worker_message,
 )
 from . import events, liveness, metrics
-from .admission import client_full, error_frames, error_reply, mmi_body, refusal
+from .admission import client_full, error_frames, error_reply, mmi_reply, refusal, unknown_service
 from .clients import ClientBook
 from .deadlines import Deadlines
 from .events import Event
+from .queries import Queries
 from .replycache import ReplyCache
 from .state import (
     NO_PARTS,
@@ -66,6 +67,7 @@ from .state import (
     Stats,
     WorkerState,
     charged_size,
+    forget,
     place,
     take,
     unplace,
@@ -80,7 +82,7 @@ _CACHEABLE: Final = frozenset({Status.OK, Status.APP_ERROR})
 _NO_BODY: Final[list[Frame]] = []
 
 
-class Dispatcher:
+class Dispatcher(Queries):
     """Routing state for one broker. Not thread-safe; one event loop owns it.
 
     ``services`` names the services this broker always knows (the ones it runs workers for);
@@ -131,6 +133,8 @@ class Dispatcher:
         self.stats = Stats()
         self.metrics = metrics.Recorder()  # per-service outcomes, waits, run times, rates
         self.closing = False
+        #: plain_errors = drop: plain and raw clients get no error replies (they retry).
+        self.drop_plain_errors = False
         self._next_job = 0
         self._heartbeat_at = now + heartbeat_interval
         #: Job deadlines and kill graces, in the order they come due.
@@ -138,7 +142,9 @@ class Dispatcher:
         #: The latest ``now`` seen (:meth:`_turn`): when a job becomes the oldest of its worker
         #: (worker_gone, which has no clock of its own, can make that happen).
         self._now = now
-        #: Injected like the clock: is this worker one the host forked, alive and not stopped?
+        #: Injected like the clock: is this worker one the host forked (ours: it heartbeats
+        #: while busy), and is it, alive and not stopped?
+        self.forked: Callable[[bytes], bool] | None = None
         self.process_running: Callable[[bytes], bool] | None = None
         #: Durable jobs on: the titanic.* requests for their component (the shell returns).
         self.intake: list[tuple[bytes, ClientRequest]] | None = None
@@ -149,46 +155,6 @@ class Dispatcher:
         """The monotonic time at which :meth:`on_tick` next has work to do."""
         when = self.deadlines.next_deadline()
         return when if when < self._heartbeat_at else self._heartbeat_at
-
-    def queued(self) -> int:
-        return sum(s.waiting for s in self.services.values())
-
-    def scale_inputs(self) -> tuple[int, int, int]:
-        """(registrations and removals so far, idle workers, queued jobs): what the autoscaler
-        watches, read on every turn of the event loop, so compiled here rather than summed in
-        the loop. The first moves with every worker that comes or goes, which the count of
-        registered workers would not when one came and another went between two looks."""
-        idle = waiting = 0
-        for service in self.services.values():
-            idle += len(service.idle)
-            waiting += service.waiting
-        return (self.membership, idle, waiting)
-
-    def scale_moved(self) -> bool:
-        """Whether :meth:`scale_inputs` moved from :attr:`scale_seen` (what the autoscaler last
-        planned on): a registration or removal at all, idle workers or queued jobs only while
-        :attr:`watch_load`. The broker's loop asks on every turn, so the common answer needs no
-        tuple and no look at the services."""
-        seen = self.scale_seen
-        if len(seen) != 3 or seen[0] != self.membership:
-            return True
-        return self.watch_load and self.scale_inputs() != seen
-
-    def waiting(self, service: bytes | None = None) -> int:
-        """Live jobs queued for ``service`` (default: the default service)."""
-        found = self.services.get(service or self.default_service)
-        return found.waiting if found is not None else 0
-
-    def oldest_queued(self, service: bytes | None = None) -> float | None:
-        """When the longest-waiting live job of ``service`` arrived; None if none waits."""
-        found = self.services.get(service or self.default_service)
-        return found.oldest() if found is not None else None
-
-    def idle_workers(self, service: bytes | None = None) -> list[bytes]:
-        """Idle worker ids of ``service`` (default: the default service), in dispatch order.
-        Idle means holding no job: a worker with credit to spare but a job is busy."""
-        found = self.services.get(service or self.default_service)
-        return list(found.idle) if found is not None else []
 
     def set_limits(self, limits: Limits, service_limits: Mapping[bytes, Limits]) -> None:
         """New reliability policies (HUP): the dispatcher's, and each named service's."""
@@ -248,6 +214,8 @@ class Dispatcher:
     def _refuse(self, client: bytes, request: ClientRequest, refused: tuple[Status, str]) -> None:
         self.stats.errors += 1
         self.metrics.refused(request, self.default_service, self.services, refused[0], client)
+        if self.drop_plain_errors and request.service is None:  # plain or raw: no reply
+            return
         self._to_client(client, error_reply(request, *refused), outcome=False)
 
     def _to_client(self, client: bytes, frames: list[Frame], *, outcome: bool = True) -> None:
@@ -289,11 +257,7 @@ class Dispatcher:
             self.intake.append((client, request))  # answered from the store: durable_side.py
             return
         if name.startswith(b"mmi."):
-            body = mmi_body(name, request, self.services)
-            reply = encode_client_reply(
-                request.form, request.service, body, request_id=request.request_id
-            )
-            self._to_client(client, reply, outcome=False)
+            self._to_client(client, mmi_reply(name, request, self.services), outcome=False)
             return
         size = charged_size(request.body)
         refused = refusal(request, name, service, limits, self.closing, frames, size)
@@ -302,7 +266,9 @@ class Dispatcher:
         if refused is not None:
             self._refuse(client, request, refused)
             return
-        assert service is not None  # refused otherwise
+        if service is None:  # no worker has registered it: it may come (admission.py)
+            service = self._service(name)
+            service.provisional = True
         self._next_job = job_id = self._next_job + 1
         # Positional: this runs once a job, and keywords cost a dataclass __init__ twice as much.
         job = Job(
@@ -325,8 +291,10 @@ class Dispatcher:
         self.clients.accepted(client)
         if key is not None:
             self.pending[key] = job
-        if deadline != math.inf:
-            self.deadlines.add(job)  # job.due_at is its deadline
+        if service.provisional:  # answered unknown_service if no worker comes by then
+            job.due_at = min(deadline, now + self.limits.unknown_service_wait)
+        if job.due_at != math.inf:
+            self.deadlines.add(job)  # job.due_at: its deadline, or the end of that wait
         if not service.waiting:  # else no worker has credit left (dispatch would have used it)
             worker = take(service, self._now)
             if worker is not None:
@@ -389,10 +357,11 @@ class Dispatcher:
         jobs dropped with their client, :meth:`_finish` alone)."""
         self.metrics.finished(job, status, self._now)
         key = self._finish(job)
-        if key is not None and status in _CACHEABLE:
+        if key is not None and frames and status in _CACHEABLE:
             self.replies.put(key, frames)
         if self.clients.finished(job.client):
-            self._to_client(job.client, frames)
+            if frames:  # none: an error dropped for a plain client (plain_errors = drop)
+                self._to_client(job.client, frames)
         else:
             self.stats.abandoned += 1  # its client went away while it ran
 
@@ -401,7 +370,7 @@ class Dispatcher:
         assert not job.done, "a job gets exactly one outcome"
         job.done = True
         job.body = _NO_BODY  # its timer may outlive it by up to job_timeout
-        if job.deadline != math.inf:
+        if job.due_at != math.inf:
             self.deadlines.finished()
         key = job.key
         if key is not None:
@@ -415,6 +384,9 @@ class Dispatcher:
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
         self.stats.errors += 1
+        if self.drop_plain_errors and job.reply_service is None:
+            self._complete(job, [], status)  # no reply: plain_errors = drop
+            return
         frames = error_frames(job.form, job.reply_service, job.request_id, status, message)
         self._complete(job, frames, status)
 
@@ -455,7 +427,8 @@ class Dispatcher:
                 self.outbox.append((Port.BACKEND, identity, disconnect_like(frames)))
             return
         if worker is not None:
-            worker.expiry = now + self.heartbeat_interval * self.heartbeat_liveness
+            beat = isinstance(msg, Heartbeat)
+            liveness.heard(worker, now, beat, self.heartbeat_interval, self.heartbeat_liveness)
         if isinstance(msg, Ready):
             self._on_ready(identity, worker, msg, now)
         elif worker is None:
@@ -484,18 +457,21 @@ class Dispatcher:
             self.outbox.append((Port.BACKEND, identity, encode_disconnect(msg.delimited, msg.v1)))
             return
         service = self._service(msg.service)
-        expiry = now + self.heartbeat_interval * self.heartbeat_liveness
+        service.provisional = False
         credit = min(msg.credit, self._limits_of(service).worker_credit)
         worker = WorkerState(
             identity,
             service,
             msg.delimited,
-            expiry,
+            now,
             msg.v1,
             msg.credit,
             max(1, credit),
             compact=msg.compact,
+            # A zmqserver worker; an RFC one is watched (liveness.py).
+            beats_busy=msg.extended or (self.forked is not None and self.forked(identity)),
         )
+        liveness.heard(worker, now, False, self.heartbeat_interval, self.heartbeat_liveness)
         self.workers[identity] = worker
         self.membership += 1
         service.workers += 1
@@ -541,7 +517,7 @@ class Dispatcher:
                 self._dispatch(worker.service)
             return
         if not msg.final:
-            if job.form in (Form.MDP02, Form.MDP02_DELIMITED):
+            if job.form in STREAMING_FORMS:
                 job.streamed = True
                 partial = encode_client_reply(
                     job.form, job.reply_service, msg.body, request_id=job.request_id, final=False
@@ -587,6 +563,8 @@ class Dispatcher:
         worker = self.workers.get(identity)
         if worker is None:
             return
+        if undelivered and worker.jobs and worker.pinged == worker.jobs[0].id:
+            undelivered = False  # a HEARTBEAT sent after its job failed: the job got there
         if undelivered and len(worker.jobs) > 1:
             self.events.append(events.WorkerUnreachable(identity, reason))
             worker.reachable = False
@@ -627,10 +605,7 @@ class Dispatcher:
             else:
                 self._lost(job, reason or "it disconnected")
         self._dispatch(service)
-        if not service.workers and not service.waiting and service.name not in self._configured:
-            # A service that only foreign workers offered is forgotten with its last worker, so
-            # its requests are answered unknown_service instead of queueing for nobody.
-            del self.services[service.name]
+        forget(self.services, self._configured, service)
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -666,11 +641,10 @@ class Dispatcher:
                 worker.v1,
                 reason=f"it missed {self.heartbeat_liveness} heartbeats",
             )
-        for worker in self.workers.values():
-            if not worker.jobs:
-                self.outbox.append(
-                    (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
-                )
+        for worker in liveness.beat_to(self.workers.values()):
+            self.outbox.append(
+                (Port.BACKEND, worker.identity, encode_heartbeat(worker.delimited, worker.v1))
+            )
 
     def _turn(self, now: float) -> None:
         """Take ``now``; a gap of more than an interval is the broker's stall (liveness.py)."""
@@ -703,13 +677,19 @@ class Dispatcher:
                 worker.identity, worker, worker.delimited, worker.v1, reason="past its deadline"
             )
             return
-        if now < job.deadline:  # a resend moved the deadline: check again then
+        if now < job.deadline:  # a resend moved the deadline, or the service's wait is over
+            if worker is None and job.service.provisional:
+                job.service.unqueued(job)
+                self._fail(job, *unknown_service(job.service.name))
+                forget(self.services, self._configured, job.service)
+                return
             self.deadlines.rearm(job.deadline, job)
             return
         self.stats.expired += 1
         if worker is None:  # queued: it stays in the deque, marked done
             job.service.unqueued(job)
             self._fail(job, Status.EXPIRED, "the job's deadline passed while it was queued")
+            forget(self.services, self._configured, job.service)
             return
         if worker.jobs[0] is not job:
             # Sent, but waiting behind another job in the worker: it will still run (the worker

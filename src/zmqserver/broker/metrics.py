@@ -136,8 +136,13 @@ class Recorder:
         return found
 
     def finished(self, job: Job, status: Status, now: float) -> None:
-        """``job`` got its one outcome at ``now``."""
-        metrics = self.of(job.service.name)
+        """``job`` got its one outcome at ``now``.
+
+        A job of a service no worker has registered yet (it waited for one: unknown_service_wait)
+        is counted under ``b""``, as a refusal naming an unknown service is: its name is the
+        client's to choose, and counting by it would grow this without bound.
+        """
+        metrics = self.of(b"" if job.service.provisional else job.service.name)
         code = int(status)
         metrics.outcomes[code] += 1
         started = job.started

@@ -40,6 +40,12 @@ DRAIN_BUDGET: Final = 1024
 #: How long queued replies may take to leave when the broker closes.
 CLOSE_LINGER_MS: Final = 1000
 
+#: TCP keepalive on the backend (seconds idle, between probes, probes): a remote worker's host
+#: that vanishes without a FIN (power, network) has its connection closed after about a
+#: minute, and the HEARTBEAT the broker sends a busy RFC worker then fails (liveness.py).
+#: The OS default waits two hours. No effect on ipc://.
+BACKEND_KEEPALIVE: Final = (30, 10, 3)
+
 #: Repeated events are logged one line per this many seconds at most (see :class:`EventLog`):
 #: the first at once, then a count. A crowd of clients that time out and go away (or one that
 #: stops reading, or sends garbage in a loop) must not turn every message into a log line on the
@@ -270,6 +276,12 @@ class Broker:
             # frame that big is disconnected before the broker buffers all of it.
             sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_size)
         sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        if name == "backend":
+            idle, interval, count = BACKEND_KEEPALIVE
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, idle)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, interval)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, count)
         if secure is not None:
             secure(sock, name)  # CURVE, ZAP domain: a listener copies the options at bind time
         try:

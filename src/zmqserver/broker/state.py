@@ -15,6 +15,7 @@ LRU among equals.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final
@@ -120,6 +121,16 @@ class WorkerState:
     reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
     compact: bool = False  # its READY asked for jobs in compact framing (protocol.md §6.1a)
     served: int = 0  # jobs it answered or that ended while it ran them (metrics.py counts)
+    # Liveness (liveness.py): each worker is judged by its own heartbeat cadence.
+    #: When its last message came while it was idle: the start of a gap to measure; -1: none.
+    heard: float = -1.0
+    #: The interval it was seen to heartbeat at while idle, in seconds (0: not seen yet).
+    cadence: float = 0.0
+    #: It heartbeats while busy (a zmqserver worker, or seen to): silence then means dead.
+    #: Otherwise (RFC workers, which send nothing while busy) the job's deadline governs.
+    beats_busy: bool = False
+    #: The id of the job it held when the broker last sent it a HEARTBEAT while busy (0: none).
+    pinged: int = 0
 
 
 @dataclass(eq=False)
@@ -149,6 +160,9 @@ class Service:
     job_time: float = math.inf
     #: Its :attr:`Limits.prefetch_below`, kept here because dispatch reads it for every job.
     prefetch_below: float = 0.0
+    #: Made by a request, not a worker: no worker has registered it yet. Its jobs wait for
+    #: one for unknown_service_wait, then are answered unknown_service (RFC 7/18: SHOULD queue).
+    provisional: bool = False
 
     def __post_init__(self) -> None:
         self.levels.append(self.idle)
@@ -259,6 +273,9 @@ class Limits:
     #: but not yet taken by its connection, in all services; beyond it that client's new
     #: requests get queue_full. Server-wide: the dispatcher's own limits hold it.
     max_client_inflight: int
+    #: Seconds a request for a service no worker has registered waits for one before it is
+    #: answered unknown_service; 0: at once. Server-wide (the dispatcher's limits only).
+    unknown_service_wait: float
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:
@@ -277,7 +294,19 @@ class Limits:
             worker_credit=config.worker_credit,
             prefetch_below=config.prefetch_below,
             max_client_inflight=config.max_client_inflight,
+            unknown_service_wait=config.unknown_service_wait,
         )
+
+
+def forget(services: dict[bytes, Service], configured: Collection[bytes], service: Service) -> None:
+    """Drop ``service`` from ``services`` once it has neither workers nor jobs, unless it is
+    ``configured`` (the server runs a pool for it). Foreign workers' services go with their
+    last worker, and a request's provisional one with its last job: a request for it then
+    waits unknown_service_wait anew, instead of queueing for nobody."""
+    if service.workers or service.waiting or service.name in configured:
+        return
+    if services.get(service.name) is service:  # not a later one of the same name
+        del services[service.name]
 
 
 def take(service: Service, now: float) -> WorkerState | None:

@@ -581,6 +581,24 @@ class Config(_Checked):
         "the app or its hooks changes (their package's `.py` files, looked at once a second). "
         "Not with preload_app.",
     )
+    # -- interop with foreign MDP peers (issue 20) --
+    plain_errors: str = option(
+        "inband",
+        "How plain and raw clients (no envelope for a status) learn of an error: `inband` "
+        "replies `ERROR <reason>: <message>` (shutting_down too, on a graceful stop); `drop` "
+        "sends nothing, so a Lazy Pirate client times out and retries as with a dead server.",
+        metavar="MODE",
+        reload=True,
+        command="serve",
+    )
+    unknown_service_wait: float = option(
+        5.0,
+        "Seconds a request for a service no worker has registered waits for one (RFC 7/18: "
+        "the broker SHOULD queue it) before it is answered unknown_service; 0 = at once.",
+        metavar="SECONDS",
+        reload=True,
+        command="serve",
+    )
 
     # -- logging (logsetup.py) --
     log_format: str = option(

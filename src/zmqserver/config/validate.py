@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
+PLAIN_ERRORS = ("inband", "drop")
 
 #: Longest service name: MDP carries it in one frame, which RFC 7 and 18 bound to 255 bytes.
 MAX_SERVICE_NAME = 255
@@ -150,6 +151,10 @@ def _check_server(config: Config) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"{name}: expected a positive number of seconds, got {value!r}")
+    if config.plain_errors not in PLAIN_ERRORS:
+        raise ConfigError(
+            f"plain_errors: expected one of {', '.join(PLAIN_ERRORS)}, got {config.plain_errors!r}"
+        )
     if config.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(
             f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
@@ -195,7 +200,7 @@ def _check_service(config: Config) -> None:
         raise ConfigError(f"worker_credit: at most {MAX_CREDIT}, got {config.worker_credit}")
     _nonnegative_int(config, "max_queue")
     _nonnegative_int(config, "max_queue_bytes")
-    for name in ("job_timeout", "kill_grace", "prefetch_below"):
+    for name in ("job_timeout", "kill_grace", "prefetch_below", "unknown_service_wait"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"{name}: expected a number of seconds >= 0, got {value!r}")

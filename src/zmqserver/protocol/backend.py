@@ -124,7 +124,7 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
             (credit,) = _CREDIT_HEADER.unpack_from(header, len(HEADER_MAGIC))
             if credit == 0:
                 raise ProtocolError("READY asks for credit 0")
-        return Ready(service, delimited, v1, credit, compact)
+        return Ready(service, delimited, v1, credit, compact, len(frames) == 4)
     if command == W_DISCONNECT and len(frames) == 2:
         return Disconnect(delimited, v1)
     name = WORKER_COMMAND_NAMES.get(command, repr(command))

@@ -33,6 +33,13 @@ C_REQUEST: Final = b"\x01"
 C_PARTIAL: Final = b"\x02"
 C_FINAL: Final = b"\x03"
 
+# The MDP/0.2 client dialect of majortomo (PyPI): the client's commands numbered as the worker
+# side's. RFC 18 clients never send 0x02, so a REQUEST of 0x02 names the dialect unambiguously,
+# and its replies go back in the same numbering (docs/protocol.md §2.2).
+C_REQUEST_SHIFTED: Final = b"\x02"
+C_PARTIAL_SHIFTED: Final = b"\x03"
+C_FINAL_SHIFTED: Final = b"\x04"
+
 # RFC 18 worker commands
 W_READY: Final = b"\x01"
 W_REQUEST: Final = b"\x02"
@@ -122,6 +129,19 @@ class Form(Enum):
     MDP02 = "mdp02"
     #: ``''``, ``MDPC02``, ``0x01``, service, body...: the same with a leading empty frame.
     MDP02_DELIMITED = "mdp02-delimited"
+    #: ``MDPC02``, ``0x02``, service, body...: MDP/0.2 with the client's commands numbered as
+    #: the worker's (REQUEST 0x02, PARTIAL 0x03, FINAL 0x04), as majortomo sends them.
+    MDP02_SHIFTED = "mdp02-shifted"
+    #: ``''``, ``MDPC02``, ``0x02``, service, body...: the same with a leading empty frame
+    #: (majortomo's own form).
+    MDP02_SHIFTED_DELIMITED = "mdp02-shifted-delimited"
+
+
+#: The forms that have PARTIAL replies: a worker's PARTIALs are streamed to them as they come;
+#: the others get one reply, the parts joined.
+STREAMING_FORMS: Final = frozenset(
+    (Form.MDP02, Form.MDP02_DELIMITED, Form.MDP02_SHIFTED, Form.MDP02_SHIFTED_DELIMITED)
+)
 
 
 #: One frame of a message: ``bytes``, or on the broker's compiled I/O path a zero-copy buffer
@@ -205,6 +225,9 @@ class Ready:
     credit: int = 1
     #: It asked for its jobs in compact framing (a feature bit of the credit header).
     compact: bool = False
+    #: It sent a credit header: a zmqserver worker, which heartbeats at the broker's interval,
+    #: busy or not (docs/protocol.md §7). An RFC worker's cadence is learnt by watching it.
+    extended: bool = False
 
 
 @dataclass(init=False)

@@ -15,8 +15,11 @@ from .frames import (
     _REPLY_HEADER,
     _REQUEST_HEADER,
     C_FINAL,
+    C_FINAL_SHIFTED,
     C_PARTIAL,
+    C_PARTIAL_SHIFTED,
     C_REQUEST,
+    C_REQUEST_SHIFTED,
     HEADER_MAGIC,
     MAX_SERVICE_NAME,
     MDPC01,
@@ -100,7 +103,13 @@ def _parse_mdp02(rest: list[Frame], form: Form) -> ClientRequest:
     command = bytes(rest[0])
     service = bytes(rest[1])
     if command != C_REQUEST:
-        raise _bad_request(form, service, f"MDP/0.2 clients may only send REQUEST, got {command!r}")
+        if command != C_REQUEST_SHIFTED:
+            raise _bad_request(
+                form, service, f"MDP/0.2 clients may only send REQUEST, got {command!r}"
+            )
+        # majortomo's dialect: RFC 18 gives no client command 0x02, so this is unambiguous, and
+        # the peer reads replies (the errors below included) only in its own numbering.
+        form = Form.MDP02_SHIFTED if form is Form.MDP02 else Form.MDP02_SHIFTED_DELIMITED
     if len(service) > MAX_SERVICE_NAME:
         raise _bad_request(form, service[:MAX_SERVICE_NAME], "service name longer than 255 bytes")
     return _with_header(form, service, rest[2:])
@@ -159,8 +168,12 @@ def encode_client_reply(
         body = _escaped(body)
     if form is Form.MDP01:
         return [b"", MDPC01, svc, *body]
-    command = C_FINAL if final else C_PARTIAL
     if form is Form.MDP02:
+        return [MDPC02, C_FINAL if final else C_PARTIAL, svc, *body]
+    if form is Form.MDP02_DELIMITED:
+        return [b"", MDPC02, C_FINAL if final else C_PARTIAL, svc, *body]
+    command = C_FINAL_SHIFTED if final else C_PARTIAL_SHIFTED
+    if form is Form.MDP02_SHIFTED:
         return [MDPC02, command, svc, *body]
     return [b"", MDPC02, command, svc, *body]
 

@@ -86,6 +86,8 @@ class BrokerComponent:
             except OSError as exc:
                 raise StartError(f"cannot open the access log {config.access_log}: {exc}") from exc
             self.dispatcher.metrics.access = self.access_log.write
+        self.dispatcher.forked = self._forked
+        self.dispatcher.drop_plain_errors = config.plain_errors == "drop"
         # Local workers always connect to a private ipc:// socket (docs/security.md); the
         # configured backend endpoint is bound as well only when it is open to remote pools.
         security = self.security
@@ -171,6 +173,7 @@ class BrokerComponent:
     def on_config(self, config: Config) -> None:
         if self.dispatcher is not None and self.broker is not None:
             self.dispatcher.set_limits(Limits.from_config(config), self._service_limits())
+            self.dispatcher.drop_plain_errors = config.plain_errors == "drop"
             self.broker.flush()
 
     def owned_paths(self) -> list[str]:
@@ -259,23 +262,30 @@ class BrokerComponent:
             name.encode(): Limits.from_config(pool.config) for name, pool in self.host.pools.items()
         }
 
+    def _forked(self, identity: bytes) -> bool:
+        """Whether ``identity`` is one of the workers this master forked: ours heartbeat while
+        busy even when their READY is plain RFC 18 (worker_credit 1), asked once a READY."""
+        return self._worker_of(identity) is not None
+
+    def _worker_of(self, identity: bytes) -> WorkerProcess | None:
+        assert self.host is not None
+        if not identity.startswith(b"pid:"):
+            return None
+        try:
+            pid = int(identity[4:])
+        except ValueError:
+            return None
+        proc = self.host.workers.get(pid)
+        return proc if proc is not None and proc.identity == identity else None
+
     def _process_running(self, identity: bytes) -> bool:
         """Whether ``identity`` is one of our workers and its process is alive and running:
         in ``/proc``, running, sleeping or in disk wait; not stopped (SIGSTOP, a debugger) and
         not a zombie. The dispatcher asks this only of busy workers silent past their expiry,
         so a read of ``/proc`` a heartbeat tick at most, per such worker. False for any other
         identity: remote workers keep heartbeat-based detection."""
-        assert self.host is not None
-        if not identity.startswith(b"pid:"):
-            return False
-        try:
-            pid = int(identity[4:])
-        except ValueError:
-            return False
-        proc = self.host.workers.get(pid)
-        if proc is None or proc.identity != identity:
-            return False
-        return proc_state(pid) in _RUNNING
+        proc = self._worker_of(identity)
+        return proc is not None and proc_state(proc.pid) in _RUNNING
 
     def _kill_hung(self, identities: list[bytes]) -> None:
         """SIGKILL the local workers the dispatcher gave up on (silent, or past a job's deadline).
