@@ -211,7 +211,10 @@ def test_dashboard_shows_workers_and_updates_after_a_job(start_server):
 
 def test_access_log_has_a_line_per_job(start_server, short_tmp):
     path = short_tmp / "access.log"
-    server = start_server("examples.upper:app", "--access-log", str(path))
+    # unknown_service_wait 0: a request for a service nobody offers is refused at once.
+    server = start_server(
+        "examples.upper:app", "--access-log", str(path), "--unknown-service-wait", "0"
+    )
     server.wait_ready()
     with Client(server.frontend, service="nope") as client, pytest.raises(Exception):  # noqa: B017, PT011 - any refusal
         client.request(b"x")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tests.helpers import limits
 
 from zmqserver.broker import Dispatcher, Port
 from zmqserver.broker.metrics import BOUNDS, SLOT, Histogram, ServiceMetrics
 from zmqserver.errors import Status
 from zmqserver.protocol import C_REQUEST, MDPC02, parse_client_reply
-
-from tests.helpers import limits
 
 from .dispatch_helpers import DEFAULT, finish, make_dispatcher, mdp_request, only_job, ready
 
