@@ -204,29 +204,40 @@ class Client:
     # -- pipelining (submit/map) --
 
     def _drive(self, done: Callable[[], bool], timeout: float | None) -> None:
-        """Receive, resend and settle pipelined requests until ``done()`` or ``timeout``."""
+        """Receive, resend and settle pipelined requests until ``done()`` or ``timeout``.
+
+        Replies already queued are read without a poll (one call less per reply while a window
+        is full, which is when it matters); the wait happens only when there is none.
+        """
         pipeline = self._pipeline
         socket = self._ready_socket()
         give_up = None if timeout is None else time.monotonic() + timeout
         while not done():
+            frames = _recv(socket)
             now = time.monotonic()
-            resend, ended = pipeline.on_tick(now)
-            for request_id, frames in resend:
-                if not _send(socket, frames):
-                    pipeline.on_send_blocked(request_id, now)
-            for event in ended:
-                self._settle(event)
+            if frames is not None:
+                arrived = pipeline.on_frames(frames, now)
+                if arrived is not None:
+                    self._settle(arrived)
             deadline = pipeline.next_deadline()
-            if done() or deadline is None:
-                return
+            if deadline is not None and now >= deadline:
+                resend, ended = pipeline.on_tick(now)
+                for request_id, resent in resend:
+                    if not _send(socket, resent):
+                        pipeline.on_send_blocked(request_id, now)
+                for event in ended:
+                    self._settle(event)
+                continue
+            if frames is not None:
+                continue  # more may be queued: read before waiting
+            if deadline is None:
+                return  # nothing in flight
             if give_up is not None:
                 if now >= give_up:
                     return
                 deadline = min(deadline, give_up)
-            if socket.poll(math.ceil(max(0.0, deadline - now) * 1000), zmq.POLLIN):
-                arrived = pipeline.on_frames(socket.recv_multipart(), time.monotonic())
-                if arrived is not None:
-                    self._settle(arrived)
+            # Rounded up: waking a millisecond early would only cost another trip round.
+            socket.poll(math.ceil((deadline - now) * 1000), zmq.POLLIN)
 
     def _settle(self, event: Event) -> None:
         future = self._futures.get(event.request_id)
@@ -286,9 +297,10 @@ class Client:
                 deadline = state.deadline
                 assert deadline is not None  # not done, so waiting
                 # Rounded up: waking a millisecond early would only cost another trip round.
-                if not socket.poll(math.ceil((deadline - now) * 1000), zmq.POLLIN):
+                received = _recv_within(socket, math.ceil((deadline - now) * 1000))
+                if received is None:
                     continue
-                response = state.on_frames(socket.recv_multipart(), time.monotonic())
+                response = state.on_frames(received, time.monotonic())
                 if response is None:
                     continue  # a late reply to an earlier request
                 yield response
@@ -324,17 +336,66 @@ class Client:
             socket.close(linger=0)
 
 
+#: pyzmq's flags as plain ints: ``send_multipart`` combines its enum flags per frame, which costs
+#: more than the send itself for the small frames of a request.
+_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
+_LAST = int(zmq.DONTWAIT)
+_RCVMORE = int(zmq.RCVMORE)
+_RCVTIMEO = int(zmq.RCVTIMEO)
+
+
 def _send(socket: zmq.Socket[bytes], frames: list[bytes]) -> bool:
     """Queue ``frames`` without waiting; False if the queue is full (``EAGAIN``).
 
     A multipart message is queued whole or not at all: libzmq checks the high-water mark only
     before a message's first frame, so ``Again`` can only come from that one.
     """
+    send = socket.send
     try:
-        socket.send_multipart(frames, zmq.NOBLOCK)
+        send(frames[0], _MORE if len(frames) > 1 else _LAST)
     except zmq.Again:
         return False
+    last = len(frames) - 1
+    for index in range(1, last):
+        send(frames[index], _MORE)
+    if last:
+        send(frames[last], _LAST)
     return True
+
+
+def _recv(socket: zmq.Socket[bytes]) -> list[bytes] | None:
+    """The next message if one is queued, else None; never waits.
+
+    ``recv_multipart`` with int flags, for the same reason as :func:`_send`.
+    """
+    recv = socket.recv
+    try:
+        frames = [recv(_LAST)]
+    except zmq.Again:
+        return None
+    more = socket.getsockopt
+    while more(_RCVMORE):
+        frames.append(recv(_LAST))
+    return frames
+
+
+def _recv_within(socket: zmq.Socket[bytes], milliseconds: int) -> list[bytes] | None:
+    """The next message, waiting at most ``milliseconds``; None if none came.
+
+    A receive with ``RCVTIMEO`` waits in libzmq as a raw REQ socket does. ``socket.poll`` would
+    build a ``zmq.Poller`` per call, which cost the one-at-a-time client more than the rest of a
+    request's handling. Signals still interrupt the wait (pyzmq checks them on ``EINTR``).
+    """
+    socket.setsockopt(_RCVTIMEO, max(milliseconds, 0))
+    recv = socket.recv
+    try:
+        frames = [recv(0)]
+    except zmq.Again:
+        return None
+    more = socket.getsockopt
+    while more(_RCVMORE):
+        frames.append(recv(_LAST))
+    return frames
 
 
 class PendingReply(Future[ReplyBody]):
