@@ -41,7 +41,7 @@ from ..errors import Closed
 from .options import ClientOptions
 from .pipeline import Event
 from .state import Payload, ReplyBody, encode_payload, unwrap
-from .sync import _recv, _send
+from .wire import Wire
 
 __all__ = ["AsyncClient"]
 
@@ -126,7 +126,8 @@ class AsyncClient:
         self._context = context if context is not None else zmq.Context.instance()
         # socket_class: a plain socket even from a zmq.asyncio.Context (see the module docstring).
         socket = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
-        self._socket: zmq.Socket[bytes] = options.setup(socket)
+        self._wire = Wire(options.setup(socket))
+        self._socket: zmq.Socket[bytes] = self._wire.socket
         self._waiting: dict[int, _Joined | _Streamed] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -239,7 +240,7 @@ class AsyncClient:
 
     def _send(self, request_id: int, frames: list[bytes]) -> None:
         """Send without waiting; a full queue is a failed attempt (the module docstring)."""
-        if not _send(self._socket, frames):
+        if not self._wire.send(frames):
             self._pipeline.on_send_blocked(request_id, time.monotonic())
         if self._timer is None:
             self._arm()
@@ -257,9 +258,9 @@ class AsyncClient:
         self._read_soon = False
         if self._closed:
             return
-        socket, pipeline, waiting = self._socket, self._pipeline, self._waiting
+        recv, pipeline, waiting = self._wire.recv, self._pipeline, self._waiting
         now = time.monotonic()
-        while (frames := _recv(socket)) is not None:
+        while (frames := recv()) is not None:
             event = pipeline.on_frames(frames, now)
             if event is not None and (waiter := waiting.get(event.request_id)) is not None:
                 waiter.deliver(event)
@@ -282,7 +283,7 @@ class AsyncClient:
         now = time.monotonic()
         resend, ended = self._pipeline.on_tick(now)
         for request_id, frames in resend:
-            if not _send(self._socket, frames):
+            if not self._wire.send(frames):
                 self._pipeline.on_send_blocked(request_id, now)
         for event in ended:
             waiter = self._waiting.get(event.request_id)

@@ -7,9 +7,10 @@ resend and what an error status means are decided by
 client. It is a module of its own so that a blocking user imports neither asyncio nor
 ``zmq.asyncio``, and so that the retry policy can be read without the socket code around it.
 
-Every send is non-blocking (:func:`_send`): a send that would block, because libzmq's queue for a
+Every send is non-blocking (wire.py): a send that would block, because libzmq's queue for a
 server that is not there is full, is reported to the core as a failed attempt instead of waiting
-for a server that may never come (state.py, :meth:`RequestState.on_send_blocked`).
+for a server that may never come (state.py, :meth:`RequestState.on_send_blocked`). wire.py also
+says how a message gets to the socket: one C call on the compiled path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .state import (
     encode_payload,
     unwrap,
 )
+from .wire import Wire
 
 __all__ = ["Client", "PendingReply"]
 
@@ -83,7 +85,7 @@ class Client:
         self.retries = options.retries
         self.identity = options.identity
         self._context = context if context is not None else zmq.Context.instance()
-        self._socket: zmq.Socket[bytes] | None = None
+        self._wire: Wire | None = None
         #: The requests of submit/map in flight, and the ids and policy of every request.
         self._pipeline = options.pipeline()
         self._futures: dict[int, PendingReply] = {}
@@ -91,7 +93,7 @@ class Client:
         self._busy = False
         # Connect now so that a malformed endpoint fails here, where the caller wrote it, and not
         # at the first request.
-        self._socket = self._connect()
+        self._wire = self._connect()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -168,7 +170,7 @@ class Client:
         pipeline = self._pipeline
         now = time.monotonic()
         request_id, frames = pipeline.submit(body, now)
-        if not _send(self._ready_socket(), frames):
+        if not self._ready().send(frames):
             pipeline.on_send_blocked(request_id, now)
         future = PendingReply(self, request_id)
         self._futures[request_id] = future
@@ -210,10 +212,10 @@ class Client:
         is full, which is when it matters); the wait happens only when there is none.
         """
         pipeline = self._pipeline
-        socket = self._ready_socket()
+        wire = self._ready()
         give_up = None if timeout is None else time.monotonic() + timeout
         while not done():
-            frames = _recv(socket)
+            frames = wire.recv()
             now = time.monotonic()
             if frames is not None:
                 arrived = pipeline.on_frames(frames, now)
@@ -223,7 +225,7 @@ class Client:
             if deadline is not None and now >= deadline:
                 resend, ended = pipeline.on_tick(now)
                 for request_id, resent in resend:
-                    if not _send(socket, resent):
+                    if not wire.send(resent):
                         pipeline.on_send_blocked(request_id, now)
                 for event in ended:
                     self._settle(event)
@@ -237,7 +239,7 @@ class Client:
                     return
                 deadline = min(deadline, give_up)
             # Rounded up: waking a millisecond early would only cost another trip round.
-            socket.poll(math.ceil((deadline - now) * 1000), zmq.POLLIN)
+            wire.wait(math.ceil((deadline - now) * 1000))
 
     def _settle(self, event: Event) -> None:
         future = self._futures.get(event.request_id)
@@ -281,23 +283,23 @@ class Client:
         state = self._pipeline.new_state(body)
         self._busy = True
         try:
-            socket = self._ready_socket()
+            wire = self._ready()
             now = time.monotonic()
-            if not _send(socket, state.start(now)):
+            if not wire.send(state.start(now)):
                 state.on_send_blocked(now)
             while True:
                 now = time.monotonic()
                 if state.expired(now):
                     frames = state.on_timeout(now)  # raises RequestTimeout when out of attempts
                     self._discard_socket()
-                    socket = self._ready_socket()
-                    if not _send(socket, frames):
+                    wire = self._ready()
+                    if not wire.send(frames):
                         state.on_send_blocked(now)
                     continue
                 deadline = state.deadline
                 assert deadline is not None  # not done, so waiting
                 # Rounded up: waking a millisecond early would only cost another trip round.
-                received = _recv_within(socket, math.ceil((deadline - now) * 1000))
+                received = wire.recv_within(math.ceil((deadline - now) * 1000))
                 if received is None:
                     continue
                 response = state.on_frames(received, time.monotonic())
@@ -320,82 +322,25 @@ class Client:
         if self._closed:
             raise Closed(f"client for {self.endpoint} is closed")
 
-    def _connect(self) -> zmq.Socket[bytes]:
+    def _connect(self) -> Wire:
         # socket_class forces a blocking socket even if the caller passed a zmq.asyncio.Context.
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
-        return self._options.setup(socket)
+        return Wire(self._options.setup(socket))
 
-    def _ready_socket(self) -> zmq.Socket[bytes]:
-        if self._socket is None:
-            self._socket = self._connect()
-        return self._socket
+    def _ready(self) -> Wire:
+        if self._wire is None:
+            self._wire = self._connect()
+        return self._wire
+
+    @property
+    def _socket(self) -> zmq.Socket[bytes] | None:
+        """The socket now in use (a Lazy Pirate retry replaces it), or None between sockets."""
+        return None if self._wire is None else self._wire.socket
 
     def _discard_socket(self) -> None:
-        if self._socket is not None:
-            socket, self._socket = self._socket, None
-            socket.close(linger=0)
-
-
-#: pyzmq's flags as plain ints: ``send_multipart`` combines its enum flags per frame, which costs
-#: more than the send itself for the small frames of a request.
-_MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
-_LAST = int(zmq.DONTWAIT)
-_RCVMORE = int(zmq.RCVMORE)
-_RCVTIMEO = int(zmq.RCVTIMEO)
-
-
-def _send(socket: zmq.Socket[bytes], frames: list[bytes]) -> bool:
-    """Queue ``frames`` without waiting; False if the queue is full (``EAGAIN``).
-
-    A multipart message is queued whole or not at all: libzmq checks the high-water mark only
-    before a message's first frame, so ``Again`` can only come from that one.
-    """
-    send = socket.send
-    try:
-        send(frames[0], _MORE if len(frames) > 1 else _LAST)
-    except zmq.Again:
-        return False
-    last = len(frames) - 1
-    for index in range(1, last):
-        send(frames[index], _MORE)
-    if last:
-        send(frames[last], _LAST)
-    return True
-
-
-def _recv(socket: zmq.Socket[bytes]) -> list[bytes] | None:
-    """The next message if one is queued, else None; never waits.
-
-    ``recv_multipart`` with int flags, for the same reason as :func:`_send`.
-    """
-    recv = socket.recv
-    try:
-        frames = [recv(_LAST)]
-    except zmq.Again:
-        return None
-    more = socket.getsockopt
-    while more(_RCVMORE):
-        frames.append(recv(_LAST))
-    return frames
-
-
-def _recv_within(socket: zmq.Socket[bytes], milliseconds: int) -> list[bytes] | None:
-    """The next message, waiting at most ``milliseconds``; None if none came.
-
-    A receive with ``RCVTIMEO`` waits in libzmq as a raw REQ socket does. ``socket.poll`` would
-    build a ``zmq.Poller`` per call, which cost the one-at-a-time client more than the rest of a
-    request's handling. Signals still interrupt the wait (pyzmq checks them on ``EINTR``).
-    """
-    socket.setsockopt(_RCVTIMEO, max(milliseconds, 0))
-    recv = socket.recv
-    try:
-        frames = [recv(0)]
-    except zmq.Again:
-        return None
-    more = socket.getsockopt
-    while more(_RCVMORE):
-        frames.append(recv(_LAST))
-    return frames
+        if self._wire is not None:
+            wire, self._wire = self._wire, None
+            wire.close()
 
 
 class PendingReply(Future[ReplyBody]):
