@@ -302,6 +302,41 @@ def receiver(sock: zmq.Socket[bytes]) -> Callable[[], list[bytes] | None]:
     return recv_pure
 
 
+def try_sender(sock: zmq.Socket[bytes]) -> Callable[[list[bytes]], bool]:
+    """A function that queues one whole message on ``sock`` without waiting: True if it was
+    queued, False if the socket's queue is full (``EAGAIN``), and then nothing of it was.
+
+    For clients, whose sends must never wait for a server that may not be there (a blocked send
+    is a failed attempt: client/state.py). One C call a message on the compiled path.
+    """
+    if _fast is not None:
+        send_one = batch_sender((sock,))  # the C function itself, bound to this socket
+
+        def send(frames: list[bytes]) -> bool:
+            return not send_one(((0, frames[0], frames[1:]),))
+
+        return send
+
+    def send_pure(frames: list[bytes]) -> bool:
+        send = sock.send
+        try:
+            send(frames[0], _MORE_NOW if len(frames) > 1 else _NOW)
+        except zmq.Again:
+            return False  # libzmq checks the high-water mark before a message's first frame only
+        last = len(frames) - 1
+        for index in range(1, last):
+            send(frames[index], _MORE_NOW)
+        if last:
+            send(frames[last], _NOW)
+        return True
+
+    return send_pure
+
+
+_NOW = int(zmq.DONTWAIT)
+_MORE_NOW = int(zmq.SNDMORE | zmq.DONTWAIT)
+
+
 def sender(sock: zmq.Socket[bytes]) -> Callable[[list[bytes]], None]:
     """A function that sends one whole message on ``sock``, blocking as ``send_multipart`` does
     (so a reply waits out a full pipe rather than being dropped), at a fifth of its cost."""

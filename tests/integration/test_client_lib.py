@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import queue
+import signal
 import sys
 import threading
 import time
@@ -351,6 +352,28 @@ def test_silent_server_times_out_after_exactly_retries_sends(
     # Each attempt goes out on a fresh socket, all with the client's one routing id, so the
     # broker can recognise the resends.
     assert {r.peer for r in received} == {client.identity}
+
+
+@pytest.mark.timeout(30)
+def test_ctrl_c_interrupts_a_client_waiting_for_a_reply(
+    serve: ServeFixture, make_client: ClientFactory
+) -> None:
+    # The one-at-a-time client waits inside libzmq's receive (RCVTIMEO), not in a Python poll: a
+    # signal must still end the wait at once, not when the attempt's timeout runs out.
+    server = serve(silent)
+    client = make_client(server.endpoint, timeout=20, retries=1)
+    main = threading.main_thread().ident
+    assert main is not None
+    # To the main thread, where the client waits (as Ctrl-C reaches a program that has no threads).
+    timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.request(b"anyone?")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 10  # well before the 20 s timeout
 
 
 @pytest.mark.timeout(30)

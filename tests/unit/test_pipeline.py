@@ -112,3 +112,31 @@ def test_a_blocked_send_of_a_request_that_ended_is_ignored():
     pipe.cancel(request_id)
     pipe.on_send_blocked(request_id, 0.0)  # no error: a driver may report it after a cancel
     assert len(pipe) == 0
+
+
+def test_the_earliest_deadline_is_found_without_a_scan_after_resends_and_partials():
+    # next_deadline() reads the first request only: resends and PARTIALs must move a request
+    # behind the others, or a later deadline would hide an earlier one and a timeout fire late.
+    pipe = Pipeline(timeout=1.0, retries=3)
+    first_id, first = pipe.submit([b"a"], 0.0)
+    second_id, _ = pipe.submit([b"b"], 0.25)
+    third_id, third = pipe.submit([b"c"], 0.5)
+    assert pipe.next_deadline() == 1.0
+    resend, ended = pipe.on_tick(1.0)  # the first is resent: its deadline is now 2.0
+    assert [i for i, _ in resend] == [first_id]
+    assert ended == []
+    assert pipe.next_deadline() == 1.25
+    pipe.on_frames(reply_to(third, [b"part"], final=False), 1.1)  # the third's deadline: 2.1
+    resend, _ = pipe.on_tick(1.3)  # the second, resent: 2.3
+    assert [i for i, _ in resend] == [second_id]
+    assert pipe.next_deadline() == 2.0
+    resend, _ = pipe.on_tick(2.05)
+    assert [i for i, _ in resend] == [first_id]
+    assert pipe.next_deadline() == pytest.approx(2.1)
+    pipe.on_frames(reply_to(first, [b"A"]), 2.06)
+    assert pipe.next_deadline() == pytest.approx(2.1)
+    assert pipe.on_tick(2.09) == ([], [])
+    resend, ended = pipe.on_tick(2.1)  # the third had a PARTIAL: not retried, ended
+    assert resend == []
+    assert [e.request_id for e in ended] == [third_id]
+    assert pipe.next_deadline() == pytest.approx(2.3)

@@ -64,6 +64,7 @@ class Pipeline:
         self.flags = flags
         self.peer = peer
         self._ids = ids if ids is not None else RequestIds()
+        #: In flight, by request id, in the order of their deadlines (:meth:`_to_back`).
         self._states: dict[int, RequestState] = {}
 
     def __len__(self) -> int:
@@ -129,27 +130,52 @@ class Pipeline:
             return None
         if response.final:
             del self._states[request_id]
+        else:
+            self._to_back(request_id)  # a PARTIAL moved its deadline
         return Event(request_id, response=response)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`on_tick` next has work to do; None with nothing in flight."""
-        deadlines = [s.deadline for s in self._states.values() if s.deadline is not None]
-        return min(deadlines) if deadlines else None
+        """When :meth:`on_tick` next has work to do; None with nothing in flight.
+
+        O(1): the first request in :attr:`_states` has the earliest deadline (see
+        :meth:`_to_back`), so a driver may ask on every turn, as it should, without paying for
+        the size of its window.
+        """
+        for state in self._states.values():
+            return state.deadline
+        return None
 
     def on_tick(self, now: float) -> tuple[list[tuple[int, list[bytes]]], list[Event]]:
         """Resend requests whose attempt timed out; end those that ran out of attempts.
 
         Returns the resends as (request id, frames), as :meth:`submit` does, so that a driver can
-        report a resend that could not be sent, and the requests that ended.
+        report a resend that could not be sent, and the requests that ended. Only the expired
+        requests are visited: they are at the front.
         """
         resend: list[tuple[int, list[bytes]]] = []
         ended: list[Event] = []
-        for request_id, state in list(self._states.items()):
+        states = self._states
+        while states:
+            request_id, state = next(iter(states.items()))
             if not state.expired(now):
-                continue
+                break
             try:
-                resend.append((request_id, state.on_timeout(now)))
+                frames = state.on_timeout(now)
             except ZmqServerError as exc:
-                del self._states[request_id]
+                del states[request_id]
                 ended.append(Event(request_id, error=exc))
+            else:
+                self._to_back(request_id)
+                resend.append((request_id, frames))
         return resend, ended
+
+    def _to_back(self, request_id: int) -> None:
+        """Move a request whose deadline was just set to ``now + timeout`` behind the others.
+
+        Every request of a pipeline has the same ``timeout``, and every deadline is set to
+        ``now + timeout`` by a driver whose clock only goes forward (a new attempt, or a PARTIAL
+        that proves the job alive), so the request whose deadline was set last has the latest
+        deadline. Keeping :attr:`_states` (a dict: insertion-ordered) in the order the deadlines
+        were set therefore keeps it sorted by deadline, with no heap and no scan.
+        """
+        self._states[request_id] = self._states.pop(request_id)

@@ -7,9 +7,10 @@ resend and what an error status means are decided by
 client. It is a module of its own so that a blocking user imports neither asyncio nor
 ``zmq.asyncio``, and so that the retry policy can be read without the socket code around it.
 
-Every send is non-blocking (:func:`_send`): a send that would block, because libzmq's queue for a
+Every send is non-blocking (wire.py): a send that would block, because libzmq's queue for a
 server that is not there is full, is reported to the core as a failed attempt instead of waiting
-for a server that may never come (state.py, :meth:`RequestState.on_send_blocked`).
+for a server that may never come (state.py, :meth:`RequestState.on_send_blocked`). wire.py also
+says how a message gets to the socket: one C call on the compiled path.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .state import (
     encode_payload,
     unwrap,
 )
+from .wire import Wire
 
 __all__ = ["Client", "PendingReply"]
 
@@ -93,7 +95,7 @@ class Client:
         self.retries = options.retries
         self.identity = options.identity
         self._context = context if context is not None else zmq.Context.instance()
-        self._socket: zmq.Socket[bytes] | None = None
+        self._wire: Wire | None = None
         #: The requests of submit/map in flight, and the ids and policy of every request.
         self._pipeline = options.pipeline()
         self._futures: dict[int, PendingReply] = {}
@@ -101,7 +103,7 @@ class Client:
         self._busy = False
         # Connect now so that a malformed endpoint fails here, where the caller wrote it, and not
         # at the first request.
-        self._socket = self._connect()
+        self._wire = self._connect()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -178,7 +180,7 @@ class Client:
         pipeline = self._pipeline
         now = time.monotonic()
         request_id, frames = pipeline.submit(body, now)
-        if not _send(self._ready_socket(), frames):
+        if not self._ready().send(frames):
             pipeline.on_send_blocked(request_id, now)
         future = PendingReply(self, request_id)
         self._futures[request_id] = future
@@ -280,29 +282,40 @@ class Client:
     # -- pipelining (submit/map) --
 
     def _drive(self, done: Callable[[], bool], timeout: float | None) -> None:
-        """Receive, resend and settle pipelined requests until ``done()`` or ``timeout``."""
+        """Receive, resend and settle pipelined requests until ``done()`` or ``timeout``.
+
+        Replies already queued are read without a poll (one call less per reply while a window
+        is full, which is when it matters); the wait happens only when there is none.
+        """
         pipeline = self._pipeline
-        socket = self._ready_socket()
+        wire = self._ready()
         give_up = None if timeout is None else time.monotonic() + timeout
         while not done():
+            frames = wire.recv()
             now = time.monotonic()
-            resend, ended = pipeline.on_tick(now)
-            for request_id, frames in resend:
-                if not _send(socket, frames):
-                    pipeline.on_send_blocked(request_id, now)
-            for event in ended:
-                self._settle(event)
+            if frames is not None:
+                arrived = pipeline.on_frames(frames, now)
+                if arrived is not None:
+                    self._settle(arrived)
             deadline = pipeline.next_deadline()
-            if done() or deadline is None:
-                return
+            if deadline is not None and now >= deadline:
+                resend, ended = pipeline.on_tick(now)
+                for request_id, resent in resend:
+                    if not wire.send(resent):
+                        pipeline.on_send_blocked(request_id, now)
+                for event in ended:
+                    self._settle(event)
+                continue
+            if frames is not None:
+                continue  # more may be queued: read before waiting
+            if deadline is None:
+                return  # nothing in flight
             if give_up is not None:
                 if now >= give_up:
                     return
                 deadline = min(deadline, give_up)
-            if socket.poll(math.ceil(max(0.0, deadline - now) * 1000), zmq.POLLIN):
-                arrived = pipeline.on_frames(socket.recv_multipart(), time.monotonic())
-                if arrived is not None:
-                    self._settle(arrived)
+            # Rounded up: waking a millisecond early would only cost another trip round.
+            wire.wait(math.ceil((deadline - now) * 1000))
 
     def _settle(self, event: Event) -> None:
         future = self._futures.get(event.request_id)
@@ -346,25 +359,26 @@ class Client:
         state = self._pipeline.new_state(body, service)
         self._busy = True
         try:
-            socket = self._ready_socket()
+            wire = self._ready()
             now = time.monotonic()
-            if not _send(socket, state.start(now)):
+            if not wire.send(state.start(now)):
                 state.on_send_blocked(now)
             while True:
                 now = time.monotonic()
                 if state.expired(now):
                     frames = state.on_timeout(now)  # raises RequestTimeout when out of attempts
                     self._discard_socket()
-                    socket = self._ready_socket()
-                    if not _send(socket, frames):
+                    wire = self._ready()
+                    if not wire.send(frames):
                         state.on_send_blocked(now)
                     continue
                 deadline = state.deadline
                 assert deadline is not None  # not done, so waiting
                 # Rounded up: waking a millisecond early would only cost another trip round.
-                if not socket.poll(math.ceil((deadline - now) * 1000), zmq.POLLIN):
+                received = wire.recv_within(math.ceil((deadline - now) * 1000))
+                if received is None:
                     continue
-                response = state.on_frames(socket.recv_multipart(), time.monotonic())
+                response = state.on_frames(received, time.monotonic())
                 if response is None:
                     continue  # a late reply to an earlier request
                 yield response
@@ -384,33 +398,25 @@ class Client:
         if self._closed:
             raise Closed(f"client for {self.endpoint} is closed")
 
-    def _connect(self) -> zmq.Socket[bytes]:
+    def _connect(self) -> Wire:
         # socket_class forces a blocking socket even if the caller passed a zmq.asyncio.Context.
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
-        return self._options.setup(socket)
+        return Wire(self._options.setup(socket))
 
-    def _ready_socket(self) -> zmq.Socket[bytes]:
-        if self._socket is None:
-            self._socket = self._connect()
-        return self._socket
+    def _ready(self) -> Wire:
+        if self._wire is None:
+            self._wire = self._connect()
+        return self._wire
+
+    @property
+    def _socket(self) -> zmq.Socket[bytes] | None:
+        """The socket now in use (a Lazy Pirate retry replaces it), or None between sockets."""
+        return None if self._wire is None else self._wire.socket
 
     def _discard_socket(self) -> None:
-        if self._socket is not None:
-            socket, self._socket = self._socket, None
-            socket.close(linger=0)
-
-
-def _send(socket: zmq.Socket[bytes], frames: list[bytes]) -> bool:
-    """Queue ``frames`` without waiting; False if the queue is full (``EAGAIN``).
-
-    A multipart message is queued whole or not at all: libzmq checks the high-water mark only
-    before a message's first frame, so ``Again`` can only come from that one.
-    """
-    try:
-        socket.send_multipart(frames, zmq.NOBLOCK)
-    except zmq.Again:
-        return False
-    return True
+        if self._wire is not None:
+            wire, self._wire = self._wire, None
+            wire.close()
 
 
 class PendingReply(Future[ReplyBody]):

@@ -369,12 +369,13 @@ def _escaped(body: list[Frame]) -> list[Frame]:
     return body
 
 
+#: Status by code: a dict lookup, where ``Status(code)`` runs the enum machinery on every reply.
+_STATUS_OF: dict[int, Status] = {status.value: status for status in Status}
+
+
 def _status(code: int) -> Status:
-    try:
-        return Status(code)
-    except ValueError:
-        # An unknown code from a newer peer is still an error, never a success.
-        return Status.BAD_REQUEST
+    # An unknown code from a newer peer is still an error, never a success.
+    return _STATUS_OF.get(code, Status.BAD_REQUEST)
 
 
 def decode_status_header(frame: bytes) -> Status:
