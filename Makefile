@@ -68,7 +68,24 @@ wheel-check: $(STAMP)
 # The whole suite, then again on the pure-Python path (the fallback where nothing could be
 # compiled: Python socket I/O, and the routing core and protocol run from source), so both
 # paths are held to the same tests; then the wheel.
-test: $(STAMP) lint typecheck
+# What only the tests use: a real browser for the dashboard and promtool for /metrics (Debian
+# packages in apt-packages-test.txt). Installed when missing and we may (root, apt-get);
+# otherwise the tests that need them skip and say why.
+TEST_APT_PACKAGES := $(shell cat apt-packages-test.txt)
+TEST_TOOLS_STAMP := $(VENV)/.installed-test-tools
+$(TEST_TOOLS_STAMP): apt-packages-test.txt | $(STAMP)
+	@if ! command -v chromium >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(TEST_APT_PACKAGES) (the dashboard's browser test, promtool)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_APT_PACKAGES) >/dev/null; } \
+	      || echo "note: could not install $(TEST_APT_PACKAGES): those tests will skip"; \
+	  else \
+	    echo "note: no chromium/promtool (Debian: apt-get install $(TEST_APT_PACKAGES)): those tests will skip"; \
+	  fi; \
+	fi
+	touch $(TEST_TOOLS_STAMP)
+
+test: $(STAMP) $(TEST_TOOLS_STAMP) lint typecheck
 	$(BIN)/pytest tests
 	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit
 	$(MAKE) --no-print-directory wheel-check

@@ -1,8 +1,9 @@
 """Status, control, metrics, health and the dashboard of a real server (issue 23).
 
 Real servers, real workers, the real `zmqserver status`/`control` commands; every wait bounded.
-promtool and chromium are Debian packages: installed here when missing and we may (root,
-apt-get), else the tests that need them skip and say why.
+promtool and chromium are Debian packages (apt-packages-test.txt, which ``make test`` installs
+as root); missing, they are installed here if we may (root, apt-get), else the tests that need
+them skip and say why.
 """
 
 from __future__ import annotations
