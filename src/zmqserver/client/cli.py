@@ -266,17 +266,8 @@ def client_main(argv: list[str] | None = None) -> int:
     else:
         stdin = _binary(sys.stdin)
         payload = [stdin.read() if stdin is not None else sys.stdin.read().encode()]
-    try:
-        client = Client(
-            args.endpoint,
-            service=args.service,
-            timeout=args.timeout,
-            retries=args.retries,
-            server_key=args.server_key,
-            client_key_file=args.key_file,
-        )
-    except (ValueError, ConfigError) as exc:
-        print(f"zmq-client: {exc}", file=sys.stderr)
+    client = _client(args)
+    if client is None:
         return EXIT_ERROR
     try:
         with client:
@@ -325,13 +316,11 @@ def _durable_command(argv: list[str]) -> int | None:
     return None
 
 
-def _durable_main(command: str, argv: list[str]) -> int:
+def _client(args: argparse.Namespace) -> Client | None:
+    """The client the common options describe; None (and the reason on stderr) if they are
+    unusable (a malformed endpoint or service name, unusable CURVE keys)."""
     try:
-        args = build_durable_parser(command).parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
-    try:
-        client = Client(
+        return Client(
             args.endpoint,
             service=args.service,
             timeout=args.timeout,
@@ -341,6 +330,16 @@ def _durable_main(command: str, argv: list[str]) -> int:
         )
     except (ValueError, ConfigError) as exc:
         print(f"zmq-client: {exc}", file=sys.stderr)
+        return None
+
+
+def _durable_main(command: str, argv: list[str]) -> int:
+    try:
+        args = build_durable_parser(command).parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    client = _client(args)
+    if client is None:
         return EXIT_ERROR
     try:
         with client:
