@@ -101,3 +101,25 @@ def test_no_module_outgrew_one_concern() -> None:
              for path in PACKAGE.rglob("*.py")}  # fmt: skip
     too_long = {name: size for name, size in sizes.items() if size > LONGER.get(name, MAX_LINES)}
     assert too_long == {}
+
+
+def test_no_merge_conflict_markers_were_committed() -> None:
+    # A conflict resolved by hand once left its markers in CHANGELOG.md; nothing else reads it.
+    root = PACKAGE.parents[1]
+    markers = ("<<<<<<< ", ">>>>>>> ")
+    found = []
+    for path in [
+        root / "README.md",
+        root / "CHANGELOG.md",
+        root / "BENCHMARKS.md",
+        root / "Makefile",
+    ]:
+        found += [f"{path.name}:{n}" for n, line in enumerate(path.read_text().splitlines(), 1)
+                  if line.startswith(markers)]  # fmt: skip
+    for folder in ("src", "tests", "docs", "bench", "examples"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".toml", ".c", ".html") and path.is_file():
+                found += [f"{path.relative_to(root)}:{n}"
+                          for n, line in enumerate(path.read_text().splitlines(), 1)
+                          if line.startswith(markers)]  # fmt: skip
+    assert found == []
