@@ -9,6 +9,8 @@
   credit behind the prefetch gate (docs/protocol.md §6.3).
 * ``zmqserver-lru`` (opt-in: not in the default run): the same with ``--worker-credit 1``: strict
   LRU, one job per worker (the default before the prefetch gate; what credit buys).
+* ``zmqserver-info`` (opt-in): the same with ``--pass-client-info`` (what the request context's
+  client info costs).
 
 The baselines' workers run the same app as zmqserver's (``examples.echo:app`` or
 ``bench.apps:uneven``), through a plain REP loop (bench/_rep_worker.py).
@@ -33,9 +35,12 @@ from bench.procs import REPO, BenchError, Launcher
 
 SYSTEMS = ("direct", "proxy", "zmqserver", "zmqserver-py")
 #: Systems run only when named with --systems.
-OPT_IN_SYSTEMS = ("zmqserver-lru",)
+OPT_IN_SYSTEMS = ("zmqserver-lru", "zmqserver-info")
 #: zmqserver systems that differ from the default only in serve options.
-_SERVE_OPTIONS = {"zmqserver-lru": ("--worker-credit", "1")}
+_SERVE_OPTIONS = {
+    "zmqserver-lru": ("--worker-credit", "1"),
+    "zmqserver-info": ("--pass-client-info",),  # the cost of the request context's client info
+}
 #: zmqserver runs compiled code when it is built (its socket I/O extension, and the per-job modules
 #: mypyc compiles); this forces its pure-Python fallback (the "zmqserver-py" system).
 PURE_PYTHON_ENV = {"ZMQSERVER_PURE_PYTHON": "1"}

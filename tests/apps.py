@@ -257,3 +257,25 @@ def durable(payload: bytes | list[bytes]) -> bytes:
     if delay:
         time.sleep(delay)
     return first
+
+
+# -- request context (tests/integration/test_request_context.py) ----------------------------------
+
+
+def context(payload: bytes | list[bytes]) -> str:
+    """Replies with ``zmqserver.request()`` as JSON (the deadline rounded to whole seconds)."""
+    import json
+
+    import zmqserver
+
+    ctx = zmqserver.request()
+    fields = {
+        "id": ctx.id,
+        "request_id": ctx.request_id,
+        "service": ctx.service,
+        "attempt": ctx.attempt,
+        "client_key": ctx.client_key,
+        "client_address": ctx.client_address,
+        "deadline": None if ctx.deadline is None else round(ctx.deadline),
+    }
+    return json.dumps(fields)

@@ -24,6 +24,7 @@ import zmq
 from zmqserver._process import proc_state
 from zmqserver.broker import Limits
 from zmqserver.config import Config
+from zmqserver.control_client import ask, find_endpoint
 from zmqserver.scaling import Policy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,6 +188,29 @@ class ServerProcess:
             return sock.recv_multipart()
         finally:
             sock.close()
+
+    def status(self) -> dict[str, Any]:
+        """The server's status document, asked of its control endpoint (found as ``zmqserver
+        status`` finds it), in this process: what ``zmqserver status --json`` prints."""
+        endpoint, _ = find_endpoint(endpoint=None, pid_file=None, frontend=self.frontend)
+        reply = ask(endpoint, {"command": "stats"})
+        assert reply.get("ok"), reply
+        return reply
+
+    def control(self, command: str, **args: Any) -> dict[str, Any]:
+        """One control command (``scale``, ``incr``...), as ``zmqserver control`` sends it."""
+        endpoint, _ = find_endpoint(endpoint=None, pid_file=None, frontend=self.frontend)
+        reply = ask(endpoint, {"command": command, **args})
+        assert reply.get("ok"), reply
+        return reply
+
+    def workers_by_state(self, service: str | None = None) -> dict[str, list[int]]:
+        """Pids of the server's workers (of ``service``, or all) by state (status)."""
+        found: dict[str, list[int]] = {}
+        for worker in self.status()["workers"]:
+            if service is None or worker["service"] == service:
+                found.setdefault(worker["state"], []).append(worker["pid"])
+        return found
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Wait until a job makes the round trip (a worker is up and registered)."""

@@ -5,9 +5,9 @@ worker processes running your callable, and Lazy Pirate clients. See README.md.
 
 ``import zmqserver`` loads the blocking client and the errors, and nothing of the server: most
 processes that import this package are clients, and should not pay for (or be broken by) the
-broker, the supervisor or asyncio. ``run``, ``AsyncClient``, ``client_key``, ``Config``,
-``App`` and the pub-sub names (``Subscriber``, ``AsyncSubscriber``, ``Publisher``, ``publish``)
-are imported on first use (PEP 562); tests/unit/test_imports.py holds that.
+broker, the supervisor or asyncio. ``run``, ``AsyncClient``, ``client_key``, ``request``,
+``Config``, ``App`` and the pub-sub names (``Subscriber``, ``AsyncSubscriber``, ``Publisher``,
+``publish``) are imported on first use (PEP 562); tests/unit/test_imports.py holds that.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .client.aio import AsyncClient
     from .config import App, Config
+    from .context import request
     from .pubsub.aio import AsyncSubscriber
     from .pubsub.client import Publisher, Subscriber
     from .pubsub.publish import publish
@@ -85,6 +86,7 @@ __all__ = [
     "client_key",
     "ZmqServerError",
     "publish",
+    "request",
     "run",
 ]
 
@@ -98,6 +100,7 @@ _LAZY = {
     "Subscriber": ".pubsub.client",
     "client_key": ".worker",
     "publish": ".pubsub.publish",
+    "request": ".context",
     "run": ".server",
 }
 

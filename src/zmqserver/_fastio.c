@@ -250,14 +250,23 @@ static PyObject *fastio_load(PyObject *module, PyObject *args) {
 
 /* Receive one whole multipart message without blocking: a list of frames, or None if none.
  * With user_id non-NULL, *user_id receives the connection's ZAP User-Id (a new reference), or
- * None when the peer has none (a NULL-mechanism connection). Frames over inline_max bytes come
- * back as Frame objects, the others as bytes.
+ * None when the peer has none (a NULL-mechanism connection); with peer non-NULL, *peer receives
+ * its Peer-Address the same way (the IP address of a tcp peer; for ipc, what libzmq makes of
+ * SO_PEERCRED). Both are properties of the message's first frame, read with zmq_msg_gets, one
+ * lookup each. Frames over inline_max bytes come back as Frame objects, the others as bytes.
  *
  * At most max_frames frames are kept: the rest of a longer message is read and closed as it
  * comes, one zmq_msg_t reused, with no Python object made for it (a message of a million empty
  * frames must cost the broker no more than one of max_frames). The caller tells a cut message
  * by its length: it asks for one frame more than it accepts. */
-static PyObject *recv_one(void *sock, PyObject **user_id, size_t inline_max, size_t max_frames) {
+/* A message property as bytes (a new reference), or None when the message has none. */
+static PyObject *property(zmq_msg_t *msg, const char *name) {
+    const char *value = p_msg_gets(msg, name);
+    return value ? PyBytes_FromString(value) : Py_NewRef(Py_None);
+}
+
+static PyObject *recv_one(void *sock, PyObject **user_id, PyObject **peer, size_t inline_max,
+                          size_t max_frames) {
     PyObject *frames = NULL;
     for (;;) {
         zmq_msg_t msg;
@@ -298,12 +307,12 @@ static PyObject *recv_one(void *sock, PyObject **user_id, size_t inline_max, siz
             return NULL;
         }
         if (user_id != NULL && PyList_GET_SIZE(frames) == 0) {
-            const char *value = p_msg_gets(&msg, "User-Id");
-            *user_id = value ? PyBytes_FromString(value) : Py_NewRef(Py_None);
-            if (*user_id == NULL) {
+            *user_id = property(&msg, "User-Id");
+            if (*user_id != NULL && peer != NULL) *peer = property(&msg, "Peer-Address");
+            if (*user_id == NULL || (peer != NULL && *peer == NULL)) {
                 p_msg_close(&msg);
                 Py_DECREF(frames);
-                return NULL;
+                return NULL; /* the caller drops what was made */
             }
         }
         int more = p_msg_more(&msg);
@@ -338,19 +347,21 @@ static PyObject *fastio_recv_message(PyObject *module, PyObject *handle) {
     REQUIRE_LOADED();
     void *sock = socket_handle(handle);
     if (sock == NULL) return NULL;
-    return recv_one(sock, NULL, (size_t)-1, (size_t)-1);
+    return recv_one(sock, NULL, NULL, (size_t)-1, (size_t)-1);
 }
 
-/* recv_batch(handle, max, with_user_id=False, max_frames=0). Vectorcall (METH_FASTCALL)
- * with its arguments read by hand: PyArg_ParseTupleAndKeywords and the argument tuple it needs
- * cost about as much as receiving a small message, and this runs on every turn of the broker.
- * max_frames > 0 keeps at most that many frames of each message (see recv_one); 0: all. */
+/* recv_batch(handle, max, with_user_id=False, max_frames=0, with_peer_address=False).
+ * Vectorcall (METH_FASTCALL) with its arguments read by hand: PyArg_ParseTupleAndKeywords and
+ * the argument tuple it needs cost about as much as receiving a small message, and this runs on
+ * every turn of the broker. max_frames > 0 keeps at most that many frames of each message (see
+ * recv_one); 0: all. with_peer_address makes each item (frames, User-Id, Peer-Address). */
 static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames) {
-    static const char *const names[] = {"handle", "max", "with_user_id", "max_frames"};
-    PyObject *given[4] = {NULL, NULL, NULL, NULL};
-    if (nargs > 4) {
-        PyErr_SetString(PyExc_TypeError, "recv_batch takes 2 to 4 arguments");
+    static const char *const names[] = {"handle", "max", "with_user_id", "max_frames",
+                                        "with_peer_address"};
+    PyObject *given[5] = {NULL, NULL, NULL, NULL, NULL};
+    if (nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "recv_batch takes 2 to 5 arguments");
         return NULL;
     }
     for (Py_ssize_t i = 0; i < nargs; i++) given[i] = args[i];
@@ -359,7 +370,7 @@ static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_s
         const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
         if (name == NULL) return NULL;
         int found = 0;
-        for (int j = 0; j < 4 && !found; j++) {
+        for (int j = 0; j < 5 && !found; j++) {
             if (strcmp(name, names[j]) != 0) continue;
             if (given[j] != NULL) {
                 PyErr_Format(PyExc_TypeError, "recv_batch got %s twice", name);
@@ -382,6 +393,9 @@ static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_s
     if (max == -1 && PyErr_Occurred()) return NULL;
     int with_user_id = given[2] == NULL ? 0 : PyObject_IsTrue(given[2]);
     if (with_user_id < 0) return NULL;
+    int with_peer = given[4] == NULL ? 0 : PyObject_IsTrue(given[4]);
+    if (with_peer < 0) return NULL;
+    if (with_peer) with_user_id = 1;
     Py_ssize_t keep = 0;
     if (given[3] != NULL) {
         keep = PyNumber_AsSsize_t(given[3], PyExc_OverflowError);
@@ -398,11 +412,12 @@ static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_s
     PyObject *batch = PyList_New(0);
     if (batch == NULL) return NULL;
     for (Py_ssize_t i = 0; i < max; i++) {
-        PyObject *user_id = NULL;
-        PyObject *frames = recv_one(sock, with_user_id ? &user_id : NULL, (size_t)INLINE_MAX,
-                                    max_frames);
+        PyObject *user_id = NULL, *peer = NULL;
+        PyObject *frames = recv_one(sock, with_user_id ? &user_id : NULL,
+                                    with_peer ? &peer : NULL, (size_t)INLINE_MAX, max_frames);
         if (frames == NULL) {
             Py_XDECREF(user_id);
+            Py_XDECREF(peer);
             Py_DECREF(batch);
             return NULL;
         }
@@ -412,9 +427,11 @@ static PyObject *fastio_recv_batch(PyObject *module, PyObject *const *args, Py_s
         }
         PyObject *item = frames;
         if (with_user_id) {
-            item = PyTuple_Pack(2, frames, user_id);
+            item = with_peer ? PyTuple_Pack(3, frames, user_id, peer)
+                             : PyTuple_Pack(2, frames, user_id);
             Py_DECREF(frames);
             Py_DECREF(user_id);
+            Py_XDECREF(peer);
             if (item == NULL) {
                 Py_DECREF(batch);
                 return NULL;
@@ -646,8 +663,9 @@ static PyMethodDef fastio_methods[] = {
     {"recv_message", fastio_recv_message, METH_O,
      "recv_message(handle) -> the next whole message, every frame bytes, or None (no wait)."},
     {"recv_batch", (PyCFunction)(void (*)(void))fastio_recv_batch, METH_FASTCALL | METH_KEYWORDS,
-     "recv_batch(handle, max, with_user_id=False, max_frames=0) -> up to max whole messages, "
-     "without blocking; with_user_id makes each item a (frames, User-Id or None) pair; "
+     "recv_batch(handle, max, with_user_id=False, max_frames=0, with_peer_address=False) -> "
+     "up to max whole messages, without blocking; with_user_id makes each item a (frames, "
+     "User-Id or None) pair, with_peer_address a (frames, User-Id, Peer-Address) triple; "
      "max_frames > 0 keeps that many frames of a longer message and discards the rest."},
     {"send_batch", (PyCFunction)(void (*)(void))fastio_send_batch, METH_FASTCALL,
      "send_batch(handles, outbox) -> [(index, errno)] of the (port, identity, frames) items "

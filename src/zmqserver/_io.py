@@ -98,7 +98,36 @@ def recv_batch_with_user_id(
             sock.underlying, limit, True, max_frames
         )
         return batch
-    messages: list[tuple[Frames, bytes | None]] = []
+    return [(frames, user_id) for frames, user_id, _ in _recv_with(sock, limit, max_frames, False)]
+
+
+def recv_batch_with_peer(
+    sock: zmq.Socket[bytes], limit: int, max_frames: int = 0
+) -> list[tuple[Frames, bytes | None, bytes | None]]:
+    """As :func:`recv_batch_with_user_id`, with each message's ``Peer-Address`` as well: the
+    client's IP address on tcp (libzmq reads it from the connection, getpeername), for ipc
+    what libzmq makes of SO_PEERCRED; None where libzmq has none."""
+    if _fast is not None:
+        batch: list[tuple[Frames, bytes | None, bytes | None]] = _fast.recv_batch(
+            sock.underlying, limit, True, max_frames, True
+        )
+        return batch
+    return _recv_with(sock, limit, max_frames, True)
+
+
+def _property(frame: zmq.Frame, name: str) -> bytes | None:
+    try:
+        return str(frame.get(name)).encode()
+    except zmq.ZMQError:
+        return None
+
+
+def _recv_with(
+    sock: zmq.Socket[bytes], limit: int, max_frames: int, peer: bool
+) -> list[tuple[Frames, bytes | None, bytes | None]]:
+    """The pure-Python receive with message properties: frames as ``zmq.Frame`` (copy=False),
+    which is what has them."""
+    messages: list[tuple[Frames, bytes | None, bytes | None]] = []
     for _ in range(limit):
         try:
             if max_frames:
@@ -107,11 +136,9 @@ def recv_batch_with_user_id(
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             break
-        try:
-            user_id: bytes | None = str(parts[0].get("User-Id")).encode()
-        except zmq.ZMQError:
-            user_id = None
-        messages.append(([part.bytes for part in parts], user_id))
+        first = parts[0]
+        address = _property(first, "Peer-Address") if peer else None
+        messages.append(([part.bytes for part in parts], _property(first, "User-Id"), address))
     return messages
 
 
@@ -139,16 +166,24 @@ def _recv_cut(sock: zmq.Socket[bytes], max_frames: int, copy: bool) -> list[Any]
 
 
 def batch_receiver(
-    sock: zmq.Socket[bytes], with_user_id: bool = False, max_frames: int = 0
+    sock: zmq.Socket[bytes],
+    with_user_id: bool = False,
+    max_frames: int = 0,
+    with_peer_address: bool = False,
 ) -> Callable[[int], list[Any]]:
-    """:func:`recv_batch` (or :func:`recv_batch_with_user_id`) bound to ``sock`` (and
-    ``max_frames``), for the broker's loop: on the compiled path the C function itself (a
-    partial), so a turn of the loop pays no Python frame and no socket-handle lookup per read."""
+    """:func:`recv_batch` (or :func:`recv_batch_with_user_id`, :func:`recv_batch_with_peer`)
+    bound to ``sock`` (and ``max_frames``), for the broker's loop: on the compiled path the C
+    function itself (a partial), so a turn of the loop pays no Python frame and no
+    socket-handle lookup per read."""
     if _fast is not None:
         keywords: dict[str, Any] = {"max_frames": max_frames} if max_frames else {}
         if with_user_id:
             keywords["with_user_id"] = True
+        if with_peer_address:
+            keywords["with_peer_address"] = True
         return functools.partial(_fast.recv_batch, sock.underlying, **keywords)
+    if with_peer_address:
+        return functools.partial(recv_batch_with_peer, sock, max_frames=max_frames)
     if with_user_id:
         return functools.partial(recv_batch_with_user_id, sock, max_frames=max_frames)
     return functools.partial(recv_batch, sock, max_frames=max_frames)

@@ -209,6 +209,16 @@ def build_parser() -> _Parser:
         "(or --config's). Exit status 1 when none runs.",
     )
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    top = commands.add_parser(
+        "top",
+        help="a live view of a running server; + and - scale the selected service",
+        description="Show a running server's services and workers, refreshed from its control "
+        "endpoint (found as for status). Keys: up/down/tab select a service, + and - add or "
+        "remove one of its workers, q quits.",
+    )
+    top.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="between refreshes (1)"
+    )
     control = commands.add_parser(
         "control",
         help="scale, drain, reload or stop a running server's services",
@@ -217,7 +227,7 @@ def build_parser() -> _Parser:
     )
     control.add_argument("action", metavar="COMMAND", help="scale, incr, decr, drain, reload...")
     control.add_argument("args", nargs="*", metavar="ARG", help="SERVICE, COUNT")
-    for sub in (status, control):
+    for sub in (status, control, top):
         sub.add_argument("--control-endpoint", metavar="ENDPOINT", help="the endpoint to ask")
         sub.add_argument("--pid-file", metavar="FILE", help="the server's pid file")
         sub.add_argument(
@@ -228,7 +238,7 @@ def build_parser() -> _Parser:
         sub.add_argument("--curve-secret-key-file", metavar="FILE", help="tcp://: our key pair")
     parser.commands = {
         "serve": serve, "worker": pool, "check": check, "keygen": keygen,
-        "status": status, "control": control,
+        "status": status, "control": control, "top": top,
     }  # fmt: skip
     return parser
 
@@ -246,10 +256,58 @@ _COMMAND_HELP = (
 
 
 def _control(command: str, args: dict[str, Any]) -> int:
-    """`zmqserver status` and `zmqserver control`."""
+    """`zmqserver status`, `zmqserver control` and `zmqserver top`."""
     from . import control_client as cc
 
     where = "zmqserver " + command
+    found = _locate(where, args)
+    if isinstance(found, int):
+        return found
+    endpoint, curve = found
+    if command == "top":
+        from . import top
+
+        if args["interval"] <= 0:
+            print(f"{where}: --interval must be above 0", file=sys.stderr)
+            return 2
+        try:
+            cc.ask(endpoint, {"command": "stats"}, curve=curve)  # no server: say so, no screen
+        except cc.NoServer as exc:
+            print(f"{where}: {exc}", file=sys.stderr)
+            return 1
+        return top.run(lambda request: cc.ask(endpoint, request, curve=curve), args["interval"])
+    if command == "status":
+        request: dict[str, Any] = {"command": "stats"}
+    else:
+        request = {"command": args["action"]}
+        rest = list(args["args"])
+        if rest and not rest[0].isdigit():
+            request["service"] = rest.pop(0)
+        if rest:
+            if not rest[0].isdigit():
+                print(f"{where}: expected a count, got {rest[0]!r}", file=sys.stderr)
+                return 2
+            request["count"] = int(rest[0])
+    try:
+        reply = cc.ask(endpoint, request, curve=curve)
+    except cc.NoServer as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"{where}: {reply.get('error', reply)}", file=sys.stderr)
+        return 1
+    reply.pop("ok")
+    if command == "status" and not args.get("json"):
+        print(cc.format_status(reply))
+    else:
+        print(json.dumps(reply, indent=2))
+    return 0
+
+
+def _locate(where: str, args: dict[str, Any]) -> tuple[str, Any] | int:
+    """The control endpoint to ask and the CURVE keys for it, or an exit status (said why)."""
+    from . import control_client as cc
+
     pid_file = args.get("pid_file")
     frontend = f"tcp://*:{args['port']}" if args.get("port") else None
     if args.get("config_file") and (pid_file is None or frontend is None):
@@ -273,37 +331,16 @@ def _control(command: str, args: dict[str, Any]) -> int:
             print(f"{where}: {exc}", file=sys.stderr)
             return 2
         curve = (server, pair.public, pair.secret)
-    if command == "status":
-        request: dict[str, Any] = {"command": "stats"}
-    else:
-        request = {"command": args["action"]}
-        rest = list(args["args"])
-        if rest and not rest[0].isdigit():
-            request["service"] = rest.pop(0)
-        if rest:
-            if not rest[0].isdigit():
-                print(f"{where}: expected a count, got {rest[0]!r}", file=sys.stderr)
-                return 2
-            request["count"] = int(rest[0])
     try:
         endpoint, _ = cc.find_endpoint(
             endpoint=args.get("control_endpoint"),
             pid_file=pid_file,
             frontend=frontend or "tcp://*:6660",
         )
-        reply = cc.ask(endpoint, request, curve=curve)
     except cc.NoServer as exc:
         print(f"{where}: {exc}", file=sys.stderr)
         return 1
-    if not reply.get("ok"):
-        print(f"{where}: {reply.get('error', reply)}", file=sys.stderr)
-        return 1
-    reply.pop("ok")
-    if command == "status" and not args.get("json"):
-        print(cc.format_status(reply))
-    else:
-        print(json.dumps(reply, indent=2))
-    return 0
+    return endpoint, curve
 
 
 def parse(argv: list[str] | None = None) -> dict[str, Any]:
@@ -374,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         except AppLoadError as exc:  # preload_app, or a hook of the master
             print(f"zmqserver: {explain(exc)}", file=sys.stderr)
             return BOOT_ERROR
-    if command in ("status", "control"):
+    if command in ("status", "control", "top"):
         return _control(command, args)
     if command == "keygen":
         return _keygen(args["name"], args["dir"])

@@ -33,6 +33,7 @@ from ._process import die_with_parent, endpoint_label, parent_alive, rss_bytes, 
 from ._wakeup import WakeupSocketpair
 from .bootreport import BootReports
 from .config import App, Config
+from .context import CURRENT
 from .errors import AppLoadError, BadReply, ProtocolError, Retry, Status
 from .hooks import WORKER_HOOKS, Hooks
 from .loader import explain, load_app
@@ -324,14 +325,16 @@ class Worker:
             # both are silence to the socket.
             self._handshakes = Handshakes(sock)
         # With credit, the READY is zmqserver's own already (a credit header): ask for compact
-        # framing too, one frame instead of four per job each way. Credit 1 stays plain RFC 18.
+        # framing too, one frame instead of four per job each way, and for the client info
+        # (a broker without pass_client_info ignores that). Credit 1 stays plain RFC 18, unless
+        # the worker is told to ask for the client info.
         credit = self.config.worker_credit
+        info = credit > 1 or self.config.pass_client_info
+        ready = encode_ready(self.service, credit=credit, compact=credit > 1, client_info=info)
         # NOBLOCK: a connection whose handshake failed has no pipe to queue into; the READY is
         # sent again with the next connection (the silence below), never waited for.
         with contextlib.suppress(zmq.Again):
-            sock.send_multipart(
-                encode_ready(self.service, credit=credit, compact=credit > 1), zmq.NOBLOCK
-            )
+            sock.send_multipart(ready, zmq.NOBLOCK)
         self._report(Report.CONNECTING)
         return sock
 
@@ -498,6 +501,9 @@ class Worker:
         key = job.client_key
         token = _CLIENT_KEY.set(key.decode("ascii", "replace")) if key else None
         CONTEXT.job = job.address  # the request id of the app's log lines (log_format json)
+        CURRENT.job = job  # zmqserver.request() (context.py)
+        if job.info:
+            CURRENT.taken = time.monotonic()  # the client info's time left counts from here
         try:
             if self._pre_request is not None:
                 self._pre_request(payload)  # raising vetoes the job
@@ -520,7 +526,7 @@ class Worker:
                 _leave_app_child()
             if token is not None:
                 _CLIENT_KEY.reset(token)
-            CONTEXT.job = None
+            CONTEXT.job = CURRENT.job = None
             busy.end()
         self._send(encode_worker_reply(job.address, frames, status=status, compact=job.compact))
         if report is not None:
@@ -605,7 +611,7 @@ def worker_main(
     title = f"{config.proc_name} worker {where}"
     # The service is named where it is not the one default: `zmq worker 6661 upper`.
     set_title(title if config.service == "default" else f"{title} {config.service}")
-    CONTEXT.service = config.service
+    CONTEXT.service = CURRENT.service = config.service
     try:
         # Hooks load here, like the app, so HUP reloads them; a post_fork that fails would
         # fail in every worker, so it halts the server like an app that does not import.

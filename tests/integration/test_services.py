@@ -93,6 +93,7 @@ def test_max_queue_and_job_timeout_are_per_service(start_server, short_tmp):
     # booting, and its requests below would then all queue. A round trip proves it is there.
     _mdp(hasty, b"hasty", b"0", request_id=99)
     assert _reply(hasty).request_id == 99
+    [hung] = server.workers_by_state("hasty")["idle"]  # its one worker, about to hang
     started = time.monotonic()
     # One socket, so the broker reads them in this order.
     _mdp(hasty, b"hasty", b"3", request_id=1)  # runs, past its deadline
@@ -109,8 +110,13 @@ def test_max_queue_and_job_timeout_are_per_service(start_server, short_tmp):
     assert 0.7 <= expired_after < 10.0
     done = _reply(patient)
     assert (done.status, done.body[0]) == (Status.OK, b"1.25")
+
     # The hung hasty worker is killed after its grace and replaced; the service serves again.
-    wait_until(lambda: "killing hung worker" in server.log(), 10, "the overrunning worker's end")
+    def replaced() -> bool:
+        states = server.workers_by_state("hasty")
+        return hung not in sum(states.values(), []) and len(states.get("idle", [])) == 1
+
+    wait_until(replaced, 10, "the overrunning worker's replacement (status)")
     _mdp(hasty, b"hasty", b"0", request_id=5)
     assert _reply(hasty).status is Status.OK
     hasty.close()

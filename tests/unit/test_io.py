@@ -233,6 +233,30 @@ def test_batch_receiver_is_recv_batch_bound_to_its_socket(pair, with_user_id):
     assert batch == [[b"peer", b"m", b"%d" % i] for i in range(3)]
 
 
+def test_batch_receiver_with_peer_address_over_tcp(ctx):
+    """pass_client_info: each message comes with its User-Id and Peer-Address, the client's IP
+    address on tcp (both paths; inproc has none, so this uses loopback tcp)."""
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.ROUTING_ID, b"peer")
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        receive = _io.batch_receiver(router, max_frames=4, with_peer_address=True)
+        for i in range(3):
+            dealer.send_multipart([b"m", b"%d" % i, b"x", b"y", b"z"])
+        batch = []
+        while len(batch) < 3:
+            assert router.poll(5000)
+            batch += receive(2)
+        assert batch == [([b"peer", b"m", b"%d" % i, b"x"], None, b"127.0.0.1") for i in range(3)]
+    finally:
+        router.close()
+        dealer.close()
+
+
 # -- max_frames: a long message is cut, its rest discarded unread (issue 18, item 6) ------------
 
 
@@ -298,7 +322,8 @@ def test_compiled_recv_batch_checks_its_arguments(pair):
         ((), {"max": 1}),
         ((handle, 1), {"max": 1}),
         ((handle, 1), {"nonsense": 1}),
-        ((handle, 1, False, 4, 5), {}),
+        ((handle, 1, False, 4, False, 6), {}),
+        ((handle, 1, False, 4, False), {"with_peer_address": True}),
         ((handle, "x"), {}),
         ((handle, 1), {"max_frames": "x"}),
         ((handle, 1, False, 2), {"max_frames": 2}),

@@ -967,7 +967,7 @@ def test_ready_asking_for_compact_framing_round_trips():
     )
 
 
-@pytest.mark.parametrize(("features", "compact"), [(0x80, False), (0xFE, False), (0x81, True)])
+@pytest.mark.parametrize(("features", "compact"), [(0x80, False), (0xFC, False), (0x81, True)])
 def test_unknown_feature_bits_are_not_granted_and_not_an_error(features, compact):
     extra = encode_credit_header(3, features)
     assert parse_worker_message([MDPW02, W_READY, b"echo", extra]) == Ready(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from ..errors import ProtocolError, Status
 from ..protocol import (
@@ -148,6 +148,8 @@ class Dispatcher(Queries):
         self.process_running: Callable[[bytes], bool] | None = None
         #: Durable jobs on: the titanic.* requests for their component (the shell returns).
         self.intake: list[tuple[bytes, ClientRequest]] | None = None
+        #: pass_client_info: workers that ask get a client info header with each job.
+        self.pass_client_info = False
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -198,9 +200,11 @@ class Dispatcher(Queries):
     # -- frontend ---------------------------------------------------------------------------------
 
     def on_client(
-        self, client: bytes, frames: list[Frame], now: float, client_key: bytes | None = None
+        self, client: bytes, frames: list[Frame], now: float, key: Any = None, peer: Any = None
     ) -> None:
-        """A client sent ``frames``; queue or dispatch the job, or answer with an error."""
+        """A client sent ``frames``; queue or dispatch the job, or answer with an error.
+        ``key`` (its CURVE key) and ``peer`` (its Peer-Address): bytes or None, read only when
+        passed to workers."""
         self._turn(now)
         try:
             request = parse_client_request(frames)
@@ -209,7 +213,7 @@ class Dispatcher(Queries):
             if exc.reply is not None:
                 self._to_client(client, exc.reply, outcome=False)
             return
-        self._accept(client, request, now, client_key or b"", len(frames))
+        self._accept(client, request, now, key or b"", len(frames), peer or b"")
 
     def _refuse(self, client: bytes, request: ClientRequest, refused: tuple[Status, str]) -> None:
         self.stats.errors += 1
@@ -244,6 +248,7 @@ class Dispatcher(Queries):
         now: float,
         client_key: bytes = b"",
         frames: int = 0,
+        peer: bytes = b"",
     ) -> None:
         name = request.service or self.default_service
         service = self.services.get(name)
@@ -287,6 +292,8 @@ class Dispatcher(Queries):
         )
         if client_key:
             job.client_key = client_key
+        if peer:
+            job.peer = peer
         self.stats.accepted += 1
         self.clients.accepted(client)
         if key is not None:
@@ -331,8 +338,9 @@ class Dispatcher(Queries):
         job.worker = worker
         job.attempts += 1
         self.jobs[job.address] = job
+        info = job.client_info(self._now) if worker.client_info else b""
         request = encode_job_request(
-            job.address, job.body, worker.delimited, worker.v1, job.client_key, worker.compact
+            job.address, job.body, worker.delimited, worker.v1, job.client_key, worker.compact, info
         )
         self.outbox.append((Port.BACKEND, worker.identity, request))
         place(worker)  # back in a level if it has credit left
@@ -468,6 +476,7 @@ class Dispatcher(Queries):
             msg.credit,
             max(1, credit),
             compact=msg.compact,
+            client_info=msg.client_info and self.pass_client_info,
             # A zmqserver worker; an RFC one is watched (liveness.py).
             beats_busy=msg.extended or (self.forked is not None and self.forked(identity)),
         )

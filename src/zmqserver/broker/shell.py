@@ -202,6 +202,7 @@ class Broker:
         secure: Callable[[zmq.Socket[bytes], str], None] | None = None,
         pass_client_key: bool = False,
         max_client_inflight: int = 0,
+        pass_client_info: bool = False,
     ) -> None:
         """``secure(socket, "frontend" | "backend")`` sets security options before each bind.
 
@@ -213,6 +214,8 @@ class Broker:
         self.dispatcher = dispatcher
         #: Read each request's ZAP User-Id (the client's CURVE key) and hand it to the dispatcher.
         self.pass_client_key = pass_client_key
+        #: Read each request's Peer-Address too, for the client info header (pass_client_info).
+        self.pass_client_info = pass_client_info
         self.frontend = self._router_socket(
             ctx,
             frontend,
@@ -237,7 +240,7 @@ class Broker:
         self._send_batch = batch_sender(self.sockets)
         keep = max_frames + 2 if max_frames else 0
         self._recv_frontend = batch_receiver(
-            self.frontend, with_user_id=pass_client_key, max_frames=keep
+            self.frontend, pass_client_key, keep, with_peer_address=pass_client_info
         )
         self._recv_backend = batch_receiver(self.backend)
         #: Replies dropped because their client was gone, since the start.
@@ -303,6 +306,8 @@ class Broker:
         # dispatcher.on_client(...) each time, not a bound method kept in a local: compiled, that
         # is a direct native call, where the local would be a generic Python call.
         dispatcher = self.dispatcher
+        if self.pass_client_info:
+            return self._read_with_info(now)
         if self.pass_client_key:
             batch = self._recv_frontend(BATCH)
             for frames, user_id in batch:
@@ -322,6 +327,19 @@ class Broker:
         for frames in messages:
             dispatcher.on_client(frames[0], frames[1:], now)
         return len(messages)
+
+    def _read_with_info(self, now: float) -> int:
+        """:meth:`read_frontend` with pass_client_info: each request's Peer-Address (and its
+        User-Id, passed on under pass_client_key) goes to the dispatcher with it."""
+        dispatcher = self.dispatcher
+        keys = self.pass_client_key
+        batch = self._recv_frontend(BATCH)
+        for frames, user_id, peer in batch:
+            if self.notify and len(frames) == 2 and not len(frames[1]):
+                self._client_gone(frames[0])
+            else:
+                dispatcher.on_client(frames[0], frames[1:], now, user_id if keys else None, peer)
+        return len(batch)
 
     def read_backend(self, now: float) -> int:
         """Feed the dispatcher what workers sent (up to :data:`BATCH` messages); how many."""

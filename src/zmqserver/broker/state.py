@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Final
 
-from ..protocol import Form, Frame
+from ..protocol import Form, Frame, encode_client_info
 from .clients import FairQueue
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Job:
     __slots__ = (
         "id", "address", "client", "form", "reply_service", "request_id", "body", "flags",
         "received", "service", "deadline", "attempts", "done", "worker", "started", "parts",
-        "streamed", "client_key", "due_at", "size",
+        "streamed", "client_key", "due_at", "size", "peer",
     )  # fmt: skip
 
     def __init__(
@@ -97,6 +97,14 @@ class Job:
         #: Its body's :func:`charged_size`, fixed at acceptance: what it adds to its service's
         #: ``queued_bytes`` while queued (its body is dropped when it is done, see dispatch.py).
         self.size = size
+        #: The client's Peer-Address (its IP for tcp), read only with pass_client_info.
+        self.peer = b""
+
+    def client_info(self, now: float) -> bytes:
+        """The client info header for the worker this job is going to (pass_client_info)."""
+        deadline = self.deadline
+        left = None if deadline == math.inf else int((deadline - now) * 1000)
+        return encode_client_info(self.request_id, self.attempts, left, self.peer)
 
     @property
     def key(self) -> RequestKey | None:
@@ -120,6 +128,8 @@ class WorkerState:
     level: int = -1  # the ``Service.levels`` index it sits in (len(jobs)); -1: no credit left
     reachable: bool = True  # False: a send to it failed; it gets nothing more (see worker_gone)
     compact: bool = False  # its READY asked for jobs in compact framing (protocol.md §6.1a)
+    #: It gets a client info header with each job (asked in its READY, and pass_client_info).
+    client_info: bool = False
     served: int = 0  # jobs it answered or that ended while it ran them (metrics.py counts)
     # Liveness (liveness.py): each worker is judged by its own heartbeat cadence.
     #: When its last message came while it was idle: the start of a gap to measure; -1: none.

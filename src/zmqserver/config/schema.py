@@ -696,6 +696,13 @@ class Config(_Checked):
         command="serve",
     )
 
+    # -- request context for apps (context.py, docs/protocol.md §3.4b) --
+    pass_client_info: bool = option(
+        False,
+        "Pass each job's client address (Peer-Address), request id, attempt and deadline to the "
+        "worker, where the app reads them with `zmqserver.request()`; a worker asks for them.",
+    )
+
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
 

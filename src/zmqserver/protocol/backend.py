@@ -19,6 +19,7 @@ from .frames import (
     COMPACT_PARTIAL,
     COMPACT_REQUEST,
     CREDIT_HEADER_SIZE,
+    FEATURE_CLIENT_INFO,
     FEATURE_COMPACT,
     FEATURES_HEADER_SIZE,
     HEADER_MAGIC,
@@ -48,6 +49,7 @@ from .frames import (
     _status,
     encode_credit_header,
     encode_status_header,
+    is_client_info,
     is_header,
 )
 
@@ -112,7 +114,7 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
         if not service or len(service) > MAX_SERVICE_NAME:
             raise ProtocolError("READY needs a service name of 1 to 255 bytes")
         credit = 1
-        compact = False
+        compact = info = False
         if len(frames) == 4:
             header = _header_of_size(frames[3:], CREDIT_HEADER_SIZE)
             if header is None:
@@ -121,10 +123,11 @@ def parse_worker_message(frames: list[Frame]) -> WorkerMessage:
                     raise ProtocolError("READY's frame after the service must be a credit header")
                 # Unknown feature bits are a newer worker's: not granted, and not an error.
                 compact = bool(header[CREDIT_HEADER_SIZE] & FEATURE_COMPACT)
+                info = bool(header[CREDIT_HEADER_SIZE] & FEATURE_CLIENT_INFO)
             (credit,) = _CREDIT_HEADER.unpack_from(header, len(HEADER_MAGIC))
             if credit == 0:
                 raise ProtocolError("READY asks for credit 0")
-        return Ready(service, delimited, v1, credit, compact, len(frames) == 4)
+        return Ready(service, delimited, v1, credit, compact, len(frames) == 4, info)
     if command == W_DISCONNECT and len(frames) == 2:
         return Disconnect(delimited, v1)
     name = WORKER_COMMAND_NAMES.get(command, repr(command))
@@ -161,12 +164,14 @@ def encode_ready(
     v1: bool = False,
     credit: int = 1,
     compact: bool = False,
+    client_info: bool = False,
 ) -> list[Frame]:
-    """READY for ``service``. Credit 1 without compact framing sends no credit header: plain
-    RFC 18, for any MDP broker."""
-    if credit == 1 and not compact:
+    """READY for ``service``. Credit 1 without features (compact framing, client info) sends
+    no credit header: plain RFC 18, for any MDP broker."""
+    if credit == 1 and not (compact or client_info):
         return _worker_frames(W_READY, [service], delimited, v1)
-    header = encode_credit_header(credit, FEATURE_COMPACT if compact else 0)
+    features = (FEATURE_COMPACT if compact else 0) | (FEATURE_CLIENT_INFO if client_info else 0)
+    header = encode_credit_header(credit, features)
     return _worker_frames(W_READY, [service, header], delimited, v1)
 
 
@@ -177,8 +182,10 @@ def encode_job_request(
     v1: bool = False,
     client_key: bytes = b"",
     compact: bool = False,
+    info: bytes = b"",
 ) -> list[Frame]:
-    """A job for a worker. ``client_key`` (Z85) goes first in a key header when given.
+    """A job for a worker. ``client_key`` (Z85) goes first in a key header when given, then
+    ``info``, a client info header (:func:`encode_client_info`), when given.
 
     A body whose first frame starts with the header magic is escaped (an OK status header in
     front), so a worker can always tell a key header from data. ``compact`` (the worker asked
@@ -186,8 +193,12 @@ def encode_job_request(
     moot.
     """
     if not (client_key or delimited or v1 or compact or (body and is_header(body[0]))):
-        return [MDPW02, W_REQUEST, address, b"", *body]  # the common MDP job, built in one go
+        if not info:
+            return [MDPW02, W_REQUEST, address, b"", *body]  # the common MDP job, in one go
+        return [MDPW02, W_REQUEST, address, b"", info, *body]
     body = _escaped(body)
+    if info:
+        body = [info, *body]
     if client_key:
         body = [HEADER_MAGIC + client_key, *body]
     if compact:
@@ -248,8 +259,8 @@ def parse_broker_message(frames: list[Frame]) -> BrokerMessage:
         head = bytes(frames[0])
         if len(head) <= _COMPACT_PREFIX or not head.startswith(COMPACT_REQUEST):
             raise ProtocolError("invalid compact message from the broker")
-        body, client_key = _job_body(frames[1:])
-        return JobRequest(head[_COMPACT_PREFIX:], body, client_key=client_key, compact=True)
+        body, client_key, info = _job_body(frames[1:])
+        return JobRequest(head[_COMPACT_PREFIX:], body, False, False, client_key, True, info)
     if len(frames) > 4 and frames[1] == W_REQUEST and frames[0] == MDPW02 and not len(frames[3]):
         body = frames[4:]
         if not is_header(body[0]):  # no key header, no escape: the common MDP job
@@ -258,8 +269,8 @@ def parse_broker_message(frames: list[Frame]) -> BrokerMessage:
     if command == W_REQUEST:
         if len(frames) < 4 or bytes(frames[3]) != b"":
             raise ProtocolError("REQUEST needs a client address and an empty frame")
-        body, client_key = _job_body(list(frames[4:]))
-        return JobRequest(bytes(frames[2]), body, delimited, v1, client_key)
+        body, client_key, info = _job_body(list(frames[4:]))
+        return JobRequest(bytes(frames[2]), body, delimited, v1, client_key, False, info)
     if command == W_HEARTBEAT:
         return Heartbeat(delimited, v1)
     if command == W_DISCONNECT:
@@ -267,13 +278,21 @@ def parse_broker_message(frames: list[Frame]) -> BrokerMessage:
     raise ProtocolError(f"invalid broker command {command!r}")
 
 
-def _job_body(body: list[Frame]) -> tuple[list[Frame], bytes]:
-    """A REQUEST's body without its key header and escape, and the key (b"" if none)."""
-    client_key = b""
+def _job_body(body: list[Frame]) -> tuple[list[Frame], bytes, bytes]:
+    """A REQUEST's body without its key header, client info header and escape; the key and the
+    info header (b"" if none).
+
+    A key header is 44 bytes of the magic and Z85 text; a client info header starts with the
+    magic and a tag byte that is not Z85, so one is never taken for the other at any length.
+    """
+    client_key = info = b""
     key = _header_of_size(body, KEY_HEADER_SIZE)
-    if key is not None:
+    if key is not None and not is_client_info(key):
         client_key = key[len(HEADER_MAGIC) :]
+        body = body[1:]
+    if body and is_client_info(body[0]):
+        info = bytes(body[0])
         body = body[1:]
     if _header_of_size(body, STATUS_HEADER_SIZE) is not None:
         body = body[1:]  # the escape in front of data that starts with the magic
-    return body, client_key
+    return body, client_key, info

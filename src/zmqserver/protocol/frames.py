@@ -71,6 +71,18 @@ CREDIT_HEADER_SIZE: Final = len(HEADER_MAGIC) + _CREDIT_HEADER.size
 FEATURES_HEADER_SIZE: Final = CREDIT_HEADER_SIZE + 1
 #: Feature bit: send me jobs in compact framing (docs/protocol.md §6.1a), and I may answer so.
 FEATURE_COMPACT: Final = 0x01
+#: Feature bit: send me the client info header (§3.4b) with each job, if the server passes it.
+FEATURE_CLIENT_INFO: Final = 0x02
+#   client info header (broker -> worker, opt-in): the magic, a tag byte no key header (Z85
+#   text) can have, then flags u8 (bit 0: a request id follows), attempt u16, request id u64,
+#   milliseconds left u32 (0xFFFFFFFF: no deadline), and the client's address (text, the rest)
+_INFO_TAG: Final = 0xC1
+_INFO_HEADER: Final = struct.Struct(">BBHQI")
+INFO_HEADER_MIN: Final = len(HEADER_MAGIC) + _INFO_HEADER.size
+#: The same with the magic in front: one pack a job makes the whole fixed part.
+_INFO_PACK: Final = struct.Struct(">4sBBHQI")
+_INFO_HAS_ID: Final = 0x01
+_INFO_NO_DEADLINE: Final = 0xFFFFFFFF
 #: A compact job message starts with one frame: the magic, the MDP/0.2 command, the job token.
 #: It stands for the three or four frames MDP spends on the same (protocol, command, token, '').
 COMPACT_REQUEST: Final = HEADER_MAGIC + W_REQUEST
@@ -228,6 +240,8 @@ class Ready:
     #: It sent a credit header: a zmqserver worker, which heartbeats at the broker's interval,
     #: busy or not (docs/protocol.md §7). An RFC worker's cadence is learnt by watching it.
     extended: bool = False
+    #: It asked for the client info header with each job (a feature bit, §3.4b).
+    client_info: bool = False
 
 
 @dataclass(init=False)
@@ -282,7 +296,7 @@ class Disconnect:
 class JobRequest:
     """Broker -> worker: run this job and echo ``address`` in the reply."""
 
-    __slots__ = ("address", "body", "delimited", "v1", "client_key", "compact")
+    __slots__ = ("address", "body", "delimited", "v1", "client_key", "compact", "info")
     address: bytes
     body: list[bytes]
     delimited: bool
@@ -290,6 +304,9 @@ class JobRequest:
     #: The client's CURVE public key (Z85), when the broker passes client keys to workers.
     client_key: bytes
     compact: bool  # came in compact framing: the worker answers in kind
+    #: The client info header (§3.4b) as it came, b"" if none: decoded only when the app asks
+    #: (:func:`decode_client_info`), so a job whose app never asks pays nothing for it.
+    info: bytes
 
     def __init__(
         self,
@@ -299,6 +316,7 @@ class JobRequest:
         v1: bool = False,
         client_key: bytes = b"",
         compact: bool = False,
+        info: bytes = b"",
     ) -> None:
         self.address = address
         self.body = body
@@ -306,6 +324,7 @@ class JobRequest:
         self.v1 = v1
         self.client_key = client_key
         self.compact = compact
+        self.info = info
 
 
 WorkerMessage = Ready | WorkerReply | Heartbeat | Disconnect
@@ -342,6 +361,50 @@ def encode_credit_header(credit: int, features: int = 0) -> bytes:
         raise ValueError(f"features must fit in a byte, got {features}")
     header = HEADER_MAGIC + _CREDIT_HEADER.pack(credit)
     return header + bytes((features,)) if features else header
+
+
+def encode_client_info(
+    request_id: int | None, attempt: int, ms_left: int | None, address: bytes
+) -> bytes:
+    """The client info header the broker puts before a job's body for a worker that asked.
+
+    ``ms_left`` None: the job has no deadline; ``address``: the client's ``Peer-Address`` as
+    libzmq gives it (an IP address for tcp), b"" when unknown.
+    """
+    if request_id is None:
+        flags = request_id = 0
+    else:
+        flags = _INFO_HAS_ID
+    if ms_left is None:
+        left = _INFO_NO_DEADLINE
+    elif ms_left < 0:
+        left = 0
+    else:
+        left = ms_left if ms_left < _INFO_NO_DEADLINE else _INFO_NO_DEADLINE - 1
+    if attempt > 0xFFFF:
+        attempt = 0xFFFF
+    fixed = _INFO_PACK.pack(HEADER_MAGIC, _INFO_TAG, flags, attempt, request_id, left)
+    return fixed + address if address else fixed
+
+
+def is_client_info(frame: Frame) -> bool:
+    """True if ``frame`` is a client info header: the magic, then its tag, then the rest."""
+    return len(frame) >= INFO_HEADER_MIN and bytes(frame[:5]) == HEADER_MAGIC + b"\xc1"
+
+
+def decode_client_info(frame: bytes) -> tuple[int | None, int, int | None, str]:
+    """(request id or None, attempt, milliseconds left or None, client address) of a client
+    info header; raises :class:`ProtocolError` if ``frame`` is not one."""
+    if not is_client_info(frame):
+        raise ProtocolError("malformed client info header")
+    _tag, flags, attempt, request_id, left = _INFO_HEADER.unpack_from(frame, len(HEADER_MAGIC))
+    address = bytes(frame[INFO_HEADER_MIN:]).decode("utf-8", "replace")
+    return (
+        request_id if flags & _INFO_HAS_ID else None,
+        attempt,
+        None if left == _INFO_NO_DEADLINE else left,
+        address,
+    )
 
 
 def is_header(frame: Frame) -> bool:

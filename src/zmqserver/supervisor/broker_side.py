@@ -88,6 +88,7 @@ class BrokerComponent:
             self.dispatcher.metrics.access = self.access_log.write
         self.dispatcher.forked = self._forked
         self.dispatcher.drop_plain_errors = config.plain_errors == "drop"
+        self.dispatcher.pass_client_info = config.pass_client_info
         # Local workers always connect to a private ipc:// socket (docs/security.md); the
         # configured backend endpoint is bound as well only when it is open to remote pools.
         security = self.security
@@ -104,6 +105,7 @@ class BrokerComponent:
                 secure=security.apply,
                 pass_client_key=config.pass_client_key,
                 max_client_inflight=config.max_client_inflight,
+                pass_client_info=config.pass_client_info,
             )
             front, back = self.broker.endpoints()
             if security.public_backend is not None:
