@@ -96,3 +96,42 @@ def test_bad_stores_are_refused(tmp_path: Path) -> None:
             SqliteStore(str(tmp_path / "held.db"))
     finally:
         held.close()
+
+
+def test_counts_in_memory_follow_every_write(tmp_path: Path) -> None:
+    """counts() is kept in memory (asked per status request); it must match count(*) after
+    each kind of write, across a restart too."""
+    path = str(tmp_path / "jobs.db")
+    store = SqliteStore(path)
+
+    def check() -> dict[JobState, int]:
+        assert store.counts() == store.count_rows()
+        return store.counts()
+
+    tickets = [f"{n:032x}" for n in range(6)]
+    placed = store.add([job(t, delay=60 if n == 5 else 0) for n, t in enumerate(tickets)], 100.0)
+    ids = [p[0] for p in placed if p is not None]
+    assert check()[JobState.PENDING] == 5
+    store.add([job(tickets[0])], 100.0)  # a resend counts nothing
+    store.start(ids)  # the scheduled one too: woken by the component
+    assert check()[JobState.RUNNING] == 6
+    store.finish(ids[0], [b"r"], 110.0)
+    store.reschedule(ids[1], 200.0, "retry", attempt=True)
+    assert store.bury(ids[2], "boom", 120.0)
+    assert not store.bury(ids[2], "again", 120.0)  # no longer running
+    store.forget(tickets[3])
+    store.forget("f" * 32)  # unknown: nothing moves
+    assert check() == {
+        JobState.PENDING: 0,
+        JobState.SCHEDULED: 1,
+        JobState.RUNNING: 2,
+        JobState.DONE: 1,
+        JobState.DEAD: 1,
+    }
+    store.expire(115.0)  # the done one finished at 110
+    assert check()[JobState.DONE] == 0
+    store.close()
+    store = SqliteStore(path)
+    store.recover()
+    assert check()[JobState.PENDING] == 2  # the running ones, after a stop
+    store.close()

@@ -20,6 +20,11 @@ the real service applies, and the reply comes back on the DEALER, which the loop
 
 Timers: the earliest scheduled job (``delay``, ``eta``, a retry's back-off) and the next
 result expiry are :meth:`DurableComponent.next_deadline`; nothing polls.
+
+Visibility: :meth:`DurableComponent.status_section` is the ``durable`` part of the status
+document (``zmqserver status``, ``/metrics``), read from the store's in-memory counts; with
+pub-sub events on, the pub-sub component publishes those counts once a second and hears of each
+dead-lettered job through :attr:`DurableComponent.on_dead`.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Collection
-from typing import Final
+from collections.abc import Callable, Collection
+from typing import Any, Final
 
 import zmq
 
@@ -114,6 +119,10 @@ class DurableComponent:
         #: Runs of jobs since the start: handed to the broker, and that ended in a result.
         self.started = 0
         self.finished = 0
+        #: Jobs dead-lettered since the start.
+        self.buried = 0
+        #: Told of each dead-lettered job (ticket, service, last error): pub-sub's events.
+        self.on_dead: Callable[[str, bytes, str], None] | None = None
 
     # -- Component --------------------------------------------------------------------------------
 
@@ -225,6 +234,35 @@ class DurableComponent:
             # Jobs still running stay "running" in the store: the next start runs them again.
             self.store.close()
             self.store = None
+
+    # -- visibility -------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (``pending``, ``scheduled``, ``running``, ``done``, ``dead``)."""
+        store = self.store
+        counts = store.counts() if store is not None else {}
+        return {state.value: counts.get(state, 0) for state in JobState}
+
+    def status_section(self) -> dict[str, Any]:
+        """The ``durable`` part of the status document (docs/operations.md)."""
+        return {
+            "durable": {
+                "store": self.config.store,
+                "jobs": self.counts(),
+                "runs_started": self.started,
+                "runs_finished": self.finished,
+                "dead_lettered": self.buried,
+            }
+        }
+
+    def _bury(self, job: Runnable, error: str, wall: float) -> None:
+        store = self.store
+        assert store is not None
+        if store.bury(job.id, error, wall):
+            self.buried += 1
+            if self.on_dead is not None:
+                self.on_dead(job.ticket, job.service, error)
+        self._expire_at = min(self._expire_at, wall + self.config.result_ttl)
 
     # -- the TSP services -------------------------------------------------------------------------
 
@@ -371,8 +409,9 @@ class DurableComponent:
         size = packed_size(result)
         limit = self.config.store_max_result
         if size > limit:
-            store.bury(job.id, f"result of {size} bytes exceeds store_max_result ({limit})", wall)
-        elif store.finish(job.id, result, wall):
+            self._bury(job, f"result of {size} bytes exceeds store_max_result ({limit})", wall)
+            return
+        if store.finish(job.id, result, wall):
             self.finished += 1
         self._expire_at = min(self._expire_at, wall + self.config.result_ttl)
 
@@ -390,8 +429,7 @@ class DurableComponent:
             return
         if status in _RETRIED:
             error = f"{error} (after {job.attempts} attempts)"
-        store.bury(job.id, error, wall)
-        self._expire_at = min(self._expire_at, wall + self.config.result_ttl)
+        self._bury(job, error, wall)
 
     def _reschedule(self, job_id: int, eta: float, error: str, *, attempt: bool) -> None:
         store = self.store

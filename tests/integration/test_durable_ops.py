@@ -1,0 +1,118 @@
+"""Durable jobs as an operator sees them, with real processes: the counts in ``zmqserver
+status``, ``/metrics`` and pub-sub events; the server-side long poll of ``titanic.reply``;
+``mmi.service``; results over ``store_max_result``; ``result_ttl``; an unwritable store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.helpers import REPO, wait_until
+from tests.integration.pubsub_helpers import free_base_port
+from tests.integration.test_durable import Start, durable_server
+
+import zmqserver
+from zmqserver import Subscriber
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    if "ZMQSERVER_PURE_PYTHON" in os.environ:
+        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "zmqserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def _durable_status(pid_file: str) -> dict[str, Any]:
+    done = _cli("status", "--json", "--pid-file", pid_file)
+    assert done.returncode == 0, done.stderr
+    section: dict[str, Any] = json.loads(done.stdout)["durable"]
+    return section
+
+
+def test_counts_in_status_metrics_and_pubsub_events(start_server: Start, short_tmp: Path) -> None:
+    pid_file = str(short_tmp / "server.pid")
+    base = free_base_port()
+    server = durable_server(
+        start_server,
+        short_tmp,
+        "--pid-file",
+        pid_file,
+        "--metrics-port",
+        "0",
+        "--pubsub-port",
+        str(base),
+        "--pubsub-events",
+    )
+    server.wait_ready()
+    endpoint = f"tcp://127.0.0.1:{base}"
+    with (
+        Subscriber(endpoint, "$zmqserver/durable/") as sub,
+        zmqserver.Client(server.frontend) as client,
+    ):
+        done = client.enqueue(b"fine")
+        dead = client.enqueue(b"boom a")
+        client.enqueue(b"later", delay=600)
+        assert client.result(done, wait=10) == b"fine"
+        with pytest.raises(zmqserver.JobFailed):
+            client.result(dead, wait=10)
+        expected = {"pending": 0, "scheduled": 1, "running": 0, "done": 1, "dead": 1}
+        wait_until(lambda: _durable_status(pid_file)["jobs"] == expected, 10, "the counts")
+        section = _durable_status(pid_file)
+        assert section["dead_lettered"] == 1
+        assert section["store"].endswith("jobs.db")
+        text = _cli("status", "--pid-file", pid_file).stdout
+        assert "DURABLE JOBS 0 pending, 1 scheduled, 0 running, 1 done, 1 dead" in text
+
+        def heard() -> bool:
+            sub.recv(0.1)
+            state = sub.state
+            return (
+                all(
+                    json.loads(state.get(b"$zmqserver/durable/" + name.encode(), b"{}")).get(
+                        "count"
+                    )
+                    == count
+                    for name, count in expected.items()
+                )
+                and b"$zmqserver/durable/dead-lettered" in state
+            )
+
+        wait_until(heard, 10, "the durable events")
+        letter = json.loads(sub.state[b"$zmqserver/durable/dead-lettered"])
+        assert (letter["ticket"], letter["service"], letter["total"]) == (dead, "default", 1)
+        assert "ValueError: boom" in letter["error"]
+
+    (url,) = re.findall(r"metrics and dashboard on (http://\S+/)", server.log())
+    with urllib.request.urlopen(url + "metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert 'zmqserver_durable_jobs{state="done"} 1' in metrics
+    assert 'zmqserver_durable_jobs{state="scheduled"} 1' in metrics
+    assert "zmqserver_durable_dead_lettered_total 1" in metrics
+    promtool = subprocess.run(["which", "promtool"], capture_output=True, text=True).stdout.strip()
+    if promtool:
+        checked = subprocess.run(
+            [promtool, "check", "metrics"],
+            input=metrics,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
