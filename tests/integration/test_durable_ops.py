@@ -10,14 +10,16 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from tests.helpers import REPO, wait_until
 from tests.integration.pubsub_helpers import free_base_port
-from tests.integration.test_durable import Start, durable_server
+from tests.integration.test_durable import Start, durable_server, mdp01
 
 import zmqserver
 from zmqserver import Subscriber
@@ -116,3 +118,49 @@ def test_counts_in_status_metrics_and_pubsub_events(start_server: Start, short_t
             timeout=30,
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_titanic_reply_long_poll(start_server: Start, short_tmp: Path) -> None:
+    """``titanic.reply`` with ``wait``: held until the result is committed, ``300`` when the
+    wait is over, ``400`` when the job is closed meanwhile, ``300`` when the server stops."""
+    server = durable_server(start_server, short_tmp)
+    server.wait_ready()
+    sock = server.socket(zmq.REQ)
+    status, soon = mdp01(sock, b"titanic.request", b"\x00delay=0.5", b"default", b"soon")
+    assert status == b"200"
+    # One request, answered once the job has run (RFC 9 would answer 300 at once).
+    assert mdp01(sock, b"titanic.reply", b"\x00wait=20", soon) == [b"200", b"soon"]
+    _, never = mdp01(sock, b"titanic.request", b"\x00delay=600", b"default", b"never")
+    assert mdp01(sock, b"titanic.reply", b"\x00wait=0.2", never) == [b"300"]
+    assert mdp01(sock, b"titanic.reply", b"\x00nope=1", never)[0] == b"400"
+    # Closed while held: the held request learns the ticket is gone.
+    held = server.socket(zmq.DEALER)
+    held.send_multipart([b"", b"MDPC01", b"titanic.reply", b"\x00wait=20", never])
+    time.sleep(0.2)  # let it be held first (an order, not a timing bound)
+    assert mdp01(sock, b"titanic.close", never) == [b"200"]
+    assert held.poll(10_000)
+    assert held.recv_multipart()[3:] == [b"400"]
+    # Held when the server stops: answered 300, not left to the client's timeout.
+    _, later = mdp01(sock, b"titanic.request", b"\x00delay=600", b"default", b"later")
+    held.send_multipart([b"", b"MDPC01", b"titanic.reply", b"\x00wait=50", later])
+    time.sleep(0.2)
+    server.signal(15)
+    assert held.poll(10_000)
+    assert held.recv_multipart()[3:] == [b"300"]
+    assert server.wait(30) == 0
+    sock.close()
+    held.close()
+
+
+def test_client_result_waits_on_the_server(start_server: Start, short_tmp: Path) -> None:
+    """Client.result(wait=) with a wait longer than the client's own timeout: the holds are
+    cut to fit inside it (no request times out), and the result comes back."""
+    pid_file = str(short_tmp / "server.pid")
+    server = durable_server(start_server, short_tmp, "--pid-file", pid_file)
+    server.wait_ready()
+    with zmqserver.Client(server.frontend, timeout=2, retries=1) as client:
+        ticket = client.enqueue(b"in a second", delay=3.0)
+        with pytest.raises(zmqserver.JobPending):
+            client.result(ticket, wait=0.2)
+        assert client.result(ticket, wait=20) == b"in a second"
+        assert client.status(ticket).state == "done"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from zmqserver.client.durable import ResultWait
 from zmqserver.durable import tsp
 from zmqserver.durable.sqlite import SqliteStore
 from zmqserver.durable.store import (
@@ -16,7 +17,7 @@ from zmqserver.durable.store import (
     retry_delay,
     unpack_frames,
 )
-from zmqserver.errors import Retry, parse_retry
+from zmqserver.errors import BadRequest, JobPending, Retry, parse_retry
 
 
 def job(ticket: str, delay: float = 0.0) -> NewJob:
@@ -135,3 +136,37 @@ def test_counts_in_memory_follow_every_write(tmp_path: Path) -> None:
     store.recover()
     assert check()[JobState.PENDING] == 2  # the running ones, after a stop
     store.close()
+
+
+def test_reply_options_frame_asks_for_a_long_poll() -> None:
+    ticket = "ab" * 16
+    assert tsp.parse_reply([ticket.encode()]) == (0.0, ticket)  # RFC 9's body
+    assert tsp.parse_reply(tsp.encode_reply_request(ticket, 2.5)) == (2.5, ticket)
+    assert tsp.parse_reply(tsp.encode_reply_request(ticket, 1e6)) == (tsp.MAX_WAIT, ticket)
+    assert tsp.encode_reply_request(ticket, 0) == [ticket.encode()]
+    for bad in ([b"\x00delay=1", ticket.encode()], [b"\x00wait=-1", ticket.encode()], []):
+        with pytest.raises(tsp.TspError):
+            tsp.parse_reply(bad)
+
+
+def test_result_wait_holds_inside_the_client_timeout() -> None:
+    """The client's side of a long poll, step by step (no sockets, no sleeping)."""
+    ticket = "cd" * 16
+    poll = ResultWait(ticket, wait=30.0, timeout=5.0, now=0.0, long_poll=True)
+    assert tsp.parse_reply(poll.request(0.0)) == (4.0, ticket)  # inside the 5 s timeout
+    assert poll.reply([b"300"], 4.0) == (False, b"", 0.0)  # held to the end: ask again
+    assert tsp.parse_reply(poll.request(4.0))[0] == 4.0
+    _, _, pause = poll.reply([b"300"], 4.01)  # not held (too many held): back off
+    assert pause == pytest.approx(0.02)
+    assert tsp.parse_reply(poll.request(29.0))[0] == pytest.approx(1.0)  # what is left
+    assert poll.reply([b"200", b"x"], 29.5) == (True, b"x", 0.0)
+    with pytest.raises(JobPending):
+        poll.reply([b"300"], 30.0)
+    # A server that refuses the options frame (older): asked without it from then on.
+    old = ResultWait(ticket, wait=3.0, timeout=5.0, now=0.0, long_poll=True)
+    old.request(0.0)
+    assert old.reply([b"400", b"titanic.reply takes one frame, the ticket"], 0.01)[0] is False
+    assert not old.long_poll
+    assert old.request(0.01) == [ticket.encode()]
+    with pytest.raises(BadRequest):
+        old.reply([b"400", b"a ticket is 32 hexadecimal digits"], 0.02)
