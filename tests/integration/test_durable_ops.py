@@ -19,7 +19,7 @@ import pytest
 import zmq
 from tests.helpers import REPO, wait_until
 from tests.integration.pubsub_helpers import free_base_port
-from tests.integration.test_durable import Start, durable_server, mdp01
+from tests.integration.test_durable import APP, Start, durable_server, mdp01
 
 import zmqserver
 from zmqserver import Subscriber
@@ -164,3 +164,70 @@ def test_client_result_waits_on_the_server(start_server: Start, short_tmp: Path)
             client.result(ticket, wait=0.2)
         assert client.result(ticket, wait=20) == b"in a second"
         assert client.status(ticket).state == "done"
+
+
+def test_mmi_service_knows_titanic_only_with_a_store(start_server: Start, short_tmp: Path) -> None:
+    """The guide's Titanic clients ask ``mmi.service titanic.request`` before using it."""
+    with_store = durable_server(start_server, short_tmp)
+    plain = start_server("examples.upper:app")
+    with_store.wait_ready()
+    plain.wait_ready()
+    for server, code in ((with_store, b"200"), (plain, b"404")):
+        sock = server.socket(zmq.REQ)
+        for name in (b"titanic.request", b"titanic.reply", b"titanic.close"):
+            assert mdp01(sock, b"mmi.service", name) == [code], (server.frontend, name)
+        sock.close()
+
+
+def test_result_over_store_max_result_fails_the_job(start_server: Start, short_tmp: Path) -> None:
+    server = durable_server(start_server, short_tmp, "--store-max-result", "100")
+    server.wait_ready()
+    with zmqserver.Client(server.frontend) as client:
+        small = client.enqueue(b"x" * 50)
+        big = client.enqueue(b"x" * 200)  # the app echoes it: a 200-byte result
+        assert client.result(small, wait=10) == b"x" * 50
+        with pytest.raises(zmqserver.JobFailed, match=r"exceeds store_max_result \(100\)"):
+            client.result(big, wait=10)
+        status = client.status(big)
+        assert status.state == "dead"
+        assert "result of 204 bytes exceeds store_max_result (100)" in status.error
+
+
+def test_results_expire_after_result_ttl(start_server: Start, short_tmp: Path) -> None:
+    server = durable_server(start_server, short_tmp, "--result-ttl", "0.5")
+    server.wait_ready()
+    with zmqserver.Client(server.frontend) as client:
+        ticket = client.enqueue(b"short-lived")
+        assert client.result(ticket, wait=10) == b"short-lived"
+
+        def gone() -> bool:
+            try:
+                client.status(ticket)
+            except zmqserver.UnknownTicket:
+                return True
+            return False
+
+        wait_until(gone, 10, "the result to expire")
+        with pytest.raises(zmqserver.UnknownTicket):
+            client.result(ticket)
+
+
+def test_store_in_a_read_only_directory_is_refused(start_server: Start, short_tmp: Path) -> None:
+    """Not writable by the server's user (root: an immutable directory, ``chattr +i``)."""
+    locked = short_tmp / "ro"
+    locked.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode:
+            pytest.skip("root, and chattr +i is not available here to make a read-only dir")
+    else:
+        locked.chmod(0o555)
+    try:
+        server = start_server(APP, "--store", str(locked / "jobs.db"))
+        assert server.wait(20) == 1
+        assert re.search(r"cannot write the store \S+jobs\.db: directory \S+ is not writable",
+                         server.log()), server.log()  # fmt: skip
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(locked)], check=True)
+        else:
+            locked.chmod(0o755)

@@ -87,6 +87,11 @@ class SqliteStore:
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise StoreError(f"cannot open the store {path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise StoreError(
+                f"cannot write the store {path}: directory {parent} is not writable by this "
+                "user (the server writes the store and its -wal log there)"
+            )
         try:
             # Autocommit mode: transactions are ours (BEGIN on the first write, COMMIT in
             # commit()), never opened behind our back by the module.
@@ -101,6 +106,12 @@ class SqliteStore:
                 raise StoreError(
                     f"the store {path} is locked by another process (is another server "
                     f"running on it?): {exc}"
+                ) from exc
+            if "unable to open" in str(exc) or "readonly" in str(exc):
+                raise StoreError(
+                    f"cannot write the store {path} ({exc}): the server needs to create and "
+                    f"write files in {parent} (the store and its -wal log); is the directory "
+                    "or the file read-only, or owned by another user?"
                 ) from exc
             raise StoreError(f"cannot use the store {path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
