@@ -231,3 +231,20 @@ def test_store_in_a_read_only_directory_is_refused(start_server: Start, short_tm
             subprocess.run(["chattr", "-i", str(locked)], check=True)
         else:
             locked.chmod(0o755)
+
+
+def test_store_window_bounds_the_jobs_running(start_server: Start, short_tmp: Path) -> None:
+    """``--store-window 1`` with two idle workers: one durable job at a time (each run starts
+    after the previous one ended, which the app's sleep makes measurable)."""
+    from tests.apps import SLEEP_ENV
+    from tests.integration.test_durable import runs
+
+    server = durable_server(start_server, short_tmp, "--store-window", "1", env={SLEEP_ENV: "0.2"})
+    server.wait_ready()
+    with zmqserver.Client(server.frontend) as client:
+        tickets = [client.enqueue(b"w%d" % i) for i in range(4)]
+        for ticket in tickets:
+            client.result(ticket, wait=20)
+    starts = sorted(when for when, payload in runs(short_tmp / "runs") if payload != b"ping")
+    assert len(starts) == 4
+    assert all(b - a >= 0.2 for a, b in zip(starts, starts[1:], strict=False)), starts

@@ -15,8 +15,10 @@ requests, and they share the commit's fsync.
 How jobs run: as an internal client. A DEALER connected to the frontend ROUTER over an
 ``inproc://`` endpoint (the same process; no port, no key, nothing a peer can reach) sends each
 job as an MDP/0.2 request with our header (its request id is how the reply is matched), at most
-:data:`WINDOW` at once. The broker routes them like any client's, so every limit and policy of
-the real service applies, and the reply comes back on the DEALER, which the loop waits on.
+``store_window`` at once (enough to keep every worker busy: the broker queues the rest per
+service; few enough that a restart after a crash reruns few of them). The broker routes them
+like any client's, so every limit and policy of the real service applies, and the reply comes
+back on the DEALER, which the loop waits on.
 
 Long polls: a ``titanic.reply`` with ``wait`` (tsp.py) for a job without its result is held
 (:class:`_Waiter`), and answered right after the commit that stores the job's result, or with
@@ -72,15 +74,13 @@ from .component import Handle, Host, StartError, WatchItem
 
 log = logging.getLogger("zmqserver.durable")
 
-#: Jobs handed to the broker and not answered yet, at most. Enough to keep every worker busy
-#: (the broker queues the rest per service), few enough that a restart reruns few of them.
-WINDOW: Final = 256
-
 #: ``titanic.reply`` requests held at once (long polls), at most.
 MAX_WAITERS: Final = 10_000
 
 #: When a job that did not run at all (its service unknown or its queue full, the server
-#: stopping) is tried again. Such a try is not counted against the job's retries.
+#: stopping) is tried again. Such a try is not counted against the job's retries. Not an
+#: option: what it waits for (a worker registering, a queue draining) takes about that long,
+#: and each try rewrites the job's row, so a shorter wait would mostly cost the store writes.
 NOT_RUN_DELAY: Final = 1.0
 
 #: The statuses after which a job runs again (an attempt used): the app asked, or the worker
@@ -210,7 +210,7 @@ class DurableComponent:
         when = self._expire_at
         if self.scheduled and self.scheduled[0][0] < when:
             when = self.scheduled[0][0]
-        if self.ready and len(self.running) < WINDOW and not self._stopping:
+        if self.ready and len(self.running) < self.config.store_window and not self._stopping:
             return 0.0  # can only be left by a stop; handle() submits them
         if self._waits:
             if self._stopping:
@@ -474,8 +474,8 @@ class DurableComponent:
             self.ready.append(heapq.heappop(scheduled)[1])
 
     def _start_jobs(self) -> list[list[bytes]]:
-        """Hand ready jobs to the broker, up to :data:`WINDOW` running: the frames to send."""
-        room = WINDOW - len(self.running)
+        """Hand ready jobs to the broker, up to ``store_window`` running: the frames to send."""
+        room = self.config.store_window - len(self.running)
         if room <= 0 or not self.ready:
             return []
         store = self.store
