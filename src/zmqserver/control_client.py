@@ -107,6 +107,10 @@ def format_status(doc: dict[str, Any]) -> str:
             f"{ms(s['oldest_wait']):>8} {r['1m']:>9.2f} {r['5m']:>7.2f} {r['15m']:>7.2f} "
             f"{ms(s['job_time']['p50']):>8} {ms(s['job_time']['p99']):>8}  {outcomes}"
         )
+    durable = doc.get("durable")
+    if durable is not None:
+        jobs = ", ".join(f"{n} {state}" for state, n in durable["jobs"].items())
+        lines += ["", f"DURABLE JOBS {jobs} (store {durable['store']})"]
     header = f"{'PID':>8} {'SERVICE':<16} {'STATE':<9} {'GEN':>3} {'JOBS':>7} {'JOB AGE':>9}"
     lines += ["", f"{header} {'RSS':>8}"]
     for w in doc["workers"]:

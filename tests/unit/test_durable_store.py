@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from zmqserver.client.durable import ResultWait
 from zmqserver.durable import tsp
 from zmqserver.durable.sqlite import SqliteStore
 from zmqserver.durable.store import (
@@ -16,7 +17,7 @@ from zmqserver.durable.store import (
     retry_delay,
     unpack_frames,
 )
-from zmqserver.errors import Retry, parse_retry
+from zmqserver.errors import BadRequest, JobPending, Retry, parse_retry
 
 
 def job(ticket: str, delay: float = 0.0) -> NewJob:
@@ -96,3 +97,76 @@ def test_bad_stores_are_refused(tmp_path: Path) -> None:
             SqliteStore(str(tmp_path / "held.db"))
     finally:
         held.close()
+
+
+def test_counts_in_memory_follow_every_write(tmp_path: Path) -> None:
+    """counts() is kept in memory (asked per status request); it must match count(*) after
+    each kind of write, across a restart too."""
+    path = str(tmp_path / "jobs.db")
+    store = SqliteStore(path)
+
+    def check() -> dict[JobState, int]:
+        assert store.counts() == store.count_rows()
+        return store.counts()
+
+    tickets = [f"{n:032x}" for n in range(6)]
+    placed = store.add([job(t, delay=60 if n == 5 else 0) for n, t in enumerate(tickets)], 100.0)
+    ids = [p[0] for p in placed if p is not None]
+    assert check()[JobState.PENDING] == 5
+    store.add([job(tickets[0])], 100.0)  # a resend counts nothing
+    store.start(ids)  # the scheduled one too: woken by the component
+    assert check()[JobState.RUNNING] == 6
+    store.finish(ids[0], [b"r"], 110.0)
+    store.reschedule(ids[1], 200.0, "retry", attempt=True)
+    assert store.bury(ids[2], "boom", 120.0)
+    assert not store.bury(ids[2], "again", 120.0)  # no longer running
+    store.forget(tickets[3])
+    store.forget("f" * 32)  # unknown: nothing moves
+    assert check() == {
+        JobState.PENDING: 0,
+        JobState.SCHEDULED: 1,
+        JobState.RUNNING: 2,
+        JobState.DONE: 1,
+        JobState.DEAD: 1,
+    }
+    store.expire(115.0)  # the done one finished at 110
+    assert check()[JobState.DONE] == 0
+    store.close()
+    store = SqliteStore(path)
+    store.recover()
+    assert check()[JobState.PENDING] == 2  # the running ones, after a stop
+    store.close()
+
+
+def test_reply_options_frame_asks_for_a_long_poll() -> None:
+    ticket = "ab" * 16
+    assert tsp.parse_reply([ticket.encode()]) == (0.0, ticket)  # RFC 9's body
+    assert tsp.parse_reply(tsp.encode_reply_request(ticket, 2.5)) == (2.5, ticket)
+    assert tsp.parse_reply(tsp.encode_reply_request(ticket, 1e6)) == (tsp.MAX_WAIT, ticket)
+    assert tsp.encode_reply_request(ticket, 0) == [ticket.encode()]
+    for bad in ([b"\x00delay=1", ticket.encode()], [b"\x00wait=-1", ticket.encode()], []):
+        with pytest.raises(tsp.TspError):
+            tsp.parse_reply(bad)
+
+
+def test_result_wait_holds_inside_the_client_timeout() -> None:
+    """The client's side of a long poll, step by step (no sockets, no sleeping)."""
+    ticket = "cd" * 16
+    poll = ResultWait(ticket, wait=30.0, timeout=5.0, now=0.0, long_poll=True)
+    assert tsp.parse_reply(poll.request(0.0)) == (4.0, ticket)  # inside the 5 s timeout
+    assert poll.reply([b"300"], 4.0) == (False, b"", 0.0)  # held to the end: ask again
+    assert tsp.parse_reply(poll.request(4.0))[0] == 4.0
+    _, _, pause = poll.reply([b"300"], 4.01)  # not held (too many held): back off
+    assert pause == pytest.approx(0.02)
+    assert tsp.parse_reply(poll.request(29.0))[0] == pytest.approx(1.0)  # what is left
+    assert poll.reply([b"200", b"x"], 29.5) == (True, b"x", 0.0)
+    with pytest.raises(JobPending):
+        poll.reply([b"300"], 30.0)
+    # A server that refuses the options frame (older): asked without it from then on.
+    old = ResultWait(ticket, wait=3.0, timeout=5.0, now=0.0, long_poll=True)
+    old.request(0.0)
+    assert old.reply([b"400", b"titanic.reply takes one frame, the ticket"], 0.01)[0] is False
+    assert not old.long_poll
+    assert old.request(0.01) == [ticket.encode()]
+    with pytest.raises(BadRequest):
+        old.reply([b"400", b"a ticket is 32 hexadecimal digits"], 0.02)

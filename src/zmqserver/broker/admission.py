@@ -9,6 +9,7 @@ the dispatcher from its pending jobs and reply cache) first, then MMI, then thes
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 from ..errors import Status
 from ..protocol import ClientRequest, Form, Frame, encode_client_reply
@@ -110,20 +111,30 @@ def unknown_service(name: bytes) -> tuple[Status, str]:
     return (Status.UNKNOWN_SERVICE, f"no such service: {name.decode('utf-8', 'replace')!r}")
 
 
+#: The durable jobs' services (durable/tsp.py), answered by the master when a store is set.
+TITANIC_SERVICES: Final = frozenset(
+    {b"titanic.request", b"titanic.reply", b"titanic.close", b"titanic.status"}
+)
+
+
 def mmi_reply(
-    name: bytes, request: ClientRequest, services: Mapping[bytes, Service]
+    name: bytes, request: ClientRequest, services: Mapping[bytes, Service], durable: bool = False
 ) -> list[Frame]:
     """The broker's whole reply to an MMI request (:func:`mmi_body`), in the request's form."""
-    body = mmi_body(name, request, services)
+    body = mmi_body(name, request, services, durable)
     return encode_client_reply(request.form, request.service, body, request_id=request.request_id)
 
 
-def mmi_body(name: bytes, request: ClientRequest, services: Mapping[bytes, Service]) -> list[Frame]:
+def mmi_body(
+    name: bytes, request: ClientRequest, services: Mapping[bytes, Service], durable: bool = False
+) -> list[Frame]:
     """The body of the broker's answer to a Majordomo Management Interface query (RFC 8/MMI).
 
     ``mmi.service``: ``200`` if the service named in the body has a registered worker (RFC 8),
     else ``404``: also the default service before its pool registers, though a request for it
-    would queue. ``mmi.services`` (our extension): one frame per such service, sorted.
+    would queue. With ``durable`` (a store is configured) the ``titanic.*`` services are always
+    there (the guide's Titanic clients ask). ``mmi.services`` (our extension): one frame per
+    such service, sorted.
     ``mmi.queue`` (our extension): ``200`` and, in a second frame, how many live jobs wait in
     the named service's queue (decimal), then how many workers it has; ``404`` if the broker
     knows no such service (one with jobs waiting for a first worker is known).
@@ -131,10 +142,13 @@ def mmi_body(name: bytes, request: ClientRequest, services: Mapping[bytes, Servi
     """
     if name == b"mmi.service":
         asked = bytes(request.body[0]) if request.body else b""
+        if durable and asked in TITANIC_SERVICES:
+            return [b"200"]
         found = services.get(asked)
         return [b"200" if found is not None and found.workers else b"404"]
     if name == b"mmi.services":
-        return sorted(known for known, service in services.items() if service.workers)
+        offered = [known for known, service in services.items() if service.workers]
+        return sorted([*offered, *TITANIC_SERVICES] if durable else offered)
     if name == b"mmi.queue":
         asked = bytes(request.body[0]) if request.body else b""
         service = services.get(asked)

@@ -262,7 +262,8 @@ class Dispatcher(Queries):
             self.intake.append((client, request))  # answered from the store: durable_side.py
             return
         if name.startswith(b"mmi."):
-            self._to_client(client, mmi_reply(name, request, self.services), outcome=False)
+            durable = self.intake is not None
+            self._to_client(client, mmi_reply(name, request, self.services, durable), outcome=False)
             return
         size = charged_size(request.body)
         refused = refusal(request, name, service, limits, self.closing, frames, size)

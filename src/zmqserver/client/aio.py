@@ -38,13 +38,12 @@ from typing import Any
 import zmq
 
 from ..durable.tsp import DEFAULT_BACKOFF, DEFAULT_RETRIES
-from ..errors import Closed, JobPending
+from ..errors import Closed
 from . import durable as tsp
 from .durable import (
     JobStatus,
+    ResultWait,
     enqueue_request,
-    poll_interval,
-    read_result,
     read_status,
     read_ticket,
 )
@@ -130,6 +129,8 @@ class AsyncClient:
         self.endpoint = options.endpoint
         self.service = options.service
         self.timeout = options.timeout
+        #: False once the server refused a long poll for a durable job's result (older).
+        self._long_poll = True
         self.retries = options.retries
         self.identity = options.identity
         self._pipeline = options.pipeline()
@@ -236,17 +237,17 @@ class AsyncClient:
 
     async def result(self, ticket: str, *, wait: float = 0.0) -> ReplyBody:
         """The durable job's reply, waiting up to ``wait`` seconds (:meth:`Client.result`)."""
-        give_up = time.monotonic() + wait
-        interval: float | None = None
+        poll = ResultWait(ticket, wait, self.timeout, time.monotonic(), self._long_poll)
         while True:
-            done, reply = read_result(await self._call(tsp.REPLY, [ticket.encode()]), ticket)
+            frames = await self._call(tsp.REPLY, poll.request(time.monotonic()))
+            try:
+                done, reply, pause = poll.reply(frames, time.monotonic())
+            finally:
+                self._long_poll = poll.long_poll
             if done:
                 return reply
-            left = give_up - time.monotonic()
-            if left <= 0:
-                raise JobPending(f"durable job {ticket} has no result yet")
-            interval = poll_interval(interval)
-            await asyncio.sleep(min(interval, left))
+            if pause > 0:
+                await asyncio.sleep(pause)
 
     async def status(self, ticket: str) -> JobStatus:
         """Where the durable job is (:meth:`zmqserver.Client.status`)."""

@@ -19,6 +19,7 @@ from ..durable.tsp import (
     DEFAULT_RETRIES,
     FAILED,
     MAX_RETRIES,
+    MAX_WAIT,
     OK,
     PENDING,
     REPLY,
@@ -26,11 +27,12 @@ from ..durable.tsp import (
     STATUS,
     UNKNOWN,
     JobOptions,
+    encode_reply_request,
     encode_request,
     new_ticket,
     status_code,
 )
-from ..errors import BadRequest, JobFailed, UnknownTicket, ZmqServerError
+from ..errors import BadRequest, JobFailed, JobPending, UnknownTicket, ZmqServerError
 from .state import Payload, ReplyBody, encode_payload, unwrap
 
 __all__ = [
@@ -39,16 +41,20 @@ __all__ = [
     "REQUEST",
     "STATUS",
     "JobStatus",
+    "ResultWait",
     "enqueue_request",
     "poll_interval",
     "read_result",
     "read_status",
 ]
 
-#: How often :meth:`Client.result` asks again while a job is pending: first after this many
+#: How often :meth:`Client.result` asks again while a job is pending, when the server did not
+#: hold the request (a server without long polls, or too many held): first after this many
 #: seconds, then twice as long each time, up to :data:`POLL_MAX`.
 POLL_FIRST: Final = 0.02
 POLL_MAX: Final = 0.5
+#: A wait shorter than this is not worth a long poll: one plain request.
+HOLD_MIN: Final = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +141,57 @@ def _check_status(reply: list[bytes], expected: bytes, ticket: str = "") -> None
     if code == UNKNOWN:
         raise BadRequest(detail)
     raise ZmqServerError(f"unexpected TSP reply {reply!r}")
+
+
+class ResultWait:
+    """The steps of ``result(ticket, wait=...)``, without sockets or sleeping (shared by the
+    blocking and the asyncio client).
+
+    Each request asks the server to hold it (a long poll, ``wait`` in the options frame) for
+    what is left of the caller's wait, but well inside the client's own ``timeout`` (so the
+    client never gives up on, and resends, a request the server is holding). A server answers
+    ``300`` at the end of the hold: ask again at once. An answer that came back much sooner
+    means the server did not hold it: wait as a poller would before asking again. A server that
+    refuses the options frame (an older one) is asked without it from then on.
+    """
+
+    def __init__(self, ticket: str, wait: float, timeout: float, now: float, long_poll: bool):
+        self.ticket = ticket
+        self.give_up = now + wait
+        self.timeout = timeout
+        #: False once the server refused a long poll.
+        self.long_poll = long_poll
+        self._hold = 0.0
+        self._asked = now
+        self._interval: float | None = None
+
+    def request(self, now: float) -> list[bytes]:
+        """The ``titanic.reply`` body to send now."""
+        left = self.give_up - now
+        hold = 0.0
+        if self.long_poll and left >= HOLD_MIN:
+            hold = min(left, max(self.timeout - 1.0, self.timeout / 2), MAX_WAIT)
+        self._hold, self._asked = hold, now
+        return encode_reply_request(self.ticket, hold)
+
+    def reply(self, frames: list[bytes], now: float) -> tuple[bool, ReplyBody, float]:
+        """Read the answer: (True, the job's reply, 0), or (False, b"", seconds to wait before
+        the next :meth:`request`). Raises as :func:`read_result` does, and
+        :class:`~zmqserver.errors.JobPending` once the caller's wait is over."""
+        try:
+            done, body = read_result(frames, self.ticket)
+        except BadRequest:
+            if self._hold <= 0:
+                raise
+            self.long_poll = False  # a server that does not know the options frame
+            return False, b"", 0.0
+        if done:
+            return True, body, 0.0
+        left = self.give_up - now
+        if left <= 0:
+            raise JobPending(f"durable job {self.ticket} has no result yet")
+        if self._hold > 0 and now - self._asked >= self._hold / 2:
+            self._interval = None
+            return False, b"", 0.0  # held by the server until its wait ended: ask again
+        self._interval = poll_interval(self._interval)
+        return False, b"", min(self._interval, left)

@@ -25,13 +25,12 @@ from types import TracebackType
 import zmq
 
 from ..durable.tsp import DEFAULT_BACKOFF, DEFAULT_RETRIES
-from ..errors import Closed, JobPending
+from ..errors import Closed
 from . import durable as tsp
 from .durable import (
     JobStatus,
+    ResultWait,
     enqueue_request,
-    poll_interval,
-    read_result,
     read_status,
     read_ticket,
 )
@@ -92,6 +91,8 @@ class Client:
         self.endpoint = options.endpoint
         self.service = options.service
         self.timeout = options.timeout
+        #: False once the server refused a long poll for a durable job's result (older).
+        self._long_poll = True
         self.retries = options.retries
         self.identity = options.identity
         self._context = context if context is not None else zmq.Context.instance()
@@ -237,17 +238,17 @@ class Client:
         :class:`~zmqserver.errors.JobFailed` if it failed for good (its last error),
         :class:`~zmqserver.errors.UnknownTicket` if the server does not know the ticket.
         """
-        give_up = time.monotonic() + wait
-        interval: float | None = None
+        poll = ResultWait(ticket, wait, self.timeout, time.monotonic(), self._long_poll)
         while True:
-            done, reply = read_result(self._call(tsp.REPLY, [ticket.encode()]), ticket)
+            frames = self._call(tsp.REPLY, poll.request(time.monotonic()))
+            try:
+                done, reply, pause = poll.reply(frames, time.monotonic())
+            finally:
+                self._long_poll = poll.long_poll
             if done:
                 return reply
-            left = give_up - time.monotonic()
-            if left <= 0:
-                raise JobPending(f"durable job {ticket} has no result yet")
-            interval = poll_interval(interval)
-            time.sleep(min(interval, left))
+            if pause > 0:
+                time.sleep(pause)
 
     def status(self, ticket: str) -> JobStatus:
         """Where the durable job ``ticket`` is: its state, attempts, next start, last error."""

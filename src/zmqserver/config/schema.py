@@ -695,6 +695,13 @@ class Config(_Checked):
         metavar="BYTES",
         command="serve",
     )
+    store_window: int = option(
+        256,
+        "Durable jobs handed to the broker at once, at most: enough to keep every worker busy; "
+        "a restart after a crash runs up to this many again (at-least-once).",
+        metavar="N",
+        command="serve",
+    )
 
     # -- request context for apps (context.py, docs/protocol.md §3.4b) --
     pass_client_info: bool = option(

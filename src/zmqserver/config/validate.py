@@ -381,5 +381,6 @@ def _check_store(config: Config) -> None:
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
         raise ConfigError(f"result_ttl: expected a positive number of seconds, got {ttl!r}")
     _positive_int(config, "store_max_result")
+    _positive_int(config, "store_window")
     if config.store is not None and not config.store:
         raise ConfigError("store: expected a file path, got an empty string")

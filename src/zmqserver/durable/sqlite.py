@@ -15,6 +15,10 @@ Why these settings:
 * ``PRAGMA quick_check`` at start-up: a damaged file is refused at once, with a message, not
   discovered by a query in the middle of a run.
 
+The jobs per state are counted once, at start-up, then kept in memory as each write moves jobs
+(:meth:`SqliteStore.counts` is asked on every status request and scrape: a ``count(*)`` over a
+store of millions of rows is not).
+
 The schema (``PRAGMA user_version`` 1) is in docs/durable.md.
 """
 
@@ -83,6 +87,11 @@ class SqliteStore:
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise StoreError(f"cannot open the store {path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise StoreError(
+                f"cannot write the store {path}: directory {parent} is not writable by this "
+                "user (the server writes the store and its -wal log there)"
+            )
         try:
             # Autocommit mode: transactions are ours (BEGIN on the first write, COMMIT in
             # commit()), never opened behind our back by the module.
@@ -98,6 +107,12 @@ class SqliteStore:
                     f"the store {path} is locked by another process (is another server "
                     f"running on it?): {exc}"
                 ) from exc
+            if "unable to open" in str(exc) or "readonly" in str(exc):
+                raise StoreError(
+                    f"cannot write the store {path} ({exc}): the server needs to create and "
+                    f"write files in {parent} (the store and its -wal log); is the directory "
+                    "or the file read-only, or owned by another user?"
+                ) from exc
             raise StoreError(f"cannot use the store {path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             self.db.close()
@@ -105,6 +120,8 @@ class SqliteStore:
                 f"the store {path} is not a usable SQLite database ({exc}); move it away to "
                 "start with an empty store, or restore it from a copy"
             ) from exc
+        #: Jobs per state, kept as each write moves them (see the module's docstring).
+        self._counts = self.count_rows()
 
     def _setup(self, sync: str) -> None:
         db = self.db
@@ -145,6 +162,7 @@ class SqliteStore:
             "UPDATE jobs SET state = ?, attempts = max(attempts - 1, 0) WHERE state = ?",
             (JobState.PENDING.value, JobState.RUNNING.value),
         ).rowcount
+        self._move(JobState.RUNNING, JobState.PENDING, interrupted)
         ready = [
             row[0]
             for row in db.execute(
@@ -183,6 +201,7 @@ class SqliteStore:
             )
             if cursor.rowcount == 1 and cursor.lastrowid is not None:
                 stored.append((cursor.lastrowid, start))
+                self._counts[state] += 1
             else:
                 stored.append(None)  # a resend of a stored ticket
         return stored
@@ -193,7 +212,7 @@ class SqliteStore:
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             rows = db.execute(
-                "SELECT id, uuid, service, body, attempts, retries, backoff FROM jobs "
+                "SELECT id, uuid, service, body, attempts, retries, backoff, state FROM jobs "
                 f"WHERE id IN ({marks}) AND state IN (?, ?) ORDER BY id",
                 (*chunk, *_WAITING),
             ).fetchall()
@@ -205,7 +224,8 @@ class SqliteStore:
                 f"WHERE id IN ({','.join('?' * len(started))})",
                 (JobState.RUNNING.value, *started),
             )
-            for job_id, ticket, service, body, attempts, retries, backoff in rows:
+            for job_id, ticket, service, body, attempts, retries, backoff, state in rows:
+                self._move(JobState(state), JobState.RUNNING)
                 found.append(
                     Runnable(
                         job_id,
@@ -225,10 +245,11 @@ class SqliteStore:
             "WHERE id = ? AND state = ?",
             (JobState.DONE.value, pack_frames(result), now, job_id, JobState.RUNNING.value),
         )
+        self._move(JobState.RUNNING, JobState.DONE, cursor.rowcount)
         return cursor.rowcount == 1
 
     def reschedule(self, job_id: int, eta: float, error: str, *, attempt: bool) -> None:
-        self._write().execute(
+        cursor = self._write().execute(
             "UPDATE jobs SET state = ?, eta = ?, error = ?, attempts = attempts - ? "
             "WHERE id = ? AND state = ?",
             (
@@ -240,22 +261,37 @@ class SqliteStore:
                 JobState.RUNNING.value,
             ),
         )
+        self._move(JobState.RUNNING, JobState.SCHEDULED, cursor.rowcount)
 
-    def bury(self, job_id: int, error: str, now: float) -> None:
-        self._write().execute(
+    def bury(self, job_id: int, error: str, now: float) -> bool:
+        cursor = self._write().execute(
             "UPDATE jobs SET state = ?, error = ?, finished = ? WHERE id = ? AND state = ?",
             (JobState.DEAD.value, error, now, job_id, JobState.RUNNING.value),
         )
+        self._move(JobState.RUNNING, JobState.DEAD, cursor.rowcount)
+        return cursor.rowcount == 1
 
     def forget(self, ticket: str) -> None:
-        self._write().execute("DELETE FROM jobs WHERE uuid = ?", (ticket,))
+        db = self._write()
+        row = db.execute("SELECT state FROM jobs WHERE uuid = ?", (ticket,)).fetchone()
+        if row is not None:
+            db.execute("DELETE FROM jobs WHERE uuid = ?", (ticket,))
+            self._counts[JobState(row[0])] -= 1
 
     def expire(self, before: float) -> float | None:
         db = self._write()
-        db.execute("DELETE FROM jobs WHERE finished IS NOT NULL AND finished < ?", (before,))
+        gone = "FROM jobs WHERE finished IS NOT NULL AND finished < ?"
+        for state, count in db.execute(f"SELECT state, count(*) {gone} GROUP BY state", (before,)):
+            self._counts[JobState(state)] -= count
+        db.execute(f"DELETE {gone}", (before,))
         oldest = db.execute("SELECT min(finished) FROM jobs WHERE finished IS NOT NULL")
         value = oldest.fetchone()[0]
         return None if value is None else float(value)
+
+    def _move(self, old: JobState, new: JobState, count: int = 1) -> None:
+        if count > 0:
+            self._counts[old] -= count
+            self._counts[new] += count
 
     def commit(self) -> None:
         if self.db.in_transaction:
@@ -275,6 +311,10 @@ class SqliteStore:
         return Outcome(state, row[1], row[2], row[3], result, row[5])
 
     def counts(self) -> dict[JobState, int]:
+        return dict(self._counts)
+
+    def count_rows(self) -> dict[JobState, int]:
+        """:meth:`counts` from the rows themselves (a ``count(*)``: at start-up, and in tests)."""
         counts = dict.fromkeys(JobState, 0)
         for state, count in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
             counts[JobState(state)] = count

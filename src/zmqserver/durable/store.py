@@ -107,8 +107,9 @@ class JobStore(Protocol):
     def reschedule(self, job_id: int, eta: float, error: str, *, attempt: bool) -> None:
         """Run the job again at ``eta`` (``attempt``: the failed run counts as one)."""
 
-    def bury(self, job_id: int, error: str, now: float) -> None:
-        """The job failed for good (dead-lettered), with its last error."""
+    def bury(self, job_id: int, error: str, now: float) -> bool:
+        """The job failed for good (dead-lettered), with its last error. False if the job is no
+        longer stored."""
 
     def outcome(self, ticket: str) -> Outcome | None:
         """What the job with this ticket is at (None: not stored)."""
@@ -120,7 +121,8 @@ class JobStore(Protocol):
         """Delete finished jobs that finished before ``before``; when the oldest left finished."""
 
     def counts(self) -> dict[JobState, int]:
-        """How many jobs are in each state."""
+        """How many jobs are in each state. Cheap: status requests and metric scrapes ask it
+        (keep the numbers in memory, counted once at start-up, moved by each write)."""
 
     def commit(self) -> None:
         """Make every write since the last commit durable (as the store's sync policy says)."""

@@ -20,6 +20,9 @@ Our extensions, which RFC 9 clients never send and so never see:
   byte is never NUL, and every RFC 9 body keeps its meaning.
 * ``titanic.status`` ``[uuid]`` -> ``["200", state, attempts, retries, eta, error]`` or
   ``["400"]``.
+* An options frame in front of a ``titanic.reply``'s ticket, with one key, ``wait`` (seconds, at
+  most :data:`MAX_WAIT`): a long poll. The server answers when the job's result is committed, or
+  with ``["300"]`` when the wait is over; without the frame it answers at once, as RFC 9 says.
 
 Status frames are three digits; RFC 9 allows text after a space, which clients must not read
 (the guide's client compares the whole frame, so we send the bare code).
@@ -53,6 +56,8 @@ DEFAULT_BACKOFF: Final = 1.0
 MAX_BACKOFF: Final = 3600.0
 #: The most retries a request may ask for (attempts are counted in the store).
 MAX_RETRIES: Final = 1000
+#: The longest a ``titanic.reply`` may ask the server to hold it (``wait``), in seconds.
+MAX_WAIT: Final = 60.0
 
 
 class TspError(ValueError):
@@ -160,6 +165,33 @@ def parse_request(body: list[bytes]) -> tuple[JobOptions, bytes, list[bytes]]:
     if len(body) < 2:
         raise TspError("titanic.request needs a body after the service name")
     return options, service, body[1:]
+
+
+def parse_reply(body: list[bytes]) -> tuple[float, str]:
+    """A ``titanic.reply`` (or ``close``, ``status``) body: (seconds to wait, at most
+    :data:`MAX_WAIT`; 0 without an options frame, ticket)."""
+    wait = 0.0
+    if len(body) == 2 and body[0][:1] == OPTIONS_MARK:
+        try:
+            text = body[0][len(OPTIONS_MARK) :].decode("ascii")
+        except UnicodeDecodeError:
+            raise TspError("the options frame is not ASCII") from None
+        for pair in filter(None, text.split("&")):
+            key, sep, value = pair.partition("=")
+            if key != "wait" or not sep:
+                raise TspError(f"unknown option {pair!r} (titanic.reply takes wait=SECONDS)")
+            wait = min(_number("wait", value), MAX_WAIT)
+        body = body[1:]
+    if len(body) != 1:
+        raise TspError("takes one frame, the ticket (after an optional options frame)")
+    return wait, check_ticket(body[0])
+
+
+def encode_reply_request(ticket: str, wait: float = 0.0) -> list[bytes]:
+    """The body of a ``titanic.reply`` (the client's side); ``wait`` > 0: a long poll."""
+    if wait <= 0:
+        return [ticket.encode()]
+    return [OPTIONS_MARK + f"wait={min(wait, MAX_WAIT)!r}".encode(), ticket.encode()]
 
 
 def encode_request(service: bytes, body: list[bytes], options: JobOptions | None) -> list[bytes]:

@@ -21,8 +21,8 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Collection
-from typing import Final
+from collections.abc import Callable, Collection, Mapping
+from typing import Final, Protocol
 
 import zmq
 
@@ -39,6 +39,16 @@ from .events import Published, ServerEvents
 from .frames import FrameError, decode_icanhaz, hugz
 
 log = logging.getLogger("zmqserver.pubsub")
+
+
+class DurableSource(Protocol):
+    """What the pub-sub events need of durable jobs (supervisor/durable_side.py)."""
+
+    on_dead: Callable[[str, bytes, str], None] | None
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state."""
+
 
 #: HUGZ, and the job counters, once a second.
 HEARTBEAT: Final = 1.0
@@ -101,6 +111,8 @@ class PubSubComponent:
         self._known: set[int] = set()
         self._host: Host | None = None
         self._bound: list[str] = []
+        #: Durable jobs' counts per state, when a store is configured (see watch_durable).
+        self._durable_counts: Callable[[], Mapping[str, int]] | None = None
 
     # -- Component --------------------------------------------------------------------------------
 
@@ -284,6 +296,17 @@ class PubSubComponent:
                 except zmq.ZMQError:
                     break  # the client left
 
+    def watch_durable(self, durable: DurableSource) -> None:
+        """Publish the durable jobs' counts, and each dead-lettered job (events on only)."""
+        if self.events is None:
+            return
+        self._durable_counts = durable.counts
+        durable.on_dead = self._on_dead
+
+    def _on_dead(self, ticket: str, service: bytes, error: str) -> None:
+        assert self.events is not None
+        self._publish(self.events.dead_lettered(ticket, service, error), time.monotonic())
+
     def _heartbeat(self, now: float) -> None:
         """HUGZ, every second (not only when idle: a subscriber of a quiet subtree hears
         nothing of the busy others, and must still know the server is there); the job
@@ -293,6 +316,9 @@ class PubSubComponent:
             dispatcher = self.broker.dispatcher
             if dispatcher is not None:
                 for item in self.events.job_counts(dispatcher.stats, now):
+                    self._publish(item, now)
+            if self._durable_counts is not None:
+                for item in self.events.durable_counts(self._durable_counts()):
                     self._publish(item, now)
 
     # -- the server's events ----------------------------------------------------------------------

@@ -15,12 +15,20 @@ Keys and values (JSON, UTF-8):
   ``quarantined`` each time, with the job's id (these are rare: a worker was lost).
 
 ``*`` stands for all services: the routing core counts jobs for the whole broker.
+
+With a store (durable jobs, docs/durable.md):
+
+* ``$zmqserver/durable/<state>`` for pending, scheduled, running, done and dead:
+  ``{"count", "at"}``, the jobs in that state, published once a second when it moved.
+* ``$zmqserver/durable/dead-lettered``: ``{"ticket", "service", "error", "total", "at"}``, each
+  time a job fails for good.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any, Final
 
 from ..broker.events import (
@@ -59,6 +67,8 @@ class ServerEvents:
         self._service: dict[bytes, bytes] = {}  # worker identity -> its service, once known
         self._counts: dict[str, int] = {}
         self._counted_at = 0.0
+        self._durable: dict[str, int] = {}
+        self._dead_lettered = 0
 
     def _worker_key(self, identity: bytes, service: bytes | None = None) -> bytes:
         if service is not None:
@@ -114,3 +124,26 @@ class ServerEvents:
             key = SERVER_PREFIX + b"jobs/*/" + outcome.encode()
             out.append((key, _json(total=total, per_second=round(rate, 1), at=time.time()), None))
         return out
+
+    def durable_counts(self, counts: Mapping[str, int]) -> list[Published]:
+        """The durable job counts per state that moved since the last call (once a second)."""
+        out: list[Published] = []
+        for state, count in counts.items():
+            if self._durable.get(state) == count:
+                continue
+            self._durable[state] = count
+            key = SERVER_PREFIX + b"durable/" + state.encode()
+            out.append((key, _json(count=count, at=time.time()), None))
+        return out
+
+    def dead_lettered(self, ticket: str, service: bytes, error: str) -> Published:
+        """A durable job failed for good."""
+        self._dead_lettered += 1
+        value = _json(
+            ticket=ticket,
+            service=service.decode("utf-8", "replace"),
+            error=error,
+            total=self._dead_lettered,
+            at=time.time(),
+        )
+        return SERVER_PREFIX + b"durable/dead-lettered", value, None

@@ -71,18 +71,23 @@ def arbiter(
     config = config.validate()
     broker = BrokerComponent(config)
     components: list[Component] = [broker]
+    pubsub = None
     if config.pubsub_port is not None:
         # Imported here: pub-sub is optional, and its component imports this package's modules.
         from ..pubsub.component import PubSubComponent
 
-        components.append(PubSubComponent(config, broker))  # after the broker: its ZAP, context
+        pubsub = PubSubComponent(config, broker)
+        components.append(pubsub)  # after the broker: its ZAP, context
     if config.control:
         components.append(ControlComponent(config, broker))
     if config.metrics_port is not None:
         components.append(HttpComponent(config))
     if config.store is not None:
         # After the broker: it opens on the broker's context and binds on its frontend.
-        components.append(DurableComponent(config, broker))
+        durable = DurableComponent(config, broker)
+        components.append(durable)
+        if pubsub is not None:
+            pubsub.watch_durable(durable)  # its counts and dead letters as events
     return Master(
         config,
         broker,

@@ -15,11 +15,24 @@ requests, and they share the commit's fsync.
 How jobs run: as an internal client. A DEALER connected to the frontend ROUTER over an
 ``inproc://`` endpoint (the same process; no port, no key, nothing a peer can reach) sends each
 job as an MDP/0.2 request with our header (its request id is how the reply is matched), at most
-:data:`WINDOW` at once. The broker routes them like any client's, so every limit and policy of
-the real service applies, and the reply comes back on the DEALER, which the loop waits on.
+``store_window`` at once (enough to keep every worker busy: the broker queues the rest per
+service; few enough that a restart after a crash reruns few of them). The broker routes them
+like any client's, so every limit and policy of the real service applies, and the reply comes
+back on the DEALER, which the loop waits on.
 
-Timers: the earliest scheduled job (``delay``, ``eta``, a retry's back-off) and the next
-result expiry are :meth:`DurableComponent.next_deadline`; nothing polls.
+Long polls: a ``titanic.reply`` with ``wait`` (tsp.py) for a job without its result is held
+(:class:`_Waiter`), and answered right after the commit that stores the job's result, or with
+``300`` when its wait is over. At most :data:`MAX_WAITERS` are held; past that, and while the
+server stops, one is answered at once.
+
+Timers: the earliest scheduled job (``delay``, ``eta``, a retry's back-off), the next result
+expiry and the end of the first held wait are :meth:`DurableComponent.next_deadline`; nothing
+polls.
+
+Visibility: :meth:`DurableComponent.status_section` is the ``durable`` part of the status
+document (``zmqserver status``, ``/metrics``), read from the store's in-memory counts; with
+pub-sub events on, the pub-sub component publishes those counts once a second and hears of each
+dead-lettered job through :attr:`DurableComponent.on_dead`.
 """
 
 from __future__ import annotations
@@ -30,8 +43,8 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Collection
-from typing import Final
+from collections.abc import Callable, Collection
+from typing import Any, Final
 
 import zmq
 
@@ -61,12 +74,13 @@ from .component import Handle, Host, StartError, WatchItem
 
 log = logging.getLogger("zmqserver.durable")
 
-#: Jobs handed to the broker and not answered yet, at most. Enough to keep every worker busy
-#: (the broker queues the rest per service), few enough that a restart reruns few of them.
-WINDOW: Final = 256
+#: ``titanic.reply`` requests held at once (long polls), at most.
+MAX_WAITERS: Final = 10_000
 
 #: When a job that did not run at all (its service unknown or its queue full, the server
-#: stopping) is tried again. Such a try is not counted against the job's retries.
+#: stopping) is tried again. Such a try is not counted against the job's retries. Not an
+#: option: what it waits for (a worker registering, a queue draining) takes about that long,
+#: and each try rewrites the job's row, so a shorter wait would mostly cost the store writes.
 NOT_RUN_DELAY: Final = 1.0
 
 #: The statuses after which a job runs again (an attempt used): the app asked, or the worker
@@ -74,6 +88,9 @@ NOT_RUN_DELAY: Final = 1.0
 _RETRIED: Final = frozenset({Status.RETRY, Status.WORKER_LOST, Status.EXPIRED})
 #: The statuses of a job that was never run: try again later, no attempt used.
 _NOT_RUN: Final = frozenset({Status.QUEUE_FULL, Status.UNKNOWN_SERVICE, Status.SHUTTING_DOWN})
+
+#: What :meth:`DurableComponent._answer` returns for a held ``titanic.reply`` (a long poll).
+_HELD: Final[list[bytes]] = []
 
 #: The internal client's routing id (a ROUTER never makes one up that starts with "zmqserver").
 _IDENTITY: Final = b"zmqserver-durable"
@@ -87,6 +104,19 @@ class _Running:
     def __init__(self, job: Runnable) -> None:
         self.job = job
         self.parts: list[bytes] = []
+
+
+class _Waiter:
+    """A held ``titanic.reply`` (a long poll): who asked, how, and until when (monotonic)."""
+
+    __slots__ = ("client", "deadline", "done", "request", "ticket")
+
+    def __init__(self, client: bytes, request: ClientRequest, ticket: str, deadline: float):
+        self.client = client
+        self.request = request
+        self.ticket = ticket
+        self.deadline = deadline
+        self.done = False
 
 
 class DurableComponent:
@@ -105,6 +135,8 @@ class DurableComponent:
         #: Jobs handed to the broker, by request id.
         self.running: dict[int, _Running] = {}
         self._next_request = 0
+        #: The requests of the new jobs of this turn, by their index in the answers.
+        self._requests: dict[int, ClientRequest] = {}
         #: When the oldest finished job's result expires (wall clock; inf: none to expire).
         self._expire_at = math.inf
         #: time.time() - time.monotonic(), measured each turn: stored times are wall-clock,
@@ -114,6 +146,18 @@ class DurableComponent:
         #: Runs of jobs since the start: handed to the broker, and that ended in a result.
         self.started = 0
         self.finished = 0
+        #: Jobs dead-lettered since the start.
+        self.buried = 0
+        #: Held ``titanic.reply`` requests by ticket, and by deadline (a min-heap; answered
+        #: ones stay in it until their deadline passes or it is rebuilt).
+        self.waiters: dict[str, list[_Waiter]] = {}
+        self._waits: list[tuple[float, int, _Waiter]] = []
+        self._held = 0
+        self._wait_seq = 0
+        #: (ticket, TSP reply) for the waiters of jobs that ended this turn: sent after commit.
+        self._woken: list[tuple[str, list[bytes]]] = []
+        #: Told of each dead-lettered job (ticket, service, last error): pub-sub's events.
+        self.on_dead: Callable[[str, bytes, str], None] | None = None
 
     # -- Component --------------------------------------------------------------------------------
 
@@ -166,8 +210,12 @@ class DurableComponent:
         when = self._expire_at
         if self.scheduled and self.scheduled[0][0] < when:
             when = self.scheduled[0][0]
-        if self.ready and len(self.running) < WINDOW and not self._stopping:
+        if self.ready and len(self.running) < self.config.store_window and not self._stopping:
             return 0.0  # can only be left by a stop; handle() submits them
+        if self._waits:
+            if self._stopping:
+                return 0.0  # held requests are answered (300) when the server stops
+            return min(when - self._offset, self._waits[0][0])
         return when - self._offset
 
     def handle(self, ready: Collection[Handle], now: float) -> None:
@@ -178,7 +226,7 @@ class DurableComponent:
         self._offset = offset = time.time() - now
         wall = now + offset
         intake = dispatcher.intake
-        answers = self._serve(intake, wall) if intake else []
+        answers = self._serve(intake, wall, now) if intake else []
         if intake:
             dispatcher.intake = []
         if self.sock in ready:
@@ -190,6 +238,8 @@ class DurableComponent:
         requests = self._start_jobs() if not self._stopping else []
         # Acknowledged only once committed: the commit comes before any answer leaves.
         store.commit()
+        if self._waits:
+            self._answer_waiters(answers, now)
         if answers:
             dispatcher.outbox.extend(answers)
             broker.flush()
@@ -226,21 +276,55 @@ class DurableComponent:
             self.store.close()
             self.store = None
 
+    # -- visibility -------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (``pending``, ``scheduled``, ``running``, ``done``, ``dead``)."""
+        store = self.store
+        counts = store.counts() if store is not None else {}
+        return {state.value: counts.get(state, 0) for state in JobState}
+
+    def status_section(self) -> dict[str, Any]:
+        """The ``durable`` part of the status document (docs/operations.md)."""
+        return {
+            "durable": {
+                "store": self.config.store,
+                "jobs": self.counts(),
+                "runs_started": self.started,
+                "runs_finished": self.finished,
+                "dead_lettered": self.buried,
+            }
+        }
+
+    def _bury(self, job: Runnable, error: str, wall: float) -> None:
+        store = self.store
+        assert store is not None
+        if store.bury(job.id, error, wall):
+            self.buried += 1
+            self._wake(job, [tsp.FAILED, error.encode()])
+            if self.on_dead is not None:
+                self.on_dead(job.ticket, job.service, error)
+        self._expire_at = min(self._expire_at, wall + self.config.result_ttl)
+
     # -- the TSP services -------------------------------------------------------------------------
 
     def _serve(
-        self, intake: list[tuple[bytes, ClientRequest]], wall: float
+        self, intake: list[tuple[bytes, ClientRequest]], wall: float, now: float
     ) -> list[tuple[Port, bytes, list[bytes]]]:
         """Answer ``intake``'s requests (new jobs are stored, not committed yet): what to send."""
         store = self.store
         assert store is not None
         answers: list[tuple[Port, bytes, list[bytes]]] = []
         new: list[tuple[int, NewJob]] = []  # index in answers, job
-        for client, request in intake:
+        parked = 0
+        for index, (client, request) in enumerate(intake):
             try:
-                body = self._answer(request, wall, new, len(answers))
+                body = self._answer(client, request, wall, now, new, index - parked)
             except tsp.TspError as exc:
                 body = [tsp.UNKNOWN, str(exc).encode()]
+            if body is _HELD:
+                parked += 1
+                continue
             if body is None:  # not a TSP service: as the broker answers one it does not know
                 shown = (request.service or b"").decode("utf-8", "replace")
                 frames = encode_client_reply(
@@ -263,12 +347,14 @@ class DurableComponent:
                         self.ready.append(job_id)
                     else:
                         heapq.heappush(self.scheduled, (start, job_id))
-                client, request = intake[index]
+                client = answers[index][1]
+                request = self._requests[index]
                 answers[index] = (
                     Port.FRONTEND,
                     client,
                     self._reply(request, [tsp.OK, job.ticket.encode()]),
                 )
+            self._requests.clear()
         return answers
 
     @staticmethod
@@ -278,9 +364,16 @@ class DurableComponent:
         )
 
     def _answer(
-        self, request: ClientRequest, wall: float, new: list[tuple[int, NewJob]], index: int
+        self,
+        client: bytes,
+        request: ClientRequest,
+        wall: float,
+        now: float,
+        new: list[tuple[int, NewJob]],
+        index: int,
     ) -> list[bytes] | None:
-        """The TSP reply body to ``request`` (a new job is answered once it is stored)."""
+        """The TSP reply body to ``request`` (a new job is answered once it is stored;
+        :data:`_HELD`: a long poll, answered later)."""
         store = self.store
         assert store is not None
         name = request.service
@@ -293,14 +386,24 @@ class DurableComponent:
             service = service or self.config.default_service_name.encode()
             ticket = options.ticket or tsp.new_ticket()
             new.append((index, NewJob(ticket, service, job_body, options)))
+            self._requests[index] = request
             return [tsp.FAILED]  # replaced once stored
         if name not in (tsp.REPLY, tsp.CLOSE, tsp.STATUS):
             return None
-        if len(body) != 1:
+        wait = 0.0
+        if name == tsp.REPLY:
+            try:
+                wait, ticket = tsp.parse_reply(body)
+            except tsp.TspError as exc:
+                raise tsp.TspError(f"titanic.reply {exc}") from None
+        elif len(body) != 1:
             raise tsp.TspError(f"{name.decode()} takes one frame, the ticket")
-        ticket = tsp.check_ticket(body[0])
+        else:
+            ticket = tsp.check_ticket(body[0])
         if name == tsp.CLOSE:
             store.forget(ticket)
+            if ticket in self.waiters:
+                self._woken.append((ticket, [tsp.UNKNOWN]))
             return [tsp.OK]
         outcome = store.outcome(ticket)
         if outcome is None:
@@ -318,7 +421,50 @@ class DurableComponent:
             return [tsp.OK, *(outcome.result or [])]
         if outcome.state is JobState.DEAD:
             return [tsp.FAILED, outcome.error.encode()]
+        if wait > 0 and not self._stopping and self._held < MAX_WAITERS:
+            self._hold(_Waiter(client, request, ticket, now + wait))
+            return _HELD
         return [tsp.PENDING]
+
+    # -- long polls -------------------------------------------------------------------------------
+
+    def _hold(self, waiter: _Waiter) -> None:
+        self.waiters.setdefault(waiter.ticket, []).append(waiter)
+        self._wait_seq += 1
+        heapq.heappush(self._waits, (waiter.deadline, self._wait_seq, waiter))
+        self._held += 1
+
+    def _wake(self, job: Runnable, body: list[bytes]) -> None:
+        """The job ended (done or dead): its held requests get ``body`` after the commit."""
+        if job.ticket in self.waiters:
+            self._woken.append((job.ticket, body))
+
+    def _answer_waiters(self, answers: list[tuple[Port, bytes, list[bytes]]], now: float) -> None:
+        """Answer the held requests whose job ended, whose wait is over, or all (stopping)."""
+        for ticket, body in self._woken:
+            for waiter in self.waiters.pop(ticket, ()):
+                self._release(waiter, body, answers)
+        self._woken.clear()
+        waits = self._waits
+        while waits and (waits[0][0] <= now or self._stopping):
+            waiter = heapq.heappop(waits)[2]
+            if not waiter.done:
+                held = self.waiters.get(waiter.ticket)
+                if held is not None:
+                    held.remove(waiter)
+                    if not held:
+                        del self.waiters[waiter.ticket]
+                self._release(waiter, [tsp.PENDING], answers)
+        if len(waits) > 2 * self._held + 64:  # answered ones pile up: drop them
+            self._waits = [entry for entry in waits if not entry[2].done]
+            heapq.heapify(self._waits)
+
+    def _release(
+        self, waiter: _Waiter, body: list[bytes], answers: list[tuple[Port, bytes, list[bytes]]]
+    ) -> None:
+        waiter.done = True
+        self._held -= 1
+        answers.append((Port.FRONTEND, waiter.client, self._reply(waiter.request, body)))
 
     # -- the runs ---------------------------------------------------------------------------------
 
@@ -328,8 +474,8 @@ class DurableComponent:
             self.ready.append(heapq.heappop(scheduled)[1])
 
     def _start_jobs(self) -> list[list[bytes]]:
-        """Hand ready jobs to the broker, up to :data:`WINDOW` running: the frames to send."""
-        room = WINDOW - len(self.running)
+        """Hand ready jobs to the broker, up to ``store_window`` running: the frames to send."""
+        room = self.config.store_window - len(self.running)
         if room <= 0 or not self.ready:
             return []
         store = self.store
@@ -371,9 +517,11 @@ class DurableComponent:
         size = packed_size(result)
         limit = self.config.store_max_result
         if size > limit:
-            store.bury(job.id, f"result of {size} bytes exceeds store_max_result ({limit})", wall)
-        elif store.finish(job.id, result, wall):
+            self._bury(job, f"result of {size} bytes exceeds store_max_result ({limit})", wall)
+            return
+        if store.finish(job.id, result, wall):
             self.finished += 1
+            self._wake(job, [tsp.OK, *result])
         self._expire_at = min(self._expire_at, wall + self.config.result_ttl)
 
     def _failed(self, job: Runnable, status: Status, message: str, wall: float) -> None:
@@ -390,8 +538,7 @@ class DurableComponent:
             return
         if status in _RETRIED:
             error = f"{error} (after {job.attempts} attempts)"
-        store.bury(job.id, error, wall)
-        self._expire_at = min(self._expire_at, wall + self.config.result_ttl)
+        self._bury(job, error, wall)
 
     def _reschedule(self, job_id: int, eta: float, error: str, *, attempt: bool) -> None:
         store = self.store

@@ -161,7 +161,13 @@ class Master:
 
     def status(self) -> dict[str, Any]:
         """The status document (observe.py): services, workers, rates, latencies."""
-        return snapshot(self, getattr(self.view, "dispatcher", None), self.started)
+        doc = snapshot(self, getattr(self.view, "dispatcher", None), self.started)
+        for component in self.components:
+            # A component with something to show (durable jobs) adds its own section.
+            section = getattr(component, "status_section", None)
+            if section is not None:
+                doc.update(section())
+        return doc
 
     def command_done(self) -> None:
         """A control command changed the pools: plan the workers on this turn, as for a signal."""

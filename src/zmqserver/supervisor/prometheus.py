@@ -108,6 +108,17 @@ def render(doc: dict[str, Any], counters: Mapping[bytes, ServiceMetrics]) -> str
         rss[worker["service"]] = rss.get(worker["service"], 0) + (worker["rss"] or 0)
     for name, total in rss.items():
         out.sample("zmqserver_workers_rss_bytes", {"service": name}, total)
+    durable = doc.get("durable")
+    if durable is not None:
+        out.family("zmqserver_durable_jobs", "gauge", "Durable jobs in the store, by state.")
+        for state, count in durable["jobs"].items():
+            out.sample("zmqserver_durable_jobs", {"state": state}, count)
+        out.family(
+            "zmqserver_durable_dead_lettered_total",
+            "counter",
+            "Durable jobs dead-lettered since the master started.",
+        )
+        out.sample("zmqserver_durable_dead_lettered_total", {}, durable["dead_lettered"])
     master = doc["master"]
     out.family("zmqserver_master_rss_bytes", "gauge", "Resident memory of the master (broker).")
     out.sample("zmqserver_master_rss_bytes", {}, master["rss"] or 0)
