@@ -148,6 +148,8 @@ class Dispatcher(Queries):
         self.process_running: Callable[[bytes], bool] | None = None
         #: Durable jobs on: the titanic.* requests for their component (the shell returns).
         self.intake: list[tuple[bytes, ClientRequest]] | None = None
+        #: A Binary Star server not active (ha_side.py): requests kept unread for it to decide.
+        self.standby: list[tuple[bytes, list[Frame], bytes | None]] | None = None
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -202,6 +204,9 @@ class Dispatcher(Queries):
     ) -> None:
         """A client sent ``frames``; queue or dispatch the job, or answer with an error."""
         self._turn(now)
+        if self.standby is not None:
+            self.standby.append((client, frames, client_key))
+            return
         try:
             request = parse_client_request(frames)
         except ProtocolError as exc:
