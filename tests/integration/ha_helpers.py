@@ -101,3 +101,29 @@ def pair(short_tmp: Path, ctx: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Pair]
     pair = Pair(short_tmp, ctx, "examples.upper:app")
     yield pair
     pair.stop()
+
+
+def active_of(pair: Pair) -> str:
+    """The role of the server that answers now (one REQ each, a short wait)."""
+    for role, server in pair.servers.items():
+        if server.proc.poll() is None and answer(server, b"who", 4 * HEARTBEAT) is not None:
+            return role
+    pytest.fail("neither server of the pair answers")
+
+
+def kill_and_fail_over(pair: Pair, request: object, cycles: int) -> list[float]:
+    """``cycles`` times: kill -9 the active server, time ``request()`` (a client call that
+    must succeed through the other one), then restart the killed server (it comes back
+    passive). The failover times, in seconds."""
+    times = []
+    for _ in range(cycles):
+        role = active_of(pair)
+        other = "backup" if role == "primary" else "primary"
+        wait_logged(pair.servers[other], "-> passive")
+        pair.kill(role)
+        started = time.monotonic()
+        request()  # type: ignore[operator]
+        times.append(time.monotonic() - started)
+        restarted = pair.start(role)
+        wait_logged(restarted, "-> passive")
+    return times
