@@ -8,9 +8,14 @@ passive. Heartbeats are short (ha_helpers.HEARTBEAT) and every wait is bounded.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
+from tests.helpers import REPO
 
 from .ha_helpers import HEARTBEAT, Pair, answer, pair, wait_answered, wait_logged
 
@@ -42,6 +47,42 @@ def test_failover_then_the_old_primary_comes_back_passive(pair: Pair) -> None:
     assert answer(backup, b"def", 5.0) == b"DEF"
     assert "active -> passive" not in backup.log()
     assert "passive -> active" not in restarted.log()
+
+
+def status(pid_file: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    env["PYTHONPATH"] = str(REPO)
+    if "ZMQSERVER_PURE_PYTHON" in os.environ:
+        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+    done = subprocess.run(
+        [sys.executable, "-m", "zmqserver", "status", "--pid-file", pid_file, *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_status_shows_the_pair(pair: Pair) -> None:
+    primary = pair.start("primary", "--pid-file", str(pair.root / "p.pid"))
+    backup = pair.start("backup", "--pid-file", str(pair.root / "b.pid"))
+    wait_answered(primary)
+    wait_logged(backup, "backup -> passive")
+    assert answer(backup, b"x", 2 * HEARTBEAT) is None
+    doc = json.loads(status(str(pair.root / "b.pid"), "--json"))["ha"]
+    assert doc["role"] == "backup"
+    assert doc["state"] == "passive"
+    assert doc["peer"] == "active"
+    assert doc["peer_alive"] is True
+    assert doc["dropped"] >= 1
+    assert (doc["takeovers"], doc["errors"]) == (0, 0)
+    text = status(str(pair.root / "p.pid"))
+    assert "Binary Star primary: ACTIVE" in text, text
+    assert "peer passive" in text, text
 
 
 def test_silence_alone_does_not_make_the_backup_active(pair: Pair) -> None:

@@ -8,6 +8,7 @@ failover times are printed (``pytest -s``) under ``measured:``; bench/ha.py take
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
 import time
 
@@ -75,3 +76,16 @@ def test_async_client_fails_over(pair: Pair, ctx) -> None:
 
     took = asyncio.run(main())
     print(f"measured: AsyncClient, 8 concurrent requests answered {took:.2f}s after the kill")
+
+
+def test_a_graceful_stop_of_the_active_server_sends_its_clients_to_the_peer(
+    pair: Pair, ctx
+) -> None:
+    """TERM: the stopping server answers no new request (no shutting_down error a client
+    would take for the answer) and falls silent; the backup takes over."""
+    start_pair(pair)
+    with Client(pair.endpoints(), timeout=TIMEOUT, retries=6, context=ctx) as client:
+        assert client.request(b"abc") == b"ABC"
+        pair.servers["primary"].signal(signal.SIGTERM)
+        assert client.request(b"def") == b"DEF"
+    wait_logged(pair.servers["backup"], "passive -> active")

@@ -25,6 +25,7 @@ connect to its own broker and register, so it is warm when it becomes active.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING
@@ -68,6 +69,8 @@ class HaComponent:
         self.errors = 0
         #: When the state last changed (monotonic), for the status document.
         self.since = 0.0
+        #: The server is stopping: out of the pair, requests dropped (:meth:`on_stop`).
+        self.stopping = False
 
     # -- Component --------------------------------------------------------------------------------
 
@@ -109,7 +112,7 @@ class HaComponent:
 
     def next_deadline(self) -> float:
         assert self.star is not None
-        return self.star.next_deadline()
+        return math.inf if self.stopping else self.star.next_deadline()
 
     def handle(self, ready: Collection[Handle], now: float) -> None:
         star = self.star
@@ -118,13 +121,26 @@ class HaComponent:
             self._read_peer(now)
         dispatcher = self.broker.dispatcher
         assert dispatcher is not None
+        if self.stopping:
+            if dispatcher.standby:
+                self.dropped += len(dispatcher.standby)
+                dispatcher.standby.clear()
+            return
         if dispatcher.standby:
             self._decide(dispatcher.standby, now)
         if star.due(now):
             self._publish()
 
     def on_stop(self, graceful: bool) -> None:
-        pass  # the peer hears our silence; a stopping broker refuses requests itself
+        """Leave the pair: answer no new request (a stopping broker would refuse them with
+        shutting_down, which a client takes as the answer; silence sends it to the peer) and
+        fall silent, so that the peer takes over two heartbeats from now, while our running
+        jobs finish."""
+        self.stopping = True
+        dispatcher = self.broker.dispatcher
+        if dispatcher is not None:
+            dispatcher.standby = []
+        self.close()
 
     def on_reload(self) -> None:
         pass
