@@ -95,6 +95,7 @@ def format_status(doc: dict[str, Any]) -> str:
         f"zmqserver pid {doc['pid']}, up {doc['uptime']:.0f}s, "
         f"master RSS {mb(doc['master']['rss'])}, "
         f"CPU {doc['master']['cpu_seconds']:.1f}s" + (", STOPPING" if doc["stopping"] else ""),
+        *_pair_line(doc.get("ha")),
         "",
         f"{'SERVICE':<16} {'IDLE':>4} {'BUSY':>4} {'START':>5} {'QUEUE':>5} {'OLDEST':>8} "
         f"{'JOBS/S 1m':>9} {'5m':>7} {'15m':>7} {'P50':>8} {'P99':>8}  OUTCOMES",
@@ -119,3 +120,16 @@ def format_status(doc: dict[str, Any]) -> str:
             f"{w['jobs_served']:>7} {ms(w['job_age']):>9} {mb(w['rss']):>8}"
         )
     return "\n".join(lines)
+
+
+def _pair_line(ha: dict[str, Any] | None) -> list[str]:
+    """One line for a server of a Binary Star pair (docs/ha.md); none for a lone server."""
+    if ha is None:
+        return []
+    peer = ha["peer"] or "not heard from"
+    alive = "" if ha["peer_alive"] else " (silent)"
+    return [
+        f"Binary Star {ha['role']}: {ha['state'].upper()} for {ha['since']:.0f}s, peer {peer}"
+        f"{alive}; {ha['takeovers']} takeovers, {ha['dropped']} requests dropped while not "
+        f"active, {ha['errors']} pair errors"
+    ]

@@ -62,6 +62,8 @@ BIN = Path(sys.executable).parent
 SKIP = {
     ("README.md", "make test"): "the whole suite, of which this test is a part",
     ("README.md", 'user = "zmqserver"'): "names a user and /var/log, /run paths CI lacks",
+    ("README.md", "--ha-role"): "two hosts; tests/integration/test_ha.py runs a pair on one",
+    ("README.md", "host-a:6660,host-b:6660"): "the two hosts' pair above",
     ("docs/architecture.md", "class Component(Protocol)"): (
         "a summary of the contract's signatures, not code (supervisor/component.py is)"
     ),

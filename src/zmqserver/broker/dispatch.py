@@ -150,6 +150,8 @@ class Dispatcher(Queries):
         self.intake: list[tuple[bytes, ClientRequest]] | None = None
         #: pass_client_info: workers that ask get a client info header with each job.
         self.pass_client_info = False
+        #: A Binary Star server not active (ha_side.py): requests kept unread for it to decide.
+        self.standby: list[tuple[bytes, list[Frame], Any, Any]] | None = None
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -206,6 +208,9 @@ class Dispatcher(Queries):
         ``key`` (its CURVE key) and ``peer`` (its Peer-Address): bytes or None, read only when
         passed to workers."""
         self._turn(now)
+        if self.standby is not None:
+            self.standby.append((client, frames, key, peer))
+            return
         try:
             request = parse_client_request(frames)
         except ProtocolError as exc:

@@ -380,6 +380,8 @@ class Broker:
             self.flush()
             if wake.pending or dispatcher.kills or dispatcher.intake or now >= until:
                 return []  # intake: durable jobs' requests, for their component (not ours)
+            if dispatcher.standby:
+                return []  # requests while not active: the HA component decides (ha_side.py)
             if dispatcher.scale_moved():
                 return []
             # Not min(): compiled, that boxes three floats and makes a generic call, every turn.

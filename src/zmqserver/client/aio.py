@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -104,7 +104,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         *,
         service: str | bytes = b"",
         timeout: float = 5.0,
@@ -126,7 +126,10 @@ class AsyncClient:
             server_key=server_key,
             client_key_file=client_key_file,
         )
-        self.endpoint = options.endpoint
+        self._options = options
+        #: Every endpoint given (a Binary Star pair: docs/ha.md); :attr:`endpoint`: the one in use.
+        self.endpoints = options.endpoints
+        self._failover = options.failover()
         self.service = options.service
         self.timeout = options.timeout
         #: False once the server refused a long poll for a durable job's result (older).
@@ -139,6 +142,13 @@ class AsyncClient:
         socket = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
         self._wire = Wire(options.setup(socket))
         self._socket: zmq.Socket[bytes] = self._wire.socket
+        try:
+            options.check_endpoints(
+                lambda: self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
+            )
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
         self._waiting: dict[int, _Joined | _Streamed] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -146,6 +156,11 @@ class AsyncClient:
         self._closed = False
 
     # -- public API -------------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint in use (with several, the one the client last moved to)."""
+        return self._failover.current
 
     @property
     def closed(self) -> bool:
@@ -344,6 +359,8 @@ class AsyncClient:
             return
         now = time.monotonic()
         resend, ended = self._pipeline.on_tick(now)
+        if (resend or ended) and self._failover.on_timeout(now, self.timeout):
+            self._move()
         for request_id, frames in resend:
             if not self._wire.send(frames):
                 self._pipeline.on_send_blocked(request_id, now)
@@ -354,3 +371,16 @@ class AsyncClient:
         self._arm()
         if resend:
             self._check_events()
+
+    def _move(self) -> None:
+        """Replace the socket with one connected to the next server of a Binary Star pair;
+        requests still in flight on the old one resend to it as they time out (failover.py)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self._socket.FD)
+        self._wire.close()
+        socket = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
+        self._wire = Wire(self._options.setup(socket, self._failover.current))
+        self._socket = self._wire.socket
+        if loop is not None and not loop.is_closed():
+            loop.add_reader(self._socket.FD, self._read)

@@ -73,7 +73,9 @@ def _positive_int(text: str) -> int:
 
 def endpoint_arg(text: str) -> str:
     """``-e HOST:PORT`` as ``tcp://HOST:PORT``: the form people type, and the only transport
-    that has a port."""
+    that has a port. Several, separated by commas (a Binary Star pair, docs/ha.md), each so."""
+    if "," in text:
+        return ",".join(endpoint_arg(part.strip()) for part in text.split(","))
     if "://" in text:
         return text
     host, colon, port = text.rpartition(":")
@@ -140,7 +142,8 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-e", "--endpoint", default=DEFAULT_ENDPOINT,
         type=endpoint_arg,
-        help=f"ZeroMQ endpoint of the broker's frontend; HOST:PORT means tcp://HOST:PORT "
+        help=f"ZeroMQ endpoint of the broker's frontend; HOST:PORT means tcp://HOST:PORT; "
+        "several, comma-separated: a Binary Star pair, tried in turn "
         f"(default: {DEFAULT_ENDPOINT})",
     )  # fmt: skip
     parser.add_argument(

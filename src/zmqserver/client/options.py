@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ import zmq
 
 from ..protocol import FLAG_RETRYABLE
 from ..security.sockets import ClientCredentials, apply_client, client_credentials
+from .failover import Endpoints, split_endpoints
 from .pipeline import Pipeline
 from .state import RequestIds, check_policy, encode_service
 
@@ -47,6 +49,8 @@ class ClientOptions:
     """Everything a client driver was given, checked, plus the identity it will use."""
 
     endpoint: str
+    #: Every endpoint the client may use, ``endpoint`` first (a Binary Star pair: failover.py).
+    endpoints: tuple[str, ...] = ()
     #: The service frame (``b""``: the server's default service).
     service: bytes = b""
     timeout: float = 5.0
@@ -57,7 +61,7 @@ class ClientOptions:
     @classmethod
     def from_arguments(
         cls,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         *,
         service: str | bytes = b"",
         timeout: float = 5.0,
@@ -72,9 +76,11 @@ class ClientOptions:
         checked by :meth:`setup`, by libzmq, which is the only judge of what it can connect to.
         """
         check_policy(timeout, retries)
+        endpoints = split_endpoints(endpoint)
         curve = client_credentials(server_key, client_key_file)
         return cls(
-            endpoint=endpoint,
+            endpoint=endpoints[0],
+            endpoints=endpoints,
             service=encode_service(service),
             timeout=timeout,
             retries=retries,
@@ -95,9 +101,21 @@ class ClientOptions:
     def peer(self) -> str:
         """The other end, as error messages name it: the endpoint, and the service if not the
         default one."""
+        where = " or ".join(self.endpoints) if len(self.endpoints) > 1 else self.endpoint
         if not self.service:
-            return self.endpoint
-        return f"{self.endpoint} (service {self.service.decode('utf-8', 'backslashreplace')!r})"
+            return where
+        return f"{where} (service {self.service.decode('utf-8', 'backslashreplace')!r})"
+
+    def check_endpoints(self, make: Callable[[], _Socket]) -> None:
+        """Connect a throwaway socket from ``make`` to each endpoint after the first (the
+        driver connects to that one itself), so that a malformed one fails where the client is
+        made, not at its first failover."""
+        for endpoint in self.endpoints[1:]:
+            self.setup(make(), endpoint).close(linger=0)
+
+    def failover(self) -> Endpoints:
+        """Which endpoint to use, and when to move to the next (failover.py)."""
+        return Endpoints(self.endpoints or (self.endpoint,))
 
     def pipeline(self, ids: RequestIds | None = None) -> Pipeline:
         """A pipeline for the requests one socket of this client has in flight."""
@@ -110,8 +128,9 @@ class ClientOptions:
             ids=ids,
         )
 
-    def setup(self, socket: _Socket) -> _Socket:
-        """Set ``socket``'s options and connect it; on failure close it and raise ``ValueError``.
+    def setup(self, socket: _Socket, endpoint: str | None = None) -> _Socket:
+        """Set ``socket``'s options and connect it to ``endpoint`` (default: the first); on
+        failure close it and raise ``ValueError``.
 
         Options first: libzmq copies them when the connection is made, so CURVE keys set after
         ``connect`` would not apply to it.
@@ -121,9 +140,10 @@ class ClientOptions:
         socket.setsockopt(zmq.ROUTING_ID, self.identity)
         if self.curve is not None:
             apply_client(socket, self.curve)
+        endpoint = self.endpoint if endpoint is None else endpoint
         try:
-            socket.connect(self.endpoint)
+            socket.connect(endpoint)
         except zmq.ZMQError as exc:
             socket.close(linger=0)
-            raise ValueError(f"cannot connect to {self.endpoint!r}: {exc}") from exc
+            raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from exc
         return socket

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 
@@ -51,7 +51,9 @@ __all__ = ["Client", "PendingReply"]
 class Client:
     """A blocking client for a zmqserver broker (or any MDP/0.2 broker): Lazy Pirate over DEALER.
 
-    ``endpoint`` is a ZeroMQ endpoint such as ``tcp://127.0.0.1:6660``. ``service`` names the
+    ``endpoint`` is a ZeroMQ endpoint such as ``tcp://127.0.0.1:6660``, or several (a list, or
+    one string with commas): the servers of a Binary Star pair (docs/ha.md). The client talks to
+    one at a time and moves to the next after an attempt times out. ``service`` names the
     service the jobs go to; ``b""`` means the server's default service. Each attempt waits at most
     ``timeout`` seconds for a reply, and a request is sent ``retries`` times in all before
     :class:`~zmqserver.errors.RequestTimeout` is raised. Because a timed-out request is resent, the
@@ -68,7 +70,7 @@ class Client:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         *,
         service: str | bytes = b"",
         timeout: float = 5.0,
@@ -88,7 +90,9 @@ class Client:
             client_key_file=client_key_file,
         )
         self._options = options
-        self.endpoint = options.endpoint
+        #: Every endpoint given; :attr:`endpoint` is the one in use.
+        self.endpoints = options.endpoints
+        self._failover = options.failover()
         self.service = options.service
         self.timeout = options.timeout
         #: False once the server refused a long poll for a durable job's result (older).
@@ -105,6 +109,18 @@ class Client:
         # Connect now so that a malformed endpoint fails here, where the caller wrote it, and not
         # at the first request.
         self._wire = self._connect()
+        try:
+            options.check_endpoints(
+                lambda: self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
+            )
+        except BaseException:
+            self._discard_socket()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint in use (with several, the one the client last moved to)."""
+        return self._failover.current
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -301,6 +317,11 @@ class Client:
             deadline = pipeline.next_deadline()
             if deadline is not None and now >= deadline:
                 resend, ended = pipeline.on_tick(now)
+                if (resend or ended) and self._failover.on_timeout(now, self.timeout):
+                    # A Binary Star pair's other server: requests still in flight here resend
+                    # to it when they time out in turn (failover.py).
+                    self._discard_socket()
+                    wire = self._ready()
                 for request_id, resent in resend:
                     if not wire.send(resent):
                         pipeline.on_send_blocked(request_id, now)
@@ -367,6 +388,7 @@ class Client:
             while True:
                 now = time.monotonic()
                 if state.expired(now):
+                    self._failover.on_timeout(now, self.timeout)  # the next server, if several
                     frames = state.on_timeout(now)  # raises RequestTimeout when out of attempts
                     self._discard_socket()
                     wire = self._ready()
@@ -402,7 +424,7 @@ class Client:
     def _connect(self) -> Wire:
         # socket_class forces a blocking socket even if the caller passed a zmq.asyncio.Context.
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER, socket_class=zmq.Socket)
-        return Wire(self._options.setup(socket))
+        return Wire(self._options.setup(socket, self._failover.current))
 
     def _ready(self) -> Wire:
         if self._wire is None:

@@ -710,6 +710,34 @@ class Config(_Checked):
         "worker, where the app reads them with `zmqserver.request()`; a worker asks for them.",
     )
 
+    # -- high availability (Binary Star; supervisor/ha_side.py, docs/ha.md) --
+    ha_role: str | None = option(
+        None,
+        "Run as one server of a Binary Star pair: `primary` or `backup` (needs ha_bind and "
+        "ha_peer). The passive server of the pair does not answer clients. Unset: no pair.",
+        metavar="primary|backup",
+        command="serve",
+    )
+    ha_bind: str | None = option(
+        None,
+        "Where this server publishes its state to its peer, e.g. `tcp://*:6670`.",
+        metavar="ENDPOINT",
+        command="serve",
+    )
+    ha_peer: str | None = option(
+        None,
+        "The peer's ha_bind endpoint, e.g. `tcp://OTHER-HOST:6670`.",
+        metavar="ENDPOINT",
+        command="serve",
+    )
+    ha_heartbeat: float = option(
+        1.0,
+        "Seconds between two state messages to the peer; the peer is taken for dead after "
+        "two heartbeats of silence.",
+        metavar="SECONDS",
+        command="serve",
+    )
+
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.
 

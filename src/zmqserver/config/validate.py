@@ -164,6 +164,7 @@ def _check_server(config: Config) -> None:
             f"log_format: expected one of {', '.join(LOG_FORMATS)}, got {config.log_format!r}"
         )
     _check_store(config)
+    _check_ha(config)
     check_service_name("service", config.service)
     if config.default_service is not None:
         check_service_name("default_service", config.default_service)
@@ -384,3 +385,25 @@ def _check_store(config: Config) -> None:
     _positive_int(config, "store_window")
     if config.store is not None and not config.store:
         raise ConfigError("store: expected a file path, got an empty string")
+
+
+def _check_ha(config: Config) -> None:
+    """A Binary Star pair's options (docs/ha.md): all three endpoints' options, or none."""
+    beat = config.ha_heartbeat
+    if isinstance(beat, bool) or not isinstance(beat, int | float) or beat <= 0:
+        raise ConfigError(f"ha_heartbeat: expected a positive number of seconds, got {beat!r}")
+    if config.ha_role is None:
+        for name in ("ha_bind", "ha_peer"):
+            if getattr(config, name) is not None:
+                raise ConfigError(f"{name} is set but ha_role is not (primary or backup)")
+        return
+    if config.ha_role not in ("primary", "backup"):
+        raise ConfigError(f"ha_role: expected primary or backup, got {config.ha_role!r}")
+    for name in ("ha_bind", "ha_peer"):
+        endpoint = getattr(config, name)
+        if endpoint is None:
+            raise ConfigError(f"ha_role is {config.ha_role} but {name} is not set")
+        if "://" not in endpoint:
+            raise ConfigError(
+                f"{name}: {endpoint!r} is not a ZeroMQ endpoint (expected tcp://host:port)"
+            )

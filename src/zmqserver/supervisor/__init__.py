@@ -71,6 +71,12 @@ def arbiter(
     config = config.validate()
     broker = BrokerComponent(config)
     components: list[Component] = [broker]
+    if config.ha_role is not None:
+        # Right after the broker: it decides on the requests the broker kept while not active
+        # before the components that take some of them (durable jobs' intake) look.
+        from .ha_side import HaComponent
+
+        components.append(HaComponent(config, broker))
     pubsub = None
     if config.pubsub_port is not None:
         # Imported here: pub-sub is optional, and its component imports this package's modules.

@@ -86,6 +86,10 @@ def snapshot(master: Master, dispatcher: Dispatcher | None, started: float) -> d
             entry["job_time"] = entry["wait_time"] = {"p50": None, "p99": None}
             entry["outcomes"] = {}
         doc["services"].append(entry)
+    for component in master.components:
+        pair = getattr(component, "pair_status", None)  # a Binary Star server (ha_side.py)
+        if pair is not None:
+            doc["ha"] = pair(now)
     refused = counters.get(b"")
     if refused is not None:
         doc["refused_unknown_service"] = _outcomes(refused.outcomes)

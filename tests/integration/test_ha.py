@@ -1,0 +1,109 @@
+"""A Binary Star pair of real servers (docs/ha.md): failover, failback, and the split-brain guard.
+
+The state machine's every cell is tested without sockets (tests/unit/test_ha_fsm.py); these
+tests show the component applying it: the passive server answers nothing, a kill -9 of the
+active one moves clients to the other after two heartbeats, and the old primary comes back
+passive. Heartbeats are short (ha_helpers.HEARTBEAT) and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from tests.helpers import REPO
+
+from .ha_helpers import HEARTBEAT, Pair, answer, pair, wait_answered, wait_logged
+
+__all__ = ["pair"]
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_failover_then_the_old_primary_comes_back_passive(pair: Pair) -> None:
+    primary = pair.start("primary")
+    backup = pair.start("backup")
+    wait_answered(primary)
+    wait_logged(backup, "backup -> passive")
+    # The passive server answers nothing (its clients time out and try the other server).
+    assert answer(backup, b"x", 3 * HEARTBEAT) is None
+    assert answer(primary, b"abc", 5.0) == b"ABC"
+
+    pair.kill("primary")
+    took = wait_answered(backup)
+    print(f"measured: the backup answered {took:.2f}s after the primary's kill -9")
+    wait_logged(backup, "passive -> active: failover")
+
+    restarted = pair.start("primary")
+    wait_logged(restarted, "primary -> passive")
+    assert answer(restarted, b"x", 3 * HEARTBEAT) is None
+    assert answer(backup, b"abc", 5.0) == b"ABC"
+    # No flapping: some heartbeats later the backup is still the active one.
+    assert answer(restarted, b"x", 4 * HEARTBEAT) is None
+    assert answer(backup, b"def", 5.0) == b"DEF"
+    assert "active -> passive" not in backup.log()
+    assert "passive -> active" not in restarted.log()
+
+
+def status(pid_file: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    env["PYTHONPATH"] = str(REPO)
+    if "ZMQSERVER_PURE_PYTHON" in os.environ:
+        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+    done = subprocess.run(
+        [sys.executable, "-m", "zmqserver", "status", "--pid-file", pid_file, *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_status_shows_the_pair(pair: Pair) -> None:
+    primary = pair.start("primary", "--pid-file", str(pair.root / "p.pid"))
+    backup = pair.start("backup", "--pid-file", str(pair.root / "b.pid"))
+    wait_answered(primary)
+    wait_logged(backup, "backup -> passive")
+    assert answer(backup, b"x", 2 * HEARTBEAT) is None
+    doc = json.loads(status(str(pair.root / "b.pid"), "--json"))["ha"]
+    assert doc["role"] == "backup"
+    assert doc["state"] == "passive"
+    assert doc["peer"] == "active"
+    assert doc["peer_alive"] is True
+    assert doc["dropped"] >= 1
+    assert (doc["takeovers"], doc["errors"]) == (0, 0)
+    text = status(str(pair.root / "p.pid"))
+    assert "Binary Star primary: ACTIVE" in text, text
+    assert "peer passive" in text, text
+
+
+def test_silence_alone_does_not_make_the_backup_active(pair: Pair) -> None:
+    """The split-brain guard: the primary silent (stopped, as a cut link looks to the backup)
+    and no client at the backup: the backup stays passive, and the primary serves again."""
+    primary = pair.start("primary")
+    backup = pair.start("backup")
+    wait_answered(primary)
+    wait_logged(backup, "backup -> passive")
+    primary.signal(signal.SIGSTOP)
+    try:
+        # Four heartbeats of silence, with nobody knocking at the backup.
+        assert answer(primary, b"x", 4 * HEARTBEAT) is None
+    finally:
+        primary.signal(signal.SIGCONT)
+    assert answer(primary, b"abc", 5.0) == b"ABC"
+    assert "-> active" not in backup.log()
+
+
+def test_a_backup_alone_never_serves(pair: Pair) -> None:
+    backup = pair.start("backup")
+    backup.wait_workers(1)
+    assert answer(backup, b"x", 8 * HEARTBEAT) is None
+    assert "-> active" not in backup.log()
