@@ -10,7 +10,8 @@ How each system is set up: bench/rivals.py. Every (C, system) runs ``--repeat`` 
 interleaved (repeat, then C, then system, the system order rotating per repeat), each with the
 system started fresh and stopped by PID afterwards; the table shows the medians, and the ratios
 to zmqserver in the same run. "Server CPU" is the CPU time (user + system) of every process of
-the system (broker, Redis, workers) per job over the recorded window.
+the system (broker, Redis, workers) per job over the recorded window; "clients' CPU" that of the
+client processes: all share the machine's cores, so a costly client library lowers the rate too.
 
 Celery needs ``redis-server`` (Debian's package): without it Celery is skipped, and said so.
 """
@@ -63,11 +64,13 @@ def load(
         t0 = time.monotonic() + 0.2
         for proc in started:
             procs.write_line(proc, f"{t0} {warmup} {duration}")
-        pids = rivals.server_pids(system)
+        pids, client_pids = rivals.server_pids(system), [p.pid for p in started]
         time.sleep(max(0.0, t0 + warmup - time.monotonic()))
         cpu0, ticks0 = procs.cpu_seconds(pids), procs.machine_ticks()
+        client0 = procs.cpu_seconds(client_pids)
         time.sleep(max(0.0, t0 + warmup + duration - time.monotonic()))
         cpu1, ticks1 = procs.cpu_seconds(pids), procs.machine_ticks()
+        client1 = procs.cpu_seconds(client_pids)
         lines = procs.read_lines(started, rivals.STARTUP_TIMEOUT, f"{name} client results")
     finally:
         for proc in started:
@@ -82,6 +85,7 @@ def load(
         "p50_us": percentile(latencies, 50),
         "p99_us": percentile(latencies, 99),
         "server_cpu_us_per_job": (cpu1 - cpu0) * 1e6 / jobs if jobs else math.nan,
+        "client_cpu_us_per_job": (client1 - client0) * 1e6 / jobs if jobs else math.nan,
         "machine_busy_pct": busy,
         "errors": sum(r["errors"] for r in reports),
         "error": next((r["error"] for r in reports if r["error"]), ""),
@@ -107,15 +111,22 @@ def run_matrix(launcher: Launcher, args: argparse.Namespace) -> list[dict[str, A
                     f"  [{done:>2}/{total}] C={clients:<2} {name:<10} "
                     f"{result['jobs_per_s']:>8,.0f} jobs/s  p50 {result['p50_us']:>7,.0f} us  "
                     f"p99 {result['p99_us']:>7,.0f} us  server CPU "
-                    f"{result['server_cpu_us_per_job']:>5,.0f} us/job  "
-                    f"errors {result['errors']}"
+                    f"{result['server_cpu_us_per_job']:>5,.0f} us/job, clients "
+                    f"{result['client_cpu_us_per_job']:>5,.0f} us/job  errors {result['errors']}"
                     + (f" ({result['error']})" if result["error"] else ""),
                     flush=True,
                 )
     return runs
 
 
-METRICS = ("jobs_per_s", "p50_us", "p99_us", "server_cpu_us_per_job", "machine_busy_pct")
+METRICS = (
+    "jobs_per_s",
+    "p50_us",
+    "p99_us",
+    "server_cpu_us_per_job",
+    "client_cpu_us_per_job",
+    "machine_busy_pct",
+)
 
 
 def medians(data: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -150,8 +161,9 @@ def markdown(data: dict[str, Any]) -> str:
     rows = medians(data)
     out = [
         "| C | system | jobs/s | p50 µs | p99 µs | jobs/s vs zmqserver | p50 vs zmqserver "
-        "| p99 vs zmqserver | server CPU µs/job | machine busy % | errors | jobs/s of each run |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| p99 vs zmqserver | server CPU µs/job | clients' CPU µs/job | machine busy % | errors "
+        "| jobs/s of each run |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for clients in data["clients"]:
         base = rows.get(("zmqserver", clients))
@@ -164,7 +176,7 @@ def markdown(data: dict[str, Any]) -> str:
             out.append(
                 f"| {clients} | {system} | {_fmt(row['jobs_per_s'])} | {_fmt(row['p50_us'])} "
                 f"| {_fmt(row['p99_us'])} | {' | '.join(ratios)} "
-                f"| {_fmt(row['server_cpu_us_per_job'])} "
+                f"| {_fmt(row['server_cpu_us_per_job'])} | {_fmt(row['client_cpu_us_per_job'])} "
                 f"| {_fmt(row['machine_busy_pct'])} | {row['errors']} "
                 f"| {' '.join(_fmt(v) for v in row['each'])} |"
             )

@@ -67,14 +67,17 @@ def _probe(system: str, endpoints: list[str], alive: list[subprocess.Popen[bytes
 
 @contextlib.contextmanager
 def redis_server(launcher: Launcher, tag: str, *options: str) -> Iterator[tuple[str, int]]:
-    """``redis-server`` on a free port, its files in a directory of its own; yields (url, pid)."""
+    """``redis-server`` on a free port, its files in a directory of its own; yields (url, pid).
+
+    ``options`` (more redis-server options) replace the default ``--appendonly no``."""
     if not have_redis():
         raise BenchError("no redis-server (Debian: apt-get install redis-server)")
     workdir = launcher.workdir / f"{tag}-redis"
     workdir.mkdir()
     port = free_port()
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
-    argv += ["--save", "", "--appendonly", "no", *options]
+    # No snapshots; no append-only file unless ``options`` ask for one (the durable baseline).
+    argv += ["--save", "", *(options or ("--appendonly", "no"))]
     proc = launcher.start("bench._exec", argv, log=workdir / "redis.log")
     try:
         import redis
