@@ -94,8 +94,9 @@ test: $(STAMP) $(TEST_TOOLS_STAMP) lint typecheck
 # bench/results/ (not tracked). The bench extra adds matplotlib for the plots, the compare extra
 # the systems bench/compare.py measures zmqserver against (Celery, zerorpc, gRPC); Celery's
 # Redis is a Debian package (apt-packages-bench.txt), installed when missing and we may (root,
-# apt-get); otherwise the comparison skips Celery and says so. The plot the docs show,
-# docs/bench.png, changes only on purpose: `make bench-publish` copies the latest.
+# apt-get); otherwise the comparison skips Celery and says so. The plots the docs show,
+# docs/bench.png and docs/compare.png, change only on purpose: `make bench-publish` copies the
+# latest.
 BENCH_APT_PACKAGES := $(shell cat apt-packages-bench.txt)
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP) apt-packages-bench.txt
@@ -118,7 +119,8 @@ bench: $(BENCH_STAMP)
 bench-publish:
 	@test -f bench/results/bench.png || { echo "no bench/results/bench.png: run make bench first"; exit 1; }
 	cp bench/results/bench.png docs/bench.png
-	@echo "docs/bench.png updated: commit it with the numbers in BENCHMARKS.md"
+	@if [ -f bench/results/compare.png ]; then cp bench/results/compare.png docs/compare.png; fi
+	@echo "docs/bench.png (and docs/compare.png) updated: commit them with the numbers in BENCHMARKS.md"
 
 # Also what the builds left in the tree: mypyc's C sources in build/, the extensions in src/.
 clean:
