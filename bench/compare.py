@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.repeat < 1 or args.workers < 1 or args.warmup < 0:
         parser.error("--duration must be > 0, --repeat and --workers >= 1, --warmup >= 0")
+    if min(args.clients) < 1 or args.size < 1:
+        parser.error("--clients and --size must be >= 1")
     if "zmqserver" not in args.systems:
         parser.error("zmqserver is the yardstick: --systems must include it")
     if "celery" in args.systems and not rivals.have_redis():
