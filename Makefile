@@ -90,21 +90,37 @@ test: $(STAMP) $(TEST_TOOLS_STAMP) lint typecheck
 	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit
 	$(MAKE) --no-print-directory wheel-check
 
-# The benchmark suite (bench/README.md): about 5 minutes; JSON, Markdown and the plot in
-# bench/results/ (not tracked). The bench extra adds matplotlib for the plot. The plot the
-# docs show, docs/bench.png, changes only on purpose: `make bench-publish` copies the latest.
+# The benchmark suite (bench/README.md): about 8 minutes; JSON, Markdown and the plots in
+# bench/results/ (not tracked). The bench extra adds matplotlib for the plots, the compare extra
+# the systems bench/compare.py measures zmqserver against (Celery, zerorpc, gRPC); Celery's
+# Redis is a Debian package (apt-packages-bench.txt), installed when missing and we may (root,
+# apt-get); otherwise the comparison skips Celery and says so. The plots the docs show,
+# docs/bench.png and docs/compare.png, change only on purpose: `make bench-publish` copies the
+# latest.
+BENCH_APT_PACKAGES := $(shell cat apt-packages-bench.txt)
 BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): $(STAMP) apt-packages-bench.txt
+	$(BIN)/pip install --quiet -e '.[dev,bench,compare]'
+	@if ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(BENCH_APT_PACKAGES) (Celery's broker, for bench/compare.py)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_APT_PACKAGES) >/dev/null; } \
+	      || echo "note: could not install $(BENCH_APT_PACKAGES): the comparison skips Celery"; \
+	  else \
+	    echo "note: no redis-server (Debian: apt-get install $(BENCH_APT_PACKAGES)): the comparison skips Celery"; \
+	  fi; \
+	fi
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --out bench/results --plot bench/results/bench.png
+	$(BIN)/python -m bench.compare --out bench/results --plot bench/results/compare.png
 
 bench-publish:
 	@test -f bench/results/bench.png || { echo "no bench/results/bench.png: run make bench first"; exit 1; }
 	cp bench/results/bench.png docs/bench.png
-	@echo "docs/bench.png updated: commit it with the numbers in BENCHMARKS.md"
+	@if [ -f bench/results/compare.png ]; then cp bench/results/compare.png docs/compare.png; fi
+	@echo "docs/bench.png (and docs/compare.png) updated: commit them with the numbers in BENCHMARKS.md"
 
 # Also what the builds left in the tree: mypyc's C sources in build/, the extensions in src/.
 clean:

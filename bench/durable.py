@@ -9,9 +9,10 @@ result. Printed: enqueues/s (acknowledged = committed) and jobs/s end to end (fi
 last result). The numbers measure the whole set-up on this machine (clients, broker, store,
 workers sharing its cores).
 
-Celery comparison (a later issue): :data:`BASELINES` maps a name to a callable with the same
-signature as :func:`run_zmqserver` (jobs, concurrency -> (enqueue/s, jobs/s)); add a Celery +
-Redis runner there and it is printed in the same table, same run.
+Other systems, same table, same run: :data:`BASELINES` maps a name to a callable (jobs,
+concurrency -> (enqueue/s, jobs/s)). Celery + Redis (bench/celery_durable.py: Redis persisting
+its queue, ``task_acks_late``) is added when the ``compare`` extra and ``redis-server`` are
+installed (``make bench`` installs both); ``--no-baselines`` leaves it out.
 """
 
 from __future__ import annotations
@@ -95,13 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--sync", nargs="+", default=["full", "normal"])
+    parser.add_argument("--no-baselines", action="store_true", help="zmqserver only")
     args = parser.parse_args(argv)
+    if not args.no_baselines:
+        from bench.celery_durable import baselines
+
+        BASELINES.update(baselines(args.workers))
     rows = []
     for sync in args.sync:
         rate = run_zmqserver(args.jobs, args.concurrency, workers=args.workers, sync=sync)
         rows.append((f"zmqserver store_sync={sync}", *rate))
     for name, runner in BASELINES.items():
-        rows.append((name, *runner(args.jobs, args.concurrency)))
+        if not args.no_baselines:
+            rows.append((name, *runner(args.jobs, args.concurrency)))
     print(f"| system ({args.jobs} jobs, {args.workers} workers) | enqueue/s | enqueue+run jobs/s |")
     print("|---|---|---|")
     for name, enqueue_rate, job_rate in rows:

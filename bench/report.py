@@ -74,14 +74,52 @@ def _ratio(rows: dict[tuple[str, str], dict[str, Any]], config: str, system: str
     return mine[metric] / base[metric]
 
 
+def per_cpu_second(row: dict[str, Any]) -> float:
+    """Jobs per second of broker CPU: what one core could carry with workers that cost nothing.
+
+    The median of CPU per job, inverted (with an odd number of runs, the median of the inverses).
+    """
+    us = row["broker_cpu_us_per_job"]
+    return 1e6 / us if us and not math.isnan(us) else math.nan
+
+
+def capacity(
+    rows: dict[tuple[str, str], dict[str, Any]], configs: list[str], systems: list[str]
+) -> list[str]:
+    """Broker capacity beside the C proxy's: jobs per broker-CPU-second, and the ratio."""
+    brokers = [s for s in systems if s == "proxy" or s.startswith("zmqserver")]
+    if "proxy" not in brokers or len(brokers) < 2:
+        return []
+    ours = [s for s in brokers if s != "proxy"]
+    out = [
+        "Broker capacity: jobs per second of broker CPU (one core's worth, workers aside; "
+        "higher is better), and the ratio to the C proxy's:",
+        "",
+        "| config | proxy | " + " | ".join(f"{s} | ratio" for s in ours) + " |",
+        "|---|---:|" + "---:|---:|" * len(ours),
+    ]
+    for config in configs:
+        proxy = rows.get((config, "proxy"))
+        if proxy is None:
+            continue
+        base = per_cpu_second(proxy)
+        cells = []
+        for system in ours:
+            row = rows.get((config, system))
+            mine = per_cpu_second(row) if row else math.nan
+            cells += [_fmt(mine), _fmt(mine / base, 2) if base else "-"]
+        out.append(f"| {config} | {_fmt(base)} | " + " | ".join(cells) + " |")
+    return out
+
+
 def markdown(data: dict[str, Any]) -> str:
     rows = medians(data)
     systems = data["systems"]
     out = [
         "| config | system | jobs/s | p50 µs | p99 µs | broker CPU % | broker CPU µs/job "
-        "| workers CPU µs/job | machine busy % | other processes' CPU % | steal % | errors "
-        "| jobs/s of each run |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| jobs per broker-CPU-second | workers CPU µs/job | machine busy % "
+        "| other processes' CPU % | steal % | errors | jobs/s of each run |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for config in data["configs"]:
         for system in systems:
@@ -94,7 +132,7 @@ def markdown(data: dict[str, Any]) -> str:
             out.append(
                 f"| {config} | {system} | {_fmt(row['jobs_per_s'])} | {_fmt(row['p50_us'])} "
                 f"| {p99} | {_fmt(row['broker_cpu_pct'])} "
-                f"| {_fmt(row['broker_cpu_us_per_job'])} "
+                f"| {_fmt(row['broker_cpu_us_per_job'])} | {_fmt(per_cpu_second(row))} "
                 f"| {_fmt(row['workers_cpu_us_per_job'])} | {_fmt(row['machine_busy_pct'])} "
                 f"| {_fmt(row['other_cpu_pct'])} | {_fmt(row['steal_pct'], 1)} "
                 f"| {row['errors']} | {' '.join(_fmt(v) for v in row['each'])} |"
@@ -115,6 +153,7 @@ def markdown(data: dict[str, Any]) -> str:
             ]
         label = f"{config} (p99: 1 ms jobs)" if config == "uneven" else config
         out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += ["", *capacity(rows, data["configs"], systems)]
     out += ["", "Issue 7 targets (zmqserver / C proxy):", ""]
     ours = [s for s in systems if s.startswith("zmqserver")]
     out.append("| target | bound | " + " | ".join(f"{s} | met" for s in ours) + " |")

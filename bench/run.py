@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,12 +86,12 @@ def _cpu_model() -> str:
 
 def _git_head() -> str:
     try:
-        head = (REPO / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            return (REPO / ".git" / head[5:]).read_text().strip()[:12]
-        return head[:12]
-    except OSError:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
         return "?"
+    return out.stdout.strip()[:12] if out.returncode == 0 else "?"
 
 
 def background_busy(seconds: float = 1.0) -> float:

@@ -184,14 +184,16 @@ def zmqserver_system(
     *extra: str,
     pure: bool = False,
     name: str = "zmqserver",
+    endpoints: tuple[str, str] | None = None,
 ) -> Iterator[System]:
     """Start ``zmqserver serve``; wait until it echoes and has all its workers.
 
     ``pure``: force the pure-Python path (the name becomes ``zmqserver-py``).
     ``extra``: more serve options, for a system called ``name``.
+    ``endpoints``: (frontend, backend) instead of ipc:// ones in the launcher's directory.
     """
     workdir = launcher.workdir
-    frontend, backend = f"ipc://{workdir}/{tag}-front", f"ipc://{workdir}/{tag}-back"
+    frontend, backend = endpoints or (f"ipc://{workdir}/{tag}-front", f"ipc://{workdir}/{tag}-back")
     log = workdir / f"{tag}.log"
     argv = zmqserver_argv(app, frontend, backend, workers, *extra)
     proc = launcher.start("zmqserver", argv, log=log, env=PURE_PYTHON_ENV if pure else None)

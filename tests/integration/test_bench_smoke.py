@@ -6,9 +6,13 @@ bench/ from rotting as the server changes.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from bench.loadgen import LoadSpec, run_load
-from bench.procs import Launcher
+from bench.procs import REPO, Launcher
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
@@ -27,3 +31,19 @@ def test_load_generator_counts_jobs_without_errors(start_server, short_tmp, k):
     assert result.jobs > 0
     assert result.broker_cpu is not None
     assert launcher.strays() == []
+
+
+def test_comparison_runs_zmqserver_and_majortomo_without_errors(short_tmp):
+    """bench/compare.py end to end with the two systems the dev extra has: each started,
+    loaded, stopped; the table and the JSON written, no errors, nothing left behind."""
+    argv = [sys.executable, "-m", "bench.compare", "--systems", "zmqserver", "majortomo"]
+    argv += ["--clients", "2", "--repeat", "1", "--warmup", "0.2", "--duration", "0.5"]
+    argv += ["--out", str(short_tmp)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| 2 | zmqserver | " in done.stdout
+    assert "| 2 | majortomo | " in done.stdout
+    (result,) = short_tmp.glob("compare-*.json")
+    runs = json.loads(result.read_text())["runs"]
+    assert [r["system"] for r in runs] == ["zmqserver", "majortomo"]
+    assert all(r["jobs"] > 0 and r["errors"] == 0 for r in runs)
