@@ -28,7 +28,7 @@ from pathlib import Path
 
 import zmq
 
-from bench.procs import cpu_seconds
+from bench.procs import CLK_TCK, cpu_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,6 +62,25 @@ def _wait_log(workdir: Path, base: int, text: str, timeout: float = 20) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"server not up: {path.read_text(errors='replace')[-2000:]}")
+
+
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid``'s main thread (the master's loop) and of its other threads
+    (libzmq's I/O threads, which write each update to every subscriber's connection)."""
+    main = other = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        ticks = int(fields[11]) + int(fields[12])
+        if int(tid) == pid:
+            main += ticks
+        else:
+            other += ticks
+    return main / CLK_TCK, other / CLK_TCK
 
 
 # -- fan-out --------------------------------------------------------------------------------------
@@ -154,12 +173,14 @@ def fanout(args: argparse.Namespace) -> dict[str, object]:
             proc.stdout.readline()
         time.sleep(1.0)  # the subscriptions reach the PUB
         cpu0 = cpu_seconds([server.pid])
+        loop0, io0 = thread_cpu(server.pid)
         publisher = subprocess.run(
             [sys.executable, "-c", "from bench.pubsub import publisher_process;"
              f"publisher_process('tcp://127.0.0.1:{base}', {args.rate}, {args.duration})"],
             cwd=REPO, capture_output=True, text=True, timeout=args.duration + 60, check=True,
         )  # fmt: skip
         cpu1 = cpu_seconds([server.pid])
+        loop1, io1 = thread_cpu(server.pid)
         sent = int(publisher.stdout.split()[-1])
         for proc in procs:
             proc.wait(listen + 30)
@@ -189,6 +210,8 @@ def fanout(args: argparse.Namespace) -> dict[str, object]:
         "p50_ms": round(pct(0.50), 2),
         "p99_ms": round(pct(0.99), 2),
         "broker_cpu_us_per_update": round(1e6 * (cpu1 - cpu0) / sent, 1) if sent else None,
+        "loop_thread_us_per_update": round(1e6 * (loop1 - loop0) / sent, 1) if sent else None,
+        "io_threads_us_per_update": round(1e6 * (io1 - io0) / sent, 1) if sent else None,
     }
 
 
