@@ -29,11 +29,13 @@ import zmq
 from .._io import Outbox, batch_receiver, batch_sender
 from .._process import Credentials, ipc_path
 from ..broker.events import Event
+from ..broker.state import Job
 from ..config import Config
 from ..security import PortPolicy, apply_server, load_key_dir
 from ..security.zap import ServerSecurity
 from ..supervisor.broker_side import BrokerComponent
 from ..supervisor.component import Handle, Host, StartError, WatchItem
+from ..supervisor.workers import WorkerProcess
 from . import publish
 from .core import Bounds, Hashmap, Refused
 from .events import Published, ServerEvents
@@ -91,6 +93,8 @@ class PubSubComponent:
         self.broker = broker
         self.hashmap = Hashmap(bounds_of(config))
         self.events: ServerEvents | None = ServerEvents() if config.pubsub_events else None
+        self.job_events = config.pubsub_job_events if config.pubsub_events else "none"
+        self.job_events_per_second = config.pubsub_job_events_per_second
         self.hwm = config.pubsub_hwm
         self.host_address = config.host
         self.publishers_keys_dir = config.pubsub_publishers_keys_dir
@@ -102,7 +106,7 @@ class PubSubComponent:
         self.refusals = _Throttle()
         self.published = 0
         self._beat_at = math.inf
-        self._known: set[int] = set()
+        self._known: dict[int, WorkerProcess] = {}  # the master's workers at the last look
         self._host: Host | None = None
         self._bound: list[str] = []
 
@@ -152,6 +156,12 @@ class PubSubComponent:
         if self.events is not None and bridge is not None:
             bridge.events.tap = self._on_event
             self.broker.on_gone = self._on_gone
+        dispatcher = self.broker.dispatcher
+        if self.job_events != "none" and dispatcher is not None:
+            # Sampled by the routing core (compiled): a job past the budget costs no call.
+            dispatcher.metrics.jobs = self._on_job
+            sample = self.job_events == "sample"
+            dispatcher.metrics.jobs_per_second = self.job_events_per_second if sample else 0
         log.info(
             "pub-sub: snapshots on %s, updates on %s, collector on %s",
             *self._bound[:3],
@@ -333,21 +343,32 @@ class PubSubComponent:
         if item is not None:
             self._publish(item, now)
 
-    def _on_gone(self, identity: bytes, reason: str) -> None:
+    def _on_job(self, service: bytes, job: Job, status: int, wait: float, run: float) -> None:
         assert self.events is not None
+        self._publish(self.events.finished(service, job, status, wait, run), time.monotonic())
+
+    def _on_gone(self, identity: bytes, reason: str) -> None:
+        """A worker the routing core forgot: a remote one's end (the master's own workers are
+        reported by :meth:`_watch_workers`, with how they ended)."""
+        assert self.events is not None
+        if any(proc.identity == identity for proc in self._known.values()):
+            return
         self._publish(self.events.exited(identity, reason), time.monotonic())
 
     def _watch_workers(self) -> None:
-        """Workers the master started since the last turn (a set compare: the master's loop
-        turns only when something happened, never per job)."""
+        """Workers the master started or reaped since the last turn (a key compare: the
+        master's loop turns only when something happened, never per job)."""
         host, events = self._host, self.events
         assert host is not None
         assert events is not None
         workers = host.workers
-        if workers.keys() == self._known:
+        known = self._known
+        if workers.keys() == known.keys():
             return
         now = time.monotonic()
-        for pid in workers.keys() - self._known:
+        for pid in known.keys() - workers.keys():
+            self._publish(events.ended(known[pid]), now)
+        for pid in workers.keys() - known.keys():
             proc = workers[pid]
             self._publish(events.started(proc.identity, pid, proc.pool.name), now)
-        self._known = set(workers)
+        self._known = dict(workers)
