@@ -151,7 +151,7 @@ def fanout(args: argparse.Namespace) -> dict[str, object]:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-pubsub-"))
     base = free_base_port()
-    server = _server(workdir, base, "--pubsub-hwm", "100000", "--no-pubsub-events")
+    server = _server(workdir, base, "--pubsub-hwm", str(args.hwm), "--no-pubsub-events")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         _wait_log(workdir, base, "pub-sub: snapshots on")
@@ -202,6 +202,7 @@ def fanout(args: argparse.Namespace) -> dict[str, object]:
 
     return {
         "subscribers": args.subscribers,
+        "hwm": args.hwm,
         "rate_asked": args.rate,
         "published": sent,
         "delivered_per_s": round(received / args.duration),
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     fan.add_argument("--processes", type=int, default=4)
     fan.add_argument("--rate", type=int, default=10_000)
     fan.add_argument("--duration", type=float, default=5.0)
+    fan.add_argument(
+        "--hwm", type=int, default=100_000, help="pubsub_hwm (lower it for many subscribers)"
+    )
     ev = commands.add_parser("events")
     ev.add_argument("--duration", type=float, default=3.0)
     ev.add_argument("--clients", type=int, default=8)
