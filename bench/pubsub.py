@@ -125,7 +125,8 @@ def subscriber_process(endpoint: str, count: int, seconds: float, out: str) -> N
     ctx.destroy(linger=0)
 
 
-def publisher_process(endpoint: str, rate: int, seconds: float) -> None:
+def publisher_process(endpoint: str, rate: int, seconds: float, tick: float = 0.001) -> None:
+    """``rate`` updates/s for ``seconds``: every ``tick`` seconds, the updates then due."""
     from zmqserver import Publisher
 
     ctx = zmq.Context()
@@ -141,7 +142,7 @@ def publisher_process(endpoint: str, rate: int, seconds: float) -> None:
             while sent < due:
                 pub.publish(b"/bench/k%d" % (sent % 100), b"%020d" % time.monotonic_ns())
                 sent += 1
-            time.sleep(0.001)
+            time.sleep(tick)
         print(sent, flush=True)
     ctx.term()
 
@@ -176,7 +177,8 @@ def fanout(args: argparse.Namespace) -> dict[str, object]:
         loop0, io0 = thread_cpu(server.pid)
         publisher = subprocess.run(
             [sys.executable, "-c", "from bench.pubsub import publisher_process;"
-             f"publisher_process('tcp://127.0.0.1:{base}', {args.rate}, {args.duration})"],
+             f"publisher_process('tcp://127.0.0.1:{base}', {args.rate}, {args.duration},"
+             f" {args.tick})"],
             cwd=REPO, capture_output=True, text=True, timeout=args.duration + 60, check=True,
         )  # fmt: skip
         cpu1 = cpu_seconds([server.pid])
@@ -204,6 +206,7 @@ def fanout(args: argparse.Namespace) -> dict[str, object]:
         "subscribers": args.subscribers,
         "hwm": args.hwm,
         "rate_asked": args.rate,
+        "publisher_tick_s": args.tick,
         "published": sent,
         "delivered_per_s": round(received / args.duration),
         "delivered_ratio": round(received / expected, 4) if expected else 0,
@@ -260,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     fan.add_argument("--processes", type=int, default=4)
     fan.add_argument("--rate", type=int, default=10_000)
     fan.add_argument("--duration", type=float, default=5.0)
+    fan.add_argument(
+        "--tick", type=float, default=0.001, help="the publisher sends what is due this often (s)"
+    )
     fan.add_argument(
         "--hwm", type=int, default=100_000, help="pubsub_hwm (lower it for many subscribers)"
     )
