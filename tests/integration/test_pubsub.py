@@ -381,3 +381,21 @@ def test_sampled_job_events_keep_to_their_budget(start_server, ctx):
             if update is not None and update.value:
                 got.append((update.key, json.loads(update.value)))
         assert 2 <= len(got) <= 2 * seconds < 30
+
+
+def test_a_worker_retired_by_ttou_or_a_reload_is_recycled_with_the_reason(start_server, ctx):
+    server, endpoint = start_pubsub(start_server, workers=2)
+    server.wait_workers(2)
+    with Subscriber(endpoint, "$zmqserver/workers/", context=ctx) as sub:
+        server.signal(signal.SIGTTOU)
+        got = _server_events(sub, lambda got: any(v.get("event") == "recycled" for _, v in got))
+        (ttou,) = [v for _, v in got if v.get("event") == "recycled"]
+        assert ttou["reason"].startswith("scale-down: ")
+        server.wait_workers(1)
+        server.signal(signal.SIGHUP)
+        got = _server_events(
+            sub, lambda got: any(v.get("reason", "").startswith("reload") for _, v in got)
+        )
+        (hup,) = [v for _, v in got if v.get("event") == "recycled"]
+        assert hup["reason"] == "reload: generation 1 is ready"
+        assert not [v for _, v in got if v.get("event") == "exited"]
