@@ -78,6 +78,7 @@ SKIP = {
         "the benchmark suite takes minutes; tests/integration/test_bench_smoke.py runs it small"
     ),
     ("bench/README.md", "make bench"): "the same benchmark suite",
+    ("BENCHMARKS.md", "bench.pubsub"): "pub-sub benchmarks of minutes, 1,000 sockets",
 }
 
 #: Blocks run in these languages; others are samples of output or pictures.

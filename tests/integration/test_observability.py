@@ -173,10 +173,14 @@ def test_metrics_health_and_readiness(start_server):
     server.wait_ready()
     assert _get(url + "healthz") == (200, "ok\n")
     wait_until(lambda: _get(url + "readyz")[0] == 200, 15, "ready")
+    # Both workers idle: the one that answered the start-up ping is idle once its reply is read,
+    # which the ping's client can see before the broker's next turn does.
+    idle = 'zmqserver_workers{service="default",state="idle"} 2'
+    wait_until(lambda: idle in _get(url + "metrics")[1], 15, "two idle workers")
     status, text = _get(url + "metrics")
     assert status == 200
     assert 'zmqserver_jobs_total{service="default",outcome="ok"} 1' in text
-    assert 'zmqserver_workers{service="default",state="idle"} 2' in text
+    assert idle in text
     assert "zmqserver_job_run_seconds_bucket" in text
     assert _get(url + "nope")[0] == 404
     promtool = _debian_tool("promtool", "prometheus")

@@ -303,3 +303,99 @@ def test_zmq_client_pub_then_sub_json(start_server):
     assert line["snapshot"] is True
     done = zmq_client("sub", "/nothing/", "-t", "0.5", "-e", endpoint)
     assert done.returncode == 2
+
+
+def _server_events(sub: Subscriber, until: object, timeout: float = 15.0) -> list:
+    """The ``$zmqserver/`` updates ``sub`` hears until ``until(updates)``, values decoded."""
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        update = sub.recv(timeout=0.2)
+        if update is not None and update.value:
+            got.append((update.key, json.loads(update.value)))
+        if until(got):
+            return got
+    pytest.fail(f"timed out; heard {got}")
+
+
+def test_each_job_has_an_event_and_a_recycled_worker_says_why(start_server, ctx):
+    """pubsub_job_events = all: ``$zmqserver/jobs/<service>/<outcome>`` per job, with its id,
+    client, worker, times and attempts; a worker at max_requests is ``recycled`` (not
+    ``exited``) with the reason, and a worker killed is ``exited``."""
+    server, endpoint = start_pubsub(
+        start_server, "--pubsub-job-events", "all", "--max-requests", "3", workers=1
+    )
+    with Subscriber(endpoint, "$zmqserver/", context=ctx) as sub:
+        _server_events(sub, lambda got: any(v.get("event") == "registered" for _, v in got))
+        client = zmqserver.Client(server.frontend, context=ctx, timeout=10)
+        try:
+            for i in range(3):
+                client.request(b"/app/j%d=v" % i)
+        finally:
+            client.close()
+        got = _server_events(sub, lambda got: any(v.get("event") == "recycled" for _, v in got))
+        jobs = [v for k, v in got if k == b"$zmqserver/jobs/default/ok"]
+        assert len(jobs) == 3
+        assert {"job", "client", "worker", "queued", "ran", "attempts", "at"} <= jobs[0].keys()
+        assert all(job["attempts"] == 1 and job["ran"] >= 0 for job in jobs)
+        assert len({job["job"] for job in jobs}) == 3
+        (recycled,) = [v for _, v in got if v.get("event") == "recycled"]
+        assert recycled["reason"] == "max_requests"
+        assert recycled["exit"] == "exited with status 0"
+        assert str(recycled["pid"]) == jobs[0]["worker"]
+        # The replacement registers; SIGKILL it: an end the server did not mean.
+        got = _server_events(sub, lambda got: any(v.get("event") == "registered" for _, v in got))
+        (pid,) = [v["pid"] for _, v in got if v.get("event") == "started"] or [None]
+        if pid is None:  # started came before registered, both after the recycle: look back
+            pid = int(next(k for k, v in got if v.get("event") == "registered").rsplit(b"/", 1)[1])
+        os.kill(pid, signal.SIGKILL)
+        got = _server_events(sub, lambda got: any(v.get("event") == "exited" for _, v in got))
+        (exited,) = [v for _, v in got if v.get("event") == "exited"]
+        assert exited["pid"] == pid
+        assert exited["reason"] == "killed by SIGKILL"
+
+
+def test_sampled_job_events_keep_to_their_budget(start_server, ctx):
+    """pubsub_job_events = sample: at most N job events per service a second."""
+    server, endpoint = start_pubsub(
+        start_server,
+        "--pubsub-job-events",
+        "sample",
+        "--pubsub-job-events-per-second",
+        "2",
+        workers=1,
+    )
+    with Subscriber(endpoint, "$zmqserver/jobs/default/", context=ctx) as sub:
+        client = zmqserver.Client(server.frontend, context=ctx, timeout=10)
+        started = time.monotonic()
+        try:
+            for i in range(30):
+                client.request(b"/app/s%d=v" % i)
+        finally:
+            client.close()
+        seconds = int(time.monotonic() - started) + 2  # the whole seconds the jobs touched
+        got = _server_events(sub, lambda got: len(got) >= 2)
+        quiet_until = time.monotonic() + 1.0  # then whatever else comes
+        while time.monotonic() < quiet_until:
+            update = sub.recv(timeout=0.1)
+            if update is not None and update.value:
+                got.append((update.key, json.loads(update.value)))
+        assert 2 <= len(got) <= 2 * seconds < 30
+
+
+def test_a_worker_retired_by_ttou_or_a_reload_is_recycled_with_the_reason(start_server, ctx):
+    server, endpoint = start_pubsub(start_server, workers=2)
+    server.wait_workers(2)
+    with Subscriber(endpoint, "$zmqserver/workers/", context=ctx) as sub:
+        server.signal(signal.SIGTTOU)
+        got = _server_events(sub, lambda got: any(v.get("event") == "recycled" for _, v in got))
+        (ttou,) = [v for _, v in got if v.get("event") == "recycled"]
+        assert ttou["reason"].startswith("scale-down: ")
+        server.wait_workers(1)
+        server.signal(signal.SIGHUP)
+        got = _server_events(
+            sub, lambda got: any(v.get("reason", "").startswith("reload") for _, v in got)
+        )
+        (hup,) = [v for _, v in got if v.get("event") == "recycled"]
+        assert hup["reason"] == "reload: generation 1 is ready"
+        assert not [v for _, v in got if v.get("event") == "exited"]

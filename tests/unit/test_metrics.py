@@ -7,6 +7,7 @@ from tests.helpers import limits
 
 from zmqserver.broker import Dispatcher, Port
 from zmqserver.broker.metrics import BOUNDS, SLOT, Histogram, ServiceMetrics
+from zmqserver.broker.state import Job
 from zmqserver.errors import Status
 from zmqserver.protocol import C_REQUEST, MDPC02, parse_client_reply
 
@@ -121,3 +122,30 @@ def test_mmi_queue_answers_the_queue_length_and_workers():
     assert _mmi(dispatcher, b"mmi.queue", DEFAULT) == [b"200", b"1", b"1"]
     assert _mmi(dispatcher, b"mmi.queue", b"nope") == [b"404"]
     assert _mmi(dispatcher, b"mmi.queue") == [b"404"]
+
+
+def test_the_job_sink_is_sampled_per_service_and_second():
+    """jobs_per_second = 2: two jobs a second reach the sink, the rest cost a comparison; a
+    new second has a new budget; 0 hands over every job."""
+    dispatcher = make_dispatcher()
+    heard: list[tuple[object, ...]] = []
+
+    def sink(service: bytes, job: Job, status: int, wait: float, run: float) -> None:
+        # The job as it ends: the dispatcher lets go of its worker afterwards.
+        worker = job.worker.identity if job.worker is not None else None
+        heard.append((service, worker, job.attempts, status, wait, run))
+
+    dispatcher.metrics.jobs = sink
+    dispatcher.metrics.jobs_per_second = 2
+    for i in range(5):
+        _serve_one(dispatcher, received=10.0 + i / 10, started=10.0 + i / 10, ended=10.05 + i / 10)
+    assert len(heard) == 2
+    service, worker, attempts, status, wait, run = heard[0]
+    assert (service, worker, attempts, status) == (DEFAULT, b"W", 1, Status.OK)
+    assert run == pytest.approx(0.05)
+    _serve_one(dispatcher, received=11.0, started=11.0, ended=11.1)
+    assert len(heard) == 3
+    dispatcher.metrics.jobs_per_second = 0
+    for _ in range(4):
+        _serve_one(dispatcher, received=11.2, started=11.2, ended=11.3)
+    assert len(heard) == 7

@@ -187,6 +187,51 @@ def test_serve_returns_what_else_became_readable(broker, wake):
     assert others == [r.fileno()]
 
 
+def test_serve_handles_inline_sockets_itself_and_takes_their_deadline(broker, ctx, wake):
+    """An inline socket's messages are handled inside serve (no return to the master); the
+    deadline its handler returns ends the wait early; the master's other items still return."""
+    r, w = wake
+    pull = ctx.socket(zmq.PULL)
+    push = ctx.socket(zmq.PUSH)
+    for sock in (pull, push):
+        sock.setsockopt(zmq.LINGER, 0)
+    pull.bind("inproc://inline-test")
+    push.connect("inproc://inline-test")
+    got = []
+    stop_at = [math.inf]
+
+    def handle(now):
+        while True:
+            try:
+                got.append(pull.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return stop_at[0]
+
+    seen = broker.dispatcher.scale_inputs()
+    wake_flag = Wake()
+    broker.dispatcher.scale_seen, broker.dispatcher.watch_load = seen, False
+    for i in range(3):
+        push.send(b"%d" % i)
+    started = time.monotonic()
+    assert (
+        broker.serve(_items(broker, r.fileno()), started + 0.3, wake_flag, [(pull, handle)]) == []
+    )
+    assert got == [b"0", b"1", b"2"]
+    assert time.monotonic() - started >= 0.3  # handled inline: only the deadline ended it
+    stop_at[0] = time.monotonic() + 0.05  # e.g. a ttl that runs out before the master's deadline
+    push.send(b"3")
+    started = time.monotonic()
+    assert broker.serve(_items(broker, r.fileno()), started + 30, wake_flag, [(pull, handle)]) == []
+    assert got[-1] == b"3"
+    assert time.monotonic() - started < 10
+    w.send(b"\x0f")
+    assert broker.serve(
+        _items(broker, r.fileno()), time.monotonic() + 30, wake_flag, [(pull, handle)]
+    ) == [r.fileno()]
+    pull.close()
+    push.close()
+
+
 # -- the dispatcher's events: logged by the shell, repeats throttled -----------------------------
 
 

@@ -41,6 +41,10 @@ OUTCOMES: Final = len(Status)
 #: Wall-clock time is the writer's business.
 AccessSink = Callable[[bytes, bytes, int, float, float, bytes, int, int], None]
 
+#: What pub-sub's per-job events are told of a finished job: (service as counted here: ``b""``
+#: for one no worker registered, the job, status byte, queue wait, run time).
+JobSink = Callable[[bytes, Job, int, float, float], None]
+
 
 class Histogram:
     """Counts of values per bucket of :data:`BOUNDS`, their sum and their number."""
@@ -83,7 +87,7 @@ class Histogram:
 class ServiceMetrics:
     """One service's counters."""
 
-    __slots__ = ("outcomes", "wait", "run", "finished", "ring", "slot")
+    __slots__ = ("outcomes", "wait", "run", "finished", "ring", "slot", "second", "sampled")
 
     def __init__(self) -> None:
         #: Jobs and refused requests by outcome (index: the Status byte).
@@ -94,6 +98,9 @@ class ServiceMetrics:
         #: Jobs finished in each SLOT-second bucket; ``slot`` is the newest bucket's number.
         self.ring: list[int] = [0] * SLOTS
         self.slot = 0
+        #: Jobs handed to :attr:`Recorder.jobs` in the whole second ``second`` (its sampling).
+        self.second = 0
+        self.sampled = 0
 
     def tick(self, now: float) -> None:
         """Move the ring to ``now``, zeroing the buckets of the time no job finished in."""
@@ -128,6 +135,11 @@ class Recorder:
         self.services: dict[bytes, ServiceMetrics] = {}
         #: Called with each outcome when the access log is on (None: off, and free).
         self.access: AccessSink | None = None
+        #: Called with finished jobs when pub-sub publishes per-job events (None: off, free):
+        #: at most :attr:`jobs_per_second` a second per service (0: every one). Sampled here,
+        #: compiled, so a job past the budget costs a comparison, not a call.
+        self.jobs: JobSink | None = None
+        self.jobs_per_second = 0
 
     def of(self, name: bytes) -> ServiceMetrics:
         found = self.services.get(name)
@@ -142,7 +154,8 @@ class Recorder:
         is counted under ``b""``, as a refusal naming an unknown service is: its name is the
         client's to choose, and counting by it would grow this without bound.
         """
-        metrics = self.of(b"" if job.service.provisional else job.service.name)
+        name = b"" if job.service.provisional else job.service.name
+        metrics = self.of(name)
         code = int(status)
         metrics.outcomes[code] += 1
         started = job.started
@@ -165,6 +178,18 @@ class Recorder:
         if access is not None:
             request_id = job.request_id if job.request_id is not None else -1
             access(job.service.name, job.address, code, wait, run, job.client, request_id, job.size)
+        jobs = self.jobs
+        if jobs is not None:
+            budget = self.jobs_per_second
+            if budget:
+                second = int(now)
+                if second != metrics.second:
+                    metrics.second = second
+                    metrics.sampled = 0
+                if metrics.sampled >= budget:
+                    return
+                metrics.sampled += 1
+            jobs(name, job, code, wait, run)
 
     def refused(
         self,

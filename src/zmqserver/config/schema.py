@@ -737,6 +737,21 @@ class Config(_Checked):
         metavar="SECONDS",
         command="serve",
     )
+    # -- pub-sub follow-ups: per-job events (pubsub/events.py) --
+    pubsub_job_events: str = option(
+        "sample",
+        "Per-job events on `$zmqserver/jobs/<service>/<outcome>` (with pubsub_events): "
+        "`none` (the per-second totals only), `sample` (at most "
+        "pubsub_job_events_per_second per service), `all` (every job; costs the broker CPU).",
+        metavar="MODE",
+        command="serve",
+    )
+    pubsub_job_events_per_second: int = option(
+        10,
+        "With pubsub_job_events = sample: per-job events published per service per second.",
+        metavar="N",
+        command="serve",
+    )
 
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 PLAIN_ERRORS = ("inband", "drop")
+#: pubsub_job_events: which jobs have an event of their own (pubsub/events.py).
+PUBSUB_JOB_EVENTS = ("none", "sample", "all")
 
 #: Longest service name: MDP carries it in one frame, which RFC 7 and 18 bound to 255 bytes.
 MAX_SERVICE_NAME = 255
@@ -363,6 +365,12 @@ def check_pubsub(config: Config) -> None:
         _positive_int(config, name)
     if not isinstance(config.pubsub_events, bool):
         raise ConfigError(f"pubsub_events: expected true or false, got {config.pubsub_events!r}")
+    if config.pubsub_job_events not in PUBSUB_JOB_EVENTS:
+        raise ConfigError(
+            f"pubsub_job_events: expected one of {', '.join(PUBSUB_JOB_EVENTS)}, "
+            f"got {config.pubsub_job_events!r}"
+        )
+    _positive_int(config, "pubsub_job_events_per_second")
     keys = config.pubsub_publishers_keys_dir
     if keys is not None:
         if not isinstance(keys, str) or not keys:

@@ -22,17 +22,20 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import zmq
 
+from .._io import Outbox, batch_receiver, batch_sender
 from .._process import Credentials, ipc_path
 from ..broker.events import Event
+from ..broker.state import Job
 from ..config import Config
 from ..security import PortPolicy, apply_server, load_key_dir
 from ..security.zap import ServerSecurity
 from ..supervisor.broker_side import BrokerComponent
 from ..supervisor.component import Handle, Host, StartError, WatchItem
+from ..supervisor.workers import WorkerProcess
 from . import publish
 from .core import Bounds, Hashmap, Refused
 from .events import Published, ServerEvents
@@ -52,7 +55,8 @@ class DurableSource(Protocol):
 
 #: HUGZ, and the job counters, once a second.
 HEARTBEAT: Final = 1.0
-#: Messages read from one socket per turn of the master's loop (the rest wait a turn).
+#: Messages read from one socket in one go (the rest wait for the next call, after the
+#: broker's own sockets have had a look).
 BATCH: Final = 1000
 #: A refused update is logged at once, then at most once per this many seconds, with a count.
 REFUSAL_LOG_INTERVAL: Final = 10.0
@@ -99,16 +103,20 @@ class PubSubComponent:
         self.broker = broker
         self.hashmap = Hashmap(bounds_of(config))
         self.events: ServerEvents | None = ServerEvents() if config.pubsub_events else None
+        self.job_events = config.pubsub_job_events if config.pubsub_events else "none"
+        self.job_events_per_second = config.pubsub_job_events_per_second
         self.hwm = config.pubsub_hwm
         self.host_address = config.host
         self.publishers_keys_dir = config.pubsub_publishers_keys_dir
         self.snapshot: zmq.Socket[bytes] | None = None
         self.publisher: zmq.Socket[bytes] | None = None
         self.collector: zmq.Socket[bytes] | None = None
+        self._recv_updates: Callable[[int], list[Any]] | None = None
+        self._send_batch: Callable[[Outbox], object] | None = None
         self.refusals = _Throttle()
         self.published = 0
         self._beat_at = math.inf
-        self._known: set[int] = set()
+        self._known: dict[int, WorkerProcess] = {}  # the master's workers at the last look
         self._host: Host | None = None
         self._bound: list[str] = []
         #: Durable jobs' counts per state, when a store is configured (see watch_durable).
@@ -150,11 +158,22 @@ class PubSubComponent:
         except (zmq.ZMQError, OSError) as exc:
             raise StartError(f"pub-sub: {exc}") from exc
         publish.route = publish.Route(local, self.broker.credentials)
+        self._recv_updates = batch_receiver(self.collector)
+        self._send_batch = batch_sender((self.publisher,))
+        # The collector is read inside the broker's wait (Broker.serve's ``inline``): an update
+        # then costs a call, not a turn of the master's loop.
+        self.broker.inline[self.collector] = self._collect_inline
         self._beat_at = time.monotonic() + HEARTBEAT
         bridge = self.broker.broker
         if self.events is not None and bridge is not None:
             bridge.events.tap = self._on_event
             self.broker.on_gone = self._on_gone
+        dispatcher = self.broker.dispatcher
+        if self.job_events != "none" and dispatcher is not None:
+            # Sampled by the routing core (compiled): a job past the budget costs no call.
+            dispatcher.metrics.jobs = self._on_job
+            sample = self.job_events == "sample"
+            dispatcher.metrics.jobs_per_second = self.job_events_per_second if sample else 0
         log.info(
             "pub-sub: snapshots on %s, updates on %s, collector on %s",
             *self._bound[:3],
@@ -247,6 +266,8 @@ class PubSubComponent:
 
     def close(self) -> None:
         publish.route = None
+        if self.collector is not None:
+            self.broker.inline.pop(self.collector, None)
         for sock in (self.snapshot, self.publisher, self.collector):
             if sock is not None:
                 sock.close(linger=0)
@@ -261,20 +282,28 @@ class PubSubComponent:
         self.publisher.send_multipart(frames, zmq.NOBLOCK)
 
     def _collect(self, now: float) -> None:
-        collector, hashmap = self.collector, self.hashmap
-        assert collector is not None
-        for _ in range(BATCH):
-            try:
-                frames = collector.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        """Take what publishers sent (up to :data:`BATCH` updates, one read) and publish the
+        lot with one send call."""
+        recv, send, hashmap = self._recv_updates, self._send_batch, self.hashmap
+        assert recv is not None
+        assert send is not None
+        outbox: list[tuple[int, bytes, list[bytes]]] = []
+        for frames in recv(BATCH):
             try:
                 out = hashmap.collect(frames, now)
             except Refused as exc:
                 self.refusals.note(str(exc), now)
                 continue
             if out is not None:
-                self._send(out)
+                outbox.append((0, out[0], out[1:]))
+        if outbox:
+            self.published += len(outbox)
+            send(outbox)  # a PUB drops for a subscriber at its HWM: no failures to handle
+
+    def _collect_inline(self, now: float) -> float:
+        """:meth:`_collect`, from inside the broker's wait; the next deadline (a ttl)."""
+        self._collect(now)
+        return self.next_deadline()
 
     def _answer(self, now: float) -> None:
         sock = self.snapshot
@@ -340,21 +369,32 @@ class PubSubComponent:
         if item is not None:
             self._publish(item, now)
 
-    def _on_gone(self, identity: bytes, reason: str) -> None:
+    def _on_job(self, service: bytes, job: Job, status: int, wait: float, run: float) -> None:
         assert self.events is not None
+        self._publish(self.events.finished(service, job, status, wait, run), time.monotonic())
+
+    def _on_gone(self, identity: bytes, reason: str) -> None:
+        """A worker the routing core forgot: a remote one's end (the master's own workers are
+        reported by :meth:`_watch_workers`, with how they ended)."""
+        assert self.events is not None
+        if any(proc.identity == identity for proc in self._known.values()):
+            return
         self._publish(self.events.exited(identity, reason), time.monotonic())
 
     def _watch_workers(self) -> None:
-        """Workers the master started since the last turn (a set compare: the master's loop
-        turns only when something happened, never per job)."""
+        """Workers the master started or reaped since the last turn (a key compare: the
+        master's loop turns only when something happened, never per job)."""
         host, events = self._host, self.events
         assert host is not None
         assert events is not None
         workers = host.workers
-        if workers.keys() == self._known:
+        known = self._known
+        if workers.keys() == known.keys():
             return
         now = time.monotonic()
-        for pid in workers.keys() - self._known:
+        for pid in known.keys() - workers.keys():
+            self._publish(events.ended(known[pid]), now)
+        for pid in workers.keys() - known.keys():
             proc = workers[pid]
             self._publish(events.started(proc.identity, pid, proc.pool.name), now)
-        self._known = set(workers)
+        self._known = dict(workers)

@@ -7,14 +7,22 @@ and once a second the routing core's job counters; it returns ``(key, value, ttl
 Keys and values (JSON, UTF-8):
 
 * ``$zmqserver/workers/<service>/<worker>``: ``{"event": "started" | "registered" | "lost" |
-  "exited", "pid", "reason", "at"}``; ``<worker>`` is the pid of a local worker, the routing id
-  of a remote one. An exited worker's key is deleted after :data:`GONE_TTL` seconds.
+  "recycled" | "exited", "pid", "reason", "at"}``; ``<worker>`` is the pid of a local worker,
+  the routing id of a remote one. ``recycled`` is an end the server meant: the master retired
+  it (a reload, the autoscaler, TTOU) or it reached max_requests (or max_worker_memory);
+  ``exited`` any other end (a crash, a kill, a remote worker gone). The key of a worker that
+  ended is deleted after :data:`GONE_TTL` seconds.
 * ``$zmqserver/jobs/*/<outcome>``: ``{"total", "per_second", "at"}`` for accepted, replied,
   errors, expired and duplicates, published once a second when the count moved (aggregated:
   a job costs the broker nothing more than the counter it already kept); ``retried`` and
   ``quarantined`` each time, with the job's id (these are rare: a worker was lost).
-
-``*`` stands for all services: the routing core counts jobs for the whole broker.
+  ``*`` stands for all services: the routing core counts these for the whole broker.
+* ``$zmqserver/jobs/<service>/<outcome>``: one finished job (``pubsub_job_events``):
+  ``{"job", "client", "worker", "queued", "ran", "attempts", "request_id", "at"}``;
+  ``<outcome>`` is the status's name (``ok``, ``app_error``, ``timeout``...). Sampled by the
+  routing core (broker/metrics.py): at most ``pubsub_job_events_per_second`` per service a
+  second, or every job. ``<service>`` is ``?`` for a job whose service no worker had
+  registered (the name is the client's, and would make keys without bound).
 
 With a store (durable jobs, docs/durable.md):
 
@@ -29,7 +37,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..broker.events import (
     Event,
@@ -41,7 +49,13 @@ from ..broker.events import (
     WorkerOverran,
     WorkerReady,
 )
+from ..broker.state import Job
+from ..errors import Status
+from ..supervisor.backoff import describe_exit
 from .core import SERVER_PREFIX
+
+if TYPE_CHECKING:
+    from ..supervisor.workers import WorkerProcess
 
 #: Seconds an exited worker's key stays before the server deletes it.
 GONE_TTL: Final = 60.0
@@ -85,6 +99,20 @@ class ServerEvents:
         self._service.pop(identity, None)
         return key, _json(event="exited", reason=reason, at=time.time()), GONE_TTL
 
+    def ended(self, proc: WorkerProcess) -> Published:
+        """One of the master's workers was reaped: ``recycled`` (with why) or ``exited``."""
+        key = self._worker_key(proc.identity)
+        self._service.pop(proc.identity, None)
+        code = proc.exit_code
+        how = "" if code is None else describe_exit(code)
+        if proc.recycled:
+            value = _json(
+                event="recycled", pid=proc.pid, reason=proc.recycled, exit=how, at=time.time()
+            )
+        else:
+            value = _json(event="exited", pid=proc.pid, reason=how or "reaped", at=time.time())
+        return key, value, GONE_TTL
+
     def on_event(self, event: Event) -> Published | None:
         """A broker event, if it is one subscribers hear of."""
         if isinstance(event, WorkerReady):
@@ -108,6 +136,26 @@ class ServerEvents:
         total = self._counts[outcome] = self._counts.get(outcome, 0) + 1
         key = SERVER_PREFIX + b"jobs/*/" + outcome.encode()
         return key, _json(total=total, at=time.time(), **fields), None
+
+    def finished(self, service: bytes, job: Job, status: int, wait: float, run: float) -> Published:
+        """A job's outcome (broker/metrics.py's JobSink, for the jobs it samples)."""
+        try:
+            outcome = Status(status).reason
+        except ValueError:
+            outcome = str(status)
+        key = SERVER_PREFIX + b"jobs/" + (service or b"?") + b"/" + outcome.encode()
+        worker = job.worker
+        value = _json(
+            job=job.address.hex(),
+            client=job.client.hex(),
+            worker=None if worker is None else worker_name(worker.identity).decode("latin-1"),
+            queued=round(wait, 6),
+            ran=round(run, 6),
+            attempts=job.attempts,
+            request_id=job.request_id,
+            at=time.time(),
+        )
+        return key, value, None
 
     def job_counts(self, stats: object, now: float) -> list[Published]:
         """The job counters that moved since the last call (call it once a second)."""

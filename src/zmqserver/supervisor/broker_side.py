@@ -63,6 +63,9 @@ class BrokerComponent:
         self._no_wake = Wake()
         #: Told of each worker that is gone for good, with the reason (pub-sub's events).
         self.on_gone: Callable[[bytes, str], None] | None = None
+        #: Other components' sockets the broker's wait handles itself (Broker.serve's
+        #: ``inline``): the handler reads what is waiting, returns its next deadline.
+        self.inline: dict[zmq.Socket[bytes], Callable[[float], float]] = {}
 
     # -- Component --------------------------------------------------------------------------------
 
@@ -202,9 +205,15 @@ class BrokerComponent:
         broker = self.broker
         assert broker is not None
         front, back = broker.frontend, broker.backend
-        # The broker polls its own two sockets first; the others are what it hands back.
-        others = [(handle, events) for handle, events in items if handle not in (front, back)]
-        return broker.serve(others, until, wake)
+        # The broker polls its own two sockets first, then those it handles inline; the
+        # others are what it hands back.
+        inline = self.inline
+        others = [
+            (handle, events)
+            for handle, events in items
+            if handle not in (front, back) and handle not in inline
+        ]
+        return broker.serve(others, until, wake, list(inline.items()) if inline else None)
 
     # -- WorkerView -------------------------------------------------------------------------------
 

@@ -91,6 +91,11 @@ class WorkerProcess:
     retiring: bool = False
     #: It has registered (said READY, or reported on the status pipe) at some point.
     registered: bool = False
+    #: Why it was recycled, when it was: asked to go (a reload, the autoscaler, TTOU), or gone
+    #: by itself between jobs (max_requests, max_worker_memory). Empty for any other end.
+    recycled: str = ""
+    #: Its exit status once reaped (os.waitstatus_to_exitcode: -N for signal N).
+    exit_code: int | None = None
 
 
 class Flock:
@@ -180,11 +185,14 @@ class Flock:
             if proc is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            proc.exit_code = code
             # Asked before the view hears of the death (it forgets the worker then), and only
             # of a death that counts (stopping the whole flock would ask it of every worker).
             leaving = self.stopping or proc.retiring
             registered = proc.registered or (not leaving and self._registered(proc))
             how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+            if code == 0 and registered and not leaving:
+                proc.recycled = _own_limit(proc.pool.config)
             if code == 0 and self.view.registered(proc.identity):
                 # An orderly exit (recycled, retired, stopped) happens between jobs, after the
                 # last reply and a DISCONNECT were sent; SIGCHLD can overtake them. Declaring
@@ -285,6 +293,7 @@ class Flock:
             self.on_config()
         for proc in self.current(pool):
             proc.retiring = True
+            proc.recycled = "reload rolled back"
             send_signal(proc.pid, signal.SIGTERM)
         pool.generation += 1
         for proc in old:
@@ -374,7 +383,12 @@ class Flock:
                 self.spawn(pool)
         if plan.retire:
             log.info("retiring %d worker(s)%s: %s", len(plan.retire), self.of(pool), plan.reason)
-            self.retire([self.workers[pid] for pid in plan.retire], len(plan.retire), state_of)
+            self.retire(
+                [self.workers[pid] for pid in plan.retire],
+                len(plan.retire),
+                state_of,
+                f"scale-down: {plan.reason}",
+            )
         # The new generation is ready once every one of its workers has registered (one just
         # started has not: a plan that spawned means not yet).
         ready = (State.IDLE, State.BUSY)
@@ -385,11 +399,14 @@ class Flock:
                 self.of(pool),
                 len(old),
             )
-            self.retire(old, len(old), state_of)
+            self.retire(old, len(old), state_of, f"reload: generation {pool.generation} is ready")
             pool.previous = None  # the reload is done: nothing to roll back to any more
 
-    def retire(self, candidates: list[WorkerProcess], count: int, state_of: StateOf) -> None:
-        """Gracefully stop ``count`` workers: idle ones first, then the oldest.
+    def retire(
+        self, candidates: list[WorkerProcess], count: int, state_of: StateOf, why: str = "retired"
+    ) -> None:
+        """Gracefully stop ``count`` workers: idle ones first, then the oldest (``why``: what
+        pub-sub's ``recycled`` event says).
 
         SIGTERM lets a worker finish its job; one that was idle sends DISCONNECT, and a job the
         broker handed it meanwhile goes back to the queue unread.
@@ -397,6 +414,7 @@ class Flock:
         ranked = sorted(candidates, key=lambda p: (state_of(p) is not State.IDLE, p.started))
         for proc in ranked[:count]:
             proc.retiring = True
+            proc.recycled = why
             send_signal(proc.pid, signal.SIGTERM)
 
     # -- forking ----------------------------------------------------------------------------------
@@ -479,6 +497,20 @@ class Flock:
         if status is not None:
             keep.add(status.fd)
         close_fds_except(keep)
+
+
+def _own_limit(config: Config) -> str:
+    """Why a registered worker ended by itself with status 0: the limits it enforces on itself
+    between jobs (worker.py logs which one it reached; the master only sees the status)."""
+    limits = [
+        name
+        for name, value in (
+            ("max_requests", config.max_requests),
+            ("max_worker_memory", config.max_worker_memory),
+        )
+        if value
+    ]
+    return " or ".join(limits) or "it exited between jobs"
 
 
 def _flush_updates() -> None:
