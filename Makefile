@@ -115,6 +115,7 @@ $(BENCH_STAMP): $(STAMP) apt-packages-bench.txt
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --out bench/results --plot bench/results/bench.png
 	$(BIN)/python -m bench.compare --out bench/results --plot bench/results/compare.png
+	$(BIN)/python -m bench.clientlib
 
 bench-publish:
 	@test -f bench/results/bench.png || { echo "no bench/results/bench.png: run make bench first"; exit 1; }
