@@ -265,6 +265,10 @@ def test_the_asyncio_subscriber_gets_the_snapshot_and_updates(start_server, ctx)
         try:
             with Publisher(endpoint, context=ctx) as pub:
                 pub.publish("/aio/a", "1")
+                # Applied before the subscriber asks: the update and the snapshot request come in
+                # on different sockets, and an update published before this subscriber's SUB is
+                # connected reaches it only through a snapshot (or, after a gap, a resync).
+                wait_until(lambda: _in_snapshot(endpoint, b"/aio/a", ctx), 10, "the update held")
                 async with AsyncSubscriber(endpoint, "/aio/", context=actx) as sub:
                     first = await sub.recv(10)
                     assert first is not None
@@ -399,3 +403,10 @@ def test_a_worker_retired_by_ttou_or_a_reload_is_recycled_with_the_reason(start_
         (hup,) = [v for _, v in got if v.get("event") == "recycled"]
         assert hup["reason"] == "reload: generation 1 is ready"
         assert not [v for _, v in got if v.get("event") == "exited"]
+
+
+def _in_snapshot(endpoint: str, key: bytes, ctx: zmq.Context[zmq.Socket[bytes]]) -> bool:
+    """Whether the server's snapshot (a fresh one each call) holds ``key``."""
+    with Subscriber(endpoint, key, context=ctx) as sub:
+        update = sub.recv(0.5)
+    return update is not None and update.key == key and update.snapshot

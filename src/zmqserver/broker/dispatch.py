@@ -105,19 +105,14 @@ class Dispatcher(Queries):
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
         self.limits = limits
-        #: Per-service overrides of ``limits`` (job_timeout, max_queue, retries, kill_grace...);
-        #: the reply cache is the dispatcher's alone.
+        #: Per-service overrides of ``limits`` (job_timeout, max_queue, retries, kill_grace...).
         self.service_limits: dict[bytes, Limits] = dict(service_limits or {})
         self.services: dict[bytes, Service] = {}
         self._configured = frozenset((default_service, *services))
         for name in self._configured:
             self._service(name)
         self.workers: dict[bytes, WorkerState] = {}
-        #: Registrations and removals so far: a change the autoscaler sees even when one worker
-        #: came and another went between two looks (the count alone would not move).
-        self.membership = 0
-        #: The autoscaler's last look (scale_inputs) and whether load changes matter to it yet:
-        #: set by the master, compared by scale_moved.
+        self.membership = 0  # these three: the autoscaler's inputs (queries.py)
         self.scale_seen: tuple[int, ...] = ()
         self.watch_load = True
         self.jobs: dict[bytes, Job] = {}  # running jobs by address
@@ -139,11 +134,8 @@ class Dispatcher(Queries):
         self._heartbeat_at = now + heartbeat_interval
         #: Job deadlines and kill graces, in the order they come due.
         self.deadlines = Deadlines()
-        #: The latest ``now`` seen (:meth:`_turn`): when a job becomes the oldest of its worker
-        #: (worker_gone, which has no clock of its own, can make that happen).
-        self._now = now
-        #: Injected like the clock: is this worker one the host forked (ours: it heartbeats
-        #: while busy), and is it, alive and not stopped?
+        self._now = now  # the latest ``now`` seen (_turn), for worker_gone, which has no clock
+        #: Injected like the clock: did the host fork it (so it beats while busy); does it run?
         self.forked: Callable[[bytes], bool] | None = None
         self.process_running: Callable[[bytes], bool] | None = None
         #: Durable jobs on: the titanic.* requests for their component (the shell returns).
@@ -379,6 +371,11 @@ class Dispatcher(Queries):
         else:
             self.stats.abandoned += 1  # its client went away while it ran
 
+    def _drop(self, job: Job) -> None:
+        """End ``job`` unanswered: its client resends it elsewhere (shutdown, _lost)."""
+        self.clients.finished(job.client)
+        self._finish(job)
+
     def _finish(self, job: Job) -> RequestKey | None:
         """Mark ``job`` done: it has had its one outcome (or been dropped); its request key."""
         assert not job.done, "a job gets exactly one outcome"
@@ -408,7 +405,9 @@ class Dispatcher(Queries):
         """The worker running ``job`` died or was thrown out: retry the job, or report it."""
         limits = self._limits_of(job.service)
         retry = bool(job.flags & FLAG_RETRYABLE) or limits.retry_jobs
-        if self.closing:
+        if self.closing and self.standby is not None:
+            self._drop(job)  # a Binary Star server leaving its pair: the client goes to the peer
+        elif self.closing:
             self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
         elif not retry or job.streamed or job.parts:
             self._fail(job, Status.WORKER_LOST, f"the worker running the job was lost ({reason})")
@@ -715,16 +714,19 @@ class Dispatcher(Queries):
         kill_grace = self._limits_of(job.service).kill_grace
         self.deadlines.rearm(max(job.deadline, job.started) + kill_grace, job)
 
-    def shutdown(self) -> None:
-        """Stop taking jobs: answer every queued job and every new request with shutting_down.
-
-        Running jobs still get their replies.
-        """
+    def shutdown(self, answer: bool = True) -> None:
+        """Stop taking jobs: answer every queued job and every new request with shutting_down
+        (``answer`` False: drop queued jobs unanswered, for a Binary Star server leaving its pair,
+        whose clients then resend to the peer: ha_side.py). Running jobs still get replies."""
         self.closing = True
         for service in self.services.values():
             for job in service.queue.clear():
-                if not job.done:
+                if job.done:
+                    continue
+                if answer:
                     self._fail(job, Status.SHUTTING_DOWN, "server is shutting down")
+                else:
+                    self._drop(job)
             service.waiting = service.queued_bytes = 0
 
     def fail_running(self, status: Status, message: str) -> None:

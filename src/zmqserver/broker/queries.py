@@ -17,9 +17,11 @@ class Queries:
     #: The service plain and MDP clients get when they name none.
     default_service: bytes
     services: dict[bytes, Service]
-    #: Registrations and removals so far (see the dispatcher).
+    #: Registrations and removals so far: a change the autoscaler sees even when one worker
+    #: came and another went between two looks (the count alone would not move).
     membership: int
-    #: The autoscaler's last look, and whether load changes matter to it yet.
+    #: The autoscaler's last look (scale_inputs) and whether load changes matter to it yet:
+    #: set by the master, compared by scale_moved.
     scale_seen: tuple[int, ...]
     watch_load: bool
 

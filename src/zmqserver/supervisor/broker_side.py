@@ -48,6 +48,8 @@ class BrokerComponent:
     def __init__(self, config: Config) -> None:
         """``config`` is validated. Key files are read and checked here, so a bad one stops the
         server before anything binds."""
+        #: A Binary Star member (ha_side.py): on stop, queued jobs go unanswered, to the peer.
+        self.leaving_pair = False
         self.security = ServerSecurity.load(config)
         self.ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self.broker: Broker | None = None
@@ -165,7 +167,7 @@ class BrokerComponent:
     def on_stop(self, graceful: bool) -> None:
         assert self.dispatcher is not None
         assert self.broker is not None
-        self.dispatcher.shutdown()
+        self.dispatcher.shutdown(answer=not self.leaving_pair)
         if not graceful:
             self.dispatcher.fail_running(
                 Status.SHUTTING_DOWN, "server stopped before the job ended"

@@ -83,6 +83,9 @@ class HaComponent:
         self.star = BinaryStar(self.role, self.heartbeat, now)
         self.since = now
         dispatcher.standby = []  # not active until the machine says so
+        # On TERM, jobs still queued are dropped unanswered: a shutting_down reply would be
+        # taken for the answer, silence sends their clients to the peer (the jobs never ran).
+        self.broker.leaving_pair = True
         pub = self.pub = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, 10)  # a state older than the next one is worth nothing
