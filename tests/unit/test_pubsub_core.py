@@ -150,8 +150,10 @@ def test_a_snapshot_is_the_subtree_then_kthxbai_with_the_current_sequence():
     assert (end.key, end.sequence, end.value) == (KTHXBAI, 3, b"/a/")
 
 
-def test_hugz_has_sequence_zero():
+def test_hugz_has_sequence_zero_and_the_last_sequence_as_a_property():
     assert decode_kv(hugz()) == KV(HUGZ, 0)
+    beat = decode_kv(hugz(42))
+    assert (beat.sequence, beat.properties) == (0, {b"seq": b"42"})
 
 
 # -- a subscriber against the core --------------------------------------------------------------
@@ -226,3 +228,43 @@ def test_silence_and_a_slow_snapshot_each_time_out():
     assert not agent.timed_out(10.0)
     assert agent.timed_out(11.0)
     assert agent.silences == 1
+
+
+def test_a_late_join_whose_first_hugz_is_ahead_of_the_snapshot_resyncs_once():
+    """The SUB's subscription took effect after the snapshot: what the server published in
+    between reached nobody, and the first HUGZ's ``seq`` says so. One more snapshot brings the
+    missed update; from then on the subscription is known to be in effect (a busy server's
+    HUGZ, always ahead, starts no more snapshots)."""
+    hm = Hashmap()
+    agent = Agent(b"/w/")
+    sync(agent, hm)
+    hm.set(b"/w/1", b"missed")  # published before the subscription was in effect
+    assert agent.on_live(hugz(hm.sequence), 1.0) == (None, True)
+    assert agent.gaps == 1
+    (update,) = sync(agent, hm, 1.0)
+    assert (update.key, update.value) == (b"/w/1", b"missed")
+    hm.set(b"/other/x", b"elsewhere")  # the server moves on, in a subtree not ours
+    assert agent.on_live(hugz(hm.sequence), 2.0) == (None, False)
+    assert agent.gaps == 1
+
+
+def test_a_first_hugz_not_ahead_or_without_seq_or_an_update_first_joins_quietly():
+    hm = Hashmap()
+    hm.set(b"/w/1", b"v")
+    for first in (hugz(hm.sequence), hugz(), hugz(hm.sequence - 1)):
+        agent = Agent(b"/w/")
+        sync(agent, hm)
+        assert agent.on_live(first, 1.0) == (None, False)
+        assert agent.gaps == 0
+    beat = hugz()
+    beat[3] = b"seq=junk\n"
+    agent = Agent(b"/w/")
+    sync(agent, hm)
+    assert agent.on_live(beat, 1.0) == (None, False)
+    # An update read first joins too; its ``prev`` vouches for what came before it.
+    agent = Agent(b"/w/")
+    sync(agent, hm)
+    update, resync = agent.on_live(hm.set(b"/w/2", b"w"), 1.0)
+    assert update is not None
+    assert not resync
+    assert agent.on_live(hugz(hm.sequence + 5), 2.0) == (None, False)

@@ -11,6 +11,12 @@ not above the last one seen). Two things make it start over with a fresh snapsho
 * a gap: the server's KVPUB carries, for each of the key's subtrees, the sequence of the
   subtree's previous update (``prev``). If that is above the last sequence this subscriber saw,
   an update of its subtree never arrived (its queue overflowed, the Suicidal Snail's fate).
+* a late join: the SUB socket's subscription takes effect when its connection is up, which
+  may be after the snapshot was taken; the server sent whatever it published meanwhile to
+  nobody. The first message the SUB reads proves the subscription is in effect: if it is a
+  HUGZ whose ``seq`` (the server's last sequence) is above the snapshot's, updates of the
+  subtree may have been lost, and one more snapshot settles it (an update's ``prev`` settles it
+  as for any gap). Without this a subscriber could miss an update until its subtree's next.
 * silence: nothing, not even HUGZ (once a second), for ``silence`` seconds: the server is gone
   or restarted. Each new snapshot is compared with what the subscriber had, and the difference
   is delivered as updates (deletes included), so the consumer ends in the server's state.
@@ -26,6 +32,7 @@ from .frames import (
     HUGZ,
     KTHXBAI,
     PREV,
+    SEQ,
     FrameError,
     decode_kv,
     decode_prev,
@@ -80,7 +87,9 @@ class Agent:
         self.syncing = True
         self._pending: dict[bytes, Update] = {}
         self._since = now  # when the sync began, or the server was last heard
-        #: Gaps seen (each started a resync), silences, and snapshots taken.
+        self._joined = False  # the SUB has read a message: its subscription is in effect
+        #: Gaps seen (each started a resync; a late join counts as one), silences, and
+        #: snapshots taken.
         self.gaps = 0
         self.silences = 0
         self.snapshots = 0
@@ -145,6 +154,11 @@ class Agent:
         except FrameError:
             return None, False
         self._since = now
+        if not self._joined:
+            self._joined = True
+            if kv.key == HUGZ and _last_sequence(kv.properties) > self.sequence:
+                self.gaps += 1
+                return None, True
         if kv.key == HUGZ or kv.sequence <= self.sequence:
             return None, False  # a heartbeat, or already in the snapshot
         if not kv.key.startswith(self.subtree):
@@ -161,3 +175,12 @@ class Agent:
         elif self.map.pop(kv.key, None) is None:
             return None, False  # a delete of a key we never had (expired before the snapshot)
         return Update(kv.key, kv.value, kv.sequence, kv.properties), False
+
+
+def _last_sequence(properties: Mapping[bytes, bytes]) -> int:
+    """A HUGZ's ``seq`` property (0 if absent or malformed: a server that does not send it
+    leaves its subscribers as RFC 12's algorithm does)."""
+    try:
+        return int(properties.get(SEQ, b"0"))
+    except ValueError:
+        return 0

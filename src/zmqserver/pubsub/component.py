@@ -340,7 +340,7 @@ class PubSubComponent:
         """HUGZ, every second (not only when idle: a subscriber of a quiet subtree hears
         nothing of the busy others, and must still know the server is there); the job
         counters that moved."""
-        self._send(hugz())
+        self._send(hugz(self.hashmap.sequence))
         if self.events is not None:
             dispatcher = self.broker.dispatcher
             if dispatcher is not None:

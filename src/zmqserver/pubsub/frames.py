@@ -33,6 +33,8 @@ TTL: Final = b"ttl"
 #: per "/" in the key, shortest first), the sequence of the previous update in that subtree, so a
 #: subscriber of any subtree can tell that it missed one (docs/protocol.md).
 PREV: Final = b"prev"
+#: HUGZ's property: the sequence of the server's last update (see ``Agent.on_live``).
+SEQ: Final = b"seq"
 
 _SEQ = struct.Struct("!q")
 
@@ -123,9 +125,13 @@ def kthxbai(sequence: int, subtree: bytes) -> list[bytes]:
     return encode_raw(KTHXBAI, sequence, subtree)
 
 
-def hugz() -> list[bytes]:
-    """The heartbeat: sequence 0, so a client that keeps only newer sequences ignores it."""
-    return encode_raw(HUGZ, 0, b"")
+def hugz(last: int = 0) -> list[bytes]:
+    """The heartbeat: sequence 0, so a client that keeps only newer sequences ignores it.
+
+    ``last`` (the server's last sequence) goes in a ``seq`` property: a subscriber whose SUB
+    subscription took effect only after its snapshot learns from it whether it missed updates.
+    """
+    return encode_raw(HUGZ, 0, b"", b"seq=%d\n" % last if last else b"")
 
 
 def subtrees(key: bytes) -> list[bytes]:
