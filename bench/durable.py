@@ -19,19 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import zmqserver
-from bench.procs import REPO
-from bench.systems import zmqserver_argv
+from bench.systems import store_server
 
 APP = "tests.apps:durable"
 
@@ -61,33 +54,8 @@ async def _load(endpoint: str, jobs: int, concurrency: int) -> tuple[float, floa
 
 
 def run_zmqserver(jobs: int, concurrency: int, *, workers: int, sync: str) -> tuple[float, float]:
-    tmp = Path(tempfile.mkdtemp(prefix="zs-dur-"))
-    front, back = f"ipc://{tmp}/front", f"ipc://{tmp}/back"
-    argv = zmqserver_argv(APP, front, back, workers, "--store", str(tmp / "jobs.db"))
-    argv += ["--store-sync", sync]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zmqserver", *argv],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        with zmqserver.Client(front, timeout=2, retries=10) as client:
-            client.request(b"ping")  # up, with a worker registered
+    with store_server(APP, workers, "--store-sync", sync) as (front, _):
         return asyncio.run(_load(front, jobs, concurrency))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import zmqserver
-from bench.procs import REPO
-from bench.systems import zmqserver_argv
+from bench.systems import store_server
 
 APP = "tests.apps:durable"
 RUNS_ENV = "ZS_TEST_RUNS"  # tests/apps.py: one "<unix time> <payload>" line per run
@@ -50,37 +46,17 @@ async def _load(endpoint: str, jobs: int, max_delay: float) -> dict[bytes, float
 
 def run(jobs: int, max_delay: float) -> list[float]:
     """Seconds from each job's run to its result at the client."""
-    tmp = Path(tempfile.mkdtemp(prefix="zs-durlat-"))
-    front, back = f"ipc://{tmp}/front", f"ipc://{tmp}/back"
-    argv = zmqserver_argv(APP, front, back, 2, "--store", str(tmp / "jobs.db"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), RUNS_ENV: str(tmp / "runs")}
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zmqserver", *argv],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    runs = Path(tempfile.mkdtemp(prefix="zs-durlat-")) / "runs"
     try:
-        with zmqserver.Client(front, timeout=2, retries=10) as client:
-            client.request(b"ping")  # up, with a worker registered
-        got = asyncio.run(_load(front, jobs, max_delay))
+        with store_server(APP, 2, env={RUNS_ENV: str(runs)}) as (front, _):
+            got = asyncio.run(_load(front, jobs, max_delay))
         ran: dict[bytes, float] = {}
-        for line in (tmp / "runs").read_bytes().splitlines():
+        for line in runs.read_bytes().splitlines():
             when, _, payload = line.partition(b" ")
             ran.setdefault(payload, float(when))
         return [got[payload] - ran[payload] for payload in got]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(runs.parent, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,13 @@ The baselines' workers run the same app as zmqserver's (``examples.echo:app`` or
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import zmq
 
+import zmqserver
 from bench import procs
 from bench.procs import REPO, BenchError, Launcher
 
@@ -173,6 +178,39 @@ def zmqserver_argv(app: str, frontend: str, backend: str, workers: int, *extra: 
         elif flag.startswith("--max"):
             argv += [flag, str(workers - 1)]
     return [*argv, *extra]
+
+
+@contextlib.contextmanager
+def store_server(
+    app: str, workers: int, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Path]]:
+    """A fresh ``serve APP --store`` (ipc:// endpoints and the store in a temp dir), up with a
+    worker registered: yields (frontend, temp dir) and stops it (TERM, then KILL) after."""
+    tmp = Path(tempfile.mkdtemp(prefix="zs-store-"))
+    front, back = f"ipc://{tmp}/front", f"ipc://{tmp}/back"
+    argv = zmqserver_argv(app, front, back, workers, "--store", str(tmp / "jobs.db"), *extra)
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zmqserver", *argv],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with zmqserver.Client(front, timeout=2, retries=10) as client:
+            client.request(b"ping")  # up, with a worker registered
+        yield front, tmp
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

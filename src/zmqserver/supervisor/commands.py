@@ -69,26 +69,23 @@ def _scale(master: Master, args: dict[str, Any]) -> Result:
     return {"service": pool.name, "workers": count}
 
 
-def _incr(master: Master, args: dict[str, Any]) -> Result:
+def _step(master: Master, args: dict[str, Any], *, up: bool) -> Result:
+    """COUNT steps of the autoscaler's own stride, as that many TTIN (``up``) or TTOU signals:
+    each step starts from the target the last one set, so COUNT=3 is three signals, not one."""
     pool = _pool(master, args)
-    current = len(master.flock.current(pool))
-    steps = _count(args, default=1)
-    floor = pool.scaler.low
-    for _ in range(steps):
-        floor = pool.scaler.more(current)
-        current = floor
-    return {"service": pool.name, "workers": floor}
+    step = pool.scaler.more if up else pool.scaler.fewer
+    target = len(master.flock.current(pool))
+    for _ in range(_count(args, default=1)):
+        target = step(target)
+    return {"service": pool.name, "workers": target}
+
+
+def _incr(master: Master, args: dict[str, Any]) -> Result:
+    return _step(master, args, up=True)
 
 
 def _decr(master: Master, args: dict[str, Any]) -> Result:
-    pool = _pool(master, args)
-    current = len(master.flock.current(pool))
-    steps = _count(args, default=1)
-    ceiling = pool.scaler.high
-    for _ in range(steps):
-        ceiling = pool.scaler.fewer(current)
-        current = ceiling
-    return {"service": pool.name, "workers": ceiling}
+    return _step(master, args, up=False)
 
 
 def _drain(master: Master, args: dict[str, Any]) -> Result:
