@@ -87,7 +87,7 @@ $(TEST_TOOLS_STAMP): apt-packages-test.txt | $(STAMP)
 
 test: $(STAMP) $(TEST_TOOLS_STAMP) lint typecheck
 	$(BIN)/pytest tests
-	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest tests/integration tests/unit
+	ZMQSERVER_PURE_PYTHON=1 $(BIN)/pytest -m "not any_build" tests/integration tests/unit
 	$(MAKE) --no-print-directory wheel-check
 
 # The benchmark suite (bench/README.md): about 8 minutes; JSON, Markdown and the plots in

@@ -9,7 +9,8 @@ import sys
 import pytest
 from tests.helpers import REPO
 
-pytestmark = pytest.mark.timeout(60)
+# The same whichever build of the broker runs: make test runs it once (pyproject's markers).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.any_build]
 
 
 def _client(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,8 @@ from tests.helpers import REPO
 
 import zmqserver
 
-pytestmark = pytest.mark.timeout(60)
+# The same whichever build of the broker runs: make test runs it once (pyproject's markers).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.any_build]
 
 
 def test_client_library_round_trip_and_errors(start_server):

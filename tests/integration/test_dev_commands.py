@@ -11,7 +11,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from tests.helpers import REPO, ServerProcess, wait_until
+
+# The same whichever build of the broker runs: make test runs it once (pyproject's markers).
+pytestmark = pytest.mark.any_build
 
 ZMQSERVER = [sys.executable, "-m", "zmqserver"]
 

@@ -44,7 +44,8 @@ import pytest
 import zmq
 from tests.helpers import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+# The same whichever build of the broker runs: make test runs it once (pyproject's markers).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.any_build]
 
 DOCS = [
     "README.md",

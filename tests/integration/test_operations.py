@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from tests.helpers import REPO, children_of, cmdline, pid_alive, wait_until
 
-pytestmark = pytest.mark.timeout(60)
+# The same whichever build of the broker runs: make test runs it once (pyproject's markers).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.any_build]
 
 
 def _env() -> dict[str, str]:
