@@ -96,7 +96,7 @@ def test_the_peer_key_is_a_key_file_or_its_z85_text(keys):
     from_file = load_peer_key(str(keys / "peer.key"))
     assert from_file is not None
     assert load_peer_key(encode_key(from_file)) == from_file
-    with pytest.raises(ConfigError, match="ha_peer_key: .* does not exist"):
+    with pytest.raises(ConfigError, match="ha_peer_key: .* is neither a CURVE public key"):
         load_peer_key(str(keys / "nope.key"))
     with pytest.raises(ConfigError, match="ha_peer_key"):
         load_peer_key("x" * 39 + "~")  # 40 characters, not Z85

@@ -27,11 +27,13 @@ import contextlib
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..config import Config
+from ..errors import ConfigError
 from ..security import (
     KEY_Z85,
     ClientCredentials,
@@ -73,6 +75,11 @@ def load_peer_key(value: str | None) -> bytes | None:
         return None
     if len(value) == KEY_Z85:
         return decode_key(value, "ha_peer_key")
+    if not Path(value).expanduser().exists():
+        raise ConfigError(
+            f"ha_peer_key: {value!r} is neither a CURVE public key (40 Z85 characters) nor a "
+            "key file that exists"
+        )
     return load_public_key(value, "ha_peer_key")
 
 
