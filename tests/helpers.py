@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +106,15 @@ class ServerProcess:
         ctx: zmq.Context[zmq.Socket[bytes]],
         autoscale: bool = False,
         env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.frontend = f"ipc://{workdir}/front"
         self.backend = f"ipc://{workdir}/back"
         self.log_path = workdir / "server.log"
         self.ctx = ctx
-        argv = [sys.executable, "-m", "zmqserver", "serve"]
+        # ``prefix`` runs the server under a command that execs it (``ip netns exec NS``).
+        argv = [*prefix, sys.executable, "-m", "zmqserver", "serve"]
         if app is not None:
             argv.append(app)
         argv += [

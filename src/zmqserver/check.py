@@ -104,6 +104,10 @@ def _start_up_checks(config: Config, command: str) -> None:
         from .security import ServerSecurity
 
         ServerSecurity.load(config)
+        if config.ha_peer_key is not None:
+            from .supervisor.ha_link import load_peer_key
+
+            load_peer_key(config.ha_peer_key)
     Credentials.resolve(config.user, config.group)
     if config.chdir is not None:
         try:

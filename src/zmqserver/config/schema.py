@@ -752,6 +752,16 @@ class Config(_Checked):
         metavar="N",
         command="serve",
     )
+    # -- high availability: the peer link's security (supervisor/ha_link.py, docs/ha.md) --
+    ha_peer_key: str | None = option(
+        None,
+        "The peer's CURVE public key (its curve_secret_key_file's `.key` file, or its 40 Z85 "
+        "characters): with curve_secret_key_file, the peer link speaks CURVE and admits only "
+        "this key. Needed in a pair with CURVE.",
+        metavar="KEY|FILE",
+        command="serve",
+        path=True,
+    )
 
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.

@@ -401,7 +401,7 @@ def _check_ha(config: Config) -> None:
     if isinstance(beat, bool) or not isinstance(beat, int | float) or beat <= 0:
         raise ConfigError(f"ha_heartbeat: expected a positive number of seconds, got {beat!r}")
     if config.ha_role is None:
-        for name in ("ha_bind", "ha_peer"):
+        for name in ("ha_bind", "ha_peer", "ha_peer_key"):
             if getattr(config, name) is not None:
                 raise ConfigError(f"{name} is set but ha_role is not (primary or backup)")
         return
@@ -415,3 +415,16 @@ def _check_ha(config: Config) -> None:
             raise ConfigError(
                 f"{name}: {endpoint!r} is not a ZeroMQ endpoint (expected tcp://host:port)"
             )
+    # The peer link speaks CURVE exactly when the frontend does (with the frontend's key pair):
+    # half a CURVE configuration would leave the two servers unable to hear each other, and
+    # each would take the other for dead.
+    if config.curve_secret_key_file is not None and config.ha_peer_key is None:
+        raise ConfigError(
+            "curve_secret_key_file is set, so the Binary Star peer link speaks CURVE too: set "
+            "ha_peer_key to the peer's public key (its curve_secret_key_file's .key file)"
+        )
+    if config.ha_peer_key is not None and config.curve_secret_key_file is None:
+        raise ConfigError(
+            "ha_peer_key is set but curve_secret_key_file is not: the peer link speaks CURVE "
+            "with this server's own key pair; give both (and the same on the peer) or neither"
+        )

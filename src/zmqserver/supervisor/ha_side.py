@@ -36,6 +36,7 @@ from ..config import Config
 from ..ha.fsm import BinaryStar, Outcome, Role, State
 from ..ha.wire import decode_state, encode_state
 from .component import Handle, Host, StartError, WatchItem
+from .ha_link import PeerLinkSecurity
 
 if TYPE_CHECKING:
     from .._process import Credentials
@@ -59,6 +60,8 @@ class HaComponent:
         self.peer = config.ha_peer
         self.heartbeat = float(config.ha_heartbeat)
         self.broker = broker
+        #: CURVE, ZAP and allow/deny on the two sockets below (ha_link.py); reads ha_peer_key.
+        self.link = PeerLinkSecurity(config, broker.security)
         self.star: BinaryStar | None = None
         self.pub: zmq.Socket[bytes] | None = None
         self.sub: zmq.Socket[bytes] | None = None
@@ -89,6 +92,7 @@ class HaComponent:
         pub = self.pub = ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, 10)  # a state older than the next one is worth nothing
+        self.link.secure_pub(pub)
         try:
             pub.bind(self.bind)
         except zmq.ZMQError as exc:
@@ -97,21 +101,23 @@ class HaComponent:
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.setsockopt(zmq.RECONNECT_IVL_MAX, max(100, int(self.heartbeat * 1000)))
+        self.link.secure_sub(sub)
         try:
             sub.connect(self.peer)
         except zmq.ZMQError as exc:
             raise StartError(f"cannot connect ha_peer to {self.peer}: {exc}") from exc
         log.info(
-            "zmqserver %d: %s of a Binary Star pair, state on %s, peer %s (heartbeat %gs)",
+            "zmqserver %d: %s of a Binary Star pair, state on %s, peer %s (heartbeat %gs%s)",
             host.pid,
             self.role.value,
             self.bind,
             self.peer,
             self.heartbeat,
+            ", CURVE" if self.link.curve else "",
         )
 
     def watch(self) -> list[WatchItem]:
-        return [] if self.sub is None else [(self.sub, zmq.POLLIN)]
+        return [] if self.sub is None else [(self.sub, zmq.POLLIN), *self.link.watch()]
 
     def next_deadline(self) -> float:
         assert self.star is not None
@@ -122,6 +128,7 @@ class HaComponent:
         assert star is not None
         if self.sub is not None and self.sub in ready:
             self._read_peer(now)
+        self.link.handle(ready, now)
         dispatcher = self.broker.dispatcher
         assert dispatcher is not None
         if self.stopping:
@@ -158,6 +165,7 @@ class HaComponent:
         pass
 
     def close(self) -> None:
+        self.link.close()
         for sock in (self.pub, self.sub):
             if sock is not None:
                 sock.close(linger=0)
