@@ -401,7 +401,7 @@ def _check_ha(config: Config) -> None:
     if isinstance(beat, bool) or not isinstance(beat, int | float) or beat <= 0:
         raise ConfigError(f"ha_heartbeat: expected a positive number of seconds, got {beat!r}")
     if config.ha_role is None:
-        for name in ("ha_bind", "ha_peer"):
+        for name in ("ha_bind", "ha_peer", "ha_peer_pubsub"):
             if getattr(config, name) is not None:
                 raise ConfigError(f"{name} is set but ha_role is not (primary or backup)")
         return
@@ -415,3 +415,13 @@ def _check_ha(config: Config) -> None:
             raise ConfigError(
                 f"{name}: {endpoint!r} is not a ZeroMQ endpoint (expected tcp://host:port)"
             )
+    if config.pubsub_port is not None:
+        from ..pubsub.endpoints import peer_pubsub
+
+        assert config.ha_peer is not None
+        try:
+            peer_pubsub(config.ha_peer, config.pubsub_port, config.ha_peer_pubsub)
+        except ValueError as exc:
+            raise ConfigError(f"ha_peer_pubsub: {exc}") from None
+    elif config.ha_peer_pubsub is not None:
+        raise ConfigError("ha_peer_pubsub is set but pubsub_port is not")
