@@ -64,7 +64,8 @@ def test_live_updates_keep_the_sequence_of_the_active_server():
     # The next update after a takeover continues the numbering.
     assert pair.replica.takeover(2.0) == []
     out = pair.passive.collect(kvset(b"/k/y", b"new", uid(99)), 2.0)
-    assert out is not None and decode_kv(out).sequence == 9
+    assert out is not None
+    assert decode_kv(out).sequence == 9
 
 
 def test_deletes_and_keys_of_the_first_snapshot_not_at_the_peer():
@@ -114,7 +115,8 @@ def test_pending_updates_are_forgotten_only_while_the_peer_is_heard():
 def test_a_kvset_without_uuid_cannot_be_matched_and_is_not_kept():
     pair = Pair()
     pair.replica.on_collect(kvset(b"/k/z", b"v", b""), 1.0)
-    assert not pair.replica.pending and pair.replica.unmatched == 1
+    assert not pair.replica.pending
+    assert pair.replica.unmatched == 1
 
 
 def test_pending_is_bounded():
@@ -143,15 +145,18 @@ def test_the_server_own_events_are_not_copied():
 def test_a_subscriber_moves_to_the_next_server_on_silence_and_on_no_snapshot():
     agent = Agent(b"", 0.0, silence=3.0, sync_timeout=5.0, servers=2)
     agent.request(0.0)
-    assert agent.timed_out(5.0) and agent.server == 1  # no snapshot: the next server
+    assert agent.timed_out(5.0)
+    assert agent.server == 1  # no snapshot: the next server
     agent.request(5.0)
     agent.on_snapshot([b"KTHXBAI", b"\0" * 8, b"", b"", b""], 5.5)
     assert not agent.syncing
     assert not agent.timed_out(8.0)
-    assert agent.timed_out(8.5) and agent.server == 0 and agent.moves == 2
+    assert agent.timed_out(8.5)
+    assert (agent.server, agent.moves) == (0, 2)
     single = Agent(b"", 0.0, servers=1)
     single.request(0.0)
-    assert single.timed_out(10.0) and single.server == 0 and single.moves == 0
+    assert single.timed_out(10.0)
+    assert (single.server, single.moves) == (0, 0)
 
 
 def test_endpoints_of_several_servers_and_of_the_peer():
@@ -161,11 +166,11 @@ def test_endpoints_of_several_servers_and_of_the_peer():
     ]
     assert servers(["tcp://a:10"]) == [("tcp://a:10", "tcp://a:11")]
     assert servers("ipc:///x", updates="ipc:///y") == [("ipc:///x", "ipc:///y")]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one endpoint"):
         servers("tcp://a:1,tcp://b:1", updates="ipc:///y")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one or more"):
         servers("tcp://a:1,")
     assert peer_pubsub("tcp://10.0.0.2:6690", 6680) == "tcp://10.0.0.2:6680"
     assert peer_pubsub("ipc:///x", 6680, "tcp://h:7000") == "tcp://h:7000"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ha_peer_pubsub"):
         peer_pubsub("ipc:///x", 6680)
