@@ -762,6 +762,14 @@ class Config(_Checked):
         command="serve",
         path=True,
     )
+    # -- high availability: pub-sub replicated to the passive server (pubsub/replica.py) --
+    ha_peer_pubsub: str | None = option(
+        None,
+        "With ha_role and pubsub_port: the peer's pub-sub port, `tcp://OTHER-HOST:P`, which "
+        "the passive server copies its map from. Default: ha_peer's host, our pubsub_port.",
+        metavar="ENDPOINT",
+        command="serve",
+    )
 
     def validate(self) -> Config:
         """Return ``self`` if the combination is valid, else raise :class:`ConfigError`.

@@ -401,7 +401,7 @@ def _check_ha(config: Config) -> None:
     if isinstance(beat, bool) or not isinstance(beat, int | float) or beat <= 0:
         raise ConfigError(f"ha_heartbeat: expected a positive number of seconds, got {beat!r}")
     if config.ha_role is None:
-        for name in ("ha_bind", "ha_peer", "ha_peer_key"):
+        for name in ("ha_bind", "ha_peer", "ha_peer_key", "ha_peer_pubsub"):
             if getattr(config, name) is not None:
                 raise ConfigError(f"{name} is set but ha_role is not (primary or backup)")
         return
@@ -428,3 +428,13 @@ def _check_ha(config: Config) -> None:
             "ha_peer_key is set but curve_secret_key_file is not: the peer link speaks CURVE "
             "with this server's own key pair; give both (and the same on the peer) or neither"
         )
+    if config.pubsub_port is not None:
+        from ..pubsub.endpoints import peer_pubsub
+
+        assert config.ha_peer is not None
+        try:
+            peer_pubsub(config.ha_peer, config.pubsub_port, config.ha_peer_pubsub)
+        except ValueError as exc:
+            raise ConfigError(f"ha_peer_pubsub: {exc}") from None
+    elif config.ha_peer_pubsub is not None:
+        raise ConfigError("ha_peer_pubsub is set but pubsub_port is not")

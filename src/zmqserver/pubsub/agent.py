@@ -18,8 +18,11 @@ not above the last one seen). Two things make it start over with a fresh snapsho
   subtree may have been lost, and one more snapshot settles it (an update's ``prev`` settles it
   as for any gap). Without this a subscriber could miss an update until its subtree's next.
 * silence: nothing, not even HUGZ (once a second), for ``silence`` seconds: the server is gone
-  or restarted. Each new snapshot is compared with what the subscriber had, and the difference
-  is delivered as updates (deletes included), so the consumer ends in the server's state.
+  or restarted. With several servers (a Binary Star pair, docs/ha.md) the subscriber moves to
+  the next one (:attr:`Agent.server`), as the guide's clonecli6 does; it moves on too when a
+  snapshot does not come within ``sync_timeout`` (a passive server answers none). Each new
+  snapshot is compared with what the subscriber had, and the difference is delivered as
+  updates (deletes included), so the consumer ends in the server's state.
 """
 
 from __future__ import annotations
@@ -72,8 +75,14 @@ class Agent:
         *,
         silence: float = SILENCE,
         sync_timeout: float = SYNC_TIMEOUT,
+        servers: int = 1,
     ) -> None:
+        if servers < 1:
+            raise ValueError(f"expected one server or more, not {servers!r}")
         self.prefix = prefix
+        #: How many servers the subscriber knows, and the index of the one it uses.
+        self.servers = servers
+        self.server = 0
         #: What the SUB socket subscribes to (and the snapshot asks for): ``prefix`` cut back to
         #: a "/" so that the ``prev`` property vouches for it; updates are then filtered here.
         self.subtree = wire_subtree(prefix)
@@ -93,6 +102,8 @@ class Agent:
         self.gaps = 0
         self.silences = 0
         self.snapshots = 0
+        #: Moves to the next server (several servers only).
+        self.moves = 0
 
     # -- what to send, when ---------------------------------------------------------------------
 
@@ -110,11 +121,16 @@ class Agent:
 
     def timed_out(self, now: float) -> bool:
         """True: start over (:meth:`request`, on a fresh socket): the snapshot did not come, or
-        the server has been silent too long."""
+        the server has been silent too long. With several servers, :attr:`server` has moved to
+        the next: the driver connects its sockets there first."""
         if now < self.next_deadline():
             return False
         if not self.syncing:
             self.silences += 1
+        if self.servers > 1:
+            self.server = (self.server + 1) % self.servers
+            self.moves += 1
+            self._joined = False  # a new SUB connection: its subscription is new too
         return True
 
     # -- what arrives ---------------------------------------------------------------------------

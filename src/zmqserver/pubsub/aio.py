@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
 import zmq
@@ -16,7 +16,7 @@ import zmq.asyncio
 from ..security.sockets import ClientCredentials, apply_client, client_credentials
 from .agent import SILENCE, SYNC_TIMEOUT, Agent, Update
 from .client import RCVHWM
-from .endpoints import chp_endpoints, text
+from .endpoints import servers, text
 from .frames import HUGZ
 
 __all__ = ["AsyncSubscriber"]
@@ -29,7 +29,7 @@ class AsyncSubscriber:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         prefix: str | bytes = b"",
         *,
         silence: float = SILENCE,
@@ -40,23 +40,36 @@ class AsyncSubscriber:
         client_key_file: str | os.PathLike[str] | None = None,
         updates: str | None = None,
     ) -> None:
-        snapshot, publisher, _ = (
-            (endpoint, updates, "") if updates is not None else chp_endpoints(endpoint)
-        )
-        self.endpoint = snapshot
+        self.endpoints = servers(endpoint, updates)
         self._credentials = client_credentials(server_key, client_key_file)
         self._ctx = context or zmq.asyncio.Context.instance()
+        self._rcvhwm = rcvhwm
         now = time.monotonic()
-        self.agent = Agent(text(prefix), now, silence=silence, sync_timeout=sync_timeout)
-        self._sub = self._socket(zmq.SUB)
-        self._sub.setsockopt(zmq.RCVHWM, rcvhwm)
-        self._sub.setsockopt(zmq.SUBSCRIBE, self.agent.subtree)
-        if self.agent.subtree:
-            self._sub.setsockopt(zmq.SUBSCRIBE, HUGZ)
-        self._sub.connect(publisher)
+        self.agent = Agent(
+            text(prefix),
+            now,
+            silence=silence,
+            sync_timeout=sync_timeout,
+            servers=len(self.endpoints),
+        )
+        self._sub = self._subscribe()
         self._dealer: zmq.asyncio.Socket | None = None
         self._ready: deque[Update] = deque()
         self._sync(now)
+
+    @property
+    def endpoint(self) -> str:
+        """The snapshot endpoint of the server in use."""
+        return self.endpoints[self.agent.server][0]
+
+    def _subscribe(self) -> zmq.asyncio.Socket:
+        sub = self._socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        sub.setsockopt(zmq.SUBSCRIBE, self.agent.subtree)
+        if self.agent.subtree:
+            sub.setsockopt(zmq.SUBSCRIBE, HUGZ)
+        sub.connect(self.endpoints[self.agent.server][1])
+        return sub
 
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
         sock = self._ctx.socket(kind)
@@ -90,7 +103,11 @@ class AsyncSubscriber:
             if sock is not (self._dealer if agent.syncing else self._sub):
                 continue  # the snapshot ended (or restarted): wait on the other socket
             now = time.monotonic()
+            server = agent.server
             if agent.timed_out(now):
+                if agent.server != server:  # moved: updates from the new server only
+                    self._sub.close(linger=0)
+                    self._sub = self._subscribe()
                 self._sync(now)
                 continue
             if now >= until:

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (sub, pub):
         command.add_argument(
             "-e", "--endpoint", default=DEFAULT_ENDPOINT,
-            help=f"the server's pub-sub port, tcp://HOST:P (default: {DEFAULT_ENDPOINT})",
+            help="the server's pub-sub port, tcp://HOST:P, or a Binary Star pair's two, "
+            f"comma-separated (default: {DEFAULT_ENDPOINT})",
         )  # fmt: skip
         command.add_argument("--server-key", metavar="KEY|FILE", help="speak CURVE (as for jobs)")
         command.add_argument("--key-file", metavar="FILE", help="this client's secret key file")
@@ -64,7 +65,8 @@ def main(argv: list[str]) -> int:
                 args.endpoint, server_key=args.server_key, client_key_file=args.key_file
             ) as publisher:
                 if not publisher.wait_connected():
-                    print(f"zmq-client: cannot reach {publisher.endpoint}", file=sys.stderr)
+                    where = ", ".join(publisher.endpoints)
+                    print(f"zmq-client: cannot reach {where}", file=sys.stderr)
                     return 2
                 publisher.publish(os.fsencode(args.key), os.fsencode(args.value), args.ttl)
             return 0

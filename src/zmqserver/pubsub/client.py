@@ -17,18 +17,20 @@ import os
 import time
 import uuid as _uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
 import zmq
 
 from ..security.sockets import ClientCredentials, apply_client, client_credentials
 from .agent import SILENCE, SYNC_TIMEOUT, Agent, Update
-from .endpoints import chp_endpoints, text
+from .endpoints import chp_endpoints, servers, text
 from .frames import HUGZ, KV, TTL, encode_kv
 
 __all__ = ["Publisher", "Subscriber", "Update"]
 
+#: Seconds a publisher with several collectors waits for the others once one is connected.
+CONNECT_GRACE = 0.25
 #: Updates a subscriber's SUB socket may queue before ZeroMQ drops (then it resyncs).
 RCVHWM = 100_000
 
@@ -58,7 +60,7 @@ class Subscriber:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         prefix: str | bytes = b"",
         *,
         silence: float = SILENCE,
@@ -69,25 +71,42 @@ class Subscriber:
         client_key_file: str | os.PathLike[str] | None = None,
         updates: str | None = None,
     ) -> None:
-        """``updates`` overrides the live endpoint (else P+1 of ``endpoint``); ``server_key``
-        and ``client_key_file`` as for :class:`~zmqserver.Client` (CURVE)."""
-        snapshot, publisher, _ = (
-            (endpoint, updates, "") if updates is not None else chp_endpoints(endpoint)
-        )
-        self.endpoint = snapshot
+        """``endpoint``: one server's pub-sub port, or several (a list, or ``"a,b"``: the
+        servers of a Binary Star pair, docs/ha.md; the subscriber uses one at a time and moves
+        to the next when it falls silent or answers no snapshot). ``updates`` overrides the
+        live endpoint of a single server (else P+1 of ``endpoint``); ``server_key`` and
+        ``client_key_file`` as for :class:`~zmqserver.Client` (CURVE)."""
+        self.endpoints = servers(endpoint, updates)
         self._credentials = client_credentials(server_key, client_key_file)
         self._ctx = context or zmq.Context.instance()
+        self._rcvhwm = rcvhwm
         now = time.monotonic()
-        self.agent = Agent(text(prefix), now, silence=silence, sync_timeout=sync_timeout)
-        self._sub = _socket(self._ctx, zmq.SUB, self._credentials)
-        self._sub.setsockopt(zmq.RCVHWM, rcvhwm)
-        self._sub.setsockopt(zmq.SUBSCRIBE, self.agent.subtree)
-        if self.agent.subtree:
-            self._sub.setsockopt(zmq.SUBSCRIBE, HUGZ)
-        self._sub.connect(publisher)
+        self.agent = Agent(
+            text(prefix),
+            now,
+            silence=silence,
+            sync_timeout=sync_timeout,
+            servers=len(self.endpoints),
+        )
+        self._sub = self._subscribe()
         self._dealer: zmq.Socket[bytes] | None = None
         self._ready: deque[Update] = deque()
         self._sync(now)
+
+    @property
+    def endpoint(self) -> str:
+        """The snapshot endpoint of the server in use."""
+        return self.endpoints[self.agent.server][0]
+
+    def _subscribe(self) -> zmq.Socket[bytes]:
+        """A SUB on the live endpoint of the server in use."""
+        sub = _socket(self._ctx, zmq.SUB, self._credentials)
+        sub.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        sub.setsockopt(zmq.SUBSCRIBE, self.agent.subtree)
+        if self.agent.subtree:
+            sub.setsockopt(zmq.SUBSCRIBE, HUGZ)
+        sub.connect(self.endpoints[self.agent.server][1])
+        return sub
 
     @property
     def state(self) -> dict[bytes, bytes]:
@@ -110,6 +129,11 @@ class Subscriber:
     def snapshots(self) -> int:
         return self.agent.snapshots
 
+    @property
+    def moves(self) -> int:
+        """Moves to another server (several endpoints only)."""
+        return self.agent.moves
+
     def _sync(self, now: float) -> None:
         if self._dealer is not None:
             self._dealer.close(linger=0)
@@ -130,7 +154,11 @@ class Subscriber:
             if sock is not (self._dealer if agent.syncing else self._sub):
                 continue  # the snapshot ended (or restarted): wait on the other socket
             now = time.monotonic()
+            server = agent.server
             if agent.timed_out(now):
+                if agent.server != server:  # moved: updates from the new server only
+                    self._sub.close(linger=0)
+                    self._sub = self._subscribe()
                 self._sync(now)
                 continue
             if now >= until:
@@ -198,7 +226,7 @@ class Publisher:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         *,
         connect_timeout: float = 5.0,
         sndhwm: int = 100_000,
@@ -208,25 +236,50 @@ class Publisher:
         collector: str | None = None,
         credentials: ClientCredentials | None = None,
     ) -> None:
-        """``collector`` overrides the endpoint (else P+2 of ``endpoint``)."""
-        self.endpoint = collector if collector is not None else chp_endpoints(endpoint)[2]
+        """``endpoint``: one server's pub-sub port, or several (a list, or ``"a,b"``): each
+        update goes to every server's collector (P+2), as the guide's clonecli6 sends it, so
+        that the passive server of a Binary Star pair can publish what the active one received
+        but never published before it died (docs/ha.md). ``collector`` overrides the endpoint
+        with one collector endpoint."""
+        if collector is not None:
+            self.endpoints = [collector]
+        else:
+            self.endpoints = [chp_endpoints(part)[2] for part, _ in servers(endpoint)]
+        self.endpoint = self.endpoints[0]
         if credentials is None:
             credentials = client_credentials(server_key, client_key_file)
         self._ctx = context or zmq.Context.instance()
         self._sock = _socket(self._ctx, zmq.XPUB, credentials)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
-        self._sock.connect(self.endpoint)
+        # Every collector's subscription, not only the first (XPUB passes one per topic):
+        # wait_connected counts them.
+        self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        for where in self.endpoints:
+            self._sock.connect(where)
         self.connect_timeout = connect_timeout
         self._connected = False
 
     def wait_connected(self, timeout: float | None = None) -> bool:
-        """Wait until the collector has subscribed (the connection is up); whether it has."""
+        """Wait until a collector has subscribed (its connection is up); whether one has.
+
+        With several collectors, the others get :data:`CONNECT_GRACE` seconds more after the
+        first (an update sent before a collector's connection is up never reaches it), not the
+        whole timeout: one server of a pair may be down for good.
+        """
         if self._connected:
             return True
         wait = self.connect_timeout if timeout is None else timeout
-        if self._sock.poll(int(wait * 1000)):
-            self._sock.recv(zmq.NOBLOCK)  # the collector's subscription message
-            self._connected = True
+        until = time.monotonic() + wait
+        heard = 0
+        while heard < len(self.endpoints):
+            left = until - time.monotonic()
+            if left <= 0 or not self._sock.poll(max(0, int(left * 1000))):
+                break
+            self._sock.recv(zmq.NOBLOCK)  # a collector's subscription message
+            heard += 1
+            if heard == 1:
+                until = min(until, time.monotonic() + CONNECT_GRACE)
+        self._connected = heard > 0
         return self._connected
 
     def publish(

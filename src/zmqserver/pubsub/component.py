@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import zmq
 
@@ -31,6 +31,7 @@ from .._process import Credentials, ipc_path
 from ..broker.events import Event
 from ..broker.state import Job
 from ..config import Config
+from ..ha.fsm import State
 from ..security import PortPolicy, apply_server, load_key_dir
 from ..security.zap import ServerSecurity
 from ..supervisor.broker_side import BrokerComponent
@@ -40,6 +41,10 @@ from . import publish
 from .core import Bounds, Hashmap, Refused
 from .events import Published, ServerEvents
 from .frames import FrameError, decode_icanhaz, hugz
+
+if TYPE_CHECKING:
+    from ..supervisor.ha_side import HaComponent
+    from .peer import PeerCopy
 
 log = logging.getLogger("zmqserver.pubsub")
 
@@ -62,6 +67,8 @@ BATCH: Final = 1000
 REFUSAL_LOG_INTERVAL: Final = 10.0
 #: The collector's file in the broker's private directory.
 LOCAL_COLLECTOR: Final = "pubsub"
+#: The server's own events kept while it is not active (the last of each key), at most.
+MAX_HELD: Final = 10_000
 
 
 def bounds_of(config: Config) -> Bounds:
@@ -121,6 +128,25 @@ class PubSubComponent:
         self._bound: list[str] = []
         #: Durable jobs' counts per state, when a store is configured (see watch_durable).
         self._durable_counts: Callable[[], Mapping[str, int]] | None = None
+        #: In a Binary Star pair (attach_ha): the pair's component, the peer's pub-sub port,
+        #: the copy of its map while we are not active, and our own events kept meanwhile.
+        self.ha: HaComponent | None = None
+        self.peer_endpoint = ""
+        self.copy: PeerCopy | None = None
+        self._held: dict[bytes, Published] = {}
+
+    def attach_ha(self, ha: HaComponent, peer_endpoint: str) -> None:
+        """Be one server of a Binary Star pair (docs/ha.md): while not active, copy the peer's
+        map and publish nothing; answer a snapshot request only if the pair's machine says so
+        (the guide's clonesrv6: a subscriber that asks is a client that votes)."""
+        self.ha = ha
+        self.peer_endpoint = peer_endpoint
+        ha.listeners.append(self._on_ha)
+
+    @property
+    def passive(self) -> bool:
+        """One of a pair, and not the one serving: no updates, no HUGZ, no snapshots."""
+        return self.ha is not None and not self.ha.serving
 
     # -- Component --------------------------------------------------------------------------------
 
@@ -178,6 +204,16 @@ class PubSubComponent:
             "pub-sub: snapshots on %s, updates on %s, collector on %s",
             *self._bound[:3],
         )
+        if self.ha is not None:
+            front = security.policies.get(security.frontend_domain)
+            if front is not None and front.curve:
+                log.warning(
+                    "pub-sub: the copy of the peer's map does not speak CURVE yet: it will not "
+                    "reach %s",
+                    self.peer_endpoint,
+                )
+            if not self.ha.serving:
+                self._start_copy(time.monotonic())
 
     def _publishers_domain(self, security: ServerSecurity) -> bytes | None:
         """With ``pubsub_publishers_keys_dir``: a ZAP domain of its own for the collector."""
@@ -222,18 +258,28 @@ class PubSubComponent:
     def watch(self) -> list[WatchItem]:
         assert self.snapshot is not None
         assert self.collector is not None
-        return [(self.snapshot, zmq.POLLIN), (self.collector, zmq.POLLIN)]
+        items: list[WatchItem] = [(self.snapshot, zmq.POLLIN), (self.collector, zmq.POLLIN)]
+        if self.copy is not None:
+            items += self.copy.watch()
+        return items
 
     def next_deadline(self) -> float:
+        if self.copy is not None:  # not active: the peer expires keys, we copy its deletes
+            return min(self._beat_at, self.copy.next_deadline())
+        if self.passive:
+            return self._beat_at
         return min(self._beat_at, self.hashmap.next_deadline())
 
     def handle(self, ready: Collection[Handle], now: float) -> None:
+        if self.copy is not None:
+            self.copy.handle(ready, now)
         if self.collector in ready:
             self._collect(now)
         if self.snapshot in ready:
             self._answer(now)
-        for frames in self.hashmap.expire(now):
-            self._send(frames)
+        if not self.passive:
+            for frames in self.hashmap.expire(now):
+                self._send(frames)
         if self.events is not None:
             self._watch_workers()
         if now >= self._beat_at:
@@ -266,6 +312,9 @@ class PubSubComponent:
 
     def close(self) -> None:
         publish.route = None
+        if self.copy is not None:
+            self.copy.close()
+            self.copy = None
         if self.collector is not None:
             self.broker.inline.pop(self.collector, None)
         for sock in (self.snapshot, self.publisher, self.collector):
@@ -288,6 +337,14 @@ class PubSubComponent:
         assert recv is not None
         assert send is not None
         outbox: list[tuple[int, bytes, list[bytes]]] = []
+        copy = self.copy
+        if copy is not None:  # not active: pending until the peer publishes it (replica.py)
+            for frames in recv(BATCH):
+                copy.collect(frames, now)
+            return
+        if self.passive:
+            recv(BATCH)  # leaving the pair: the peer takes them (publishers send to both)
+            return
         for frames in recv(BATCH):
             try:
                 out = hashmap.collect(frames, now)
@@ -318,6 +375,10 @@ class PubSubComponent:
             except FrameError as exc:
                 self.refusals.note(f"snapshot request: {exc}", now)
                 continue
+            if self.passive:
+                assert self.ha is not None
+                if not self.ha.vote(now):
+                    continue  # unanswered: the subscriber moves to the other server
             identity = frames[0]
             for message in self.hashmap.snapshot(subtree, now):
                 try:
@@ -339,8 +400,10 @@ class PubSubComponent:
     def _heartbeat(self, now: float) -> None:
         """HUGZ, every second (not only when idle: a subscriber of a quiet subtree hears
         nothing of the busy others, and must still know the server is there); the job
-        counters that moved."""
-        self._send(hugz(self.hashmap.sequence))
+        counters that moved. None while not active: its subscribers hear silence and move to
+        the active server."""
+        if not self.passive:
+            self._send(hugz(self.hashmap.sequence))
         if self.events is not None:
             dispatcher = self.broker.dispatcher
             if dispatcher is not None:
@@ -353,6 +416,11 @@ class PubSubComponent:
     # -- the server's events ----------------------------------------------------------------------
 
     def _publish(self, item: Published, now: float) -> None:
+        if self.passive:
+            # Our own events are ours, not the peer's map's: kept, published on takeover.
+            if len(self._held) < MAX_HELD or item[0] in self._held:
+                self._held[item[0]] = item
+            return
         key, value, ttl = item
         props = {b"ttl": b"%g" % ttl} if ttl is not None else None
         try:
@@ -398,3 +466,36 @@ class PubSubComponent:
             proc = workers[pid]
             self._publish(events.started(proc.identity, pid, proc.pool.name), now)
         self._known = dict(workers)
+
+    # -- a Binary Star pair -----------------------------------------------------------------------
+
+    def _start_copy(self, now: float) -> None:
+        from .peer import PeerCopy
+
+        ctx = self.broker.ctx
+        assert ctx is not None
+        self.copy = PeerCopy(ctx, self.peer_endpoint, self.hashmap, now)
+        log.info("pub-sub: not active: copying the peer's map from %s", self.peer_endpoint)
+
+    def _on_ha(self, state: State, now: float) -> None:
+        """The pair's state changed: take over (publish what the peer never did), or copy."""
+        if state is not State.ACTIVE:
+            if self.copy is None and self.snapshot is not None:
+                self._start_copy(now)
+            return
+        copy, self.copy = self.copy, None
+        if copy is not None:
+            replica = copy.replica
+            owed = copy.takeover(now)
+            for frames in owed:
+                self._send(frames)
+            log.warning(
+                "pub-sub: active: %d keys at sequence %d%s, %d pending updates published",
+                len(self.hashmap),
+                self.hashmap.sequence,
+                "" if replica.synced else " (never synced with the peer)",
+                len(owed),
+            )
+        held, self._held = self._held, {}
+        for item in held.values():
+            self._publish(item, now)

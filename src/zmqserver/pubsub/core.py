@@ -93,6 +93,10 @@ class Hashmap:
         entry = self._map.get(key)
         return None if entry is None else entry.value
 
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every key and its value (a copy: the caller may change the map meanwhile)."""
+        return [(key, entry.value) for key, entry in self._map.items()]
+
     # -- updates ------------------------------------------------------------------------------
 
     def collect(self, frames: list[bytes], now: float) -> list[bytes] | None:
@@ -116,11 +120,14 @@ class Hashmap:
         properties: Mapping[bytes, bytes] | None = None,
         now: float = 0.0,
         uuid: bytes = b"",
+        sequence: int = 0,
     ) -> list[bytes] | None:
         """Store (or, with an empty value, delete) ``key`` and return the KVPUB to publish.
 
         ``properties`` may hold ``ttl`` (seconds, a decimal): the key is deleted when it runs
         out. None is returned for a delete of a key the map does not hold (nothing changed).
+        ``sequence`` (a replica's, replica.py): store the update under the sequence its server
+        gave it instead of the next one of ours, and take it as our last if it is higher.
         """
         bounds = self.bounds
         if not key:
@@ -151,7 +158,7 @@ class Hashmap:
         if not value:
             if old is None:
                 return None
-            return self._delete(key, old, props, uuid)
+            return self._delete(key, old, props, uuid, sequence)
         stored = encode_properties(props)
         size = len(key) + len(value) + len(stored)
         grown = self._bytes + size - (old.size if old is not None else 0)
@@ -159,7 +166,7 @@ class Hashmap:
             raise Refused(f"new key {key[:64]!r}: the cache holds max_keys ({bounds.max_keys})")
         if bounds.max_bytes and grown > bounds.max_bytes:
             raise Refused(f"{key[:64]!r}: the cache would exceed max_bytes ({bounds.max_bytes})")
-        sequence = self._next()
+        sequence = self._next(sequence)
         self._map[key] = _Entry(sequence, value, stored, expires, size)
         self._bytes = grown
         if expires != math.inf:
@@ -167,14 +174,22 @@ class Hashmap:
         return self._kvpub(key, sequence, value, props, uuid)
 
     def _delete(
-        self, key: bytes, old: _Entry, props: dict[bytes, bytes], uuid: bytes
+        self,
+        key: bytes,
+        old: _Entry,
+        props: dict[bytes, bytes],
+        uuid: bytes,
+        sequence: int = 0,
     ) -> list[bytes]:
         del self._map[key]
         self._bytes -= old.size
         props.pop(TTL, None)
-        return self._kvpub(key, self._next(), b"", props, uuid)
+        return self._kvpub(key, self._next(sequence), b"", props, uuid)
 
-    def _next(self) -> int:
+    def _next(self, given: int = 0) -> int:
+        if given:
+            self.sequence = max(self.sequence, given)
+            return given
         self.sequence += 1
         return self.sequence
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -74,6 +74,33 @@ class HaComponent:
         self.since = 0.0
         #: The server is stopping: out of the pair, requests dropped (:meth:`on_stop`).
         self.stopping = False
+        #: Called with (the new state, now) at each change, after the broker was switched:
+        #: pub-sub takes over (or starts copying its peer) there (pubsub/component.py).
+        self.listeners: list[Callable[[State, float], None]] = []
+
+    @property
+    def serving(self) -> bool:
+        """Whether this server answers clients now (active, and not leaving the pair)."""
+        return self.star is not None and self.star.active and not self.stopping
+
+    def vote(self, now: float) -> bool:
+        """A client that is not a job's (a pub-sub snapshot request, as in the guide's
+        clonesrv6) asked while we are not active: the machine's CLIENT_REQUEST event. True:
+        serve it (we are active now, a failover if the peer was silent)."""
+        star, dispatcher = self.star, self.broker.dispatcher
+        assert star is not None
+        if self.serving:
+            return True
+        if self.stopping:
+            self.dropped += 1
+            return False
+        if dispatcher is not None and dispatcher.standby:
+            self._decide(dispatcher.standby, now)  # the same decision serves the jobs kept
+        else:
+            self._apply(star.on_client_request(now), now)
+        if not star.active:
+            self.dropped += 1
+        return star.active
 
     # -- Component --------------------------------------------------------------------------------
 
@@ -252,6 +279,8 @@ class HaComponent:
             dispatcher.standby = None
         elif dispatcher.standby is None:
             dispatcher.standby = []  # stepped down: new requests are kept for a decision
+        for listener in self.listeners:
+            listener(outcome.after, now)
         self._publish()
 
     def _publish(self) -> None:
