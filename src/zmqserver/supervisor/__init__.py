@@ -124,7 +124,9 @@ def pool_supervisor(
         from ..pubsub import publish
         from ..pubsub.endpoints import broker_collector
 
-        publish.route = publish.Route(broker_collector(config.connect, config.pubsub_port))
+        # A pair's pool publishes to its first broker's collector (docs/ha.md).
+        first = config.connect.split(",")[0].strip()
+        publish.route = publish.Route(broker_collector(first, config.pubsub_port))
     return Master(
         config,
         status,
