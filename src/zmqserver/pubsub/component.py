@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import zmq
 
@@ -41,6 +41,9 @@ from .core import Bounds, Hashmap, Refused
 from .events import Published, ServerEvents
 from .frames import FrameError, decode_icanhaz, hugz
 
+if TYPE_CHECKING:
+    from ..supervisor.ha_side import HaChange
+
 log = logging.getLogger("zmqserver.pubsub")
 
 
@@ -51,6 +54,12 @@ class DurableSource(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Jobs per state."""
+
+
+class HaSource(Protocol):
+    """What the pub-sub events need of a Binary Star server (supervisor/ha_side.py)."""
+
+    listeners: list[Callable[[HaChange], None]]
 
 
 #: HUGZ, and the job counters, once a second.
@@ -331,6 +340,15 @@ class PubSubComponent:
             return
         self._durable_counts = durable.counts
         durable.on_dead = self._on_dead
+
+    def watch_ha(self, ha: HaSource) -> None:
+        """Publish the Binary Star pair's state changes and errors (events on only)."""
+        if self.events is not None:
+            ha.listeners.append(self._on_ha)
+
+    def _on_ha(self, change: HaChange) -> None:
+        assert self.events is not None
+        self._publish(self.events.ha_changed(change), time.monotonic())
 
     def _on_dead(self, ticket: str, service: bytes, error: str) -> None:
         assert self.events is not None

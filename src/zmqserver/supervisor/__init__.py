@@ -71,12 +71,14 @@ def arbiter(
     config = config.validate()
     broker = BrokerComponent(config)
     components: list[Component] = [broker]
+    ha = None
     if config.ha_role is not None:
         # Right after the broker: it decides on the requests the broker kept while not active
         # before the components that take some of them (durable jobs' intake) look.
         from .ha_side import HaComponent
 
-        components.append(HaComponent(config, broker))
+        ha = HaComponent(config, broker)
+        components.append(ha)
     pubsub = None
     if config.pubsub_port is not None:
         # Imported here: pub-sub is optional, and its component imports this package's modules.
@@ -84,6 +86,8 @@ def arbiter(
 
         pubsub = PubSubComponent(config, broker)
         components.append(pubsub)  # after the broker: its ZAP, context
+        if ha is not None:
+            pubsub.watch_ha(ha)  # the pair's state changes as events
     if config.control:
         components.append(ControlComponent(config, broker))
     if config.metrics_port is not None:
