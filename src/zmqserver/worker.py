@@ -641,8 +641,9 @@ def worker_main(
         return _boot_failed(f"post_fork {config.post_fork!r} raised\n{trace}", boot_reports)
     worker = Worker(config, app, identity, endpoint, master_pid, credentials, hooks, status)
     try:
-        brokers = split_endpoints(endpoint)
-        if len(brokers) > 1:  # a remote pool of a Binary Star pair (docs/ha.md)
+        # A remote pool (it has a status pipe) may be given a Binary Star pair (docs/ha.md).
+        brokers = split_endpoints(endpoint) if status is not None else [endpoint]
+        if len(brokers) > 1:
             from .worker_pair import run_pair
 
             return run_pair(worker, brokers)
