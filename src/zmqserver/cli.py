@@ -62,6 +62,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kwargs["type"] = type(default[0]) if default else str
+        elif f.name == "connect":
+            kwargs["action"] = _JoinAction  # --connect A --connect B: a pair (docs/ha.md)
         elif (parse := text_parser(f)) is not None:
             kwargs["type"] = _flag_type(parse, f.metadata.get("parse") is not None)
         parser.add_argument(flag, **kwargs)
@@ -99,6 +101,20 @@ class _AppsAction(argparse.Action):
             namespace.services = named
         elif apps:
             parser.error(f"give one APP (module:callable) or services as NAME=APP: {apps}")
+
+
+class _JoinAction(argparse.Action):
+    """A flag given more than once adds to its value, comma-separated (``--connect``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{before},{values}" if before else values)
 
 
 class _VersionAction(argparse.Action):

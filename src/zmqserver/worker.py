@@ -33,6 +33,7 @@ from ._process import die_with_parent, endpoint_label, parent_alive, rss_bytes, 
 from ._wakeup import WakeupSocketpair
 from .bootreport import BootReports
 from .config import App, Config
+from .config.validate import split_endpoints
 from .context import CURRENT
 from .errors import AppLoadError, BadReply, ProtocolError, Retry, Status
 from .hooks import WORKER_HOOKS, Hooks
@@ -162,6 +163,8 @@ class BusyHeartbeat:
         self._sock: zmq.Socket[bytes] | None = None
         self._since = 0.0  # start of the current job, or the thread's last heartbeat in it
         self._stop = threading.Event()
+        #: More sockets to heartbeat during a job: a pair's other broker (worker_pair.py).
+        self._also: list[zmq.Socket[bytes]] = []
         # Not "_thread": compiled (mypyc), that becomes a C field named __thread, a C keyword.
         self._beater: threading.Thread | None = None
 
@@ -180,6 +183,12 @@ class BusyHeartbeat:
         """Take the socket back; once this returns the thread no longer touches it."""
         with self._lock:
             self._sock = None
+
+    def also(self, socks: list[zmq.Socket[bytes]]) -> None:
+        """Heartbeat ``socks`` too while a job runs (call between jobs): a broker of a pair
+        that did not send the job must not take the worker for dead while it runs."""
+        with self._lock:
+            self._also = socks
 
     def send(self, frames: list[bytes]) -> None:
         """Send on the lent socket from the main thread (a streaming app's PARTIALs)."""
@@ -207,6 +216,10 @@ class BusyHeartbeat:
                         # NOBLOCK: with the broker gone a full pipe must not wedge the lock.
                         with contextlib.suppress(zmq.Again):
                             self._sock.send_multipart(self._heartbeat, zmq.NOBLOCK)
+                        for other in self._also:
+                            if other is not self._sock:
+                                with contextlib.suppress(zmq.Again):
+                                    other.send_multipart(self._heartbeat, zmq.NOBLOCK)
                         self._since = now
                         due = now + interval
                     wait = due - now
@@ -310,13 +323,15 @@ class Worker:
         # Fast stop: the master answers our running job, if any, with an error.
         os._exit(0)
 
-    def _connect(self) -> zmq.Socket[bytes]:
+    def _connect(self, endpoint: str | None = None) -> zmq.Socket[bytes]:
+        """A fresh socket to the broker (``endpoint``: one of a pair's, else ``self.endpoint``),
+        with the READY sent; it becomes ``self.sock``."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, self.identity)
         if self.credentials is not None:
             apply_client(sock, self.credentials)
-        sock.connect(self.endpoint)
+        sock.connect(endpoint or self.endpoint)
         self._recv, self._send = receiver(sock), sender(sock)
         self._sock_fd = cast(int, sock.getsockopt(zmq.FD))
         if self.status is not None:
@@ -626,6 +641,12 @@ def worker_main(
         return _boot_failed(f"post_fork {config.post_fork!r} raised\n{trace}", boot_reports)
     worker = Worker(config, app, identity, endpoint, master_pid, credentials, hooks, status)
     try:
+        # A remote pool (it has a status pipe) may be given a Binary Star pair (docs/ha.md).
+        brokers = split_endpoints(endpoint) if status is not None else [endpoint]
+        if len(brokers) > 1:
+            from .worker_pair import run_pair
+
+            return run_pair(worker, brokers)
         return worker.run()
     finally:
         hooks.run_logged("worker_exit", config)

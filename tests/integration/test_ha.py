@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
-from tests.helpers import REPO
+from tests.helpers import REPO, ServerProcess, wait_until
+from tests.integration.pubsub_helpers import free_base_port
+
+from zmqserver import Subscriber
 
 from .ha_helpers import HEARTBEAT, Pair, answer, pair, wait_answered, wait_logged
 
@@ -107,3 +113,62 @@ def test_a_backup_alone_never_serves(pair: Pair) -> None:
     backup.wait_workers(1)
     assert answer(backup, b"x", 8 * HEARTBEAT) is None
     assert "-> active" not in backup.log()
+
+
+def test_metrics_and_events_show_the_pair(pair: Pair) -> None:
+    """/metrics (checked by promtool) and the `$zmqserver/ha` event of the backup, across a
+    failover."""
+    base = free_base_port()
+    primary = pair.start("primary")
+    backup = pair.start(
+        "backup", "--metrics-port", "0", "--pubsub-port", str(base), "--pubsub-events"
+    )
+    url = metrics_url(backup)
+    wait_answered(primary)
+    wait_logged(backup, "backup -> passive")
+    with Subscriber(f"tcp://127.0.0.1:{base}", "$zmqserver/ha") as sub:
+
+        def event() -> dict[str, object]:
+            sub.recv(0.1)
+            return json.loads(sub.state.get(b"$zmqserver/ha", b"{}"))
+
+        wait_until(lambda: event().get("state") == "passive", 10, "the passive event")
+        assert event()["before"] == "backup"
+        text = get(url)
+        assert 'zmqserver_ha_state{role="backup",state="passive"} 1' in text, text
+        assert 'zmqserver_ha_state{role="backup",state="active"} 0' in text
+        assert "zmqserver_ha_peer_alive 1" in text
+        assert "zmqserver_ha_peer_last_heard_seconds " in text
+
+        pair.kill("primary")
+        wait_answered(backup)
+        wait_until(lambda: event().get("state") == "active", 10, "the failover event")
+        took = event()
+        assert (took["before"], took["takeovers"], took["error"]) == ("passive", 1, False)
+        assert str(took["reason"]).startswith("failover")
+    text = get(url)
+    assert 'zmqserver_ha_state{role="backup",state="active"} 1' in text, text
+    assert "zmqserver_ha_takeovers_total 1" in text
+    assert "zmqserver_ha_transitions_total 2" in text
+    promtool = shutil.which("promtool")
+    if promtool:
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def metrics_url(server: ServerProcess) -> str:
+    found: list[str] = []
+
+    def logged() -> bool:
+        found[:] = re.findall(r"metrics and dashboard on (http://\S+/)", server.log())
+        return bool(found)
+
+    wait_until(logged, 15, "the metrics port in the log")
+    return found[0] + "metrics"
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())

@@ -147,7 +147,9 @@ class Config(_Checked):
     connect: str | None = option(
         None,
         "Backend endpoint of the broker a remote pool's workers connect to "
-        "(`tcp://BROKER:6661`); required by `zmqserver worker`.",
+        "(`tcp://BROKER:6661`); required by `zmqserver worker`. Several (a Binary Star pair; "
+        "`--connect` repeated, a list in TOML, commas in the environment): the workers "
+        "register with each and serve the active one (docs/ha.md).",
         metavar="ENDPOINT",
         command="worker",
     )
@@ -870,6 +872,11 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
         if isinstance(value, list | tuple):
             return tuple(value)
         raise ConfigError(f"port: expected two port numbers (frontend, backend), got {value!r}")
+    if key == "connect" and isinstance(value, list | tuple):
+        # The brokers of a pair (docs/ha.md): kept as one string, as the CLI and env spell it.
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"connect: expected endpoints (strings), got {value!r}")
+        return ",".join(value)
     if isinstance(default, tuple):
         # A list in TOML, one string (comma- or space-separated) from the environment.
         if isinstance(value, str):

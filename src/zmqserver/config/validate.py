@@ -76,10 +76,20 @@ def check_service_name(what: str, name: object) -> None:
         )
 
 
+def split_endpoints(connect: str) -> list[str]:
+    """The brokers a remote pool connects to: ``connect`` is one endpoint, or a pair's
+    (several, comma-separated: a ZeroMQ endpoint has no comma)."""
+    return [endpoint.strip() for endpoint in connect.split(",") if endpoint.strip()]
+
+
 def _check_pool(config: Config) -> None:
     """The remote pool's options (``zmqserver worker``)."""
-    connect = config.connect
-    if connect is not None:
+    endpoints = split_endpoints(config.connect) if config.connect is not None else []
+    if config.connect is not None and not endpoints:
+        raise ConfigError("connect: no endpoint given (expected tcp://host:port)")
+    if len(set(endpoints)) != len(endpoints):
+        raise ConfigError(f"connect: {config.connect!r} names the same broker twice")
+    for connect in endpoints:
         # Checked here, in the master: an endpoint libzmq refuses would make every worker fail
         # in connect() and be replaced, over and over.
         transport, sep, address = connect.partition("://")

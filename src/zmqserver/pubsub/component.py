@@ -45,6 +45,7 @@ from .frames import FrameError, decode_icanhaz, hugz
 if TYPE_CHECKING:
     from ..supervisor.ha_side import HaComponent
     from .peer import PeerCopy
+    from ..supervisor.ha_side import HaChange
 
 log = logging.getLogger("zmqserver.pubsub")
 
@@ -56,6 +57,12 @@ class DurableSource(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Jobs per state."""
+
+
+class HaSource(Protocol):
+    """What the pub-sub events need of a Binary Star server (supervisor/ha_side.py)."""
+
+    listeners: list[Callable[[HaChange], None]]
 
 
 #: HUGZ, and the job counters, once a second.
@@ -392,6 +399,15 @@ class PubSubComponent:
             return
         self._durable_counts = durable.counts
         durable.on_dead = self._on_dead
+
+    def watch_ha(self, ha: HaSource) -> None:
+        """Publish the Binary Star pair's state changes and errors (events on only)."""
+        if self.events is not None:
+            ha.listeners.append(self._on_ha)
+
+    def _on_ha(self, change: HaChange) -> None:
+        assert self.events is not None
+        self._publish(self.events.ha_changed(change), time.monotonic())
 
     def _on_dead(self, ticket: str, service: bytes, error: str) -> None:
         assert self.events is not None

@@ -24,6 +24,13 @@ Keys and values (JSON, UTF-8):
   second, or every job. ``<service>`` is ``?`` for a job whose service no worker had
   registered (the name is the client's, and would make keys without bound).
 
+For a server of a Binary Star pair (``ha_role``, docs/ha.md):
+
+* ``$zmqserver/ha``: ``{"role", "state", "before", "reason", "error", "peer", "takeovers",
+  "at"}``, at each change of this server's state (``reason`` is the log line's) and each pair
+  error (``error`` true: two actives, two passives, two primaries or two backups; the state may
+  be unchanged). One key: a subscriber's snapshot has the server's latest state.
+
 With a store (durable jobs, docs/durable.md):
 
 * ``$zmqserver/durable/<state>`` for pending, scheduled, running, done and dead:
@@ -55,6 +62,7 @@ from ..supervisor.backoff import describe_exit
 from .core import SERVER_PREFIX
 
 if TYPE_CHECKING:
+    from ..supervisor.ha_side import HaChange
     from ..supervisor.workers import WorkerProcess
 
 #: Seconds an exited worker's key stays before the server deletes it.
@@ -183,6 +191,20 @@ class ServerEvents:
             key = SERVER_PREFIX + b"durable/" + state.encode()
             out.append((key, _json(count=count, at=time.time()), None))
         return out
+
+    def ha_changed(self, change: HaChange) -> Published:
+        """This server of a Binary Star pair changed state, or found the pair in error."""
+        value = _json(
+            role=change.role,
+            state=change.state,
+            before=change.before,
+            reason=change.reason,
+            error=change.error,
+            peer=change.peer,
+            takeovers=change.takeovers,
+            at=time.time(),
+        )
+        return SERVER_PREFIX + b"ha", value, None
 
     def dead_lettered(self, ticket: str, service: bytes, error: str) -> Published:
         """A durable job failed for good."""

@@ -93,6 +93,7 @@ def arbiter(
             pubsub.attach_ha(
                 ha, peer_pubsub(config.ha_peer, config.pubsub_port, config.ha_peer_pubsub)
             )
+            pubsub.watch_ha(ha)  # the pair's state changes as events
     if config.control:
         components.append(ControlComponent(config, broker))
     if config.metrics_port is not None:
@@ -133,7 +134,9 @@ def pool_supervisor(
         from ..pubsub import publish
         from ..pubsub.endpoints import broker_collector
 
-        publish.route = publish.Route(broker_collector(config.connect, config.pubsub_port))
+        # A pair's pool publishes to its first broker's collector (docs/ha.md).
+        first = config.connect.split(",")[0].strip()
+        publish.route = publish.Route(broker_collector(first, config.pubsub_port))
     return Master(
         config,
         status,

@@ -28,6 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -46,6 +47,20 @@ log = logging.getLogger("zmqserver.ha")
 
 #: Peer messages read in one turn at most (the peer sends one a heartbeat; more is a flood).
 _READ_BUDGET = 64
+
+
+@dataclass(frozen=True, slots=True)
+class HaChange:
+    """A state change of this server of the pair, or a pair error (``error``; the state may
+    be unchanged), as the server's events tell it (pubsub/events.py)."""
+
+    role: str
+    state: str
+    before: str
+    reason: str
+    error: bool
+    peer: str | None
+    takeovers: int
 
 
 class HaComponent:
@@ -70,6 +85,10 @@ class HaComponent:
         self.dropped = 0
         self.takeovers = 0
         self.errors = 0
+        #: State changes since the start (the metrics' transitions counter).
+        self.transitions = 0
+        #: Told of each state change and pair error (pub-sub's ``$zmqserver/ha`` event).
+        self.listeners: list[Callable[[HaChange], None]] = []
         #: When the state last changed (monotonic), for the status document.
         self.since = 0.0
         #: The server is stopping: out of the pair, requests dropped (:meth:`on_stop`).
@@ -211,6 +230,8 @@ class HaComponent:
             "since": round(now - self.since, 3),
             "peer": None if peer is None else peer.name.lower(),
             "peer_alive": star.peer_alive(now),
+            "peer_heard": None if star.peer_seen is None else round(now - star.peer_seen, 3),
+            "transitions": self.transitions,
             "dropped": self.dropped,
             "takeovers": self.takeovers,
             "errors": self.errors,
@@ -254,6 +275,14 @@ class HaComponent:
         if outcome.error:
             self.errors += 1
             log.error("Binary Star: %s (we are %s)", outcome.note, self.role.value)
+        if outcome.changed:
+            self.transitions += 1
+            if outcome.before is State.PASSIVE and outcome.after is State.ACTIVE:
+                self.takeovers += 1
+        if (outcome.changed or outcome.error) and self.listeners:
+            change = self._change(outcome)
+            for listener in self.listeners:
+                listener(change)
         if not outcome.changed:
             return
         if not outcome.error:
@@ -267,8 +296,6 @@ class HaComponent:
         dispatcher = self.broker.dispatcher
         assert dispatcher is not None
         if outcome.after is State.ACTIVE:
-            if outcome.before is State.PASSIVE:
-                self.takeovers += 1
             if dispatcher.standby is not None and not outcome.serve:
                 # Requests that came with no decision yet (a peer message decided): serve them.
                 kept, dispatcher.standby = dispatcher.standby, None
@@ -282,6 +309,20 @@ class HaComponent:
         for listener in self.listeners:
             listener(outcome.after, now)
         self._publish()
+
+    def _change(self, outcome: Outcome) -> HaChange:
+        star = self.star
+        assert star is not None
+        peer = star.peer_state
+        return HaChange(
+            role=self.role.value,
+            state=outcome.after.name.lower(),
+            before=outcome.before.name.lower(),
+            reason=outcome.note,
+            error=outcome.error,
+            peer=None if peer is None else peer.name.lower(),
+            takeovers=self.takeovers,
+        )
 
     def _publish(self) -> None:
         if self.pub is not None and self.star is not None:

@@ -119,6 +119,9 @@ def render(doc: dict[str, Any], counters: Mapping[bytes, ServiceMetrics]) -> str
             "Durable jobs dead-lettered since the master started.",
         )
         out.sample("zmqserver_durable_dead_lettered_total", {}, durable["dead_lettered"])
+    ha = doc.get("ha")
+    if ha is not None:
+        _pair(out, ha)
     master = doc["master"]
     out.family("zmqserver_master_rss_bytes", "gauge", "Resident memory of the master (broker).")
     out.sample("zmqserver_master_rss_bytes", {}, master["rss"] or 0)
@@ -127,3 +130,37 @@ def render(doc: dict[str, Any], counters: Mapping[bytes, ServiceMetrics]) -> str
     out.family("zmqserver_uptime_seconds", "gauge", "Seconds since the master started.")
     out.sample("zmqserver_uptime_seconds", {}, doc["uptime"])
     return "\n".join(out.lines) + "\n"
+
+
+#: The states of a server of a Binary Star pair (ha/fsm.py's State), as the status shows them.
+HA_STATES = ("primary", "backup", "active", "passive")
+
+
+def _pair(out: _Out, ha: Mapping[str, Any]) -> None:
+    """A server of a Binary Star pair (docs/ha.md): one gauge per state, 1 for the current
+    one (so that a query needs no label match on a value that changes), and the counters of
+    the status line."""
+    role = ha["role"]
+    out.family(
+        "zmqserver_ha_state", "gauge", "Binary Star: 1 for this server's state, 0 for the others."
+    )
+    for state in HA_STATES:
+        out.sample("zmqserver_ha_state", {"role": role, "state": state}, state == ha["state"])
+    out.family("zmqserver_ha_peer_alive", "gauge", "Binary Star: the peer heard within 2 beats.")
+    out.sample("zmqserver_ha_peer_alive", {}, bool(ha["peer_alive"]))
+    if ha.get("peer_heard") is not None:
+        out.family(
+            "zmqserver_ha_peer_last_heard_seconds",
+            "gauge",
+            "Binary Star: seconds since the peer last published its state.",
+        )
+        out.sample("zmqserver_ha_peer_last_heard_seconds", {}, ha["peer_heard"])
+    for name, key, help in (
+        ("transitions", "transitions", "state changes of this server"),
+        ("takeovers", "takeovers", "failovers: passive to active"),
+        ("requests_dropped", "dropped", "client requests dropped unanswered while not active"),
+        ("pair_errors", "errors", "two actives, two passives, two primaries or two backups"),
+    ):
+        family = f"zmqserver_ha_{name}_total"
+        out.family(family, "counter", f"Binary Star: {help}.")
+        out.sample(family, {}, ha[key])

@@ -7,7 +7,9 @@ A remote pool (``zmqserver worker --connect tcp://BROKER:6661``) has the same po
 options as a broker's master, minus the broker: no frontend, no backend binding, no ZAP. Workers
 connect to ``config.connect`` (with CURVE when ``server_key`` is set) and reconnect with backoff
 when the broker goes silent; a worker the broker sends DISCONNECT (a restarted broker does not
-know it) exits and is replaced, and the replacement registers afresh. Each worker reports
+know it) exits and is replaced, and the replacement registers afresh. With several endpoints (a
+Binary Star pair), each worker registers with every broker and serves the active one
+(worker_pair.py). Each worker reports
 idle/busy/cut off through a pipe, so spare-server autoscaling works as on the broker's host,
 minus scaling on queue wait (the queue is on the broker).
 """
@@ -24,6 +26,7 @@ import zmq
 
 from .._process import Credentials, set_title
 from ..config import Config
+from ..config.validate import split_endpoints
 from ..errors import ConfigError
 from ..scaling import State
 from ..security import ClientCredentials
@@ -73,11 +76,12 @@ class StatusComponent:
         self.host = host
         config = host.config
         self.status = StatusChannel()
-        set_title(f"{config.proc_name} pool {self.endpoint.removeprefix('tcp://')}")
+        brokers = ",".join(e.removeprefix("tcp://") for e in split_endpoints(self.endpoint))
+        set_title(f"{config.proc_name} pool {brokers}")
         log.info(
             "zmqserver pool %d: workers connect to %s%s, service(s) %s",
             host.pid,
-            self.endpoint,
+            " and ".join(split_endpoints(self.endpoint)),
             " with CURVE" if self.credentials is not None else "",
             ", ".join(repr(name) for name in host.pools),
         )
