@@ -43,9 +43,8 @@ from .events import Published, ServerEvents
 from .frames import FrameError, decode_icanhaz, hugz
 
 if TYPE_CHECKING:
-    from ..supervisor.ha_side import HaComponent
+    from ..supervisor.ha_side import HaChange, HaComponent
     from .peer import PeerCopy
-    from ..supervisor.ha_side import HaChange
 
 log = logging.getLogger("zmqserver.pubsub")
 
@@ -148,7 +147,7 @@ class PubSubComponent:
         (the guide's clonesrv6: a subscriber that asks is a client that votes)."""
         self.ha = ha
         self.peer_endpoint = peer_endpoint
-        ha.listeners.append(self._on_ha)
+        ha.state_listeners.append(self._on_ha_state)
 
     @property
     def passive(self) -> bool:
@@ -438,6 +437,10 @@ class PubSubComponent:
                 self._held[item[0]] = item
             return
         key, value, ttl = item
+        if self._held:
+            # Newer than what was held for the key (the takeover's own event, published
+            # before the held ones are): the held one must not overwrite it.
+            self._held.pop(key, None)
         props = {b"ttl": b"%g" % ttl} if ttl is not None else None
         try:
             out = self.hashmap.set(key, value, props, now)
@@ -490,10 +493,11 @@ class PubSubComponent:
 
         ctx = self.broker.ctx
         assert ctx is not None
-        self.copy = PeerCopy(ctx, self.peer_endpoint, self.hashmap, now)
+        assert self.ha is not None
+        self.copy = PeerCopy(ctx, self.peer_endpoint, self.hashmap, now, retry=self.ha.heartbeat)
         log.info("pub-sub: not active: copying the peer's map from %s", self.peer_endpoint)
 
-    def _on_ha(self, state: State, now: float) -> None:
+    def _on_ha_state(self, state: State, now: float) -> None:
         """The pair's state changed: take over (publish what the peer never did), or copy."""
         if state is not State.ACTIVE:
             if self.copy is None and self.snapshot is not None:

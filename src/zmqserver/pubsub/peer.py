@@ -8,15 +8,19 @@ fresh DEALER for each snapshot, so that an answer to a request given up on is ne
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Final
 
 import zmq
 
 from ..supervisor.component import Handle, WatchItem
+from .agent import SYNC_TIMEOUT
 from .core import Hashmap
 from .endpoints import chp_endpoints
 from .replica import Replica
+
+log = logging.getLogger("zmqserver.pubsub")
 
 #: Messages read from one socket in one turn of the master's loop.
 BATCH: Final = 1000
@@ -34,10 +38,15 @@ class PeerCopy:
         endpoint: str,
         hashmap: Hashmap,
         now: float,
+        retry: float = SYNC_TIMEOUT,
     ) -> None:
+        """``retry``: seconds before a snapshot request unanswered is made again. The pair's
+        heartbeat: a peer that is not active yet drops it, and the copy must not wait a
+        subscriber's patience for the peer's first answer (a failover then would find it
+        empty)."""
         self.ctx = ctx
         self.snapshot_endpoint, self.updates_endpoint, _ = chp_endpoints(endpoint)
-        self.replica = Replica(hashmap, now)
+        self.replica = Replica(hashmap, now, sync_timeout=retry)
         self.sub: zmq.Socket[bytes] | None = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -98,8 +107,15 @@ class PeerCopy:
                 frames = dealer.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            first = not replica.synced
             replica.on_snapshot(frames, now)
             if not replica.syncing:
+                if first:
+                    log.info(
+                        "pub-sub: in step with the peer: %d keys at sequence %d",
+                        len(replica.hashmap),
+                        replica.hashmap.sequence,
+                    )
                 dealer.close(linger=0)
                 self.dealer = None
                 return

@@ -95,7 +95,7 @@ class HaComponent:
         self.stopping = False
         #: Called with (the new state, now) at each change, after the broker was switched:
         #: pub-sub takes over (or starts copying its peer) there (pubsub/component.py).
-        self.listeners: list[Callable[[State, float], None]] = []
+        self.state_listeners: list[Callable[[State, float], None]] = []
 
     @property
     def serving(self) -> bool:
@@ -306,8 +306,8 @@ class HaComponent:
             dispatcher.standby = None
         elif dispatcher.standby is None:
             dispatcher.standby = []  # stepped down: new requests are kept for a decision
-        for listener in self.listeners:
-            listener(outcome.after, now)
+        for on_state in self.state_listeners:
+            on_state(outcome.after, now)
         self._publish()
 
     def _change(self, outcome: Outcome) -> HaChange:
