@@ -131,3 +131,47 @@ def test_a_pair_half_with_curve_says_so(pair: Pair, keys: Keys) -> None:
     for server in (primary, backup):
         wait_logged(server, "the two servers speak different security mechanisms: one server")
     assert "-> passive" not in backup.log()
+
+
+def test_a_curve_pair_copies_its_pub_sub_map_over_curve(pair: Pair, keys: Keys) -> None:
+    """The passive server's copy of the active one's pub-sub map connects with its own key
+    pair, admitted as ``ha_peer_key`` by the peer's pub-sub ports; no other key is needed."""
+    from zmqserver.pubsub.client import Publisher, Subscriber
+
+    from .pubsub_helpers import free_base_port
+
+    ports = {"primary": free_base_port(), "backup": free_base_port()}
+    for own, peer in (("primary", "backup"), ("backup", "primary")):
+        pair.start(
+            own,
+            *keys.serve_args(own, peer),
+            "--pubsub-port", str(ports[own]),
+            "--host", "127.0.0.1",
+            "--ha-peer-pubsub", f"tcp://127.0.0.1:{ports[peer]}",
+        )  # fmt: skip
+    primary, backup = pair.servers["primary"], pair.servers["backup"]
+    wait_answered(primary, keys.client("primary"))
+    wait_logged(backup, "pub-sub: in step with the peer")
+    client_secret = keys.root / "client.key_secret"
+    with Publisher(
+        f"tcp://127.0.0.1:{ports['primary']}",
+        server_key=keys.public("primary"),
+        client_key_file=client_secret,
+        context=primary.ctx,
+    ) as pub:
+        assert pub.wait_connected()
+        pub.publish("/cfg/colour", "blue")
+    time.sleep(4 * HEARTBEAT)  # the backup's copy hears the update
+    pair.kill("primary")
+    wait_answered(backup, keys.client("backup"))
+    with Subscriber(
+        f"tcp://127.0.0.1:{ports['backup']}",
+        "/cfg/",
+        server_key=keys.public("backup"),
+        client_key_file=client_secret,
+        context=backup.ctx,
+    ) as sub:
+        update = sub.recv(5.0)
+    assert update is not None
+    assert (update.key, update.value) == (b"/cfg/colour", b"blue")
+    assert "refused a connection" not in backup.log(), backup.log()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -601,3 +602,17 @@ def test_policy_imports_neither_zmq_nor_the_config():
             imported.add("." * node.level + (node.module or ""))
     assert not {name for name in imported if name.startswith("zmq") or "config" in name}
     assert {name for name in imported if name.startswith(".")} == {"..errors"}
+
+
+def test_zap_admits_the_binary_star_peer_key_and_a_reload_of_the_directory_keeps_it():
+    """A pair's peer key is admitted as a client's (its copy of our pub-sub map), apart from
+    the key directory, so replacing the directory's keys (HUP) leaves it admitted."""
+    client, peer, stranger = os.urandom(32), os.urandom(32), os.urandom(32)
+    policy = PortPolicy("frontend", curve=True, keys=frozenset({client}))
+    policy = dataclasses.replace(policy, peer_keys=frozenset({peer}))
+    reloaded = dataclasses.replace(policy, keys=frozenset())
+    for current in (policy, reloaded):
+        policies = {DOMAIN: current}
+        assert zap_decide(_request("10.0.0.1", b"CURVE", peer), policies).allowed
+        assert not zap_decide(_request("10.0.0.1", b"CURVE", stranger), policies).allowed
+    assert not zap_decide(_request("10.0.0.1", b"CURVE", client), {DOMAIN: reloaded}).allowed

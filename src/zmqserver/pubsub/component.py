@@ -211,13 +211,7 @@ class PubSubComponent:
             *self._bound[:3],
         )
         if self.ha is not None:
-            front = security.policies.get(security.frontend_domain)
-            if front is not None and front.curve:
-                log.warning(
-                    "pub-sub: the copy of the peer's map does not speak CURVE yet: it will not "
-                    "reach %s",
-                    self.peer_endpoint,
-                )
+            self.ha.link.admit_peer()  # the peer's copy of our map comes through P and P+1
             if not self.ha.serving:
                 self._start_copy(time.monotonic())
 
@@ -494,7 +488,14 @@ class PubSubComponent:
         ctx = self.broker.ctx
         assert ctx is not None
         assert self.ha is not None
-        self.copy = PeerCopy(ctx, self.peer_endpoint, self.hashmap, now, retry=self.ha.heartbeat)
+        self.copy = PeerCopy(
+            ctx,
+            self.peer_endpoint,
+            self.hashmap,
+            now,
+            retry=self.ha.heartbeat,
+            credentials=self.ha.link.credentials(),
+        )
         log.info("pub-sub: not active: copying the peer's map from %s", self.peer_endpoint)
 
     def _on_ha_state(self, state: State, now: float) -> None:

@@ -14,6 +14,7 @@ from typing import Final
 
 import zmq
 
+from ..security.sockets import ClientCredentials, apply_client
 from ..supervisor.component import Handle, WatchItem
 from .agent import SYNC_TIMEOUT
 from .core import Hashmap
@@ -39,18 +40,22 @@ class PeerCopy:
         hashmap: Hashmap,
         now: float,
         retry: float = SYNC_TIMEOUT,
+        credentials: ClientCredentials | None = None,
     ) -> None:
         """``retry``: seconds before a snapshot request unanswered is made again. The pair's
         heartbeat: a peer that is not active yet drops it, and the copy must not wait a
         subscriber's patience for the peer's first answer (a failover then would find it
-        empty)."""
+        empty). ``credentials``: CURVE to the peer's ports (a pair with CURVE)."""
         self.ctx = ctx
+        self.credentials = credentials
         self.snapshot_endpoint, self.updates_endpoint, _ = chp_endpoints(endpoint)
         self.replica = Replica(hashmap, now, sync_timeout=retry)
         self.sub: zmq.Socket[bytes] | None = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, RCVHWM)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        if credentials is not None:
+            apply_client(self.sub, credentials)
         self.sub.connect(self.updates_endpoint)
         self.dealer: zmq.Socket[bytes] | None = None
         self._sync(now)
@@ -96,6 +101,8 @@ class PeerCopy:
             self.dealer.close(linger=0)
         dealer = self.dealer = self.ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
+        if self.credentials is not None:
+            apply_client(dealer, self.credentials)
         dealer.connect(self.snapshot_endpoint)
         dealer.send_multipart(self.replica.request(now), zmq.NOBLOCK)
 

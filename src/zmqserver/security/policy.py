@@ -163,6 +163,10 @@ class PortPolicy:
     keys: frozenset[bytes] = frozenset()
     #: CURVE: raw public keys admitted only from local (ipc://) peers: the forked workers' key.
     local_keys: frozenset[bytes] = frozenset()
+    #: CURVE: a Binary Star peer's key (ha_peer_key), admitted as a client's: its copy of our
+    #: pub-sub map comes through our client ports. Apart from the key directory, so that a
+    #: HUP re-reading the directory keeps it.
+    peer_keys: frozenset[bytes] = frozenset()
     addresses: AddressPolicy = AddressPolicy()
     #: ipc:// peers must run as one of these users; None admits any local user.
     local_uids: frozenset[int] | None = None
@@ -224,6 +228,11 @@ def zap_decide(request: Sequence[bytes], policies: Mapping[bytes, PortPolicy]) -
     if len(credentials) != 1 or len(credentials[0]) != KEY_BYTES:
         return answer(ZAP_DENIED, "malformed CURVE credentials", port)
     key = credentials[0]
-    if policy.allow_any or key in policy.keys or (ip is None and key in policy.local_keys):
+    if (
+        policy.allow_any
+        or key in policy.keys
+        or key in policy.peer_keys
+        or (ip is None and key in policy.local_keys)
+    ):
         return answer(ZAP_OK, "OK", port, user_id=encode_key(key))
     return answer(ZAP_DENIED, f"unknown CURVE key {encode_key(key)}", port)

@@ -24,6 +24,7 @@ refusals are logged by the ZAP handler (security/zap.py), as ``peer link: refuse
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -160,12 +161,32 @@ class PeerLinkSecurity:
         )
         self._monitor(pub, "pub")
 
+    def credentials(self) -> ClientCredentials | None:
+        """What this server connects to its peer's ports with: its frontend key pair, and the
+        peer's public key as the server key (None without CURVE)."""
+        if not self.curve:
+            return None
+        assert self.keys is not None
+        assert self.peer_key is not None
+        return ClientCredentials(encode_key(self.peer_key).encode(), self.keys)
+
+    def admit_peer(self) -> None:
+        """Admit the peer's key on our client ports too (the frontend's ZAP domain, which the
+        pub-sub ports share): the peer's copy of our pub-sub map connects there."""
+        if not self.curve:
+            return
+        assert self.peer_key is not None
+        security = self.security
+        front = security.policies[security.frontend_domain]
+        security.policies[security.frontend_domain] = dataclasses.replace(
+            front, peer_keys=frozenset({self.peer_key})
+        )
+
     def secure_sub(self, sub: zmq.Socket[bytes]) -> None:
         """Make ``sub`` (to ha_peer) a client that hears only the peer. Before ``connect``."""
-        if self.curve:
-            assert self.keys is not None
-            assert self.peer_key is not None
-            apply_client(sub, ClientCredentials(encode_key(self.peer_key).encode(), self.keys))
+        credentials = self.credentials()
+        if credentials is not None:
+            apply_client(sub, credentials)
         sub.setsockopt(zmq.HANDSHAKE_IVL, max(1, round(self.handshake_timeout * 1000)))
         self._monitor(sub, "sub")
 
