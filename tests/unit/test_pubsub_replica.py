@@ -174,3 +174,14 @@ def test_endpoints_of_several_servers_and_of_the_peer():
     assert peer_pubsub("ipc:///x", 6680, "tcp://h:7000") == "tcp://h:7000"
     with pytest.raises(ValueError, match="ha_peer_pubsub"):
         peer_pubsub("ipc:///x", 6680)
+
+
+def test_a_pairs_remote_pool_publishes_to_both_brokers_collectors():
+    """A worker of a pool given both backends sends each update to both collectors: the
+    passive broker keeps it, and publishes it if the active one dies first (docs/ha.md)."""
+    from zmqserver.pubsub.publish import Route, pool_route
+
+    assert pool_route("tcp://a:6661", 6670) == Route("tcp://a:6672")
+    assert pool_route("tcp://a:6661, tcp://b:6661", 6670) == Route(
+        "tcp://a:6672", also=("tcp://b:6672",)
+    )

@@ -233,16 +233,16 @@ class Publisher:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         server_key: str | bytes | os.PathLike[str] | None = None,
         client_key_file: str | os.PathLike[str] | None = None,
-        collector: str | None = None,
+        collector: str | Sequence[str] | None = None,
         credentials: ClientCredentials | None = None,
     ) -> None:
         """``endpoint``: one server's pub-sub port, or several (a list, or ``"a,b"``): each
         update goes to every server's collector (P+2), as the guide's clonecli6 sends it, so
         that the passive server of a Binary Star pair can publish what the active one received
         but never published before it died (docs/ha.md). ``collector`` overrides the endpoint
-        with one collector endpoint."""
+        with collector endpoints (one, or a list)."""
         if collector is not None:
-            self.endpoints = [collector]
+            self.endpoints = [collector] if isinstance(collector, str) else list(collector)
         else:
             self.endpoints = [chp_endpoints(part)[2] for part, _ in servers(endpoint)]
         self.endpoint = self.endpoints[0]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..security.sockets import ClientCredentials
-from .endpoints import chp_endpoints
+from .endpoints import broker_collector, chp_endpoints
 
 if TYPE_CHECKING:
     import zmq
@@ -33,6 +33,19 @@ class Route:
 
     collector: str
     credentials: ClientCredentials | None = None
+    #: A Binary Star pair's remote pool: the other broker's collector too. Each update goes to
+    #: both, as a Publisher given both servers sends it: the passive one keeps it until the
+    #: active one publishes it, and publishes it itself if that one dies first (docs/ha.md).
+    also: tuple[str, ...] = ()
+
+
+def pool_route(connect: str, pubsub_port: int) -> Route:
+    """A remote pool's route: its broker's host, port ``pubsub_port`` + 2; a pair's pool
+    (``connect`` naming both backends, commas between) publishes to both brokers."""
+    first, *others = (
+        broker_collector(part.strip(), pubsub_port) for part in connect.split(",") if part.strip()
+    )
+    return Route(first, also=tuple(others))
 
 
 #: Set by the master before it forks (component.py, or a remote pool's supervisor).
@@ -68,7 +81,10 @@ def _current() -> Publisher:
         # A context of this process's own: one inherited across fork must never be used.
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         publisher = Publisher(
-            "", collector=where.collector, credentials=where.credentials, context=ctx
+            "",
+            collector=[where.collector, *where.also],
+            credentials=where.credentials,
+            context=ctx,
         )
         _publisher, _context, _owner = publisher, ctx, pid
         return publisher

@@ -132,11 +132,8 @@ def pool_supervisor(
     status = StatusComponent(config)
     if config.pubsub_port is not None and config.connect is not None:
         from ..pubsub import publish
-        from ..pubsub.endpoints import broker_collector
 
-        # A pair's pool publishes to its first broker's collector (docs/ha.md).
-        first = config.connect.split(",")[0].strip()
-        publish.route = publish.Route(broker_collector(first, config.pubsub_port))
+        publish.route = publish.pool_route(config.connect, config.pubsub_port)
     return Master(
         config,
         status,
