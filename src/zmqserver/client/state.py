@@ -30,8 +30,7 @@ which is what lets a reply be matched to its request: every attempt of one reque
 from __future__ import annotations
 
 import math
-import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import RequestTimeout, Status, error_for
@@ -42,6 +41,7 @@ from ..protocol import (
     encode_request_header,
     parse_client_reply,
 )
+from .ids import RequestIds
 
 __all__ = [
     "Payload",
@@ -75,15 +75,17 @@ def encode_payload(payload: Payload) -> list[bytes]:
     ``"abc"`` would become three one-letter frames. An empty sequence is refused because RFC 18
     gives a request one or more body frames.
     """
+    if isinstance(payload, bytes):  # the common case first
+        return [bytes(payload)]
     if isinstance(payload, str):
         return [payload.encode()]
-    if isinstance(payload, bytes | bytearray | memoryview):
+    if isinstance(payload, (bytearray, memoryview)):
         return [bytes(payload)]
     frames: list[bytes] = []
     for frame in payload:
         if isinstance(frame, str):
             frames.append(frame.encode())
-        elif isinstance(frame, bytes | bytearray | memoryview):
+        elif isinstance(frame, (bytes, bytearray, memoryview)):
             frames.append(bytes(frame))
         else:
             raise TypeError(f"payload frames must be bytes or str, not {type(frame).__name__}")
@@ -104,27 +106,6 @@ def unwrap(body: list[bytes]) -> ReplyBody:
     """``bytes`` for a one-frame body (the common case, and what a caller expects from a one-frame
     request), otherwise the list of frames, including the empty list for an empty body."""
     return body[0] if len(body) == 1 else body
-
-
-class RequestIds:
-    """Request ids for one client: a random 64-bit start, then one more per request.
-
-    A random start (rather than 0) keeps the ids of two clients, or of one client before and after
-    a restart, from colliding at a server that remembers recent ids to spot retries. The ``secrets``
-    module is used because it reads the OS entropy pool directly, so a forked child does not repeat
-    its parent's sequence.
-    """
-
-    def __init__(self, start: int | None = None) -> None:
-        self._next = secrets.randbits(64) if start is None else start & _U64
-
-    def __next__(self) -> int:
-        current = self._next
-        self._next = (current + 1) & _U64
-        return current
-
-    def __iter__(self) -> Iterator[int]:
-        return self
 
 
 def check_policy(timeout: float, retries: int) -> None:
