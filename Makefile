@@ -13,6 +13,7 @@ STAMP  := $(VENV)/.installed
 # edit to one rebuilds. The build also stamps their sources' hashes (src/zmqserver/_build.json):
 # an import that finds other sources runs them, with a warning, instead of stale compiled code.
 COMPILED_SRC := src/zmqserver/_fastio.c src/zmqserver/_compiled.py src/zmqserver/worker.py \
+	src/zmqserver/client/state.py src/zmqserver/client/pipeline.py \
 	$(wildcard src/zmqserver/broker/*.py) $(wildcard src/zmqserver/protocol/*.py)
 
 # _fastio.c needs libzmq's header (pyzmq's wheels ship none): the Debian packages in

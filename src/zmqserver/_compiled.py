@@ -1,8 +1,9 @@
 """Which modules are compiled (mypyc), and the switch back to their Python source.
 
 The code every job runs through (the routing core, the wire protocol, the broker shell, the
-worker loop) is compiled by mypyc when the package is built (setup.py): the same source,
-type-checked, turned into C extensions that sit beside the .py files and win the import. There
+worker loop, and the client library's sans-IO core: its per-request state and pipeline) is
+compiled by mypyc when the package is built (setup.py): the same source, type-checked, turned
+into C extensions that sit beside the .py files and win the import. There
 is one implementation of every routing decision; compiling it only takes the interpreter out of
 the per-job path. Delivered the way msgpack and aiohttp deliver theirs:
 
@@ -53,6 +54,8 @@ MODULES = (
     "broker.replycache",
     "broker.shell",
     "broker.state",
+    "client.pipeline",
+    "client.state",
     "protocol.backend",
     "protocol.frames",
     "protocol.frontend",

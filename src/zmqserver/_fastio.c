@@ -595,6 +595,40 @@ error:
     return NULL;
 }
 
+/* send_message(handle, frames) -> True once the whole message is queued, False when the socket
+ * could not take it without waiting (EAGAIN: the queue is full; nothing of it was sent, as libzmq
+ * checks the high-water mark at a message's first frame) or had no peer for it (EHOSTUNREACH);
+ * the error type of load() on any other failure. A client's send: one socket, one message, where
+ * send_batch would need an outbox built around it (and a Python frame to build it) per request. */
+static PyObject *fastio_send_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send_message(handle, frames)");
+        return NULL;
+    }
+    REQUIRE_LOADED();
+    void *sock = socket_handle(args[0]);
+    if (sock == NULL) return NULL;
+    PyObject *seq = PySequence_Fast(args[1], "frames must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "a message needs at least one frame");
+        return NULL;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    int err = 0, rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++)
+        rc = send_part(sock, items[i], ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0), &err);
+    Py_DECREF(seq);
+    if (rc == -1) return NULL;
+    if (rc == -2) {
+        if (err == EAGAIN || err == EHOSTUNREACH) Py_RETURN_FALSE;
+        return set_errno_error(err);
+    }
+    Py_RETURN_TRUE;
+}
+
 /* poll(sockets, fds, timeout_ms, out=0) -> a mask: bit i for sockets[i] (a handle) with a message
  * to read, bit len(sockets) + j for fds[j] readable; 0 when the timeout passed (-1: no timeout) or
  * a signal came (its Python handler has run by then). Bit i of ``out`` watches sockets[i] for
@@ -667,6 +701,9 @@ static PyMethodDef fastio_methods[] = {
      "up to max whole messages, without blocking; with_user_id makes each item a (frames, "
      "User-Id or None) pair, with_peer_address a (frames, User-Id, Peer-Address) triple; "
      "max_frames > 0 keeps that many frames of a longer message and discards the rest."},
+    {"send_message", (PyCFunction)(void (*)(void))fastio_send_message, METH_FASTCALL,
+     "send_message(handle, frames) -> True if the message was queued, False if the socket "
+     "could not take it without waiting (nothing was sent)."},
     {"send_batch", (PyCFunction)(void (*)(void))fastio_send_batch, METH_FASTCALL,
      "send_batch(handles, outbox) -> [(index, errno)] of the (port, identity, frames) items "
      "that met EHOSTUNREACH or EAGAIN (not sent), () if none; the error type of load() on any "

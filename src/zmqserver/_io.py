@@ -345,12 +345,10 @@ def try_sender(sock: zmq.Socket[bytes]) -> Callable[[list[bytes]], bool]:
     is a failed attempt: client/state.py). One C call a message on the compiled path.
     """
     if _fast is not None:
-        send_one = batch_sender((sock,))  # the C function itself, bound to this socket
-
-        def send(frames: list[bytes]) -> bool:
-            return not send_one(((0, frames[0], frames[1:]),))
-
-        return send
+        # The C function itself, bound to this socket: no Python frame per request.
+        return cast(
+            Callable[[list[bytes]], bool], functools.partial(_fast.send_message, sock.underlying)
+        )
 
     def send_pure(frames: list[bytes]) -> bool:
         send = sock.send

@@ -32,13 +32,27 @@ from .state import RequestIds, RequestState, Response
 log = logging.getLogger("zmqserver.client")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False)
 class Event:
-    """What happened to one request: a (partial) response, or the error that ended it."""
+    """What happened to one request: a (partial) response, or the error that ended it.
 
+    Read-only by convention; a plain slotted class for mypyc, as :class:`Response` is.
+    """
+
+    __slots__ = ("request_id", "response", "error")
     request_id: int
-    response: Response | None = None
-    error: ZmqServerError | None = None
+    response: Response | None
+    error: ZmqServerError | None
+
+    def __init__(
+        self,
+        request_id: int,
+        response: Response | None = None,
+        error: ZmqServerError | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.response = response
+        self.error = error
 
     @property
     def final(self) -> bool:

@@ -15,12 +15,14 @@ says how a message gets to the socket: one C call on the compiled path.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from types import TracebackType
+from typing import cast
 
 import zmq
 
@@ -103,7 +105,7 @@ class Client:
         self._wire: Wire | None = None
         #: The requests of submit/map in flight, and the ids and policy of every request.
         self._pipeline = options.pipeline()
-        self._futures: dict[int, PendingReply] = {}
+        self._futures: dict[int, PendingReply | _Slot] = {}
         self._closed = False
         self._busy = False
         # Connect now so that a malformed endpoint fails here, where the caller wrote it, and not
@@ -192,6 +194,13 @@ class Client:
         :class:`~zmqserver.errors.RequestTimeout` after ``timeout`` x ``retries``, however many
         requests were submitted.
         """
+        request_id = self._send_new(payload)
+        future = PendingReply(self, request_id)
+        self._futures[request_id] = future
+        return future
+
+    def _send_new(self, payload: Payload) -> int:
+        """Start a pipelined request for ``payload`` and send it; its request id."""
         body = encode_payload(payload)
         self._check_open()
         pipeline = self._pipeline
@@ -199,9 +208,7 @@ class Client:
         request_id, frames = pipeline.submit(body, now)
         if not self._ready().send(frames):
             pipeline.on_send_blocked(request_id, now)
-        future = PendingReply(self, request_id)
-        self._futures[request_id] = future
-        return future
+        return request_id
 
     def map(self, payloads: Iterable[Payload], *, window: int = 16) -> list[ReplyBody]:
         """Pipelined batch: the replies in the order of ``payloads``, ``window`` at most in flight.
@@ -210,12 +217,23 @@ class Client:
         """
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window!r}")
-        futures = []
-        for payload in payloads:
-            while len(self._futures) >= window:
-                self._drive(lambda: len(self._futures) < window, None)
-            futures.append(self.submit(payload))
-        return [future.result() for future in futures]
+        # No future per payload: each reply goes straight into its place in ``results`` (a
+        # future with its lock, per job, and a list of them all alive until the end cost about
+        # a quarter of map's CPU, much of it in the garbage collector; BENCHMARKS.md).
+        batch = _Batch(self)
+        results = batch.results
+        futures = self._futures
+        for index, payload in enumerate(payloads):
+            while len(futures) >= window:
+                self._drive(lambda: len(futures) < window, None)
+            results.append(_PENDING)
+            futures[self._send_new(payload)] = _Slot(batch, index)
+        for index in range(len(results)):
+            if results[index] is _PENDING:
+                self._drive(functools.partial(_arrived, results, index), None)
+            if results[index] is _FAILED:
+                raise batch.errors[index]
+        return cast("list[ReplyBody]", results)
 
     # -- durable jobs (docs/durable.md) --
 
@@ -307,6 +325,9 @@ class Client:
         pipeline = self._pipeline
         wire = self._ready()
         give_up = None if timeout is None else time.monotonic() + timeout
+        # The earliest deadline, asked again only once it has passed or before a wait: requests
+        # only end or move their deadline later while this runs, so the one known is never late.
+        deadline = pipeline.next_deadline()
         while not done():
             frames = wire.recv()
             now = time.monotonic()
@@ -314,7 +335,8 @@ class Client:
                 arrived = pipeline.on_frames(frames, now)
                 if arrived is not None:
                     self._settle(arrived)
-            deadline = pipeline.next_deadline()
+            if deadline is not None and now >= deadline:
+                deadline = pipeline.next_deadline()
             if deadline is not None and now >= deadline:
                 resend, ended = pipeline.on_tick(now)
                 if (resend or ended) and self._failover.on_timeout(now, self.timeout):
@@ -327,9 +349,11 @@ class Client:
                         pipeline.on_send_blocked(request_id, now)
                 for event in ended:
                     self._settle(event)
+                deadline = pipeline.next_deadline()
                 continue
             if frames is not None:
                 continue  # more may be queued: read before waiting
+            deadline = pipeline.next_deadline()
             if deadline is None:
                 return  # nothing in flight
             if give_up is not None:
@@ -347,11 +371,17 @@ class Client:
             del self._futures[event.request_id]
             future.set_exception(event.error)
             return
-        assert event.response is not None
-        future.frames.extend(event.response.body)
-        if event.response.final:
+        response = event.response
+        assert response is not None
+        if response.final:
             del self._futures[event.request_id]
-            future.set_result(unwrap(future.frames))
+            if future.frames:  # the FINAL of a streamed reply: join the parts
+                future.frames.extend(response.body)
+                future.set_result(unwrap(future.frames))
+            else:
+                future.set_result(unwrap(response.body))
+        else:
+            future.frames.extend(response.body)
 
     def __enter__(self) -> Client:
         self._check_open()
@@ -456,6 +486,20 @@ class PendingReply(Future[ReplyBody]):
         self.client = client
         self.request_id = request_id
         self.frames: list[bytes] = []
+        #: Set once the client settled it: the loop that drives the client asks ``done()`` on
+        #: every turn, and a plain Future's takes its lock each time.
+        self._settled = False
+
+    def set_result(self, result: ReplyBody) -> None:
+        super().set_result(result)
+        self._settled = True
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        super().set_exception(exception)
+        self._settled = True
+
+    def done(self) -> bool:
+        return self._settled or super().done()
 
     def result(self, timeout: float | None = None) -> ReplyBody:
         if not self.done():
@@ -466,3 +510,50 @@ class PendingReply(Future[ReplyBody]):
         if not self.done():
             self.client._drive(self.done, timeout)
         return super().exception(timeout=0)
+
+
+#: What a :meth:`Client.map` result holds until its reply came, or after its request failed.
+_PENDING: object = object()
+_FAILED: object = object()
+
+
+def _arrived(results: list[object], index: int) -> bool:
+    return results[index] is not _PENDING
+
+
+class _Batch:
+    """One :meth:`Client.map` call's results, in the order of its payloads, and its errors."""
+
+    __slots__ = ("client", "results", "errors")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.results: list[object] = []
+        self.errors: dict[int, BaseException] = {}
+
+
+class _Slot:
+    """A :meth:`Client.map` request in flight: where its reply goes (a lighter future)."""
+
+    __slots__ = ("batch", "index", "frames")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self.batch = batch
+        self.index = index
+        self.frames: list[bytes] = []
+
+    def set_result(self, result: ReplyBody) -> None:
+        self.batch.results[self.index] = result
+
+    def set_exception(self, exception: BaseException) -> None:
+        self.batch.errors[self.index] = exception
+        self.batch.results[self.index] = _FAILED
+
+    def done(self) -> bool:
+        return self.batch.results[self.index] is not _PENDING
+
+    def exception(self) -> BaseException | None:
+        """The error that ended the request, or None; waits for it as PendingReply's does."""
+        if not self.done():
+            self.batch.client._drive(self.done, None)
+        return self.batch.errors.get(self.index)

@@ -211,15 +211,31 @@ class ClientRequest:
         self.flags = flags
 
 
-@dataclass
+@dataclass(init=False)
 class ClientReply:
-    """A reply as a client receives it (parsed by :func:`parse_client_reply`)."""
+    """A reply as a client receives it (parsed by :func:`parse_client_reply`): once a job in
+    every client, hence spelled out as the broker's per-job messages are (above)."""
 
+    __slots__ = ("final", "service", "body", "request_id", "status")
     final: bool
     service: bytes
     body: list[bytes]
     request_id: int | None
     status: Status
+
+    def __init__(
+        self,
+        final: bool,
+        service: bytes,
+        body: list[bytes],
+        request_id: int | None,
+        status: Status,
+    ) -> None:
+        self.final = final
+        self.service = service
+        self.body = body
+        self.request_id = request_id
+        self.status = status
 
 
 @dataclass
