@@ -97,14 +97,17 @@ def format_status(doc: dict[str, Any]) -> str:
         f"CPU {doc['master']['cpu_seconds']:.1f}s" + (", STOPPING" if doc["stopping"] else ""),
         *_pair_line(doc.get("ha")),
         "",
-        f"{'SERVICE':<16} {'IDLE':>4} {'BUSY':>4} {'START':>5} {'QUEUE':>5} {'OLDEST':>8} "
-        f"{'JOBS/S 1m':>9} {'5m':>7} {'15m':>7} {'P50':>8} {'P99':>8}  OUTCOMES",
+        f"{'SERVICE':<16} {'IDLE':>4} {'BUSY':>4} {'START':>5} {'REMOTE':>6} {'QUEUE':>5} "
+        f"{'OLDEST':>8} {'JOBS/S 1m':>9} {'5m':>7} {'15m':>7} {'P50':>8} {'P99':>8}  OUTCOMES",
     ]
     for s in doc["services"]:
         w, r = s["workers"], s["rate"]
         outcomes = ", ".join(f"{k} {v}" for k, v in s["outcomes"].items()) or "-"
+        remote = s.get("remote") or {}
+        away = f"{remote.get('idle', 0) + remote.get('busy', 0)}"
         lines.append(
-            f"{s['name']:<16} {w['idle']:>4} {w['busy']:>4} {w['starting']:>5} {s['queue']:>5} "
+            f"{s['name']:<16} {w['idle']:>4} {w['busy']:>4} {w['starting']:>5} {away:>6} "
+            f"{s['queue']:>5} "
             f"{ms(s['oldest_wait']):>8} {r['1m']:>9.2f} {r['5m']:>7.2f} {r['15m']:>7.2f} "
             f"{ms(s['job_time']['p50']):>8} {ms(s['job_time']['p99']):>8}  {outcomes}"
         )

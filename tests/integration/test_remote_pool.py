@@ -157,6 +157,14 @@ def test_a_remote_pool_serves_the_brokers_clients(start_server, start_pool):
     assert cmdline(pool.pid) == f"zmq pool 127.0.0.1:{port}"
     assert all(cmdline(pid) == f"zmq worker {port} upper" for pid in pids)
     assert "workers connect to tcp://127.0.0.1:" in pool.log()
+    # The broker's status shows the remote service and its workers, as a local pool's.
+    doc = broker.status()
+    services = {service["name"]: service for service in doc["services"]}
+    assert services["local"]["remote"] == {"idle": 0, "busy": 0}
+    upper = services["upper"]
+    assert upper["remote_only"] is True
+    assert upper["remote"]["idle"] + upper["remote"]["busy"] == 2
+    assert upper["jobs"] >= 2
 
 
 def test_the_pool_outlives_a_broker_restart_on_the_same_port(start_server, start_pool):

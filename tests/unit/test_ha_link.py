@@ -100,6 +100,36 @@ def test_the_peer_key_is_a_key_file_or_its_z85_text(keys):
         load_peer_key(str(keys / "nope.key"))
     with pytest.raises(ConfigError, match="ha_peer_key"):
         load_peer_key("x" * 39 + "~")  # 40 characters, not Z85
+    with pytest.raises(ConfigError, match="holds a secret key: give the peer's public key"):
+        load_peer_key(str(keys / "peer.key_secret"))
+
+
+@pytest.mark.parametrize(
+    ("more", "message"),
+    [
+        ({"ha_bind": "tcp://*:notaport"}, "ha_bind: 'tcp://[*]:notaport' has no port number"),
+        ({"ha_peer": "tcp://*:6690"}, "ha_peer: .* needs its host name or address, not [*]"),
+        ({"ha_peer": "tcp://127.0.0.1:6690"}, "is this server's own ha_bind"),
+        ({"ha_bind": "ipc:///tmp/a", "ha_peer": "ipc:///tmp/a"}, "is this server's own ha_bind"),
+        ({"ha_bind": "tcp://*:6660"}, "ha_bind: port 6660 is also frontend's"),
+        ({"ha_bind": "tcp://*:9100", "metrics_port": 9100}, "port 9100 is also metrics_port's"),
+        ({"ha_bind": "tcp://*:6681", "pubsub_port": 6680}, "port 6681 is also pubsub_port"),
+        (
+            {"pubsub_port": 6680, "ha_peer_pubsub": "tcp://*:7680"},
+            "ha_peer_pubsub: .* not [*]",
+        ),
+        (
+            {"pubsub_port": 6680, "ha_peer_pubsub": "tcp://127.0.0.1:6680"},
+            "is this server's own pub-sub port",
+        ),
+    ],
+)
+def test_pair_endpoints_that_cannot_work_are_refused_at_start_up(more, message):
+    """What libzmq would refuse only when the server opens it (a traceback, or a server that
+    talks to itself forever) is a ConfigError naming the option, for serve and check alike."""
+    with pytest.raises(ConfigError, match=message):
+        Config.from_mapping({**PAIR, **more})
+    Config.from_mapping({**PAIR, "ha_peer": "tcp://127.0.0.1:6691"})  # another port: fine
 
 
 # -- the ZAP policy of the link -----------------------------------------------------------------

@@ -722,13 +722,13 @@ class Config(_Checked):
     )
     ha_bind: str | None = option(
         None,
-        "Where this server publishes its state to its peer, e.g. `tcp://*:6670`.",
+        "Where this server publishes its state to its peer, e.g. `tcp://*:6690`.",
         metavar="ENDPOINT",
         command="serve",
     )
     ha_peer: str | None = option(
         None,
-        "The peer's ha_bind endpoint, e.g. `tcp://OTHER-HOST:6670`.",
+        "The peer's ha_bind endpoint, e.g. `tcp://OTHER-HOST:6690`.",
         metavar="ENDPOINT",
         command="serve",
     )

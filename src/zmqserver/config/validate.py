@@ -405,6 +405,58 @@ def _check_store(config: Config) -> None:
         raise ConfigError("store: expected a file path, got an empty string")
 
 
+_LOCAL_HOSTS = frozenset({"*", "0.0.0.0", "127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def _host(endpoint: str) -> str:
+    return endpoint.partition("://")[2].rpartition(":")[0]
+
+
+def _tcp_port(endpoint: str) -> int | None:
+    """The port of a ``tcp://host:port`` endpoint (None: not tcp, or not a number)."""
+    scheme, _, rest = endpoint.partition("://")
+    port = rest.rpartition(":")[2]
+    return int(port) if scheme == "tcp" and port.isdigit() else None
+
+
+def _check_tcp(name: str, endpoint: str, *, connect: bool) -> None:
+    """A tcp:// endpoint that libzmq would refuse only when the server opens it."""
+    if not endpoint.startswith("tcp://"):
+        return
+    port = _tcp_port(endpoint)
+    if port is None or not 0 < port < 65536:
+        raise ConfigError(f"{name}: {endpoint!r} has no port number (expected tcp://host:port)")
+    if connect and _host(endpoint) in ("*", ""):
+        raise ConfigError(
+            f"{name}: {endpoint!r}: a server to connect to needs its host name or address, not *"
+        )
+
+
+def _same_place(bind: str, peer: str) -> bool:
+    """Whether connecting to ``peer`` would reach what this server binds on ``bind``."""
+    if bind == peer:
+        return True
+    port = _tcp_port(bind)
+    if port is None or port != _tcp_port(peer):
+        return False
+    return _host(bind) in ("*", "0.0.0.0", _host(peer)) and _host(peer) in _LOCAL_HOSTS
+
+
+def _own_ports(config: Config) -> dict[str, set[int]]:
+    """The TCP ports this server binds for its other sockets, by option."""
+    owned: dict[str, set[int]] = {}
+    for index, name in enumerate(("frontend", "backend")):
+        endpoint = getattr(config, name)
+        port = config.port[index] if endpoint is None else _tcp_port(endpoint)
+        if port is not None:
+            owned[name] = {port}
+    if config.metrics_port:
+        owned["metrics_port"] = {config.metrics_port}
+    if config.pubsub_port is not None:
+        owned["pubsub_port (P to P+2)"] = {config.pubsub_port + i for i in range(3)}
+    return owned
+
+
 def _check_ha(config: Config) -> None:
     """A Binary Star pair's options (docs/ha.md): all three endpoints' options, or none."""
     beat = config.ha_heartbeat
@@ -425,6 +477,19 @@ def _check_ha(config: Config) -> None:
             raise ConfigError(
                 f"{name}: {endpoint!r} is not a ZeroMQ endpoint (expected tcp://host:port)"
             )
+        _check_tcp(name, endpoint, connect=name == "ha_peer")
+    assert config.ha_bind is not None
+    assert config.ha_peer is not None
+    if _same_place(config.ha_bind, config.ha_peer):
+        raise ConfigError(
+            f"ha_peer: {config.ha_peer!r} is this server's own ha_bind: give the other "
+            "server's ha_bind"
+        )
+    bind_port = _tcp_port(config.ha_bind)
+    if bind_port is not None:
+        for other, ports in _own_ports(config).items():
+            if bind_port in ports:
+                raise ConfigError(f"ha_bind: port {bind_port} is also {other}'s")
     # The peer link speaks CURVE exactly when the frontend does (with the frontend's key pair):
     # half a CURVE configuration would leave the two servers unable to hear each other, and
     # each would take the other for dead.
@@ -443,8 +508,14 @@ def _check_ha(config: Config) -> None:
 
         assert config.ha_peer is not None
         try:
-            peer_pubsub(config.ha_peer, config.pubsub_port, config.ha_peer_pubsub)
+            peer = peer_pubsub(config.ha_peer, config.pubsub_port, config.ha_peer_pubsub)
         except ValueError as exc:
             raise ConfigError(f"ha_peer_pubsub: {exc}") from None
+        _check_tcp("ha_peer_pubsub", peer, connect=True)
+        if _tcp_port(peer) == config.pubsub_port and _host(peer) in _LOCAL_HOSTS:
+            raise ConfigError(
+                f"ha_peer_pubsub: {peer!r} is this server's own pub-sub port: give the other "
+                "server's (two servers on one host use two pubsub_port values)"
+            )
     elif config.ha_peer_pubsub is not None:
         raise ConfigError("ha_peer_pubsub is set but pubsub_port is not")

@@ -67,6 +67,13 @@ class Event(enum.IntEnum):
     CLIENT_REQUEST = 5
 
 
+#: Both servers claim one role: a mistake in ha_role, or ha_peer pointing back at ourselves.
+_SAME_ROLE = (
+    "the peer is a %s too: check ha_role on both servers, and that ha_peer is the other "
+    "server's ha_bind"
+)
+
+
 def peer_event(state: State) -> Event:
     """The event of hearing that the peer is in ``state`` (the same number, as in the guide)."""
     return Event(int(state))
@@ -190,7 +197,7 @@ def _transition(
         if event is Event.PEER_ACTIVE:
             return (State.PASSIVE, False, "connected to backup (active), ready passive", False)
         if event is Event.PEER_PRIMARY:
-            return (State.PRIMARY, False, "the peer is a primary too: check ha_role", True)
+            return (State.PRIMARY, False, _SAME_ROLE % "primary", True)
         if request and expired:
             # Waited long enough to believe the backup is not active (a failover ago).
             return (State.ACTIVE, True, "request from a client, ready active", False)
@@ -199,7 +206,7 @@ def _transition(
         if event is Event.PEER_ACTIVE:
             return (State.PASSIVE, False, "connected to primary (active), ready passive", False)
         if event is Event.PEER_BACKUP:
-            return (State.BACKUP, False, "the peer is a backup too: check ha_role", True)
+            return (State.BACKUP, False, _SAME_ROLE % "backup", True)
         return (State.BACKUP, False, "", False)  # a backup never serves before a primary
     # PASSIVE
     if event is Event.PEER_PRIMARY:

@@ -81,6 +81,15 @@ def load_peer_key(value: str | None) -> bytes | None:
             f"ha_peer_key: {value!r} is neither a CURVE public key (40 Z85 characters) nor a "
             "key file that exists"
         )
+    try:
+        holds_secret = "secret-key" in Path(value).expanduser().read_text(errors="replace")
+    except OSError:
+        holds_secret = False  # load_public_key names the problem
+    if holds_secret:
+        raise ConfigError(
+            f"ha_peer_key: {value!r} holds a secret key: give the peer's public key (its "
+            ".key file); the secret half stays on the peer"
+        )
     return load_public_key(value, "ha_peer_key")
 
 

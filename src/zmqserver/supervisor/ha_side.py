@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zmqserver.ha")
 
+#: Seconds between two log lines of the same pair error (each is still counted).
+ERROR_LOG_INTERVAL = 60.0
 #: Peer messages read in one turn at most (the peer sends one a heartbeat; more is a flood).
 _READ_BUDGET = 64
 
@@ -85,6 +87,7 @@ class HaComponent:
         self.dropped = 0
         self.takeovers = 0
         self.errors = 0
+        self._said: dict[str, tuple[float, int]] = {}  # pair error -> (last logged, since)
         #: State changes since the start (the metrics' transitions counter).
         self.transitions = 0
         #: Told of each state change and pair error (pub-sub's ``$zmqserver/ha`` event).
@@ -274,7 +277,14 @@ class HaComponent:
         """Log what the machine did, switch the broker between serving and not, tell the peer."""
         if outcome.error:
             self.errors += 1
-            log.error("Binary Star: %s (we are %s)", outcome.note, self.role.value)
+            # Once a minute per cause: a misconfigured pair repeats it at every heartbeat.
+            said, quiet = self._said.get(outcome.note, (-math.inf, 0))
+            if now - said >= ERROR_LOG_INTERVAL:
+                more = f"; {quiet} more since the last report" if quiet else ""
+                log.error("Binary Star: %s (we are %s%s)", outcome.note, self.role.value, more)
+                self._said[outcome.note] = (now, 0)
+            else:
+                self._said[outcome.note] = (said, quiet + 1)
         if outcome.changed:
             self.transitions += 1
             if outcome.before is State.PASSIVE and outcome.after is State.ACTIVE:

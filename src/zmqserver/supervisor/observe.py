@@ -73,19 +73,9 @@ def snapshot(master: Master, dispatcher: Dispatcher | None, started: float) -> d
             "queue": queued,
             "oldest_wait": None if oldest is None else round(now - oldest, 6),
         }
-        metrics = counters.get(name)
-        if metrics is not None:
-            entry["rate"] = {key: round(metrics.rate(s, now), 4) for key, s in RATE_WINDOWS}
-            entry["jobs"] = metrics.finished
-            entry["job_time"] = _quantiles(metrics.run)
-            entry["wait_time"] = _quantiles(metrics.wait)
-            entry["outcomes"] = _outcomes(metrics.outcomes)
-        else:
-            entry["rate"] = {key: 0.0 for key, _ in RATE_WINDOWS}
-            entry["jobs"] = 0
-            entry["job_time"] = entry["wait_time"] = {"p50": None, "p99": None}
-            entry["outcomes"] = {}
+        entry.update(_activity(counters.get(name), now))
         doc["services"].append(entry)
+    _remote(doc, master, dispatcher, now)
     for component in master.components:
         pair = getattr(component, "pair_status", None)  # a Binary Star server (ha_side.py)
         if pair is not None:
@@ -115,6 +105,61 @@ def snapshot(master: Master, dispatcher: Dispatcher | None, started: float) -> d
             }
         )
     return doc
+
+
+def _remote(doc: dict[str, Any], master: Master, dispatcher: Dispatcher | None, now: float) -> None:
+    """Workers registered from elsewhere (remote pools, foreign MDP workers): counted in each
+    service's ``remote`` entry, and a service only they serve listed too (``remote_only``), so
+    that a pool on another host shows in status and metrics like a local one."""
+    if dispatcher is None:
+        return
+    local = {proc.identity for proc in master.workers.values()}
+    remote: dict[bytes, dict[str, int]] = {}
+    for identity, worker in dispatcher.workers.items():
+        if identity in local:
+            continue
+        counts = remote.setdefault(worker.service.name, {"idle": 0, "busy": 0})
+        counts["busy" if worker.jobs else "idle"] += 1
+    entries = {entry["name"]: entry for entry in doc["services"]}
+    for entry in entries.values():
+        entry["remote"] = remote.pop(entry["name"].encode(), {"idle": 0, "busy": 0})
+    counters = dispatcher.metrics.services
+    for name, counts in sorted(remote.items()):
+        service = dispatcher.services.get(name)
+        metrics = counters.get(name)
+        oldest = None if service is None else service.oldest()
+        doc["services"].append(
+            {
+                "name": name.decode("utf-8", "replace"),
+                "remote_only": True,
+                "generation": None,
+                "workers": {state: 0 for state in STATE_NAMES.values()},
+                "remote": counts,
+                "bounds": None,
+                "queue": 0 if service is None else service.waiting,
+                "oldest_wait": None if oldest is None else round(now - oldest, 6),
+                **_activity(metrics, now),
+            }
+        )
+
+
+def _activity(metrics: Any, now: float) -> dict[str, Any]:
+    """A service's rates, jobs, latencies and outcomes (zeros before its first job)."""
+    if metrics is None:
+        return {
+            "rate": {key: 0.0 for key, _ in RATE_WINDOWS},
+            "jobs": 0,
+            "job_time": {"p50": None, "p99": None},
+            "wait_time": {"p50": None, "p99": None},
+            "outcomes": {},
+        }
+    return {
+        "rate": {key: round(metrics.rate(s, now), 4) for key, s in RATE_WINDOWS},
+        "jobs": metrics.finished,
+        "job_time": _quantiles(metrics.run),
+        "wait_time": _quantiles(metrics.wait),
+        "outcomes": _outcomes(metrics.outcomes),
+    }
 
 
 def _quantiles(hist: Any) -> dict[str, float | None]:

@@ -102,6 +102,15 @@ def render(doc: dict[str, Any], counters: Mapping[bytes, ServiceMetrics]) -> str
         for state, count in service["workers"].items():
             labels = {"service": service["name"], "state": state}
             out.sample("zmqserver_workers", labels, count)
+    out.family(
+        "zmqserver_remote_workers",
+        "gauge",
+        "Workers registered from elsewhere (remote pools, MDP workers), idle or busy.",
+    )
+    for service in doc["services"]:
+        for state, count in (service.get("remote") or {}).items():
+            labels = {"service": service["name"], "state": state}
+            out.sample("zmqserver_remote_workers", labels, count)
     out.family("zmqserver_workers_rss_bytes", "gauge", "Resident memory of a service's workers.")
     rss: dict[str, int] = dict.fromkeys(names, 0)
     for worker in doc["workers"]:
