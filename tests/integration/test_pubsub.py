@@ -307,6 +307,10 @@ def test_zmq_client_pub_then_sub_json(start_server):
     assert line["snapshot"] is True
     done = zmq_client("sub", "/nothing/", "-t", "0.5", "-e", endpoint)
     assert done.returncode == 2
+    assert not done.stderr  # a snapshot came (empty): only no update
+    done = zmq_client("sub", "/x/", "-t", "0.5", "-e", "tcp://127.0.0.1:1")
+    assert done.returncode == 2
+    assert "no snapshot from tcp://127.0.0.1:1 within 0.5s" in done.stderr
 
 
 def _server_events(sub: Subscriber, until: object, timeout: float = 15.0) -> list:

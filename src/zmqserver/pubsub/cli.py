@@ -89,6 +89,15 @@ def _follow(args: argparse.Namespace) -> int:
         while True:
             update = subscriber.recv(args.timeout or None)
             if update is None:
+                if not subscriber.snapshots:
+                    patience = subscriber.agent.sync_timeout
+                    print(
+                        f"zmq-client: no snapshot from {subscriber.endpoint} within "
+                        f"{args.timeout:g}s: no server there, or the passive one of a pair (a "
+                        f"subscriber moves to the next endpoint after {patience:g}s "
+                        "without one: give -t more than that)",
+                        file=sys.stderr,
+                    )
                 return 2
             if args.json:
                 line = json.dumps(
