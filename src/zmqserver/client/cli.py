@@ -134,6 +134,8 @@ def timeout_hints(options: ClientOptions, payload_size: int, seen: str) -> list[
         "server's log)",
         f"  the payload ({payload_size} bytes) is over the server's max_message_size, and the "
         "server dropped it",
+        "  it is the passive server of a Binary Star pair (`zmqserver status` there says so): "
+        "give -e both servers' frontends, a,b",
     ]
 
 
