@@ -669,6 +669,9 @@ static PyObject *fastio_poll(PyObject *module, PyObject *const *args, Py_ssize_t
         items[n].events = ZMQ_POLLIN;
         items[n].revents = 0;
     }
+    /* A signal that came while compiled code ran (no bytecode boundary since: its handler has
+     * not run yet) must not wait out a blocking poll: Ctrl-C in a client waiting for a reply. */
+    if (timeout != 0 && PyErr_CheckSignals() < 0) return NULL;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = p_poll(items, n, timeout);

@@ -158,6 +158,8 @@ def test_a_stopped_subscriber_past_its_hwm_sees_the_gap_and_resyncs(start_server
 
 def test_apps_publish_from_forked_workers_and_worker_events_are_published(start_server, ctx):
     server, endpoint = start_pubsub(start_server, workers=2)
+    # Both registered (idle at the broker), or one alone may take all 40 jobs (LRU).
+    wait_until(lambda: server.status()["services"][0]["workers"]["idle"] == 2, 15, "2 idle workers")
     with Subscriber(endpoint, "", context=ctx) as sub:
         pids = set()
         client = zmqserver.Client(server.frontend, context=ctx, timeout=10)

@@ -408,6 +408,38 @@ def test_poller_returns_when_a_signal_comes(pair):
         w.close()
 
 
+def test_a_signal_pending_before_the_poll_ends_it_at_once(pair):
+    """A signal that came while compiled code ran has not had its handler run yet (that waits
+    for a bytecode boundary): the poll must run it first, not block its whole timeout (Ctrl-C
+    in a compiled client waiting for a reply). Here the signal comes during a C loop that
+    checks no signals (PBKDF2), and ``map``/``operator.call`` go on to the poll with no
+    bytecode in between."""
+    import functools
+    import hashlib
+    import operator
+
+    router, _ = pair
+    poll = _io.poller([router], [])
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupted)
+    steps = [
+        functools.partial(hashlib.pbkdf2_hmac, "sha256", b"p", b"s", 400_000),  # about 0.3 s
+        functools.partial(poll, 20_000),
+    ]
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            list(map(operator.call, steps))
+        assert time.monotonic() - started < 10.0  # the handler ran before the wait, not after
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_compiled_poll_checks_its_arguments(pair):
     if not _io.COMPILED:
         pytest.skip("the compiled path only")
