@@ -109,3 +109,19 @@ def test_cancel_stops_waiting_and_the_late_reply_is_ignored(
     assert not kept.cancel()  # already done
     client.close()  # a cancelled future is not failed by close()
     assert cancelled.cancelled()
+
+
+def stream_three(request: ClientRequest, _: int) -> list[Frames]:
+    return [
+        reply_to(request, [b"p1"], final=False),
+        reply_to(request, [b"p2a", b"p2b"], final=False),
+        reply_to(request, [b"end"]),
+    ]
+
+
+def test_a_streamed_reply_to_a_submitted_request_is_joined(
+    serve: ServeFixture, make_client: ClientFactory
+) -> None:
+    client = make_client(serve(stream_three).endpoint)
+    futures = [client.submit(b"a"), client.submit(b"b")]
+    assert [f.result() for f in futures] == [[b"p1", b"p2a", b"p2b", b"end"]] * 2

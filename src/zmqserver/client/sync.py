@@ -375,24 +375,23 @@ class Client:
         self._pipeline.cancel(request_id)
 
     def _settle(self, event: Event) -> None:
-        future = self._futures.get(event.request_id)
+        response = event.response
+        if response is not None and not response.final:  # a part of a streamed reply
+            pending = self._futures.get(event.request_id)
+            if pending is not None:
+                pending.frames.extend(response.body)
+            return
+        future = self._futures.pop(event.request_id, None)
         if future is None:
             return
-        if event.error is not None:
-            del self._futures[event.request_id]
+        if response is None:
+            assert event.error is not None
             future.set_exception(event.error)
-            return
-        response = event.response
-        assert response is not None
-        if response.final:
-            del self._futures[event.request_id]
-            if future.frames:  # the FINAL of a streamed reply: join the parts
-                future.frames.extend(response.body)
-                future.set_result(unwrap(future.frames))
-            else:
-                future.set_result(unwrap(response.body))
-        else:
+        elif future.frames:  # the FINAL of a streamed reply: join the parts
             future.frames.extend(response.body)
+            future.set_result(unwrap(future.frames))
+        else:
+            future.set_result(unwrap(response.body))
 
     def __enter__(self) -> Client:
         self._check_open()
