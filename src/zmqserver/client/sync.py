@@ -508,7 +508,7 @@ class PendingReply(Future[ReplyBody]):
         self._state = _PENDING_STATE
         self._result: ReplyBody | None = None
         self._exception: BaseException | None = None
-        self._waiters: list[object] = []
+        self._waiters = []
         self._done_callbacks: list[Callable[[Future[ReplyBody]], object]] = []
         self.client = client
         self.request_id = request_id
