@@ -18,9 +18,13 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures._base import FINISHED as _FINISHED
+from concurrent.futures._base import PENDING as _PENDING_STATE
+from concurrent.futures._base import RUNNING as _RUNNING
 from types import TracebackType
 from typing import cast
 
@@ -106,6 +110,8 @@ class Client:
         #: The requests of submit/map in flight, and the ids and policy of every request.
         self._pipeline = options.pipeline()
         self._futures: dict[int, PendingReply | _Slot] = {}
+        #: The one Condition this client's futures share (PendingReply says why).
+        self._condition = threading.Condition()
         self._closed = False
         self._busy = False
         # Connect now so that a malformed endpoint fails here, where the caller wrote it, and not
@@ -363,25 +369,29 @@ class Client:
             # Rounded up: waking a millisecond early would only cost another trip round.
             wire.wait(math.ceil((deadline - now) * 1000))
 
+    def _forget(self, request_id: int) -> None:
+        """Stop waiting for a pipelined request (its future was cancelled)."""
+        self._futures.pop(request_id, None)
+        self._pipeline.cancel(request_id)
+
     def _settle(self, event: Event) -> None:
-        future = self._futures.get(event.request_id)
+        response = event.response
+        if response is not None and not response.final:  # a part of a streamed reply
+            pending = self._futures.get(event.request_id)
+            if pending is not None:
+                pending.frames.extend(response.body)
+            return
+        future = self._futures.pop(event.request_id, None)
         if future is None:
             return
-        if event.error is not None:
-            del self._futures[event.request_id]
+        if response is None:
+            assert event.error is not None
             future.set_exception(event.error)
-            return
-        response = event.response
-        assert response is not None
-        if response.final:
-            del self._futures[event.request_id]
-            if future.frames:  # the FINAL of a streamed reply: join the parts
-                future.frames.extend(response.body)
-                future.set_result(unwrap(future.frames))
-            else:
-                future.set_result(unwrap(response.body))
-        else:
+        elif future.frames:  # the FINAL of a streamed reply: join the parts
             future.frames.extend(response.body)
+            future.set_result(unwrap(future.frames))
+        else:
+            future.set_result(unwrap(response.body))
 
     def __enter__(self) -> Client:
         self._check_open()
@@ -478,38 +488,71 @@ class PendingReply(Future[ReplyBody]):
     A plain :class:`concurrent.futures.Future` completes only if some thread completes it; the
     client has no thread, so ``result()`` and ``exception()`` receive on the client's socket
     (settling other pending replies on the way) until this one is done. Like the client, it must
-    be used from the client's thread.
+    be used from the client's thread. ``cancel()`` stops waiting for the reply (the job may still
+    run: its request was sent) and the reply is ignored when it comes.
+
+    It is a :class:`~concurrent.futures.Future` (``add_done_callback``, ``cancel``,
+    ``concurrent.futures.wait`` and ``as_completed`` work as for any), lighter where nothing but
+    the client's own thread looks at it, which is the pipelining case: a Future makes a Condition
+    and its RLock per future, and takes the lock to settle it and again to read it (2.7 us a
+    request, a sixth of ``submit``'s cost; BENCHMARKS.md). Here the futures of one client share one
+    Condition, made with the client, and a future that nothing waits on (no ``wait()`` or
+    callback installed) is settled and read without it; anything else takes Future's own path.
     """
 
     def __init__(self, client: Client, request_id: int) -> None:
-        super().__init__()
+        # Future.__init__ is not called: it would make the Condition this class avoids. These are
+        # the attributes it sets (CPython's concurrent/futures/_base.py since 3.2), which Future's
+        # methods and concurrent.futures.wait/as_completed read.
+        self._condition = client._condition
+        self._state = _PENDING_STATE
+        self._result: ReplyBody | None = None
+        self._exception: BaseException | None = None
+        self._waiters = []
+        self._done_callbacks: list[Callable[[Future[ReplyBody]], object]] = []
         self.client = client
         self.request_id = request_id
         self.frames: list[bytes] = []
-        #: Set once the client settled it: the loop that drives the client asks ``done()`` on
-        #: every turn, and a plain Future's takes its lock each time.
-        self._settled = False
 
     def set_result(self, result: ReplyBody) -> None:
-        super().set_result(result)
-        self._settled = True
+        if self._state == _PENDING_STATE and not self._waiters and not self._done_callbacks:
+            # What Future.set_result does when no waiter or callback needs telling.
+            self._result = result
+            self._state = _FINISHED
+        else:
+            super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        super().set_exception(exception)
-        self._settled = True
+        if self._state == _PENDING_STATE and not self._waiters and not self._done_callbacks:
+            self._exception = exception
+            self._state = _FINISHED
+        else:
+            super().set_exception(exception)
 
     def done(self) -> bool:
-        return self._settled or super().done()
+        return self._state != _PENDING_STATE and self._state != _RUNNING
 
     def result(self, timeout: float | None = None) -> ReplyBody:
-        if not self.done():
+        if self._state == _PENDING_STATE:
             self.client._drive(self.done, timeout)
+        if self._state == _FINISHED and self._exception is None:
+            return cast("ReplyBody", self._result)
         return super().result(timeout=0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if not self.done():
+        if self._state == _PENDING_STATE:
             self.client._drive(self.done, timeout)
         return super().exception(timeout=0)
+
+    def cancel(self) -> bool:
+        """Stop waiting for the reply (True), unless it already came (False).
+
+        The request was sent, so the job may still run; its reply is then dropped, and the
+        client no longer counts the request as in flight (``request()`` and ``stream()`` see no
+        pending future for it)."""
+        if self._state == _PENDING_STATE:
+            self.client._forget(self.request_id)
+        return super().cancel()
 
 
 #: What a :meth:`Client.map` result holds until its reply came, or after its request failed.
