@@ -358,8 +358,11 @@ def test_silent_server_times_out_after_exactly_retries_sends(
 def test_ctrl_c_interrupts_a_client_waiting_for_a_reply(
     serve: ServeFixture, make_client: ClientFactory
 ) -> None:
-    # The one-at-a-time client waits inside libzmq's receive (RCVTIMEO), not in a Python poll: a
-    # signal must still end the wait at once, not when the attempt's timeout runs out.
+    # The one-at-a-time client waits inside libzmq's poll, called from C: a signal must still
+    # end the wait at once, not when the attempt's timeout runs out. Python's own Ctrl-C
+    # handler for the test's length: a process started with SIGINT ignored (a background job
+    # of a non-interactive shell, as under some CI runners) keeps ignoring it otherwise.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     server = serve(silent)
     client = make_client(server.endpoint, timeout=20, retries=1)
     main = threading.main_thread().ident
@@ -373,6 +376,7 @@ def test_ctrl_c_interrupts_a_client_waiting_for_a_reply(
             client.request(b"anyone?")
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 10  # well before the 20 s timeout
 
 

@@ -87,5 +87,7 @@ def test_a_graceful_stop_of_the_active_server_sends_its_clients_to_the_peer(
     with Client(pair.endpoints(), timeout=TIMEOUT, retries=6, context=ctx) as client:
         assert client.request(b"abc") == b"ABC"
         pair.servers["primary"].signal(signal.SIGTERM)
+        # Once the stop has begun (a request that came before it is answered there, rightly).
+        wait_logged(pair.servers["primary"], "graceful stop:")
         assert client.request(b"def") == b"DEF"
     wait_logged(pair.servers["backup"], "passive -> active")
