@@ -19,10 +19,7 @@ What the test shows, in one run of a few seconds:
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ import zmq
 from tests.helpers import ServerProcess, wait_until
 
 from .ha_helpers import HEARTBEAT, answer, wait_answered, wait_logged
+from .netns_helpers import ip, veth_pair
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,10 +38,6 @@ PRIMARY_IP, BACKUP_IP = "192.0.2.11", "192.0.2.12"  # TEST-NET-1, only inside ou
 LINK_PORT = 6670
 #: State changes and pair errors in the log (ha_side.py logs one line for each).
 CHANGE = re.compile(r"Binary Star: (\w+ -> \w+|both servers)")
-
-
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
 
 
 @dataclass
@@ -55,48 +49,17 @@ class Link:
     backup_if: str
 
     def cut(self) -> None:
-        assert _ip("-n", self.backup_ns, "link", "set", self.backup_if, "down").returncode == 0
+        assert ip("-n", self.backup_ns, "link", "set", self.backup_if, "down").returncode == 0
 
     def restore(self) -> None:
-        assert _ip("-n", self.backup_ns, "link", "set", self.backup_if, "up").returncode == 0
+        assert ip("-n", self.backup_ns, "link", "set", self.backup_if, "up").returncode == 0
 
 
 @pytest.fixture
 def link() -> Iterator[Link]:
-    """Skips where ``ip netns`` is missing or not permitted; deletes both namespaces (and the
-    veth pair with them) whatever happens in the test."""
-    if shutil.which("ip") is None:
-        pytest.skip("no `ip` command (iproute2 is not installed)")
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    tag = f"zh{os.getpid() % 100000}"
-    primary_ns, backup_ns = f"{tag}p", f"{tag}b"
-    primary_if, backup_if = f"{tag}vp", f"{tag}vb"
-    made: list[str] = []
-    try:
-        for ns in (primary_ns, backup_ns):
-            result = _ip("netns", "add", ns)
-            if result.returncode != 0:
-                pytest.skip(f"`ip netns add` is not permitted here: {result.stderr.strip()}")
-            made.append(ns)
-        steps = [
-            ("link", "add", primary_if, "netns", primary_ns, "type", "veth", "peer", "name",
-             backup_if, "netns", backup_ns),
-            ("-n", primary_ns, "addr", "add", f"{PRIMARY_IP}/24", "dev", primary_if),
-            ("-n", backup_ns, "addr", "add", f"{BACKUP_IP}/24", "dev", backup_if),
-            ("-n", primary_ns, "link", "set", "lo", "up"),
-            ("-n", backup_ns, "link", "set", "lo", "up"),
-            ("-n", primary_ns, "link", "set", primary_if, "up"),
-            ("-n", backup_ns, "link", "set", backup_if, "up"),
-        ]  # fmt: skip
-        for step in steps:
-            result = _ip(*step)
-            if result.returncode != 0:
-                pytest.skip(f"`ip {' '.join(step)}` failed: {result.stderr.strip()}")
-        yield Link(primary_ns, backup_ns, backup_if)
-    finally:
-        for ns in made:
-            _ip("netns", "del", ns)
+    """The primary's namespace and the backup's, joined by the peer link's only path."""
+    with veth_pair("zh", PRIMARY_IP, BACKUP_IP) as pair:
+        yield Link(pair.left, pair.right, pair.right_if)
 
 
 def _start(root: Path, ctx: zmq.Context[zmq.Socket[bytes]], link: Link, role: str) -> ServerProcess:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +28,8 @@ from tests.helpers import REPO, children_of, cmdline, pid_alive, wait_until
 from zmqserver import Client
 from zmqserver.errors import DeadlineExpired, ServerError
 from zmqserver.security import write_key_pair
+
+from .netns_helpers import ip, veth_pair
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -353,49 +354,11 @@ def test_a_pool_without_connect_or_with_a_bad_key_says_so(short_tmp):
 BROKER_IP, POOL_IP = "192.0.2.1", "192.0.2.2"  # TEST-NET-1 (RFC 5737), only inside our namespaces
 
 
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-
-
 @pytest.fixture
 def netns() -> Iterator[tuple[str, str, str]]:
-    """Two namespaces joined by a veth pair: (broker ns, pool ns, the pool side's interface).
-
-    Skips where ``ip netns`` is missing or not permitted; deletes both namespaces (which takes
-    the veth pair with them) whatever happens in the test.
-    """
-    if shutil.which("ip") is None:
-        pytest.skip("no `ip` command (iproute2 is not installed)")
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    tag = f"zs{os.getpid() % 100000}"
-    broker_ns, pool_ns = f"{tag}b", f"{tag}p"
-    broker_if, pool_if = f"{tag}vb", f"{tag}vp"
-    made: list[str] = []
-    try:
-        for ns in (broker_ns, pool_ns):
-            result = _ip("netns", "add", ns)
-            if result.returncode != 0:
-                pytest.skip(f"`ip netns add` is not permitted here: {result.stderr.strip()}")
-            made.append(ns)
-        steps = [
-            ("link", "add", broker_if, "netns", broker_ns, "type", "veth", "peer", "name",
-             pool_if, "netns", pool_ns),
-            ("-n", broker_ns, "addr", "add", f"{BROKER_IP}/24", "dev", broker_if),
-            ("-n", pool_ns, "addr", "add", f"{POOL_IP}/24", "dev", pool_if),
-            ("-n", broker_ns, "link", "set", "lo", "up"),
-            ("-n", pool_ns, "link", "set", "lo", "up"),
-            ("-n", broker_ns, "link", "set", broker_if, "up"),
-            ("-n", pool_ns, "link", "set", pool_if, "up"),
-        ]  # fmt: skip
-        for step in steps:
-            result = _ip(*step)
-            if result.returncode != 0:
-                pytest.skip(f"`ip {' '.join(step)}` failed: {result.stderr.strip()}")
-        yield broker_ns, pool_ns, pool_if
-    finally:
-        for ns in made:
-            _ip("netns", "del", ns)
+    """Two namespaces joined by a veth pair: (broker ns, pool ns, the pool side's interface)."""
+    with veth_pair("zs", BROKER_IP, POOL_IP) as pair:
+        yield pair.left, pair.right, pair.right_if
 
 
 def _pids(pool: Proc) -> set[bytes]:
@@ -455,7 +418,7 @@ def test_a_cut_link_costs_jobs_in_flight_an_error_and_the_pool_comes_back(
         for thread in threads:
             thread.start()
         wait_until(lambda: marks[1].exists() and marks[2].exists(), 10, "two jobs running")
-        assert _ip("-n", pool_ns, "link", "set", pool_if, "down").returncode == 0
+        assert ip("-n", pool_ns, "link", "set", pool_if, "down").returncode == 0
         cut_at = time.monotonic()
         for thread in threads:
             thread.join(15)
@@ -471,7 +434,7 @@ def test_a_cut_link_costs_jobs_in_flight_an_error_and_the_pool_comes_back(
             with pytest.raises(DeadlineExpired):
                 client.request(b"0 %s" % str(marks[3]).encode())
             print(f"queued job expired after {time.monotonic() - sent:.2f}s")
-        assert _ip("-n", pool_ns, "link", "set", pool_if, "up").returncode == 0
+        assert ip("-n", pool_ns, "link", "set", pool_if, "up").returncode == 0
         restored_at = time.monotonic()
         down_for = restored_at - cut_at
         with Client(front, timeout=20, retries=1, context=ctx) as client:

@@ -16,16 +16,16 @@ import math
 import os
 import time
 import uuid as _uuid
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 
 import zmq
 
 from ..security.sockets import ClientCredentials, apply_client, client_credentials
-from .agent import SILENCE, SYNC_TIMEOUT, Agent, Update
+from .agent import SILENCE, SYNC_TIMEOUT, Update
+from .driver import SubscriberSockets
 from .endpoints import chp_endpoints, servers, text
-from .frames import HUGZ, KV, TTL, encode_kv
+from .frames import KV, TTL, encode_kv
 
 __all__ = ["Publisher", "Subscriber", "Update"]
 
@@ -45,7 +45,7 @@ def _socket(
     return sock
 
 
-class Subscriber:
+class Subscriber(SubscriberSockets["zmq.Socket[bytes]"]):
     """Snapshot then live updates of the keys under ``prefix``, kept in step with the server.
 
     ``endpoint`` is the server's snapshot port, ``tcp://host:P`` (the pub-sub port; updates come
@@ -76,132 +76,52 @@ class Subscriber:
         to the next when it falls silent or answers no snapshot). ``updates`` overrides the
         live endpoint of a single server (else P+1 of ``endpoint``); ``server_key`` and
         ``client_key_file`` as for :class:`~zmqserver.Client` (CURVE)."""
-        self.endpoints = servers(endpoint, updates)
-        self._credentials = client_credentials(server_key, client_key_file)
-        self._ctx = context or zmq.Context.instance()
-        self._rcvhwm = rcvhwm
-        now = time.monotonic()
-        self.agent = Agent(
-            text(prefix),
-            now,
+        super().__init__(
+            endpoint,
+            prefix,
             silence=silence,
             sync_timeout=sync_timeout,
-            servers=len(self.endpoints),
+            rcvhwm=rcvhwm,
+            context=context or zmq.Context.instance(),
+            server_key=server_key,
+            client_key_file=client_key_file,
+            updates=updates,
         )
-        self._sub = self._subscribe()
-        self._dealer: zmq.Socket[bytes] | None = None
-        self._ready: deque[Update] = deque()
-        self._sync(now)
-
-    @property
-    def endpoint(self) -> str:
-        """The snapshot endpoint of the server in use."""
-        return self.endpoints[self.agent.server][0]
-
-    def _subscribe(self) -> zmq.Socket[bytes]:
-        """A SUB on the live endpoint of the server in use."""
-        sub = _socket(self._ctx, zmq.SUB, self._credentials)
-        sub.setsockopt(zmq.RCVHWM, self._rcvhwm)
-        sub.setsockopt(zmq.SUBSCRIBE, self.agent.subtree)
-        if self.agent.subtree:
-            sub.setsockopt(zmq.SUBSCRIBE, HUGZ)
-        sub.connect(self.endpoints[self.agent.server][1])
-        return sub
-
-    @property
-    def state(self) -> dict[bytes, bytes]:
-        """The keys under the prefix and their values, as of the last update delivered."""
-        return self.agent.map
-
-    @property
-    def sequence(self) -> int:
-        return self.agent.sequence
-
-    @property
-    def gaps(self) -> int:
-        return self.agent.gaps
-
-    @property
-    def silences(self) -> int:
-        return self.agent.silences
-
-    @property
-    def snapshots(self) -> int:
-        return self.agent.snapshots
-
-    @property
-    def moves(self) -> int:
-        """Moves to another server (several endpoints only)."""
-        return self.agent.moves
-
-    def _sync(self, now: float) -> None:
-        if self._dealer is not None:
-            self._dealer.close(linger=0)
-        self._dealer = _socket(self._ctx, zmq.DEALER, self._credentials)
-        self._dealer.connect(self.endpoint)
-        self._dealer.send_multipart(self.agent.request(now))
 
     def recv(self, timeout: float | None = None) -> Update | None:
         """The next update, or None if none came within ``timeout`` seconds (None: wait)."""
         until = math.inf if timeout is None else time.monotonic() + timeout
-        agent = self.agent
         while not self._ready:
-            sock = self._dealer if agent.syncing else self._sub
-            assert sock is not None
+            sock = self._listening()
             self._drain(sock)  # what is queued first: it may be what keeps the server alive
             if self._ready:
                 break
-            if sock is not (self._dealer if agent.syncing else self._sub):
+            if sock is not self._listening():
                 continue  # the snapshot ended (or restarted): wait on the other socket
             now = time.monotonic()
-            server = agent.server
-            if agent.timed_out(now):
-                if agent.server != server:  # moved: updates from the new server only
-                    self._sub.close(linger=0)
-                    self._sub = self._subscribe()
-                self._sync(now)
+            if self._restart_if_due(now):
                 continue
             if now >= until:
                 return None
-            wait = min(until, agent.next_deadline()) - now
+            wait = min(until, self.agent.next_deadline()) - now
             sock.poll(max(0, int(wait * 1000) + 1))
         return self._ready.popleft()
 
     def _drain(self, sock: zmq.Socket[bytes]) -> None:
         """Read what ``sock`` holds (a bounded batch), feeding the agent."""
-        agent = self.agent
         for _ in range(1000):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            now = time.monotonic()
-            if sock is self._dealer:
-                self._ready.extend(agent.on_snapshot(frames, now))
-                if not agent.syncing:
-                    assert self._dealer is not None
-                    self._dealer.close(linger=0)
-                    self._dealer = None
-                    return
-            else:
-                update, resync = agent.on_live(frames, now)
-                if resync:
-                    self._sync(now)
-                    return
-                if update is not None:
-                    self._ready.append(update)
+            if self._feed(sock, frames, time.monotonic()):
+                return
 
     def __iter__(self) -> Iterator[Update]:
         while True:
             update = self.recv()
             if update is not None:
                 yield update
-
-    def close(self) -> None:
-        if self._dealer is not None:
-            self._dealer.close(linger=0)
-            self._dealer = None
-        self._sub.close(linger=0)
 
     def __enter__(self) -> Subscriber:
         return self
