@@ -210,9 +210,9 @@ def _transition(
         return (State.BACKUP, False, "", False)  # a backup never serves before a primary
     # PASSIVE
     if event is Event.PEER_PRIMARY:
-        return (State.ACTIVE, False, "primary (passive) is restarting, ready active", False)
+        return (State.ACTIVE, False, "the peer restarted (it says primary), ready active", False)
     if event is Event.PEER_BACKUP:
-        return (State.ACTIVE, False, "backup (passive) is restarting, ready active", False)
+        return (State.ACTIVE, False, "the peer restarted (it says backup), ready active", False)
     if event is Event.PEER_PASSIVE:
         if role is Role.PRIMARY:
             return (State.ACTIVE, False, "both servers passive: primary takes over", True)
