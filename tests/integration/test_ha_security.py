@@ -24,7 +24,9 @@ from .ha_helpers import HEARTBEAT, Pair, pair, wait_logged
 
 __all__ = ["pair"]
 
-pytestmark = pytest.mark.timeout(90)
+# The peer link's security is the supervisor's, whichever build of the broker runs: make test
+# runs it once (pyproject's markers); test_ha.py runs the pair's failover in both passes.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.any_build]
 
 
 @dataclass
