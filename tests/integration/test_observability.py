@@ -123,9 +123,7 @@ def test_mmi_queue_answers_an_mdp_client(start_server):
     server = start_server("examples.upper:app", workers=2)
     server.wait_ready()
     # Both workers registered (the first job's round trip proves one): [code, queued, workers].
-    wait_until(
-        lambda: server.status()["services"][0]["workers"]["idle"] == 2, 15, "2 idle workers"
-    )
+    wait_until(lambda: server.status()["services"][0]["workers"]["idle"] == 2, 15, "2 idle workers")
     sock = server.socket(zmq.DEALER)
     sock.send_multipart(encode_client_request(b"mmi.queue", [b"default"]))
     assert sock.poll(10000)
