@@ -244,3 +244,20 @@ class ServerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._log.close()
+
+
+def zmqserver_cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """``python -m zmqserver ARGS`` from the repository, its output captured: the caller's
+    ``ZMQSERVER_*`` variables dropped but ``ZMQSERVER_PURE_PYTHON`` (make test's second pass)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    if "ZMQSERVER_PURE_PYTHON" in os.environ:
+        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "zmqserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 import zmq
-from tests.helpers import REPO, wait_until
+from tests.helpers import wait_until, zmqserver_cli
 from tests.integration.pubsub_helpers import free_base_port
 from tests.integration.test_durable import APP, Start, durable_server, mdp01
 
@@ -27,23 +26,8 @@ from zmqserver import Subscriber
 pytestmark = pytest.mark.timeout(90)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
-    if "ZMQSERVER_PURE_PYTHON" in os.environ:
-        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "zmqserver", *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        env=env,
-        cwd=REPO,
-    )
-
-
 def _durable_status(pid_file: str) -> dict[str, Any]:
-    done = _cli("status", "--json", "--pid-file", pid_file)
+    done = zmqserver_cli("status", "--json", "--pid-file", pid_file)
     assert done.returncode == 0, done.stderr
     section: dict[str, Any] = json.loads(done.stdout)["durable"]
     return section
@@ -80,7 +64,7 @@ def test_counts_in_status_metrics_and_pubsub_events(start_server: Start, short_t
         section = _durable_status(pid_file)
         assert section["dead_lettered"] == 1
         assert section["store"].endswith("jobs.db")
-        text = _cli("status", "--pid-file", pid_file).stdout
+        text = zmqserver_cli("status", "--pid-file", pid_file).stdout
         assert "DURABLE JOBS 0 pending, 1 scheduled, 0 running, 1 done, 1 dead" in text
 
         def heard() -> bool:

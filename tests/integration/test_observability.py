@@ -13,14 +13,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
 import zmq
-from tests.helpers import REPO, wait_until
+from tests.helpers import wait_until, zmqserver_cli
 
 from zmqserver import Client
 from zmqserver.protocol import encode_client_request, parse_client_reply
@@ -28,23 +27,8 @@ from zmqserver.protocol import encode_client_request, parse_client_reply
 pytestmark = pytest.mark.timeout(90)
 
 
-def _cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
-    if "ZMQSERVER_PURE_PYTHON" in os.environ:
-        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "zmqserver", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
-
-
 def _status(pid_file: str) -> dict[str, Any]:
-    done = _cli("status", "--json", "--pid-file", pid_file)
+    done = zmqserver_cli("status", "--json", "--pid-file", pid_file)
     assert done.returncode == 0, done.stderr
     doc: dict[str, Any] = json.loads(done.stdout)
     return doc
@@ -73,19 +57,19 @@ def test_status_shows_services_workers_and_jobs(start_server, short_tmp):
     assert sorted(w["pid"] for w in doc["workers"]) == server.worker_pids()
     assert sum(w["jobs_served"] for w in doc["workers"]) == 21
     assert all(w["rss"] > 0 and w["generation"] == 0 for w in doc["workers"])
-    text = _cli("status", "--pid-file", pid_file)
+    text = zmqserver_cli("status", "--pid-file", pid_file)
     assert text.returncode == 0, text.stderr
     assert re.search(r"^default\s+\d+\s+\d+", text.stdout, re.M), text.stdout
     assert str(server.worker_pids()[0]) in text.stdout
 
 
 def test_status_says_when_no_server_runs(short_tmp):
-    done = _cli("status", "--pid-file", str(short_tmp / "none.pid"))
+    done = zmqserver_cli("status", "--pid-file", str(short_tmp / "none.pid"))
     assert done.returncode == 1
     assert "no server running" in done.stderr
     # A control file left by a killed server names a pid that is gone.
     (short_tmp / "dead.pid.control").write_text('{"pid": 999999999, "endpoint": "ipc:///x"}')
-    done = _cli("status", "--pid-file", str(short_tmp / "dead.pid"))
+    done = zmqserver_cli("status", "--pid-file", str(short_tmp / "dead.pid"))
     assert done.returncode == 1
     assert "gone" in done.stderr
 
@@ -94,28 +78,28 @@ def test_control_scales_drains_and_logs_who_asked(start_server, short_tmp):
     pid_file = str(short_tmp / "server.pid")
     server = start_server("examples.upper:app", "--pid-file", pid_file, workers=1)
     server.wait_ready()
-    done = _cli("control", "scale", "default", "3", "--pid-file", pid_file)
+    done = zmqserver_cli("control", "scale", "default", "3", "--pid-file", pid_file)
     assert done.returncode == 0, done.stderr
     server.wait_workers(3)
     wait_until(lambda: _workers(pid_file) == 3, 15, "3 registered workers")
     assert re.search(r"control: scale service=default count=3 \(asked by uid \d+ \(pid \d+\)\)",
                      server.log())  # fmt: skip
-    assert _cli("control", "decr", "--pid-file", pid_file).returncode == 0
+    assert zmqserver_cli("control", "decr", "--pid-file", pid_file).returncode == 0
     server.wait_workers(2)
     # Drained: the running jobs finish, no worker is left, requests wait in the queue.
-    assert _cli("control", "drain", "default", "--pid-file", pid_file).returncode == 0
+    assert zmqserver_cli("control", "drain", "default", "--pid-file", pid_file).returncode == 0
     server.wait_workers(0)
     sock = server.socket(zmq.DEALER)
     sock.send_multipart(encode_client_request(b"default", [b"queued"], request_id=1))
     wait_until(lambda: _status(pid_file)["services"][0]["queue"] == 1, 10, "a queued job")
-    assert _cli("control", "scale", "default", "1", "--pid-file", pid_file).returncode == 0
+    assert zmqserver_cli("control", "scale", "default", "1", "--pid-file", pid_file).returncode == 0
     assert sock.poll(15000)
     assert parse_client_reply(sock.recv_multipart()).body == [b"QUEUED"]
     sock.close()
-    bad = _cli("control", "scale", "nope", "2", "--pid-file", pid_file)
+    bad = zmqserver_cli("control", "scale", "nope", "2", "--pid-file", pid_file)
     assert bad.returncode == 1
     assert "no such service" in bad.stderr
-    assert _cli("control", "stop", "--pid-file", pid_file).returncode == 0
+    assert zmqserver_cli("control", "stop", "--pid-file", pid_file).returncode == 0
     assert server.wait(30) == 0
 
 
