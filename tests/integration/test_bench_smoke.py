@@ -15,7 +15,7 @@ from bench.loadgen import LoadSpec, run_load
 from bench.procs import REPO, Launcher
 
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
-pytestmark = [pytest.mark.timeout(60), pytest.mark.slow, pytest.mark.any_build]
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow, pytest.mark.compiled_pass]
 
 
 @pytest.mark.parametrize("k", [1, 4], ids=["REQ", "DEALER"])

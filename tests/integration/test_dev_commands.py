@@ -15,7 +15,7 @@ import pytest
 from tests.helpers import REPO, ServerProcess, wait_until
 
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
-pytestmark = pytest.mark.any_build
+pytestmark = pytest.mark.compiled_pass
 
 ZMQSERVER = [sys.executable, "-m", "zmqserver"]
 

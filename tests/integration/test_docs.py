@@ -45,7 +45,7 @@ import zmq
 from tests.helpers import REPO
 
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.any_build]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.compiled_pass]
 
 DOCS = [
     "README.md",

@@ -22,6 +22,8 @@ from tests.helpers import ServerProcess, wait_until
 
 import zmqserver
 
+pytestmark = pytest.mark.compiled_pass
+
 APP = "tests.apps:durable"
 #: Jobs of the kill -9 test: ~1,000 in CI; ZS_DURABLE_JOBS=10000 for the issue's full run.
 JOBS = int(os.environ.get("ZS_DURABLE_JOBS", "1000"))

@@ -23,7 +23,7 @@ from tests.integration.test_durable import APP, Start, durable_server, mdp01
 import zmqserver
 from zmqserver import Subscriber
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
 
 def _durable_status(pid_file: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from .ha_helpers import HEARTBEAT, Pair, answer, pair, wait_answered, wait_logge
 
 __all__ = ["pair"]
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
 
 def test_failover_then_the_old_primary_comes_back_passive(pair: Pair) -> None:

@@ -28,7 +28,7 @@ from .ha_helpers import (
 
 __all__ = ["pair"]
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.compiled_pass]
 
 #: Over two heartbeats: the backup takes over on the first attempt that reaches it.
 TIMEOUT = 4 * HEARTBEAT

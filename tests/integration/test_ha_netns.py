@@ -32,7 +32,7 @@ from tests.helpers import ServerProcess, wait_until
 from .ha_helpers import HEARTBEAT, answer, wait_answered, wait_logged
 from .netns_helpers import ip, veth_pair
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
 PRIMARY_IP, BACKUP_IP = "192.0.2.11", "192.0.2.12"  # TEST-NET-1, only inside our namespaces
 LINK_PORT = 6670

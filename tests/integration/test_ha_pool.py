@@ -22,7 +22,7 @@ from zmqserver import Client
 from .ha_helpers import HEARTBEAT, Pair, answer, wait_answered, wait_logged
 from .test_remote_pool import Proc
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
 
 @pytest.fixture

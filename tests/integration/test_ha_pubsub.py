@@ -20,7 +20,7 @@ from .pubsub_helpers import free_base_port
 
 __all__ = ["pair"]
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
 
 def start_with_pubsub(pair: Pair, ports: dict[str, int]) -> None:

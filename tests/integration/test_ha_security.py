@@ -26,7 +26,7 @@ __all__ = ["pair"]
 
 # The peer link's security is the supervisor's, whichever build of the broker runs: make test
 # runs it once (pyproject's markers); test_ha.py runs the pair's failover in both passes.
-pytestmark = [pytest.mark.timeout(90), pytest.mark.any_build]
+pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
 
 @dataclass

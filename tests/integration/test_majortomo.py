@@ -27,7 +27,7 @@ from zmqserver import Client
 from zmqserver.errors import DeadlineExpired, Status
 from zmqserver.protocol import encode_status_header
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.compiled_pass]
 
 WORKER = Path(__file__).parents[1] / "majortomo_worker.py"
 #: ServerProcess's broker interval (0.25 s) in the guide's proportion: 2.5 s against 1 s.

@@ -24,7 +24,7 @@ from tests.helpers import wait_until, zmqserver_cli
 from zmqserver import Client
 from zmqserver.protocol import encode_client_request, parse_client_reply
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
 
 def _status(pid_file: str) -> dict[str, Any]:

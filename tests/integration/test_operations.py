@@ -20,7 +20,7 @@ import pytest
 from tests.helpers import REPO, children_of, cmdline, pid_alive, wait_until
 
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
-pytestmark = [pytest.mark.timeout(60), pytest.mark.any_build]
+pytestmark = [pytest.mark.timeout(60), pytest.mark.compiled_pass]
 
 
 def _env() -> dict[str, str]:

@@ -24,7 +24,7 @@ from zmqserver import AsyncSubscriber, Publisher, Subscriber
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
 
 def drain(sub: Subscriber, until: object, timeout: float = 10.0) -> list:

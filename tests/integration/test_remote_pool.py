@@ -31,7 +31,7 @@ from zmqserver.security import write_key_pair
 
 from .netns_helpers import ip, veth_pair
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.compiled_pass]
 
 HEARTBEAT = ("--heartbeat-interval", "0.25")
 

@@ -24,7 +24,7 @@ from tests.helpers import REPO, wait_until
 TMUX = shutil.which("tmux")
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
 pytestmark = [
-    pytest.mark.any_build,
+    pytest.mark.compiled_pass,
     pytest.mark.skipif(TMUX is None, reason="tmux is not installed (Debian: apt install tmux)"),
     pytest.mark.timeout(90),
 ]
