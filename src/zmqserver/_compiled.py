@@ -49,6 +49,7 @@ MODULES = (
     "broker.clients",
     "broker.deadlines",
     "broker.dispatch",
+    "broker.liveness",
     "broker.metrics",
     "broker.queries",
     "broker.replycache",
