@@ -32,6 +32,7 @@ from typing import Any
 
 from bench import procs, rivals
 from bench.procs import REPO, BenchError, Launcher
+from bench.report import save_plot
 from bench.run import background_busy, machine
 
 READY_TIMEOUT = 60.0  # client processes import their library and connect
@@ -216,15 +217,12 @@ def plot(data: dict[str, Any], path: Path) -> bool:
         ax.grid(axis="y", alpha=0.3, which="both")
         ax.legend(fontsize=8)
     meta = data["meta"]
-    fig.suptitle(
+    save_plot(
+        fig,
+        path,
         f"64 B echo, 2 server processes each, K=1 per client, TCP loopback; median of "
         f"{meta['repeat']} runs; {meta['cores']} cores shared by clients and servers",
-        fontsize=9,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
     return True
 
 

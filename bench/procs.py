@@ -137,6 +137,16 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
+def wait_children(pid: int, count: int, timeout: float, what: str, log: Path) -> list[int]:
+    """Wait until process ``pid`` has forked ``count`` children (a server's workers); their
+    pids. A timeout's error carries the tail of the server's ``log``, which says why."""
+    try:
+        wait_for(lambda: len(children_of(pid)) >= count, timeout, f"{count} {what}")
+    except BenchError as exc:
+        raise BenchError(f"{exc}\n{log_tail(log)}") from None
+    return children_of(pid)
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

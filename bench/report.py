@@ -257,16 +257,25 @@ def plot(data: dict[str, Any], path: Path) -> bool:
         ax.grid(axis="y", alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
     meta = data["meta"]
-    fig.suptitle(
+    save_plot(
+        fig,
+        path,
         f"{meta['workers']} workers; echo app (uneven: 1 ms jobs, every 10th 50 ms); median of "
         f"{meta['repeat']} runs; {meta['cores']} cores shared by clients, broker and workers",
-        fontsize=9,
     )
+    return True
+
+
+def save_plot(fig: Any, path: Path, caption: str) -> None:
+    """Caption ``fig`` with how it was measured, write it to ``path`` (its directory made if
+    need be) and free it: the end of every plot the suite draws."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(caption, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

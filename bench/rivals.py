@@ -113,14 +113,11 @@ def celery_system(
         try:
             try:
                 _probe("celery", [url], [worker])
-                procs.wait_for(
-                    lambda: len(procs.children_of(worker.pid)) >= workers,
-                    STARTUP_TIMEOUT,
-                    f"{workers} celery worker processes",
-                )
             except BenchError as exc:
                 raise BenchError(f"{exc}\n{procs.log_tail(log)}") from None
-            kids = procs.children_of(worker.pid)
+            kids = procs.wait_children(
+                worker.pid, workers, STARTUP_TIMEOUT, "celery worker processes", log
+            )
             yield System("celery", [url], worker.pid, [redis_pid, *kids], log)
         finally:
             launcher.stop(worker, kids or procs.children_of(worker.pid))

@@ -239,14 +239,9 @@ def zmqserver_system(
     try:
         try:
             round_trip(frontend, STARTUP_TIMEOUT, _alive(proc))
-            procs.wait_for(
-                lambda: len(procs.children_of(proc.pid)) >= workers,
-                STARTUP_TIMEOUT,
-                f"{workers} zmqserver workers",
-            )
         except BenchError as exc:
             raise BenchError(f"{exc}\n{procs.log_tail(log)}") from None
-        kids = procs.children_of(proc.pid)
+        kids = procs.wait_children(proc.pid, workers, STARTUP_TIMEOUT, "zmqserver workers", log)
         # Registration (READY) follows the fork within milliseconds; the warmup covers the rest.
         time.sleep(0.2)
         # Both compiled parts: the socket I/O and the per-job modules (a stale build of those runs
