@@ -128,15 +128,8 @@ class ServerProcess:
             *([] if autoscale else ["--min-spare-servers", "0", "--queue-wait-threshold", "0"]),
             *args,
         ]
-        # ZMQSERVER_PURE_PYTHON selects the broker's I/O path for the whole run (make test's
-        # second pass); it is not a server option, so it passes through.
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("ZMQSERVER_") or k == "ZMQSERVER_PURE_PYTHON"
-        }
         env = {
-            **inherited,
+            **clean_env(),
             "PYTHONPATH": str(REPO),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
@@ -246,12 +239,21 @@ class ServerProcess:
         self._log.close()
 
 
+def clean_env(*, keep_pure: bool = True) -> dict[str, str]:
+    """This process's environment without its ``ZMQSERVER_*`` variables, which would configure
+    the server a test starts behind the test's back (a developer's shell may set some).
+    ``keep_pure`` keeps ``ZMQSERVER_PURE_PYTHON``: not a server option but the build make test's
+    second pass runs, which the server must run too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    if keep_pure and "ZMQSERVER_PURE_PYTHON" in os.environ:
+        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+    return env
+
+
 def zmqserver_cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     """``python -m zmqserver ARGS`` from the repository, its output captured: the caller's
     ``ZMQSERVER_*`` variables dropped but ``ZMQSERVER_PURE_PYTHON`` (make test's second pass)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
-    if "ZMQSERVER_PURE_PYTHON" in os.environ:
-        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "zmqserver", *args],

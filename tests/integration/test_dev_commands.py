@@ -4,7 +4,6 @@ line, ``--version``; each run as a real process."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.helpers import REPO, ServerProcess, wait_until
+from tests.helpers import REPO, ServerProcess, clean_env, wait_until
 
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
 pytestmark = pytest.mark.compiled_pass
@@ -23,7 +22,7 @@ ZMQSERVER = [sys.executable, "-m", "zmqserver"]
 def _run(
     *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    clean = clean_env(keep_pure=False)
     clean["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [*ZMQSERVER, *args],

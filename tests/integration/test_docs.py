@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from tests.helpers import REPO
+from tests.helpers import REPO, clean_env
 
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.compiled_pass]
@@ -390,9 +390,7 @@ def reader() -> Iterator[Reader]:
     # Names the docs use for the reader's own app and hooks, until a block writes them.
     (work / "myapp.py").write_text("def handle(payload):\n    return payload\n")
     (work / "myapp_hooks.py").write_text("def load_model(config):\n    pass\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
-    if "ZMQSERVER_PURE_PYTHON" in os.environ:
-        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+    env = clean_env()
     env |= {
         "HOME": str(work / "home"),
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",

@@ -9,7 +9,6 @@ passive. Heartbeats are short (ha_helpers.HEARTBEAT) and every wait is bounded.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -18,7 +17,7 @@ import sys
 import urllib.request
 
 import pytest
-from tests.helpers import REPO, ServerProcess, wait_until
+from tests.helpers import REPO, ServerProcess, clean_env, wait_until
 from tests.integration.pubsub_helpers import free_base_port
 
 from zmqserver import Subscriber
@@ -56,10 +55,8 @@ def test_failover_then_the_old_primary_comes_back_passive(pair: Pair) -> None:
 
 
 def status(pid_file: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
-    if "ZMQSERVER_PURE_PYTHON" in os.environ:
-        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
     done = subprocess.run(
         [sys.executable, "-m", "zmqserver", "status", "--pid-file", pid_file, *args],
         capture_output=True,

@@ -17,18 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.helpers import REPO, children_of, cmdline, pid_alive, wait_until
+from tests.helpers import REPO, children_of, clean_env, cmdline, pid_alive, wait_until
 
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
 pytestmark = [pytest.mark.timeout(60), pytest.mark.compiled_pass]
 
 
 def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("ZMQSERVER_") or k == "ZMQSERVER_PURE_PYTHON"
-    }
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     return env
 

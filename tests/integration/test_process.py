@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from tests.helpers import REPO, children_of, cmdline, pid_alive, wait_until
+from tests.helpers import REPO, children_of, clean_env, cmdline, pid_alive, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -352,7 +352,7 @@ def test_max_worker_memory_recycles_a_worker_after_its_job(start_server):
 
 
 def _serve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    env = clean_env(keep_pure=False)
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-m", "zmqserver", "serve", *args],
@@ -541,7 +541,7 @@ def test_a_hook_that_cannot_load_stops_the_server_with_its_name(start_server):
 def test_a_bad_config_is_refused_with_a_message_naming_the_key(short_tmp, toml, env, message):
     config = short_tmp / "zmqserver.toml"
     config.write_text(toml)
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    full_env = clean_env(keep_pure=False)
     proc = subprocess.run(
         [sys.executable, "-m", "zmqserver", "serve", "--config", str(config)],
         cwd=REPO,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from tests.helpers import REPO, children_of, cmdline, pid_alive, wait_until
+from tests.helpers import REPO, children_of, clean_env, cmdline, pid_alive, wait_until
 
 from zmqserver import Client
 from zmqserver.errors import DeadlineExpired, ServerError
@@ -47,9 +47,7 @@ class Proc:
 
     def __init__(self, workdir: Path, argv: list[str], name: str) -> None:
         self.log_path = workdir / f"{name}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
-        if "ZMQSERVER_PURE_PYTHON" in os.environ:
-            env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+        env = clean_env()
         env |= {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -330,7 +328,7 @@ def test_a_curve_pool_registers_with_its_key(start_server, start_pool, short_tmp
 
 
 def test_a_pool_without_connect_or_with_a_bad_key_says_so(short_tmp):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
+    env = clean_env(keep_pure=False)
     env["PYTHONPATH"] = str(REPO)
 
     def run(*args: str) -> subprocess.CompletedProcess[bytes]:

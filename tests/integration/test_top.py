@@ -9,7 +9,6 @@ another tmux server, and stops only the one it started.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.helpers import REPO, wait_until
+from tests.helpers import REPO, clean_env, wait_until
 
 TMUX = shutil.which("tmux")
 # The same whichever build of the broker runs: make test runs it once (pyproject's markers).
@@ -37,9 +36,7 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZMQSERVER_")}
-    if "ZMQSERVER_PURE_PYTHON" in os.environ:
-        env["ZMQSERVER_PURE_PYTHON"] = os.environ["ZMQSERVER_PURE_PYTHON"]
+    env = clean_env()
     env["PYTHONPATH"] = str(REPO)
     return env
 
