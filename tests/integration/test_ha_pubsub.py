@@ -8,12 +8,15 @@ The replication's decisions are tested without sockets in tests/unit/test_pubsub
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
-from tests.helpers import wait_until
+import zmq
+from tests.helpers import wait_until, zmqserver_cli
 
 from zmqserver.pubsub.client import Publisher, Subscriber
+from zmqserver.pubsub.frames import PEER_COPY_ID
 
 from .ha_helpers import Pair, pair, wait_answered, wait_logged
 from .pubsub_helpers import free_base_port
@@ -111,3 +114,45 @@ def test_an_update_only_the_passive_received_is_published_on_takeover(pair: Pair
             f"the pending update (log:\n{backup.log()})",
         )
     assert "1 pending updates published" in backup.log()
+
+
+def test_the_peer_s_copy_is_not_a_client_s_vote(pair: Pair) -> None:
+    """A snapshot request reaching a server that is not active is a subscriber's vote for a
+    failover (clonesrv6), and counted as a request it dropped. The peer's own copy asks too
+    while it is not active (at start-up both are not): that is neither, whatever the timing."""
+    ports = {"primary": free_base_port(), "backup": free_base_port()}
+    for role in ("primary", "backup"):
+        other = "backup" if role == "primary" else "primary"
+        pair.start(
+            role,
+            *("--pubsub-port", str(ports[role]), "--host", "127.0.0.1"),
+            *("--ha-peer-pubsub", f"tcp://127.0.0.1:{ports[other]}"),
+            *("--pid-file", str(pair.root / f"{role}.pid")),
+        )
+    wait_answered(pair.servers["primary"])
+    wait_logged(pair.servers["backup"], "backup -> passive")
+
+    def dropped() -> int:
+        done = zmqserver_cli("status", "--pid-file", str(pair.root / "backup.pid"), "--json")
+        assert done.returncode == 0, done.stderr
+        return int(json.loads(done.stdout)["ha"]["dropped"])
+
+    def ask(routing_id: bytes | None) -> bool:
+        """An ICANHAZ? to the passive backup's snapshot port; whether anything came back."""
+        sock = pair.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if routing_id is not None:
+            sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        try:
+            sock.connect(f"tcp://127.0.0.1:{ports['backup']}")
+            sock.send_multipart([b"ICANHAZ?", b""])
+            return bool(sock.poll(500))
+        finally:
+            sock.close()
+
+    before = dropped()
+    assert not ask(PEER_COPY_ID + b"test")
+    assert dropped() == before  # not counted: the peer's copy
+    assert not ask(None)
+    assert dropped() == before + 1  # a subscriber's: counted (and its vote changed nothing)
+    assert "passive -> active" not in pair.servers["backup"].log()

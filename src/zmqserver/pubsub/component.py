@@ -40,7 +40,7 @@ from ..supervisor.workers import WorkerProcess
 from . import publish
 from .core import Bounds, Hashmap, Refused
 from .events import Published, ServerEvents
-from .frames import FrameError, decode_icanhaz, hugz
+from .frames import PEER_COPY_ID, FrameError, decode_icanhaz, hugz
 
 if TYPE_CHECKING:
     from ..supervisor.ha_side import HaChange, HaComponent
@@ -377,6 +377,8 @@ class PubSubComponent:
                 continue
             if self.passive:
                 assert self.ha is not None
+                if frames[0].startswith(PEER_COPY_ID):
+                    continue  # the peer's copy, while neither is active: it asks again
                 if not self.ha.vote(now):
                     continue  # unanswered: the subscriber moves to the other server
             identity = frames[0]

@@ -27,6 +27,12 @@ HUGZ: Final = b"HUGZ"
 #: Keys only the server sends: an update on one of these from a publisher is refused.
 RESERVED_KEYS: Final = frozenset({KTHXBAI, HUGZ, ICANHAZ})
 
+#: The routing id a Binary Star server's copy of its peer's map asks for snapshots under
+#: (pubsub/peer.py), followed by random bytes. The peer tells it from a subscriber's: a
+#: subscriber asking a server that is not active is a client's vote for a failover (clonesrv6),
+#: the peer's copy is not, nor a request dropped.
+PEER_COPY_ID: Final = b"zmqserver-peer-copy:"
+
 #: The property that asks the server to delete a key after this many seconds.
 TTL: Final = b"ttl"
 #: The property the server adds to each KVPUB: for the key's subtrees ("", "/", "/a/", ... one

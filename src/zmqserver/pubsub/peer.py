@@ -9,6 +9,7 @@ fresh DEALER for each snapshot, so that an answer to a request given up on is ne
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Collection
 from typing import Final
 
@@ -19,6 +20,7 @@ from ..supervisor.component import Handle, WatchItem
 from .agent import SYNC_TIMEOUT
 from .core import Hashmap
 from .endpoints import chp_endpoints
+from .frames import PEER_COPY_ID
 from .replica import Replica
 
 log = logging.getLogger("zmqserver.pubsub")
@@ -101,6 +103,9 @@ class PeerCopy:
             self.dealer.close(linger=0)
         dealer = self.dealer = self.ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
+        # Not a subscriber: the peer, if it is not active either, neither counts this request
+        # as a client's vote for a failover nor as one it dropped.
+        dealer.setsockopt(zmq.ROUTING_ID, PEER_COPY_ID + os.urandom(8))
         if self.credentials is not None:
             apply_client(dealer, self.credentials)
         dealer.connect(self.snapshot_endpoint)
