@@ -391,7 +391,7 @@ class Dispatcher(Queries):
     def _answer(self, job: Job, body: list[Frame]) -> None:
         self.stats.replied += 1
         frames = encode_client_reply(job.form, job.reply_service, body, request_id=job.request_id)
-        self._complete(job, frames, Status.OK)
+        self._complete(job, frames, STATUS_OK)  # a Final: Status.OK is a lookup (errors.py)
 
     def _fail(self, job: Job, status: Status, message: str) -> None:
         self.stats.errors += 1

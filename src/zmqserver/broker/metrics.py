@@ -156,8 +156,8 @@ class Recorder:
         """
         name = b"" if job.service.provisional else job.service.name
         metrics = self.of(name)
-        code = int(status)
-        metrics.outcomes[code] += 1
+        # Status is an int: indexed as one, where int(status) is a generic call a job.
+        metrics.outcomes[status] += 1
         started = job.started
         worker = job.worker
         if worker is not None and started:
@@ -177,6 +177,7 @@ class Recorder:
         access = self.access
         if access is not None:
             request_id = job.request_id if job.request_id is not None else -1
+            code = int(status)
             access(job.service.name, job.address, code, wait, run, job.client, request_id, job.size)
         jobs = self.jobs
         if jobs is not None:
@@ -189,7 +190,7 @@ class Recorder:
                 if metrics.sampled >= budget:
                     return
                 metrics.sampled += 1
-            jobs(name, job, code, wait, run)
+            jobs(name, job, int(status), wait, run)
 
     def refused(
         self,
