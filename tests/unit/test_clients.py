@@ -3,7 +3,7 @@ and the client book (outstanding jobs, held replies). No sockets, no dispatcher.
 
 from __future__ import annotations
 
-from zmqserver.broker.clients import HELD_PER_JOB, ClientBook, FairQueue
+from zmqserver.broker.clients import COMPACT_AT, HELD_PER_JOB, ClientBook, FairQueue
 from zmqserver.broker.state import Job, Service
 from zmqserver.protocol import Form
 
@@ -57,6 +57,24 @@ def test_a_requeued_job_goes_first_in_its_client_and_its_client_first_in_the_rin
     queue.appendleft(job(b"b", 9))  # b's turn comes first now, and the job leads its queue
     queue.appendleft(job(b"c", 8))  # c was not queued: its turn is next
     assert drain(queue) == [8, 9, 1, 2, 3]
+
+
+def test_a_long_queue_keeps_its_order_across_compaction_and_requeues():
+    """One client's queue is a list read from a moving head, cut once the taken part is long:
+    order holds across the cut, and a requeue after jobs were taken reuses the taken slot."""
+    queue = FairQueue()
+    count = 3 * COMPACT_AT
+    for n in range(count):
+        queue.append(job(b"a", n))
+    taken = [queue.pop_head().id for _ in range(2 * COMPACT_AT + 1)]
+    assert taken == list(range(2 * COMPACT_AT + 1))
+    queue.appendleft(job(b"a", 1000))  # the job its lost worker held goes first again
+    queue.append(job(b"b", 2000))
+    queue.appendleft(job(b"a", 1001))
+    rest = drain(queue)
+    assert rest[:2] == [1001, 2000]  # a, then b's turn, then a's queue in order
+    assert rest[2:] == [1000, *range(2 * COMPACT_AT + 1, count)]
+    assert len(queue) == 0
 
 
 def test_done_jobs_are_skipped_and_dropped_by_head():

@@ -41,6 +41,51 @@ if TYPE_CHECKING:
 HELD_PER_JOB: Final = 100
 
 
+class _ClientJobs:
+    """One client's queued jobs, oldest first: a list read from a moving head.
+
+    Not a deque: compiled, a list's append and indexing are native, a deque's are generic
+    calls, and this is touched for every queued job.
+    """
+
+    __slots__ = ("jobs", "head")
+
+    def __init__(self, job: Job) -> None:
+        self.jobs: list[Job] = [job]
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.jobs) - self.head
+
+    def first(self) -> Job:
+        return self.jobs[self.head]
+
+    def pop(self) -> Job:
+        """Take the first job; the list is cut once its taken part is long and the larger."""
+        jobs, head = self.jobs, self.head
+        job = jobs[head]
+        head += 1
+        if head >= COMPACT_AT and 2 * head >= len(jobs):
+            del jobs[:head]
+            head = 0
+        self.head = head
+        return job
+
+    def push_front(self, job: Job) -> None:
+        if self.head:
+            self.head -= 1
+            self.jobs[self.head] = job
+        else:
+            self.jobs.insert(0, job)
+
+    def live(self) -> list[Job]:
+        return self.jobs[self.head :]
+
+
+#: Taken entries a client's queue keeps before its list is cut (amortised O(1) a job).
+COMPACT_AT: Final = 64
+
+
 class FairQueue:
     """A service's queued jobs: FIFO per client, round robin across clients.
 
@@ -52,7 +97,7 @@ class FairQueue:
 
     def __init__(self) -> None:
         #: Each client's queued jobs, oldest first (a requeued job goes to the front).
-        self._by_client: dict[bytes, deque[Job]] = {}
+        self._by_client: dict[bytes, _ClientJobs] = {}
         #: The clients with a non-empty queue, in the order of their next turn.
         self._ring: deque[bytes] = deque()
         self._jobs = 0  # done ones included
@@ -67,7 +112,7 @@ class FairQueue:
         """Every job queued (done ones too), client by client in ring order: for tests and
         the rare look at all of them, not for dispatch."""
         for client in self._ring:
-            yield from self._by_client[client]
+            yield from self._by_client[client].live()
 
     def clients(self) -> int:
         """How many clients have jobs queued (done ones included)."""
@@ -78,9 +123,10 @@ class FairQueue:
         back of the ring (it gets its turn after those already waiting)."""
         queue = self._by_client.get(job.client)
         if queue is None:
-            queue = self._by_client[job.client] = deque()
+            self._by_client[job.client] = _ClientJobs(job)
             self._ring.append(job.client)
-        queue.append(job)
+        else:
+            queue.jobs.append(job)
         self._jobs += 1
 
     def appendleft(self, job: Job) -> None:
@@ -91,11 +137,11 @@ class FairQueue:
         client = job.client
         queue = self._by_client.get(client)
         if queue is None:
-            queue = self._by_client[client] = deque()
+            self._by_client[client] = _ClientJobs(job)
         else:
             self._ring.remove(client)
+            queue.push_front(job)
         self._ring.appendleft(client)
-        queue.appendleft(job)
         self._jobs += 1
 
     def head(self) -> Job | None:
@@ -105,12 +151,12 @@ class FairQueue:
         while ring:
             client = ring[0]
             queue = self._by_client[client]
-            job = queue[0]
+            job = queue.first()
             if not job.done:
                 return job
-            queue.popleft()
+            queue.pop()
             self._jobs -= 1
-            if not queue:
+            if not len(queue):
                 del self._by_client[client]
                 ring.popleft()
         return None
@@ -121,10 +167,11 @@ class FairQueue:
         ring = self._ring
         client = ring[0]
         queue = self._by_client[client]
-        job = queue.popleft()
+        job = queue.pop()
         self._jobs -= 1
-        if queue:
-            ring.rotate(-1)
+        if len(queue):
+            if len(ring) > 1:
+                ring.rotate(-1)
         else:
             del self._by_client[client]
             ring.popleft()
@@ -137,7 +184,7 @@ class FairQueue:
             return []
         self._ring.remove(client)
         self._jobs -= len(queue)
-        return list(queue)
+        return queue.live()
 
     def clear(self) -> list[Job]:
         """Take every job out, in ring order."""
@@ -156,10 +203,17 @@ class ClientState:
     def __init__(self) -> None:
         #: Its jobs queued or running (accepted, no outcome yet).
         self.inflight = 0
-        #: Messages its connection's pipe could not take yet, oldest first.
-        self.held: deque[list[Frame]] = deque()
+        #: Messages its connection's pipe could not take yet, oldest first; None while there
+        #: are none. Made when needed: a client with one job at a time has its state made and
+        #: dropped with each job, and a deque costs an allocation of its first block.
+        self.held: deque[list[Frame]] | None = None
         #: It disconnected while jobs of its were running: their outcomes go nowhere.
         self.gone = False
+
+    def outstanding(self) -> int:
+        """Its jobs queued or running, and the messages held for it."""
+        held = self.held
+        return self.inflight if held is None else self.inflight + len(held)
 
 
 class ClientBook:
@@ -188,11 +242,11 @@ class ClientBook:
         if not limit:
             return False
         state = self.states.get(client)
-        return state is not None and state.inflight + len(state.held) >= limit
+        return state is not None and state.outstanding() >= limit
 
     def outstanding(self, client: bytes) -> int:
         state = self.states.get(client)
-        return 0 if state is None else state.inflight + len(state.held)
+        return 0 if state is None else state.outstanding()
 
     def accepted(self, client: bytes) -> None:
         """One more job of ``client`` is outstanding."""
@@ -210,7 +264,7 @@ class ClientBook:
             return True
         state.inflight -= 1
         gone = state.gone
-        if not state.inflight and not state.held:
+        if not state.inflight and state.held is None:
             del self.states[client]
         return not gone
 
@@ -221,11 +275,16 @@ class ClientBook:
         if state is None:
             state = self.states[client] = ClientState()
         held = state.held
-        if not outcome and self.limit and len(held) >= HELD_PER_JOB * self.limit:
+        if (
+            not outcome
+            and self.limit
+            and held is not None
+            and len(held) >= HELD_PER_JOB * self.limit
+        ):
             self.dropped += 1
-            if not state.inflight and not held:
-                del self.states[client]
             return False
+        if held is None:
+            held = state.held = deque()
         held.append(frames)
         self.holding[client] = state
         return True
@@ -238,8 +297,11 @@ class ClientBook:
     def delivered(self, client: bytes) -> None:
         """The oldest message held for ``client`` was sent."""
         state = self.holding[client]
-        state.held.popleft()
-        if not state.held:
+        held = state.held
+        assert held is not None
+        held.popleft()
+        if not held:
+            state.held = None
             del self.holding[client]
             if not state.inflight:
                 del self.states[client]
@@ -251,8 +313,8 @@ class ClientBook:
         state = self.states.get(client)
         if state is None:
             return 0
-        dropped = len(state.held)
-        state.held.clear()
+        dropped = 0 if state.held is None else len(state.held)
+        state.held = None
         self.holding.pop(client, None)
         if state.inflight:
             state.gone = True
