@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -23,6 +24,7 @@ from tests.helpers import wait_until, zmqserver_cli
 
 from zmqserver import Client
 from zmqserver.protocol import encode_client_request, parse_client_reply
+from zmqserver.supervisor.control import BATCH as CONTROL_BATCH
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.compiled_pass]
 
@@ -220,3 +222,34 @@ def test_access_log_has_a_line_per_job(start_server, short_tmp):
     assert re.match(pattern, lines[0]), lines[0]
     assert "service=- " in lines[1]
     assert "outcome=unknown_service" in lines[1]
+
+
+def test_a_burst_of_control_requests_is_answered_whole_and_jobs_go_on(start_server, short_tmp, ctx):
+    """The control socket is waited on by its ZMQ_FD, which signals only once a read has found
+    it empty: a burst larger than one turn's batch (BATCH) must not leave requests unread until
+    the next one comes, and jobs meanwhile keep being served."""
+    pid_file = str(short_tmp / "server.pid")
+    server = start_server("examples.upper:app", "--pid-file", pid_file, workers=1)
+    server.wait_ready()
+    endpoint = json.loads((short_tmp / "server.pid.control").read_text())["endpoint"]
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    count = 3 * CONTROL_BATCH + 1
+    for _ in range(count):
+        sock.send_multipart([b"", json.dumps({"command": "stats"}).encode()])
+    answers = 0
+    while sock.poll(10_000):
+        _, body = sock.recv_multipart()
+        assert json.loads(body)["ok"] is True, body
+        answers += 1
+        if answers == count:
+            break
+    assert answers == count
+    # Then silence, and one more request long after the burst: still heard.
+    time.sleep(0.3)
+    sock.send_multipart([b"", json.dumps({"command": "stats"}).encode()])
+    assert sock.poll(10_000)
+    assert json.loads(sock.recv_multipart()[1])["ok"] is True
+    assert server.request(b"still") == [b"STILL"]
+    sock.close()
