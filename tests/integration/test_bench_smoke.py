@@ -48,3 +48,17 @@ def test_comparison_runs_zmqserver_and_majortomo_without_errors(short_tmp):
     runs = json.loads(result.read_text())["runs"]
     assert [r["system"] for r in runs] == ["zmqserver", "majortomo"]
     assert all(r["jobs"] > 0 and r["errors"] == 0 for r in runs)
+
+
+def test_dispatcher_benchmark_runs():
+    """bench/dispatcher.py (the routing core's cost a job, no sockets): a tiny run."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.dispatcher", "--jobs", "500", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "C=8 K=1:" in done.stdout, done.stdout
+    assert "C=4 K=16:" in done.stdout, done.stdout
