@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+import zmq.auth
 from tests.helpers import REPO, ServerProcess, wait_until
 
 from zmqserver import AsyncClient, Client, RequestTimeout, UnknownService
 from zmqserver.security import KeyPair, write_key_pair
+from zmqserver.security.zap import ZAP_BATCH
 
 # -- fixtures and helpers -------------------------------------------------------------------------
 
@@ -134,6 +136,41 @@ def test_allowed_key_gets_replies_from_every_client_kind(start_server, keys):
     )  # fmt: skip
     assert (cli.returncode, cli.stdout) == (0, b"CLI\n"), cli.stderr
     assert "admitted" not in server.log()  # admissions are debug-level, not info noise
+
+
+def test_more_handshakes_at_once_than_a_zap_batch_are_all_answered(start_server, keys, ctx):
+    """The ZAP socket is waited on by its ZMQ_FD, which signals again only once a read has
+    found it empty: handshakes past one turn's batch (ZAP_BATCH) must not wait for the next
+    connection to be decided. Each of the clients connecting together gets its reply."""
+    server = tcp_server(start_server, *curve_args(keys))
+    public, secret = zmq.auth.load_certificate(keys.alice_secret)
+    count = ZAP_BATCH + 44
+    socks = []
+    try:
+        for _ in range(count):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.curve_secretkey, sock.curve_publickey = secret, public
+            sock.curve_serverkey = keys.server.public
+            sock.connect(server.frontend)
+            socks.append(sock)
+        for n, sock in enumerate(socks):
+            sock.send_multipart([b"", b"c%d" % n])  # queued until its handshake is decided
+        poller = zmq.Poller()
+        for sock in socks:
+            poller.register(sock, zmq.POLLIN)
+        answered: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(answered) < count and time.monotonic() < deadline:
+            for sock, _ in poller.poll(1000):
+                _, body = sock.recv_multipart()
+                answered.add(socks.index(sock))
+                assert body == b"C%d" % socks.index(sock)
+                poller.unregister(sock)
+        assert len(answered) == count, f"{count - len(answered)} of {count} never answered"
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_unknown_key_and_null_client_get_nothing_and_cost_nothing(start_server, keys, ctx):

@@ -616,3 +616,34 @@ def test_zap_admits_the_binary_star_peer_key_and_a_reload_of_the_directory_keeps
         assert zap_decide(_request("10.0.0.1", b"CURVE", peer), policies).allowed
         assert not zap_decide(_request("10.0.0.1", b"CURVE", stranger), policies).allowed
     assert not zap_decide(_request("10.0.0.1", b"CURVE", client), {DOMAIN: reloaded}).allowed
+
+
+def test_handle_zap_says_whether_it_found_the_socket_empty():
+    """The loop waits on the ZAP socket's ZMQ_FD, which signals again only after a read found
+    the socket empty: handle_zap says when it stopped at its batch instead (come back at
+    once), and answers every request either way. Real sockets, no server: a DEALER plays the
+    libzmq peers asking."""
+    from zmqserver.security.zap import ZAP_BATCH, ZAP_ENDPOINT
+
+    ctx = zmq.Context()
+    security = ServerSecurity.load(Config())
+    try:
+        security.start(ctx)
+        asker = ctx.socket(zmq.DEALER)
+        asker.connect(ZAP_ENDPOINT)
+        count = ZAP_BATCH + 10
+        for n in range(count):
+            asker.send_multipart([b"", ZAP_VERSION, b"%d" % n, b"", b"127.0.0.1", b"", b"NULL"])
+        assert security.zap_socket is not None
+        assert security.zap_socket.poll(1000)  # they have arrived
+        assert security.handle_zap() is False  # a full batch: more wait
+        assert security.handle_zap() is True  # the rest, then empty
+        replies = 0
+        while asker.poll(0):
+            asker.recv_multipart()
+            replies += 1
+        assert replies == count
+        asker.close(0)
+    finally:
+        security.close()
+        ctx.term()

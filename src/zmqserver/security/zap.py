@@ -287,15 +287,18 @@ class ServerSecurity:
 
     # -- the event loop's part --
 
-    def handle_zap(self) -> None:
-        """Answer the ZAP requests waiting on the handler socket (called when it is readable)."""
+    def handle_zap(self) -> bool:
+        """Answer the ZAP requests waiting on the handler socket (called when it is readable);
+        True once a read found it empty, False if :data:`ZAP_BATCH` were answered and more may
+        wait (the caller comes back at once: the event loop watches the socket's ZMQ_FD, which
+        signals again only after a read has found the socket empty)."""
         sock = self.zap_socket
         assert sock is not None
         for _ in range(ZAP_BATCH):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return True
             # ROUTER envelope: the requester's routing id, then (REQ-style) an empty delimiter.
             try:
                 split = frames.index(b"") + 1
@@ -306,6 +309,7 @@ class ServerSecurity:
             if outcome.reply is not None:
                 with contextlib.suppress(zmq.Again):  # the handshake then times out instead
                     sock.send_multipart([*frames[:split], *outcome.reply], zmq.NOBLOCK)
+        return False
 
     def _note(self, outcome: ZapOutcome) -> None:
         if outcome.allowed:

@@ -63,6 +63,10 @@ class BrokerComponent:
         self.access_log: AccessLog | None = None
         #: For :meth:`handle` outside :meth:`wait` (never set: nothing to interrupt there).
         self._no_wake = Wake()
+        #: The ZAP socket and the ZMQ_FD watched for it (see :meth:`watch`); whether a turn
+        #: answered a full batch of handshakes and more may wait.
+        self._zap_fd: tuple[zmq.Socket[bytes] | None, int] = (None, -1)
+        self._zap_more = False
         #: Told of each worker that is gone for good, with the reason (pub-sub's events).
         self.on_gone: Callable[[bytes, str], None] | None = None
         #: Other components' sockets the broker's wait handles itself (Broker.serve's
@@ -138,12 +142,20 @@ class BrokerComponent:
         ]
         zap = self.security.zap_socket
         if zap is not None:
-            items.append((zap, zmq.POLLIN))
+            # Its ZMQ_FD, not the socket: zmq_poll checks every socket it is given for commands
+            # with system calls on each call, under load every job or two, for a socket that is
+            # asked something once a connection. handle() reads it until it is empty, which
+            # re-arms the fd, or asks to come back at once (_zap_more).
+            if self._zap_fd[0] is not zap:
+                self._zap_fd = (zap, int(zap.getsockopt(zmq.FD)))
+            items.append((self._zap_fd[1], zmq.POLLIN))
         return items
 
     def next_deadline(self) -> float:
         assert self.dispatcher is not None
         assert self.broker is not None
+        if self._zap_more:
+            return 0.0
         return min(self.dispatcher.next_deadline(), self.broker.next_deadline())
 
     def handle(self, ready: Collection[Handle], now: float) -> None:
@@ -151,8 +163,8 @@ class BrokerComponent:
         assert dispatcher is not None
         assert broker is not None
         zap = self.security.zap_socket
-        if zap is not None and zap in ready:
-            self.security.handle_zap()  # handshakes waiting for a yes or no
+        if zap is not None and (self._zap_more or self._zap_fd[1] in ready):
+            self._zap_more = not self.security.handle_zap()  # handshakes waiting for a yes or no
         # Only without the waiter (wait() drains them itself and never reports them).
         backend, frontend = broker.backend in ready, broker.frontend in ready
         if backend or frontend:
