@@ -32,6 +32,7 @@ from ..security import ClientCredentials, ServerSecurity
 from ..status import StatusWriter
 from .accesslog import AccessLog
 from .component import Handle, Host, StartError, StateOf, WatchItem
+from .fdwatch import FdWatch
 from .workers import Pool, WorkerProcess
 
 log = logging.getLogger("zmqserver")
@@ -63,10 +64,8 @@ class BrokerComponent:
         self.access_log: AccessLog | None = None
         #: For :meth:`handle` outside :meth:`wait` (never set: nothing to interrupt there).
         self._no_wake = Wake()
-        #: The ZAP socket and the ZMQ_FD watched for it (see :meth:`watch`); whether a turn
-        #: answered a full batch of handshakes and more may wait.
-        self._zap_fd: tuple[zmq.Socket[bytes] | None, int] = (None, -1)
-        self._zap_more = False
+        #: The ZAP socket, waited on by its ZMQ_FD (fdwatch.py: asked once a connection).
+        self._zap: FdWatch | None = None
         #: Told of each worker that is gone for good, with the reason (pub-sub's events).
         self.on_gone: Callable[[bytes, str], None] | None = None
         #: Other components' sockets the broker's wait handles itself (Broker.serve's
@@ -142,19 +141,15 @@ class BrokerComponent:
         ]
         zap = self.security.zap_socket
         if zap is not None:
-            # Its ZMQ_FD, not the socket: zmq_poll checks every socket it is given for commands
-            # with system calls on each call, under load every job or two, for a socket that is
-            # asked something once a connection. handle() reads it until it is empty, which
-            # re-arms the fd, or asks to come back at once (_zap_more).
-            if self._zap_fd[0] is not zap:
-                self._zap_fd = (zap, int(zap.getsockopt(zmq.FD)))
-            items.append((self._zap_fd[1], zmq.POLLIN))
+            if self._zap is None or self._zap.sock is not zap:
+                self._zap = FdWatch(zap)
+            items.append(self._zap.item())
         return items
 
     def next_deadline(self) -> float:
         assert self.dispatcher is not None
         assert self.broker is not None
-        if self._zap_more:
+        if self._zap is not None and self._zap.more:
             return 0.0
         return min(self.dispatcher.next_deadline(), self.broker.next_deadline())
 
@@ -162,9 +157,9 @@ class BrokerComponent:
         dispatcher, broker = self.dispatcher, self.broker
         assert dispatcher is not None
         assert broker is not None
-        zap = self.security.zap_socket
-        if zap is not None and (self._zap_more or self._zap_fd[1] in ready):
-            self._zap_more = not self.security.handle_zap()  # handshakes waiting for a yes or no
+        zap = self._zap
+        if zap is not None and zap.sock is self.security.zap_socket and zap.due(ready):
+            zap.read(self.security.handle_zap())  # handshakes waiting for a yes or no
         # Only without the waiter (wait() drains them itself and never reports them).
         backend, frontend = broker.backend in ready, broker.frontend in ready
         if backend or frontend:

@@ -39,6 +39,7 @@ from ..security.policy import PortPolicy
 from ..security.sockets import apply_server
 from .commands import execute
 from .component import Handle, Host, StartError, WatchItem
+from .fdwatch import FdWatch
 
 if TYPE_CHECKING:
     from .broker_side import BrokerComponent
@@ -78,10 +79,8 @@ class ControlComponent:
     def __init__(self, config: Config, broker: BrokerComponent) -> None:
         self.broker = broker
         self.sock: zmq.Socket[bytes] | None = None
-        #: The socket's ZMQ_FD, which the loop watches instead of the socket (see watch()).
-        self._fd = -1
-        #: A turn ended with requests left unread (BATCH): come back at once.
-        self._more = False
+        #: The socket, waited on by its ZMQ_FD (fdwatch.py: asked a few times a minute).
+        self._watch: FdWatch | None = None
         self.master: Master | None = None
         self.endpoint = ""
         self.path: str | None = None
@@ -130,36 +129,31 @@ class ControlComponent:
             sock.close(0)
             raise StartError(f"cannot bind the control endpoint {wanted}: {exc}") from exc
         self.sock = sock
-        self._fd = int(sock.getsockopt(zmq.FD))
+        self._watch = FdWatch(sock)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.path = self.endpoint[len("ipc://") :] if not remote else None
         self._write_discovery(config, host.pid)
         log.info("control endpoint on %s", self.endpoint)
 
     def watch(self) -> list[WatchItem]:
-        """The socket's ZMQ_FD, not the socket: zmq_poll checks each socket it is given for
-        commands with a system call or two on every call, which under load is every job or
-        two, for a socket that is asked something a few times a minute. A plain fd costs the
-        wait nothing more. ZMQ_FD says only that something may have changed; it signals again
-        once a read has found the socket empty, which :meth:`handle` always ends with (or it
-        asks to come back at once: ``_more``)."""
-        return [] if self.sock is None else [(self._fd, zmq.POLLIN)]
+        return [] if self._watch is None else [self._watch.item()]
 
     def next_deadline(self) -> float:
-        return 0.0 if self._more else float("inf")
+        return float("inf") if self._watch is None else self._watch.next_deadline()
 
     def handle(self, ready: Collection[Handle], now: float) -> None:
-        sock = self.sock
-        if sock is None or (self._fd not in ready and not self._more):
-            return
+        watch = self._watch
+        if watch is not None and watch.due(ready):
+            watch.read(self._answer(watch.sock))
+
+    def _answer(self, sock: zmq.Socket[bytes]) -> bool:
+        """Answer up to BATCH requests; True once a read found the socket empty."""
         assert self.master is not None
-        self._more = True  # unless a read finds the socket empty
         for _ in range(BATCH):
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                self._more = False
-                return
+                return True
             if len(parts) < 2:
                 continue
             peer, body = parts[0].bytes, parts[-1]
@@ -174,6 +168,7 @@ class ControlComponent:
             # The asker may be gone or not reading: nothing to wait for.
             with contextlib.suppress(zmq.ZMQError):
                 sock.send_multipart([*envelope, json.dumps(reply).encode()], zmq.NOBLOCK)
+        return False
 
     def on_stop(self, graceful: bool) -> None:
         pass  # still answers status while the workers finish
@@ -203,7 +198,7 @@ class ControlComponent:
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None
-            self._fd, self._more = -1, False
+            self._watch = None
         for path in self.written:
             try:
                 if json.loads(path.read_text()).get("pid") == os.getpid():
